@@ -1,0 +1,218 @@
+//! The expiry predicate: is a lease provably dead?
+//!
+//! Time and process facts arrive as arguments; the kernel never reads a clock or a process table.
+//! A lease beaten within the grace is never dead, whatever else is known. Past the grace it is dead
+//! when it has been idle for its TTL (its `ttl_minutes`, or a default backstop), or sooner when its
+//! holder process is known to be gone: a dead holder only shortens the reclaim of a lease that is
+//! already past the grace, it never reclaims a fresh one (the pid may simply not be visible here).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::value::Object;
+
+/// Timing rules for reclaiming leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiryPolicy {
+    /// TTL of a lease that names none (`ttl_minutes` missing, zero or not a number).
+    pub default_ttl_s: u64,
+    /// A lease beaten (or acquired) this recently is never dead.
+    pub grace_s: u64,
+}
+
+impl Default for ExpiryPolicy {
+    fn default() -> Self {
+        Self {
+            default_ttl_s: 2 * 60 * 60,
+            grace_s: 120,
+        }
+    }
+}
+
+/// What is known about the process that holds a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HolderProcess {
+    /// It is running (same pid and start time).
+    Alive,
+    /// It is provably gone (same host, no such pid, or a pid reused by another start time).
+    Gone,
+    /// Nothing is known (another host, no pid recorded).
+    Unknown,
+}
+
+/// The expiry verdict for one lease, with the figures that led to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Not provably dead.
+    Alive {
+        /// Seconds since the last heartbeat (or the acquisition).
+        idle_s: u64,
+        /// The TTL that applies.
+        ttl_s: u64,
+    },
+    /// Idle for at least its TTL.
+    Expired {
+        /// Seconds since the last heartbeat (or the acquisition).
+        idle_s: u64,
+        /// The TTL that applies.
+        ttl_s: u64,
+    },
+    /// Past the grace and its holder process is gone.
+    HolderGone {
+        /// Seconds since the last heartbeat (or the acquisition).
+        idle_s: u64,
+    },
+    /// Neither `heartbeat_at` nor `acquired_at` is a readable time: never provably dead.
+    NoTimestamp,
+}
+
+impl Verdict {
+    /// Whether the lease may be reclaimed.
+    pub fn is_dead(self) -> bool {
+        matches!(self, Verdict::Expired { .. } | Verdict::HolderGone { .. })
+    }
+}
+
+/// Parses a journal timestamp (`YYYY-MM-DDTHH:MM:SSZ`, RFC 3339) to seconds since the Unix epoch.
+pub fn parse_utc(text: &str) -> Option<i64> {
+    let time = humantime::parse_rfc3339_weak(text.trim()).ok()?;
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).ok(),
+        Err(before) => i64::try_from(before.duration().as_secs()).ok().map(|s| -s),
+    }
+}
+
+/// Formats seconds since the Unix epoch as a journal timestamp (`YYYY-MM-DDTHH:MM:SSZ`).
+pub fn format_utc(unix_s: i64) -> String {
+    let time = if unix_s >= 0 {
+        UNIX_EPOCH + Duration::from_secs(unix_s.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_secs(unix_s.unsigned_abs())
+    };
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+fn time_member(lease: &Object, member: &str) -> Option<i64> {
+    lease
+        .get(member)
+        .and_then(Value::as_str)
+        .and_then(parse_utc)
+}
+
+/// The TTL that applies to a lease, in seconds.
+pub fn ttl_s(lease: &Object, policy: &ExpiryPolicy) -> u64 {
+    lease
+        .get("ttl_minutes")
+        .and_then(Value::as_f64)
+        .filter(|m| m.is_finite() && *m > 0.0)
+        .map_or(policy.default_ttl_s, |m| {
+            (m * 60.0).min(u64::MAX as f64) as u64
+        })
+}
+
+/// Assesses one lease at `now_unix_s`.
+pub fn assess(
+    lease: &Object,
+    now_unix_s: i64,
+    policy: &ExpiryPolicy,
+    holder: HolderProcess,
+) -> Verdict {
+    let last = [
+        time_member(lease, "heartbeat_at"),
+        time_member(lease, "acquired_at"),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    let Some(last) = last else {
+        return Verdict::NoTimestamp;
+    };
+    // A beat from the future (clock skew between hosts) counts as fresh.
+    let idle_s = u64::try_from(now_unix_s.saturating_sub(last)).unwrap_or(0);
+    let ttl_s = ttl_s(lease, policy);
+    if idle_s < policy.grace_s {
+        return Verdict::Alive { idle_s, ttl_s };
+    }
+    if idle_s >= ttl_s {
+        return Verdict::Expired { idle_s, ttl_s };
+    }
+    if holder == HolderProcess::Gone {
+        return Verdict::HolderGone { idle_s };
+    }
+    Verdict::Alive { idle_s, ttl_s }
+}
+
+/// Seconds since the Unix epoch of a `SystemTime` the caller read (the kernel never reads one).
+pub fn unix_seconds(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn lease(beat: &str, ttl_minutes: Value) -> Object {
+        let Value::Object(o) = json!({"acquired_at": "2026-01-01T00:00:00Z", "heartbeat_at": beat, "ttl_minutes": ttl_minutes})
+        else {
+            unreachable!()
+        };
+        o
+    }
+
+    #[test]
+    fn time_round_trips() {
+        let t = parse_utc("2026-11-23T07:47:52Z").expect("valid");
+        assert_eq!(format_utc(t), "2026-11-23T07:47:52Z");
+        assert_eq!(parse_utc("yesterday"), None);
+    }
+
+    #[test]
+    fn a_lease_beaten_within_the_grace_is_never_dead_even_if_its_holder_is_gone() {
+        let policy = ExpiryPolicy {
+            default_ttl_s: 60,
+            grace_s: 120,
+        };
+        let beat = parse_utc("2026-01-01T01:00:00Z").expect("valid");
+        let l = lease("2026-01-01T01:00:00Z", json!(null));
+        assert!(!assess(&l, beat + 119, &policy, HolderProcess::Gone).is_dead());
+        assert!(assess(&l, beat + 120, &policy, HolderProcess::Gone).is_dead());
+    }
+
+    #[test]
+    fn a_gone_holder_shortens_the_reclaim_past_the_grace_only() {
+        let policy = ExpiryPolicy::default();
+        let beat = parse_utc("2026-01-01T01:00:00Z").expect("valid");
+        let l = lease("2026-01-01T01:00:00Z", json!(30));
+        assert_eq!(
+            assess(&l, beat + 600, &policy, HolderProcess::Alive),
+            Verdict::Alive {
+                idle_s: 600,
+                ttl_s: 1800
+            }
+        );
+        assert_eq!(
+            assess(&l, beat + 600, &policy, HolderProcess::Gone),
+            Verdict::HolderGone { idle_s: 600 }
+        );
+        assert!(assess(&l, beat + 1800, &policy, HolderProcess::Alive).is_dead());
+    }
+
+    #[test]
+    fn a_lease_without_a_readable_time_is_never_provably_dead() {
+        let Value::Object(l) = json!({"acquired_at": "?"}) else {
+            unreachable!()
+        };
+        assert_eq!(
+            assess(&l, i64::MAX, &ExpiryPolicy::default(), HolderProcess::Gone),
+            Verdict::NoTimestamp
+        );
+    }
+}

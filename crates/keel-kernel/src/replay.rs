@@ -1,0 +1,690 @@
+//! Journal replay: a streaming fold from records to the live lease set, generations and `next_seq`,
+//! and compaction of that state back into records.
+//!
+//! Memory is proportional to the live set (plus the corrupt sentinels, which are never dropped),
+//! not to the journal. Every operation on the live set is O(1) amortised, so thousands of live
+//! leases cost no more per record than one.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::line::{BadLine, CORRUPT_OP, LineDecoder, classify_text, line_text};
+use crate::value::{Object, identity_text, seq_number, truthy};
+
+/// A lease's identity: `(loop_ts, lane)`, each as Python's `str(value or "")`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Identity {
+    /// The lease's loop timestamp (its unique run key).
+    pub loop_ts: String,
+    /// The lane name.
+    pub lane: String,
+}
+
+impl Identity {
+    /// The identity of a record or lease body.
+    pub fn of(object: &Object) -> Self {
+        Self {
+            loop_ts: identity_text(object.get("loop_ts")),
+            lane: identity_text(object.get("lane")),
+        }
+    }
+
+    /// `("", "")`: a state record with this identity is ignored.
+    pub fn is_empty(&self) -> bool {
+        self.loop_ts.is_empty() && self.lane.is_empty()
+    }
+}
+
+/// One row of the generation table: the fencing token of a live lease.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Generation {
+    /// The lease's loop timestamp.
+    pub loop_ts: String,
+    /// The lane name.
+    pub lane: String,
+    /// The generation: a counter that only rises across grants.
+    pub generation: u64,
+}
+
+/// Members a lease body is built from when an `ACQUIRE`/`RECONCILE` has no `lease` object.
+const BODY_MEMBERS: [&str; 12] = [
+    "lane",
+    "lane_kind",
+    "tree",
+    "loop_ts",
+    "host_id",
+    "pid",
+    "acquired_at",
+    "heartbeat_at",
+    "ttl_minutes",
+    "holder",
+    "run_id",
+    "proc_starttime",
+];
+
+/// How many distinct `op` names [`LiveState::op_counts`] tracks before counting the rest as `"*other*"`.
+pub const OP_NAMES_MAX: usize = 64;
+
+/// The live set in first-acquired order with O(1) lookup, replacement and removal.
+///
+/// Removal leaves a hole that is squeezed out once holes outnumber live entries, so iteration
+/// stays proportional to the live set.
+#[derive(Debug, Clone, Default)]
+struct LiveSet {
+    slots: Vec<Option<(Identity, Object)>>,
+    index: HashMap<Identity, usize>,
+}
+
+impl LiveSet {
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn upsert(&mut self, identity: Identity, body: Object) {
+        if let Some(&slot) = self.index.get(&identity) {
+            self.slots[slot] = Some((identity, body));
+        } else {
+            self.index.insert(identity.clone(), self.slots.len());
+            self.slots.push(Some((identity, body)));
+        }
+    }
+
+    fn get_mut(&mut self, identity: &Identity) -> Option<&mut Object> {
+        let slot = *self.index.get(identity)?;
+        self.slots[slot].as_mut().map(|(_, body)| body)
+    }
+
+    fn get(&self, identity: &Identity) -> Option<&Object> {
+        let slot = *self.index.get(identity)?;
+        self.slots[slot].as_ref().map(|(_, body)| body)
+    }
+
+    fn remove(&mut self, identity: &Identity) -> Option<Object> {
+        let slot = self.index.remove(identity)?;
+        let removed = self.slots[slot].take().map(|(_, body)| body);
+        let holes = self.slots.len() - self.index.len();
+        if holes > 32 && holes > self.index.len() {
+            self.squeeze();
+        }
+        removed
+    }
+
+    fn squeeze(&mut self) {
+        self.slots.retain(Option::is_some);
+        for (slot, entry) in self.slots.iter().enumerate() {
+            let (identity, _) = entry.as_ref().expect("holes were just removed");
+            *self.index.get_mut(identity).expect("every slot is indexed") = slot;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.slots.clear();
+        self.index.clear();
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Identity, &Object)> {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|(identity, body)| (identity, body))
+    }
+}
+
+/// The state a journal folds to. Feed it records in append order with [`apply`](Self::apply).
+#[derive(Debug, Clone, Default)]
+pub struct LiveState {
+    live: LiveSet,
+    generations: HashMap<Identity, u64>,
+    counter: u64,
+    max_seq: u64,
+    corrupt: Vec<Object>,
+    records: u64,
+    op_counts: BTreeMap<String, u64>,
+}
+
+impl LiveState {
+    /// The state of an empty journal.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Folds one record (a parsed JSON object) into the state.
+    pub fn apply(&mut self, record: &Object) {
+        self.records += 1;
+        self.max_seq = self
+            .max_seq
+            .max(seq_number(record.get("seq")))
+            .max(seq_number(record.get("seq_watermark")));
+        let op = record.get("op").and_then(Value::as_str).unwrap_or("");
+        self.count_op(op);
+        match op {
+            "ACQUIRE" | "RECONCILE" => {
+                let identity = Identity::of(record);
+                if identity.is_empty() {
+                    return;
+                }
+                let body = match record.get("lease") {
+                    Some(Value::Object(lease)) => lease.clone(),
+                    _ => BODY_MEMBERS
+                        .iter()
+                        .filter_map(|&k| record.get(k).map(|v| (k.to_owned(), v.clone())))
+                        .collect(),
+                };
+                self.grant(identity, body);
+            }
+            "RELEASE" | "SCAVENGE" => self.remove(&Identity::of(record)),
+            "HEARTBEAT" => {
+                if let Some(lease) = self.live.get_mut(&Identity::of(record)) {
+                    beat(lease, record);
+                }
+            }
+            "ADOPT" => {
+                if let Some(lease) = self.live.get_mut(&Identity::of(record)) {
+                    adopt(lease, record);
+                }
+            }
+            "CHECKPOINT" => self.checkpoint(record),
+            CORRUPT_OP => self.corrupt.push(record.clone()),
+            _ => {}
+        }
+    }
+
+    /// Folds one line of text (already decoded and stripped) that is known to be a record, without
+    /// building a whole `Value` when the record is a common, plainly written one. Returns `false`
+    /// when the line needs the general path ([`apply`](Self::apply) on the parsed object).
+    fn apply_fast(&mut self, text: &str) -> bool {
+        #[derive(Deserialize)]
+        struct Fast<'a> {
+            op: &'a str,
+            #[serde(default)]
+            loop_ts: Option<&'a str>,
+            #[serde(default)]
+            lane: Option<&'a str>,
+            #[serde(default, borrow)]
+            lease: Option<&'a RawValue>,
+            #[serde(default)]
+            heartbeat_at: Option<&'a str>,
+            #[serde(default)]
+            ts: Option<&'a str>,
+            #[serde(default)]
+            seq: Option<u64>,
+            #[serde(default)]
+            seq_watermark: Option<u64>,
+        }
+        let Ok(fast) = serde_json::from_str::<Fast<'_>>(text) else {
+            return false;
+        };
+        if matches!(fast.op, "ADOPT" | "CHECKPOINT" | CORRUPT_OP) {
+            return false;
+        }
+        let identity = || Identity {
+            loop_ts: fast.loop_ts.unwrap_or("").to_owned(),
+            lane: fast.lane.unwrap_or("").to_owned(),
+        };
+        match fast.op {
+            "ACQUIRE" | "RECONCILE" => {
+                let Some(raw) = fast.lease.filter(|raw| raw.get().starts_with('{')) else {
+                    return false;
+                };
+                let Ok(body) = serde_json::from_str::<Object>(raw.get()) else {
+                    return false;
+                };
+                let identity = identity();
+                if !identity.is_empty() {
+                    self.grant(identity, body);
+                }
+            }
+            "RELEASE" | "SCAVENGE" => self.remove(&identity()),
+            "HEARTBEAT" => {
+                let beat = [fast.heartbeat_at, fast.ts]
+                    .into_iter()
+                    .flatten()
+                    .find(|s| !s.is_empty());
+                if let (Some(beat), Some(lease)) = (beat, self.live.get_mut(&identity())) {
+                    lease.insert("heartbeat_at".to_owned(), Value::from(beat));
+                }
+            }
+            _ => {}
+        }
+        self.records += 1;
+        self.max_seq = self
+            .max_seq
+            .max(fast.seq.unwrap_or(0))
+            .max(fast.seq_watermark.unwrap_or(0));
+        self.count_op(fast.op);
+        true
+    }
+
+    fn count_op(&mut self, op: &str) {
+        if let Some(count) = self.op_counts.get_mut(op) {
+            *count += 1;
+        } else if self.op_counts.len() < OP_NAMES_MAX {
+            self.op_counts.insert(op.to_owned(), 1);
+        } else {
+            *self.op_counts.entry("*other*".to_owned()).or_default() += 1;
+        }
+    }
+
+    fn grant(&mut self, identity: Identity, body: Object) {
+        self.counter += 1;
+        self.generations.insert(identity.clone(), self.counter);
+        self.live.upsert(identity, body);
+    }
+
+    fn remove(&mut self, identity: &Identity) {
+        self.live.remove(identity);
+        self.generations.remove(identity);
+    }
+
+    fn checkpoint(&mut self, record: &Object) {
+        self.live.clear();
+        if let Some(Value::Array(leases)) = record.get("leases") {
+            for lease in leases {
+                if let Value::Object(body) = lease {
+                    let identity = Identity::of(body);
+                    if !identity.is_empty() {
+                        self.live.upsert(identity, body.clone());
+                    }
+                }
+            }
+        }
+        self.generations.clear();
+        self.counter = 0;
+        if let Some(Value::Array(rows)) = record.get("generations") {
+            for row in rows {
+                let Value::Object(row) = row else { continue };
+                let Some(generation) = row.get("generation").and_then(Value::as_u64) else {
+                    continue;
+                };
+                let identity = Identity::of(row);
+                if identity.is_empty() {
+                    continue;
+                }
+                self.counter = self.counter.max(generation);
+                self.generations.insert(identity, generation);
+            }
+        }
+    }
+
+    /// The live leases in first-acquired order.
+    pub fn live(&self) -> impl Iterator<Item = &Object> {
+        self.live.iter().map(|(_, body)| body)
+    }
+
+    /// The live leases with their identities, in first-acquired order.
+    pub fn live_with_identity(&self) -> impl Iterator<Item = (&Identity, &Object)> {
+        self.live.iter()
+    }
+
+    /// The live lease at `identity`, if any.
+    pub fn lease(&self, identity: &Identity) -> Option<&Object> {
+        self.live.get(identity)
+    }
+
+    /// Whether every live lease is stored under its own identity. An `ACQUIRE` whose `lease` body
+    /// names another `(loop_ts, lane)` than the record breaks this; a `CHECKPOINT` keys leases by
+    /// their bodies, so only while this holds does `replay(compact(E)) == replay(E)`. keel never
+    /// writes such a record; `keel journal verify` reports journals that hold one.
+    pub fn is_self_keyed(&self) -> bool {
+        self.live
+            .iter()
+            .all(|(identity, body)| Identity::of(body) == *identity)
+    }
+
+    /// How many leases are live.
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    /// The generation of the live lease at `identity`, if it is live and has one.
+    pub fn generation(&self, identity: &Identity) -> Option<u64> {
+        self.live.get(identity)?;
+        self.generations.get(identity).copied()
+    }
+
+    /// The generation the next grant will receive.
+    pub fn next_generation(&self) -> u64 {
+        self.counter + 1
+    }
+
+    /// The generation table, sorted by `loop_ts` then `lane`: every live lease's generation, plus
+    /// any row a `CHECKPOINT` carried for an identity that is not live (dos-kernel keeps those too,
+    /// and a later checkpoint must carry them on for compaction to preserve the table).
+    pub fn generations(&self) -> Vec<Generation> {
+        let mut rows: Vec<Generation> = self
+            .generations
+            .iter()
+            .map(|(identity, &generation)| Generation {
+                loop_ts: identity.loop_ts.clone(),
+                lane: identity.lane.clone(),
+                generation,
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// `1 +` the largest `seq` or `seq_watermark` of any record.
+    pub fn next_seq(&self) -> u64 {
+        self.max_seq + 1
+    }
+
+    /// The corrupt sentinels seen, in order.
+    pub fn corrupt(&self) -> &[Object] {
+        &self.corrupt
+    }
+
+    /// How many records (JSON objects, corrupt sentinels included) were folded.
+    pub fn record_count(&self) -> u64 {
+        self.records
+    }
+
+    /// Records per `op` (at most [`OP_NAMES_MAX`] names; the rest under `"*other*"`).
+    pub fn op_counts(&self) -> &BTreeMap<String, u64> {
+        &self.op_counts
+    }
+
+    /// The compacted journal: one `CHECKPOINT` then every corrupt sentinel, or nothing for an
+    /// empty journal. Replaying it gives the same live set and generations as this state.
+    pub fn compact(&self) -> Vec<Object> {
+        if self.records == 0 {
+            return Vec::new();
+        }
+        let mut checkpoint = Object::new();
+        checkpoint.insert("op".to_owned(), Value::from("CHECKPOINT"));
+        checkpoint.insert(
+            "leases".to_owned(),
+            Value::Array(self.live().cloned().map(Value::Object).collect()),
+        );
+        checkpoint.insert("seq_watermark".to_owned(), Value::from(self.max_seq));
+        let generations = self.generations();
+        if !generations.is_empty() {
+            checkpoint.insert(
+                "generations".to_owned(),
+                serde_json::to_value(generations).expect("generation rows serialize"),
+            );
+        }
+        let mut records = Vec::with_capacity(1 + self.corrupt.len());
+        records.push(checkpoint);
+        records.extend(self.corrupt.iter().cloned());
+        records
+    }
+}
+
+/// Why a journal cannot be compacted without changing what it means.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompactError {
+    /// A live lease is stored under another identity than its body names, so a checkpoint
+    /// (which keys leases by their bodies) would replay to a different live set.
+    #[error(
+        "lease stored as (loop_ts {:?}, lane {:?}) names (loop_ts {:?}, lane {:?}) in its body; \
+         compacting would change the live set, so the journal is left as it is",
+        stored.loop_ts, stored.lane, body.loop_ts, body.lane
+    )]
+    MisKeyedLease {
+        /// The identity the lease is live under.
+        stored: Identity,
+        /// The identity its body names.
+        body: Identity,
+    },
+}
+
+impl LiveState {
+    /// [`compact`](Self::compact), or an error when the result would not replay to this state.
+    /// Every rewrite of a real journal goes through this: a compaction never changes meaning.
+    pub fn compact_checked(&self) -> Result<Vec<Object>, CompactError> {
+        if let Some((stored, body)) = self
+            .live
+            .iter()
+            .find(|(identity, body)| Identity::of(body) != **identity)
+        {
+            let body_identity = Identity::of(body);
+            // A mis-keyed lease is harmless when re-keying it collides with nothing and drops nothing.
+            let compacted = self.compact();
+            let replayed = replay_records(&compacted);
+            if !replayed.live().eq(self.live()) || replayed.generations() != self.generations() {
+                return Err(CompactError::MisKeyedLease {
+                    stored: stored.clone(),
+                    body: body_identity,
+                });
+            }
+            return Ok(compacted);
+        }
+        Ok(self.compact())
+    }
+}
+
+fn beat(lease: &mut Object, record: &Object) {
+    let beat = ["heartbeat_at", "ts"]
+        .iter()
+        .filter_map(|k| record.get(*k))
+        .find(|v| truthy(v));
+    if let Some(beat) = beat {
+        lease.insert("heartbeat_at".to_owned(), beat.clone());
+    }
+}
+
+fn adopt(lease: &mut Object, record: &Object) {
+    let old_pid = lease.get("pid").cloned();
+    for member in ["holder", "pid", "host_id"] {
+        if let Some(v) = record.get(member).filter(|v| !v.is_null()) {
+            lease.insert(member.to_owned(), v.clone());
+        }
+    }
+    match (record.get("proc_starttime"), record.get("pid")) {
+        (Some(start), _) if !start.is_null() => {
+            lease.insert("proc_starttime".to_owned(), start.clone());
+        }
+        (_, Some(pid)) if !pid.is_null() && Some(pid) != old_pid.as_ref() => {
+            lease.remove("proc_starttime");
+        }
+        _ => {}
+    }
+    beat(lease, record);
+}
+
+/// A streaming replay of a journal's lines: push lines in file order, then [`finish`](Self::finish).
+///
+/// Pushing the lines of a file in any number of calls gives the same result as replaying it whole.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    decoder: LineDecoder,
+    state: LiveState,
+}
+
+/// The end of a replay: the state, and the torn tail if the last line did not parse.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    /// The folded state.
+    pub state: LiveState,
+    /// The unparseable last line, which "didn't happen".
+    pub torn_tail: Option<BadLine>,
+    /// How many lines the file had (blank lines counted).
+    pub lines: u64,
+}
+
+impl Replay {
+    /// A replay positioned before the first line of a journal.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A replay that continues from `state` as if the lines pushed next followed the records
+    /// `state` was folded from, starting at line index `first_line`.
+    pub fn resume(state: LiveState, first_line: u64) -> Self {
+        let mut decoder = LineDecoder::new();
+        for _ in 0..first_line {
+            decoder.start_line();
+        }
+        Self { decoder, state }
+    }
+
+    /// Folds the next line of the file (without its `\n`).
+    pub fn push_line(&mut self, line: &[u8]) {
+        let (index, corrupt) = self.decoder.start_line();
+        if let Some(bad) = corrupt {
+            self.state.apply(&bad.sentinel());
+        }
+        let text = line_text(line);
+        if text.is_empty() {
+            return;
+        }
+        // Only an object can start with `{`; anything else takes the general path.
+        if text.starts_with('{') && self.state.apply_fast(&text) {
+            return;
+        }
+        match classify_text(&text) {
+            crate::line::LineClass::Record(record) => self.state.apply(&record),
+            crate::line::LineClass::Unparseable(raw) => self.decoder.hold_unparseable(index, raw),
+            crate::line::LineClass::Blank | crate::line::LineClass::NotObject => {}
+        }
+    }
+
+    /// The state folded so far (a held-back unparseable line is not in it yet).
+    pub fn state(&self) -> &LiveState {
+        &self.state
+    }
+
+    /// Ends the file.
+    pub fn finish(self) -> Replayed {
+        let lines = self.decoder.lines_seen();
+        Replayed {
+            state: self.state,
+            torn_tail: self.decoder.finish(),
+            lines,
+        }
+    }
+}
+
+/// Replays a whole journal held in memory.
+pub fn replay_bytes(journal: &[u8]) -> Replayed {
+    let mut replay = Replay::new();
+    for line in crate::line::split_lines(journal) {
+        replay.push_line(line);
+    }
+    replay.finish()
+}
+
+/// Replays records that are already parsed (for example the output of [`LiveState::compact`]).
+pub fn replay_records<'a>(records: impl IntoIterator<Item = &'a Object>) -> LiveState {
+    let mut state = LiveState::new();
+    for record in records {
+        state.apply(record);
+    }
+    state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Object {
+        match v {
+            Value::Object(o) => o,
+            _ => unreachable!("test data is an object"),
+        }
+    }
+
+    #[test]
+    fn release_then_reacquire_moves_the_lease_last_and_raises_its_generation() {
+        let journal = concat!(
+            "{\"op\": \"ACQUIRE\", \"loop_ts\": \"a\", \"lane\": \"x\", \"lease\": {\"lane\": \"x\", \"loop_ts\": \"a\"}, \"seq\": 1}\n",
+            "{\"op\": \"ACQUIRE\", \"loop_ts\": \"b\", \"lane\": \"y\", \"lease\": {\"lane\": \"y\", \"loop_ts\": \"b\"}, \"seq\": 2}\n",
+            "{\"op\": \"RELEASE\", \"loop_ts\": \"a\", \"lane\": \"x\", \"seq\": 3}\n",
+            "{\"op\": \"ACQUIRE\", \"loop_ts\": \"a\", \"lane\": \"x\", \"lease\": {\"lane\": \"x\", \"loop_ts\": \"a\"}, \"seq\": 4}\n",
+        );
+        let state = replay_bytes(journal.as_bytes()).state;
+        let lanes: Vec<_> = state.live().map(|l| l["lane"].clone()).collect();
+        assert_eq!(lanes, vec![json!("y"), json!("x")]);
+        let a = Identity {
+            loop_ts: "a".into(),
+            lane: "x".into(),
+        };
+        assert_eq!(state.generation(&a), Some(3));
+        assert_eq!(state.next_seq(), 5);
+    }
+
+    #[test]
+    fn fast_and_general_paths_agree_on_escaped_and_odd_records() {
+        // Escapes and non-string identities force the general path; the results must not differ.
+        let plain = "{\"op\": \"ACQUIRE\", \"loop_ts\": \"t\\u0031\", \"lane\": \"l\", \"lease\": {\"n\": 1}}";
+        let odd = "{\"op\": \"ACQUIRE\", \"loop_ts\": 5, \"lane\": true, \"tree\": [\"a\"]}";
+        let state = replay_bytes(format!("{plain}\n{odd}\n").as_bytes()).state;
+        let ids: Vec<_> = state.live_with_identity().map(|(i, _)| i.clone()).collect();
+        assert_eq!(
+            ids,
+            vec![
+                Identity {
+                    loop_ts: "t1".into(),
+                    lane: "l".into()
+                },
+                Identity {
+                    loop_ts: "5".into(),
+                    lane: "True".into()
+                }
+            ]
+        );
+        assert_eq!(
+            state.live().nth(1).expect("two leases")["tree"],
+            json!(["a"])
+        );
+    }
+
+    #[test]
+    fn adopt_drops_proc_starttime_only_when_the_pid_changes() {
+        let mut state = LiveState::new();
+        state.apply(&obj(json!({"op": "ACQUIRE", "loop_ts": "t", "lane": "l",
+            "lease": {"pid": 1, "proc_starttime": 9, "holder": "a"}})));
+        state.apply(&obj(
+            json!({"op": "ADOPT", "loop_ts": "t", "lane": "l", "pid": 1, "holder": "b"}),
+        ));
+        let id = Identity {
+            loop_ts: "t".into(),
+            lane: "l".into(),
+        };
+        assert_eq!(state.lease(&id).expect("live")["proc_starttime"], json!(9));
+        state.apply(&obj(
+            json!({"op": "ADOPT", "loop_ts": "t", "lane": "l", "pid": 2, "ts": "T"}),
+        ));
+        let lease = state.lease(&id).expect("live");
+        assert_eq!(lease.get("proc_starttime"), None);
+        assert_eq!(lease["holder"], json!("b"));
+        assert_eq!(lease["heartbeat_at"], json!("T"));
+    }
+
+    #[test]
+    fn thousands_of_removals_keep_order_and_indexes_consistent() {
+        let mut state = LiveState::new();
+        for i in 0..5000 {
+            state.apply(&obj(
+                json!({"op": "ACQUIRE", "loop_ts": i.to_string(), "lane": "l", "lease": {"i": i}}),
+            ));
+        }
+        for i in (0..5000).filter(|i| i % 3 != 0) {
+            state.apply(&obj(
+                json!({"op": "RELEASE", "loop_ts": i.to_string(), "lane": "l"}),
+            ));
+        }
+        let left: Vec<i64> = state
+            .live()
+            .map(|l| l["i"].as_i64().expect("int"))
+            .collect();
+        let want: Vec<i64> = (0..5000).filter(|i| i % 3 == 0).collect();
+        assert_eq!(left, want);
+        let id = Identity {
+            loop_ts: "4998".into(),
+            lane: "l".into(),
+        };
+        assert_eq!(state.generation(&id), Some(4999));
+    }
+
+    #[test]
+    fn compact_of_an_empty_journal_is_empty() {
+        assert!(replay_bytes(b"").state.compact().is_empty());
+        assert!(replay_bytes(b"[1]\n\"s\"\n").state.compact().is_empty());
+    }
+}

@@ -1,0 +1,184 @@
+//! Tree algebra: when do two leased regions collide.
+//!
+//! A tree is a list of workspace-relative paths and globs. Each entry normalises to a [`Region`]:
+//! a path prefix (cut at the first glob metacharacter), the universal region, or a named mutex
+//! `lock://NAME`. Two regions collide when one prefix starts with the other.
+
+use serde_json::Value;
+
+use crate::value::{casefold, identity_text, python_strip};
+
+/// Characters that start a glob: an entry is cut at the first one.
+const GLOB_METACHARACTERS: [char; 3] = ['*', '?', '['];
+
+/// The scheme of a named-mutex entry.
+pub const LOCK_SCHEME: &str = "lock://";
+
+/// What one normalised tree entry covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Region {
+    /// Everything (the empty prefix, `**/*`, `*.toml`, a bare `lock://`): collides with all.
+    Universal,
+    /// Every path that starts with this non-empty, case-folded prefix.
+    Prefix(String),
+    /// A named mutex: collides only with the same name and with [`Region::Universal`].
+    Lock(String),
+}
+
+impl Region {
+    /// Whether two regions overlap. Symmetric.
+    pub fn collides(&self, other: &Region) -> bool {
+        match (self, other) {
+            (Region::Universal, _) | (_, Region::Universal) => true,
+            (Region::Lock(a), Region::Lock(b)) => a == b,
+            (Region::Prefix(a), Region::Prefix(b)) => {
+                a.starts_with(b.as_str()) || b.starts_with(a.as_str())
+            }
+            (Region::Lock(_), Region::Prefix(_)) | (Region::Prefix(_), Region::Lock(_)) => false,
+        }
+    }
+
+    /// The region as text: the prefix, `lock://NAME`, or `""` for the universal region.
+    pub fn text(&self) -> String {
+        match self {
+            Region::Universal => String::new(),
+            Region::Prefix(p) => p.clone(),
+            Region::Lock(name) => format!("{LOCK_SCHEME}{name}"),
+        }
+    }
+}
+
+/// Normalises one entry; `None` for a blank entry, which carries no path.
+///
+/// `\` becomes `/`, white space is stripped, the text is case-folded, and it is cut at the first
+/// glob metacharacter. Normalising the text of a normalised entry gives the same region.
+pub fn normalise(entry: &str) -> Option<Region> {
+    let replaced = entry.replace('\\', "/");
+    let stripped = python_strip(&replaced);
+    if stripped.is_empty() {
+        return None;
+    }
+    let folded = casefold(stripped);
+    if let Some(name) = folded.strip_prefix(LOCK_SCHEME) {
+        if name.is_empty() || name.contains(GLOB_METACHARACTERS) {
+            return Some(Region::Universal);
+        }
+        return Some(Region::Lock(name.to_owned()));
+    }
+    let cut = folded
+        .find(GLOB_METACHARACTERS)
+        .map_or(folded.as_str(), |at| &folded[..at]);
+    if cut.is_empty() {
+        Some(Region::Universal)
+    } else {
+        Some(Region::Prefix(cut.to_owned()))
+    }
+}
+
+/// A normalised tree: its non-blank entries as regions. Empty means "no known region".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tree {
+    regions: Vec<Region>,
+}
+
+impl Tree {
+    /// Normalises a list of entries, dropping blank ones.
+    pub fn new<S: AsRef<str>>(entries: &[S]) -> Self {
+        Self {
+            regions: entries
+                .iter()
+                .filter_map(|e| normalise(e.as_ref()))
+                .collect(),
+        }
+    }
+
+    /// Reads a lease's `tree` member. Missing, `null` or `[]` is the empty tree; a string is one
+    /// entry; an entry that is not a string fails closed as the universal region (bad data never
+    /// buys concurrency).
+    pub fn from_json(value: Option<&Value>) -> Self {
+        let regions = match value {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => normalise(s).into_iter().collect(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|item| match item {
+                    Value::String(s) => normalise(s),
+                    Value::Null => None,
+                    Value::Bool(_) | Value::Number(_) => normalise(&identity_text(Some(item))),
+                    Value::Array(_) | Value::Object(_) => Some(Region::Universal),
+                })
+                .collect(),
+            Some(_) => vec![Region::Universal],
+        };
+        Self { regions }
+    }
+
+    /// No non-blank entry: an unknown blast radius.
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
+    }
+
+    /// The regions, in entry order.
+    pub fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+
+    /// The first pair of colliding regions `(ours, theirs)`, if the trees intersect.
+    pub fn first_collision<'a>(&'a self, other: &'a Tree) -> Option<(&'a Region, &'a Region)> {
+        self.regions
+            .iter()
+            .find_map(|a| other.regions.iter().find(|b| a.collides(b)).map(|b| (a, b)))
+    }
+
+    /// Whether any region of one collides with any region of the other. Symmetric.
+    pub fn intersects(&self, other: &Tree) -> bool {
+        self.first_collision(other).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefix(s: &str) -> Option<Region> {
+        Some(Region::Prefix(s.to_owned()))
+    }
+
+    #[test]
+    fn normalise_replaces_strips_folds_and_cuts_globs() {
+        assert_eq!(normalise("agents/apply_*.py"), prefix("agents/apply_"));
+        assert_eq!(normalise("**/*"), Some(Region::Universal));
+        assert_eq!(normalise("*.toml"), Some(Region::Universal));
+        assert_eq!(normalise(" Src\\API\\ "), prefix("src/api/"));
+        assert_eq!(normalise("STRAßE/x"), prefix("strasse/x"));
+        assert_eq!(normalise("  "), None);
+        assert_eq!(normalise("src/[ab]/x"), prefix("src/"));
+    }
+
+    #[test]
+    fn locks_collide_only_with_the_same_name_and_the_universal_region() {
+        let a = normalise("lock://deploy").expect("entry");
+        let b = normalise("LOCK://Deploy").expect("entry");
+        let c = normalise("lock://db").expect("entry");
+        assert!(a.collides(&b));
+        assert!(!a.collides(&c));
+        assert!(!a.collides(&normalise("lo").expect("entry")));
+        assert!(a.collides(&Region::Universal));
+        assert_eq!(normalise("lock://"), Some(Region::Universal));
+        assert_eq!(normalise("lock://db*"), Some(Region::Universal));
+    }
+
+    #[test]
+    fn trees_of_blank_entries_are_empty() {
+        assert!(Tree::new(&["", "  "]).is_empty());
+        assert!(!Tree::new(&["", "src/"]).is_empty());
+    }
+
+    #[test]
+    fn malformed_tree_members_fail_closed() {
+        let bad = Tree::from_json(Some(&serde_json::json!([{"x": 1}])));
+        assert!(bad.intersects(&Tree::new(&["anything/"])));
+        assert!(Tree::from_json(Some(&serde_json::json!(7))).intersects(&Tree::new(&["a"])));
+        assert!(Tree::from_json(None).is_empty());
+    }
+}
