@@ -1,1 +1,127 @@
-fn main() {}
+//! `keel`: the command line over the keel crates. It parses arguments, calls one library
+//! function, and prints the result; every decision lives in the libraries below.
+//!
+//! Exit codes: 0 success, 1 refused (or corruption found by `verify`), 2 usage error,
+//! 3 lock busy or wait timed out, 4 I/O error or corrupt input.
+
+mod arbitrate;
+mod demo;
+mod journal;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Where the workspace and its journal are.
+#[derive(Debug, clap::Args)]
+struct Location {
+    /// The workspace root [default: $KEEL_ROOT, else the current directory].
+    #[arg(long, global = true, env = "KEEL_ROOT")]
+    root: Option<PathBuf>,
+    /// The lane journal [default: $KEEL_JOURNAL, else <root>/.keel/lane-journal.jsonl].
+    #[arg(long, global = true, env = "KEEL_JOURNAL")]
+    journal: Option<PathBuf>,
+}
+
+impl Location {
+    fn journal(&self) -> PathBuf {
+        if let Some(journal) = &self.journal {
+            return journal.clone();
+        }
+        let root = self.root.clone().unwrap_or_else(|| PathBuf::from("."));
+        root.join(".keel").join("lane-journal.jsonl")
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keel",
+    version,
+    about = "Leases over workspace regions for fleets of agents"
+)]
+struct Cli {
+    #[command(flatten)]
+    location: Location,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read the lane journal: replay, generations, compaction, verification.
+    #[command(subcommand)]
+    Journal(journal::JournalCommand),
+    /// Decide lease requests read as JSON lines on stdin, one decision per line on stdout.
+    Arbitrate(arbitrate::ArbitrateArgs),
+    /// A short walk-through of agents asking for regions, in a temporary directory.
+    Demo,
+}
+
+/// Exit statuses, shared by every command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Success.
+    Ok = 0,
+    /// Refused, or corruption found.
+    Refused = 1,
+    /// Bad arguments or input.
+    Usage = 2,
+    /// I/O error or corrupt input.
+    Io = 4,
+}
+
+/// A failure to report on stderr with its exit status.
+#[derive(Debug)]
+pub struct Failure {
+    status: Status,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    /// An I/O (or corrupt input) failure: exit 4.
+    pub fn io(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            status: Status::Io,
+            error: error.into(),
+        }
+    }
+
+    /// A usage failure: exit 2.
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            status: Status::Usage,
+            error: error.into(),
+        }
+    }
+}
+
+/// The error and its causes on one line, skipping a cause whose text its parent already shows
+/// (library errors name their source in their own message).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Journal(command) => journal::run(command, &cli.location.journal()),
+        Command::Arbitrate(args) => arbitrate::run(args),
+        Command::Demo => demo::run(),
+    };
+    match result {
+        Ok(status) => ExitCode::from(status as u8),
+        Err(failure) => {
+            eprintln!("keel: {}", describe(&failure.error));
+            ExitCode::from(failure.status as u8)
+        }
+    }
+}

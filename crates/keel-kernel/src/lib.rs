@@ -40,6 +40,7 @@
 
 pub mod arbiter;
 pub mod expiry;
+pub mod json;
 pub mod line;
 pub mod replay;
 pub mod tree;

@@ -1,0 +1,108 @@
+//! `keel arbitrate`: the pure arbiter as a filter over JSON lines.
+
+use std::io::{self, BufRead, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use keel_kernel::Object;
+use keel_kernel::arbiter::{Outcome, Request, Taxonomy, decide};
+use keel_kernel::json::to_line;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{Failure, Status};
+
+/// The longest input line accepted; a longer one gets an error object and is skipped.
+const INPUT_LINE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, clap::Args)]
+pub struct ArbitrateArgs {
+    /// A JSON file holding the lane taxonomy used when a line carries none [default: the built-in one].
+    #[arg(long)]
+    taxonomy: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    request: Request,
+    #[serde(default)]
+    live_leases: Vec<Object>,
+    #[serde(default)]
+    taxonomy: Option<Taxonomy>,
+    /// Expected results (as in the conformance fixtures) are accepted and ignored.
+    #[serde(default, rename = "expected")]
+    _expected: Option<serde_json::Value>,
+}
+
+/// Reads requests on stdin, writes one decision (or error object) per line.
+/// Exit 0 when every line was admitted, 1 when any was refused, 2 when any line was malformed.
+pub fn run(args: &ArbitrateArgs) -> Result<Status, Failure> {
+    let default_taxonomy = match &args.taxonomy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading taxonomy {}", path.display()))
+                .map_err(Failure::io)?;
+            serde_json::from_str::<Taxonomy>(&text)
+                .with_context(|| format!("taxonomy {} is not a valid taxonomy", path.display()))
+                .map_err(Failure::usage)?
+        }
+        None => Taxonomy::default(),
+    };
+    let stdin = io::stdin();
+    let mut input = stdin.lock();
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let (mut refused, mut malformed) = (false, false);
+    let mut buffer = Vec::new();
+    let mut number = 0u64;
+    loop {
+        buffer.clear();
+        let read = Read::take(&mut input, INPUT_LINE_BYTES_MAX as u64 + 1)
+            .read_until(b'\n', &mut buffer)
+            .context("reading stdin")
+            .map_err(Failure::io)?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        let response = if buffer.len() > INPUT_LINE_BYTES_MAX && !buffer.ends_with(b"\n") {
+            // Skip the rest of the oversized line so the stream stays in step.
+            let mut rest = Vec::new();
+            input
+                .read_until(b'\n', &mut rest)
+                .context("reading stdin")
+                .map_err(Failure::io)?;
+            malformed = true;
+            json!({"error": format!("stdin line {number}: longer than {INPUT_LINE_BYTES_MAX} bytes"), "line": number})
+        } else {
+            let text = String::from_utf8_lossy(&buffer);
+            if text.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Case>(text.trim()) {
+                Ok(case) => {
+                    let taxonomy = case.taxonomy.as_ref().unwrap_or(&default_taxonomy);
+                    let decision = decide(&case.request, &case.live_leases, taxonomy);
+                    refused |= decision.outcome == Outcome::Refuse;
+                    serde_json::to_value(&decision).expect("decisions serialise")
+                }
+                Err(error) => {
+                    malformed = true;
+                    json!({"error": format!("stdin line {number}: {error}"), "line": number})
+                }
+            }
+        };
+        writeln!(out, "{}", to_line(&response))
+            .context("writing stdout")
+            .map_err(Failure::io)?;
+    }
+    out.flush().context("writing stdout").map_err(Failure::io)?;
+    Ok(if malformed {
+        Status::Usage
+    } else if refused {
+        Status::Refused
+    } else {
+        Status::Ok
+    })
+}

@@ -1,0 +1,201 @@
+//! `keel journal ...`: read-only views of the lane journal.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::path::Path;
+
+use anyhow::Context;
+use clap::Subcommand;
+use keel_fs::LineReader;
+use keel_kernel::json::to_line;
+use keel_kernel::line::{LineClass, LineDecoder};
+use keel_kernel::{Replay, Replayed};
+use serde_json::{Value, json};
+
+use crate::{Failure, Status};
+
+#[derive(Debug, Subcommand)]
+pub enum JournalCommand {
+    /// Print the live leases as a JSON array, in first-acquired order.
+    Replay,
+    /// Print the generation table as a JSON array of {"loop_ts", "lane", "generation"}.
+    Generations,
+    /// Print what compaction would write, as JSON lines.
+    Compact {
+        /// Only print; leave the journal untouched (in-place compaction needs the writer lock).
+        #[arg(long, required = true)]
+        dry_run: bool,
+    },
+    /// Print the next sequence number.
+    NextSeq,
+    /// Print the last records as JSON lines (corrupt lines as their `_CORRUPT` sentinels).
+    Tail {
+        /// How many records.
+        #[arg(short = 'n', long = "lines", default_value_t = 10)]
+        count: usize,
+    },
+    /// Report corrupt lines, a torn tail and record counts; exit 1 if any record is corrupt.
+    Verify {
+        /// Print one JSON object instead of a report.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Replays a journal file from its start.
+pub fn replay_file(path: &Path) -> Result<Replayed, Failure> {
+    let mut reader = LineReader::open(path).map_err(Failure::io)?;
+    let mut replay = Replay::new();
+    while let Some(line) = reader.next_line().map_err(Failure::io)? {
+        replay.push_line(line.bytes);
+    }
+    Ok(replay.finish())
+}
+
+fn print_line(out: &mut impl Write, text: &str) -> Result<(), Failure> {
+    writeln!(out, "{text}")
+        .context("writing to stdout")
+        .map_err(Failure::io)
+}
+
+pub fn run(command: &JournalCommand, path: &Path) -> Result<Status, Failure> {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let status = match command {
+        JournalCommand::Replay => {
+            let state = replay_file(path)?.state;
+            let live: Vec<&keel_kernel::Object> = state.live().collect();
+            print_line(&mut out, &to_line(&live))?;
+            Status::Ok
+        }
+        JournalCommand::Generations => {
+            let state = replay_file(path)?.state;
+            print_line(&mut out, &to_line(&state.generations()))?;
+            Status::Ok
+        }
+        JournalCommand::Compact { dry_run: _ } => {
+            let state = replay_file(path)?.state;
+            for record in state.compact() {
+                print_line(&mut out, &to_line(&record))?;
+            }
+            if let Err(error) = state.compact_checked() {
+                eprintln!("keel: warning: {}: {error}", path.display());
+            }
+            Status::Ok
+        }
+        JournalCommand::NextSeq => {
+            let state = replay_file(path)?.state;
+            print_line(&mut out, &state.next_seq().to_string())?;
+            Status::Ok
+        }
+        JournalCommand::Tail { count } => {
+            tail(&mut out, path, *count)?;
+            Status::Ok
+        }
+        JournalCommand::Verify { json } => verify(&mut out, path, *json)?,
+    };
+    out.flush()
+        .context("writing to stdout")
+        .map_err(Failure::io)?;
+    Ok(status)
+}
+
+/// Keeps only the last `count` records in memory, whatever the journal's size.
+fn tail(out: &mut impl Write, path: &Path, count: usize) -> Result<(), Failure> {
+    let mut reader = LineReader::open(path).map_err(Failure::io)?;
+    let mut decoder = LineDecoder::new();
+    let mut last: VecDeque<String> = VecDeque::with_capacity(count.min(4096));
+    let mut keep = |text: String| {
+        if count == 0 {
+            return;
+        }
+        if last.len() == count {
+            last.pop_front();
+        }
+        last.push_back(text);
+    };
+    while let Some(line) = reader.next_line().map_err(Failure::io)? {
+        let (corrupt, class) = decoder.push(line.bytes);
+        if let Some(bad) = corrupt {
+            keep(to_line(&bad.sentinel()));
+        }
+        if let LineClass::Record(_) = class {
+            keep(keel_kernel::line::line_text(line.bytes).into_owned());
+        }
+    }
+    for text in last {
+        print_line(out, &text)?;
+    }
+    Ok(())
+}
+
+fn verify(out: &mut impl Write, path: &Path, as_json: bool) -> Result<Status, Failure> {
+    let replayed = replay_file(path)?;
+    let state = &replayed.state;
+    let corrupt: Vec<Value> = state
+        .corrupt()
+        .iter()
+        .map(|sentinel| {
+            let index = sentinel.get("_line").and_then(Value::as_u64);
+            json!({"line_number": index.map(|i| i + 1), "line_index": index, "raw": sentinel.get("_raw")})
+        })
+        .collect();
+    let torn = replayed
+        .torn_tail
+        .as_ref()
+        .map(|t| json!({"line_number": t.line + 1, "line_index": t.line, "raw": t.raw}));
+    let mis_keyed = state.compact_checked().err().map(|e| e.to_string());
+    let clean = corrupt.is_empty();
+    if as_json {
+        let report = json!({
+            "path": path.display().to_string(),
+            "lines": replayed.lines,
+            "records": state.record_count(),
+            "ops": state.op_counts(),
+            "corrupt": corrupt,
+            "torn_tail": torn,
+            "live_leases": state.live_count(),
+            "compaction_refused": mis_keyed,
+            "clean": clean,
+        });
+        print_line(out, &to_line(&report))?;
+    } else {
+        let ops: Vec<String> = state
+            .op_counts()
+            .iter()
+            .map(|(op, n)| format!("{op} {n}"))
+            .collect();
+        let mut report = vec![
+            format!("journal: {}", path.display()),
+            format!(
+                "lines: {}, records: {} ({})",
+                replayed.lines,
+                state.record_count(),
+                ops.join(", ")
+            ),
+            format!("live leases: {}", state.live_count()),
+            format!("corrupt records: {}", corrupt.len()),
+        ];
+        for bad in &corrupt {
+            report.push(format!("  line {}: {}", bad["line_number"], bad["raw"]));
+        }
+        if let Some(torn) = &torn {
+            report.push(format!(
+                "torn tail: line {}: {} (an unacknowledged write cut short; it did not happen)",
+                torn["line_number"], torn["raw"]
+            ));
+        }
+        if let Some(reason) = &mis_keyed {
+            report.push(format!("compaction would be refused: {reason}"));
+        }
+        report.push(if clean { "ok".into() } else { "CORRUPT".into() });
+        for line in report {
+            print_line(out, &line)?;
+        }
+    }
+    if clean {
+        Ok(Status::Ok)
+    } else {
+        Ok(Status::Refused)
+    }
+}

@@ -1,0 +1,234 @@
+//! Tidy: structural rules of the codebase, checked as a test (rust-analyzer style).
+//!
+//! - The kernel is pure: its sources name no file system, clock, process, thread, network,
+//!   environment or terminal API, and it depends only on an allowed list of pure crates.
+//! - Every source file opens with a `//!` comment saying what it is for.
+//! - Every library crate forbids `unsafe` code.
+//! - No test is hidden (`#[ignore]`) or passes by panicking (`#[should_panic]`).
+//! - No bare `.unwrap()` outside tests: a panic that is a bug says why with `expect`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_owned()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries {
+        let path = entry.expect("readable directory entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if path.is_dir() {
+            if name != "target" && name != "data" && !name.starts_with('.') {
+                rust_files(&path, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn sources(under: &str) -> Vec<(PathBuf, String)> {
+    let mut files = Vec::new();
+    rust_files(&root().join(under), &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let text = fs::read_to_string(&p).expect("source is UTF-8");
+            (p, text)
+        })
+        .collect()
+}
+
+/// The part of a source file before its `#[cfg(test)]` module: the code that ships.
+fn shipped(text: &str) -> &str {
+    text.find("#[cfg(test)]").map_or(text, |at| &text[..at])
+}
+
+/// Lines that are code, not comments (doc examples may mention anything).
+fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().filter(|(_, l)| {
+        let t = l.trim_start();
+        !(t.starts_with("//") || t.starts_with("*"))
+    })
+}
+
+const KERNEL_FORBIDDEN: [&str; 18] = [
+    "std::fs",
+    "fs::",
+    "File::",
+    "SystemTime::now",
+    "Instant",
+    "std::thread",
+    "thread::spawn",
+    "std::process",
+    "std::net",
+    "std::env",
+    "env::var",
+    "stdin()",
+    "stdout()",
+    "stderr()",
+    "println!",
+    "unsafe {",
+    "unsafe fn",
+    "unsafe impl",
+];
+
+const KERNEL_DEPENDENCIES_ALLOWED: [&str; 6] = [
+    "serde",
+    "serde_json",
+    "thiserror",
+    "caseless",
+    "memchr",
+    "humantime",
+];
+
+#[test]
+fn kernel_sources_do_no_io_read_no_clock_and_spawn_nothing() {
+    let mut violations = Vec::new();
+    for (path, text) in sources("crates/keel-kernel/src") {
+        for (number, line) in code_lines(shipped(&text)) {
+            for needle in KERNEL_FORBIDDEN {
+                if line.contains(needle) {
+                    violations.push(format!(
+                        "{}:{}: uses `{needle}`: {}",
+                        path.display(),
+                        number + 1,
+                        line.trim()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "the kernel must stay pure:\n{}",
+        violations.join("\n")
+    );
+}
+
+#[test]
+fn kernel_depends_only_on_pure_crates() {
+    let manifest =
+        fs::read_to_string(root().join("crates/keel-kernel/Cargo.toml")).expect("kernel manifest");
+    let dependencies = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .expect("kernel has a [dependencies] table")
+        .split("\n[")
+        .next()
+        .expect("split yields at least one piece");
+    for line in dependencies
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let name = line
+            .split(['=', ' '])
+            .next()
+            .expect("dependency line has a name");
+        assert!(
+            KERNEL_DEPENDENCIES_ALLOWED.contains(&name),
+            "keel-kernel may not depend on `{name}`: it must stay pure and vendorable (allowed: {KERNEL_DEPENDENCIES_ALLOWED:?})"
+        );
+    }
+}
+
+#[test]
+fn every_source_file_says_what_it_is_for() {
+    let mut missing = Vec::new();
+    for under in ["crates", "xtask/src", "tests/src", "tests/tests"] {
+        for (path, text) in sources(under) {
+            if !text.trim_start().starts_with("//!") {
+                missing.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "these files need a `//!` header saying what they are for:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn every_library_crate_forbids_unsafe_code() {
+    let crates = fs::read_dir(root().join("crates")).expect("crates directory");
+    for entry in crates {
+        let lib = entry.expect("entry").path().join("src/lib.rs");
+        if let Ok(text) = fs::read_to_string(&lib) {
+            assert!(
+                text.contains("#![forbid(unsafe_code)]"),
+                "{} must `#![forbid(unsafe_code)]`",
+                lib.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn no_test_is_ignored_or_passes_by_panicking() {
+    let mut found = Vec::new();
+    for under in ["crates", "xtask/src", "tests"] {
+        for (path, text) in sources(under) {
+            if path.ends_with("tidy.rs") {
+                continue;
+            }
+            for (number, line) in code_lines(&text) {
+                if line.contains("#[ignore") || line.contains("#[should_panic") {
+                    found.push(format!("{}:{}", path.display(), number + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "hidden or panic-expecting tests:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn shipped_code_has_no_bare_unwrap() {
+    let mut found = Vec::new();
+    for (path, text) in sources("crates") {
+        let in_src = path.components().any(|c| c.as_os_str() == "src");
+        if !in_src {
+            continue;
+        }
+        for (number, line) in code_lines(shipped(&text)) {
+            if line.contains(".unwrap()") {
+                found.push(format!(
+                    "{}:{}: {}",
+                    path.display(),
+                    number + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "use `expect(\"why\")` or handle the error:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn tidy_catches_what_it_claims_to() {
+    // The checks above must be able to fail: run their matchers on known-bad text.
+    let bad = "use std::fs::File;\nfn f() { let t = std::time::SystemTime::now(); }\n";
+    let hits = code_lines(bad)
+        .filter(|(_, l)| KERNEL_FORBIDDEN.iter().any(|n| l.contains(n)))
+        .count();
+    assert_eq!(hits, 2);
+    assert_eq!(shipped("a\n#[cfg(test)]\nb.unwrap()"), "a\n");
+    assert_eq!(code_lines("// std::fs\n  /// File::open\n").count(), 0);
+}
