@@ -81,13 +81,14 @@ const KERNEL_FORBIDDEN: [&str; 18] = [
     "unsafe impl",
 ];
 
-const KERNEL_DEPENDENCIES_ALLOWED: [&str; 6] = [
+const KERNEL_DEPENDENCIES_ALLOWED: [&str; 7] = [
     "serde",
     "serde_json",
     "thiserror",
     "caseless",
     "memchr",
     "humantime",
+    "blake3",
 ];
 
 #[test]

@@ -5,7 +5,7 @@
 //! not to the journal. Every operation on the live set is O(1) amortised, so thousands of live
 //! leases cost no more per record than one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -143,6 +143,7 @@ pub struct LiveState {
     corrupt: Vec<Object>,
     records: u64,
     op_counts: BTreeMap<String, u64>,
+    excused: BTreeSet<Excuse>,
 }
 
 impl LiveState {
@@ -188,6 +189,12 @@ impl LiveState {
             }
             "CHECKPOINT" => self.checkpoint(record),
             CORRUPT_OP => self.corrupt.push(record.clone()),
+            REVIEW_OP => {
+                if let Some(Value::Array(excuses)) = record.get("excuses") {
+                    self.excused
+                        .extend(excuses.iter().filter_map(Excuse::from_json));
+                }
+            }
             _ => {}
         }
     }
@@ -217,7 +224,7 @@ impl LiveState {
         let Ok(fast) = serde_json::from_str::<Fast<'_>>(text) else {
             return false;
         };
-        if matches!(fast.op, "ADOPT" | "CHECKPOINT" | CORRUPT_OP) {
+        if matches!(fast.op, "ADOPT" | "CHECKPOINT" | CORRUPT_OP | REVIEW_OP) {
             return false;
         }
         let identity = || Identity {
@@ -412,6 +419,142 @@ impl LiveState {
         records.extend(self.corrupt.iter().cloned());
         records
     }
+}
+
+/// The `op` of keel's record that excuses corrupt lines: written by the writer that repaired a
+/// torn tail (the fragment a crashed writer left was never acknowledged) or by an operator who
+/// reviewed the lines. Other readers (dos-kernel) see an unknown op and ignore it.
+pub const REVIEW_OP: &str = "REVIEW";
+
+/// Names one corrupt sentinel: its line index and the BLAKE3 hash of its raw text. Stable across
+/// compaction, which carries sentinels through unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Excuse {
+    /// The sentinel's `_line`.
+    pub line: u64,
+    /// BLAKE3 of the sentinel's `_raw`, lowercase hex.
+    pub raw_blake3: String,
+}
+
+impl Excuse {
+    /// The excuse key of a `_CORRUPT` sentinel record.
+    pub fn of_sentinel(sentinel: &Object) -> Option<Self> {
+        let line = sentinel.get("_line")?.as_u64()?;
+        let raw = sentinel.get("_raw")?.as_str()?;
+        Some(Self {
+            line,
+            raw_blake3: blake3::hash(raw.as_bytes()).to_hex().to_string(),
+        })
+    }
+
+    fn from_json(value: &Value) -> Option<Self> {
+        serde_json::from_value(value.clone()).ok()
+    }
+}
+
+/// A `REVIEW` record excusing these sentinels, with a reason and who wrote it.
+pub fn review_record(excuses: &[Excuse], reason: &str, by: &str) -> Object {
+    let mut record = Object::new();
+    record.insert("op".to_owned(), Value::from(REVIEW_OP));
+    record.insert(
+        "excuses".to_owned(),
+        serde_json::to_value(excuses).expect("excuses serialise"),
+    );
+    record.insert("reason".to_owned(), Value::from(reason));
+    record.insert("by".to_owned(), Value::from(by));
+    record
+}
+
+impl LiveState {
+    /// Corrupt sentinels no `REVIEW` record has excused: damage that must stop new grants, since a
+    /// corrupted `ACQUIRE` would otherwise silently free a region.
+    pub fn damage(&self) -> Vec<&Object> {
+        self.corrupt
+            .iter()
+            .filter(|sentinel| {
+                Excuse::of_sentinel(sentinel).is_none_or(|e| !self.excused.contains(&e))
+            })
+            .collect()
+    }
+
+    /// The excuses recorded so far that still name a sentinel of this journal (what a compaction
+    /// must carry forward).
+    pub fn excuses_in_force(&self) -> Vec<Excuse> {
+        self.corrupt
+            .iter()
+            .filter_map(Excuse::of_sentinel)
+            .filter(|e| self.excused.contains(e))
+            .collect()
+    }
+
+    /// The whole fold state, for a head snapshot that lets a later reader skip the history.
+    pub fn snapshot(&self) -> StateSnapshot {
+        StateSnapshot {
+            live: self
+                .live
+                .iter()
+                .map(|(i, b)| (i.clone(), b.clone()))
+                .collect(),
+            generations: self.generations(),
+            counter: self.counter,
+            max_seq: self.max_seq,
+            corrupt: self.corrupt.clone(),
+            records: self.records,
+            op_counts: self.op_counts.clone(),
+            excused: self.excused.iter().cloned().collect(),
+        }
+    }
+
+    /// Rebuilds the fold state from a snapshot.
+    pub fn from_snapshot(snapshot: StateSnapshot) -> Self {
+        let mut live = LiveSet::default();
+        for (identity, body) in snapshot.live {
+            live.upsert(identity, body);
+        }
+        Self {
+            live,
+            generations: snapshot
+                .generations
+                .into_iter()
+                .map(|g| {
+                    (
+                        Identity {
+                            loop_ts: g.loop_ts,
+                            lane: g.lane,
+                        },
+                        g.generation,
+                    )
+                })
+                .collect(),
+            counter: snapshot.counter,
+            max_seq: snapshot.max_seq,
+            corrupt: snapshot.corrupt,
+            records: snapshot.records,
+            op_counts: snapshot.op_counts,
+            excused: snapshot.excused.into_iter().collect(),
+        }
+    }
+}
+
+/// [`LiveState`] as plain data (serialisable).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateSnapshot {
+    /// Live leases with their identities, in order.
+    pub live: Vec<(Identity, Object)>,
+    /// The generation table.
+    pub generations: Vec<Generation>,
+    /// The generation counter.
+    pub counter: u64,
+    /// The largest `seq`/`seq_watermark` seen.
+    pub max_seq: u64,
+    /// Corrupt sentinels, in order.
+    pub corrupt: Vec<Object>,
+    /// Records folded.
+    pub records: u64,
+    /// Records per op.
+    pub op_counts: BTreeMap<String, u64>,
+    /// Excused corrupt sentinels.
+    pub excused: Vec<Excuse>,
 }
 
 /// Why a journal cannot be compacted without changing what it means.
@@ -680,6 +823,37 @@ mod tests {
             lane: "l".into(),
         };
         assert_eq!(state.generation(&id), Some(4999));
+    }
+
+    #[test]
+    fn a_review_excuses_exactly_the_named_corrupt_lines() {
+        let journal = b"{\"op\": \"HALT\"}\nbroken one\nbroken two\n{\"op\": \"HALT\"}\n";
+        let mut state = replay_bytes(journal).state;
+        assert_eq!(state.damage().len(), 2);
+        let first = Excuse::of_sentinel(state.damage()[0]).expect("sentinel has line and raw");
+        state.apply(&review_record(
+            std::slice::from_ref(&first),
+            "torn tail repaired",
+            "test",
+        ));
+        let left: Vec<_> = state.damage().iter().map(|s| s["_raw"].clone()).collect();
+        assert_eq!(left, vec![json!("broken two")]);
+        assert_eq!(state.excuses_in_force(), vec![first]);
+    }
+
+    #[test]
+    fn snapshot_round_trips_the_whole_state() {
+        let journal = concat!(
+            "{\"op\": \"ACQUIRE\", \"loop_ts\": \"a\", \"lane\": \"x\", \"lease\": {\"lane\": \"x\"}, \"seq\": 7}\n",
+            "garbage\n",
+            "{\"op\": \"ACQUIRE\", \"loop_ts\": \"b\", \"lane\": \"y\", \"lease\": {\"lane\": \"y\"}}\n",
+        );
+        let state = replay_bytes(journal.as_bytes()).state;
+        let text = serde_json::to_string(&state.snapshot()).expect("serialises");
+        let back = LiveState::from_snapshot(serde_json::from_str(&text).expect("parses"));
+        assert_eq!(back.snapshot(), state.snapshot());
+        assert_eq!(back.next_generation(), 3);
+        assert_eq!(back.next_seq(), 8);
     }
 
     #[test]
