@@ -81,7 +81,7 @@ const KERNEL_FORBIDDEN: [&str; 18] = [
     "unsafe impl",
 ];
 
-const KERNEL_DEPENDENCIES_ALLOWED: [&str; 7] = [
+const KERNEL_DEPENDENCIES_ALLOWED: [&str; 8] = [
     "serde",
     "serde_json",
     "thiserror",
@@ -89,6 +89,7 @@ const KERNEL_DEPENDENCIES_ALLOWED: [&str; 7] = [
     "memchr",
     "humantime",
     "blake3",
+    "rustc-hash",
 ];
 
 #[test]

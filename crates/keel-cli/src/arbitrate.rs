@@ -69,10 +69,7 @@ pub fn run(args: &ArbitrateArgs) -> Result<Status, Failure> {
         let response = if buffer.len() > INPUT_LINE_BYTES_MAX && !buffer.ends_with(b"\n") {
             // Skip the rest of the oversized line so the stream stays in step.
             let mut rest = Vec::new();
-            input
-                .read_until(b'\n', &mut rest)
-                .context("reading stdin")
-                .map_err(Failure::io)?;
+            input.read_until(b'\n', &mut rest).context("reading stdin").map_err(Failure::io)?;
             malformed = true;
             json!({"error": format!("stdin line {number}: longer than {INPUT_LINE_BYTES_MAX} bytes"), "line": number})
         } else {
@@ -93,9 +90,7 @@ pub fn run(args: &ArbitrateArgs) -> Result<Status, Failure> {
                 }
             }
         };
-        writeln!(out, "{}", to_line(&response))
-            .context("writing stdout")
-            .map_err(Failure::io)?;
+        writeln!(out, "{}", to_line(&response)).context("writing stdout").map_err(Failure::io)?;
     }
     out.flush().context("writing stdout").map_err(Failure::io)?;
     Ok(if malformed {

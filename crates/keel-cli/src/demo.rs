@@ -47,37 +47,15 @@ fn walk_through(dir: &Path) -> Result<Status, Failure> {
     println!("workspace: {}", dir.display());
     println!("journal:   {}\n", journal.display());
     let asks = [
-        Ask {
-            agent: "agent-a",
-            lane: "api",
-            tree: &["src/api/"],
-            mode: "exclusive",
-        },
-        Ask {
-            agent: "agent-b",
-            lane: "handlers",
-            tree: &["src/api/handlers.rs"],
-            mode: "exclusive",
-        },
-        Ask {
-            agent: "agent-c",
-            lane: "docs",
-            tree: &["docs/", "README.md"],
-            mode: "shared",
-        },
-        Ask {
-            agent: "agent-b",
-            lane: "tests",
-            tree: &["tests/api_*.rs"],
-            mode: "exclusive",
-        },
+        Ask { agent: "agent-a", lane: "api", tree: &["src/api/"], mode: "exclusive" },
+        Ask { agent: "agent-b", lane: "handlers", tree: &["src/api/handlers.rs"], mode: "exclusive" },
+        Ask { agent: "agent-c", lane: "docs", tree: &["docs/", "README.md"], mode: "shared" },
+        Ask { agent: "agent-b", lane: "tests", tree: &["tests/api_*.rs"], mode: "exclusive" },
     ];
     let mut seq = 0u64;
     for (n, ask) in asks.iter().enumerate() {
-        let live = replay_file(&journal).map_or_else(
-            |_| Vec::new(),
-            |r: Replayed| r.state.live().cloned().collect::<Vec<Object>>(),
-        );
+        let live = replay_file(&journal)
+            .map_or_else(|_| Vec::new(), |r: Replayed| r.state.live().cloned().collect::<Vec<Object>>());
         let request = Request {
             lane: ask.lane.into(),
             kind: "keyword".into(),
@@ -107,25 +85,16 @@ fn walk_through(dir: &Path) -> Result<Status, Failure> {
                 "REFUSED"
             }
         };
-        println!(
-            "{} asks for lane {:?} over {:?} ({}): {verdict}",
-            ask.agent, ask.lane, ask.tree, ask.mode
-        );
+        println!("{} asks for lane {:?} over {:?} ({}): {verdict}", ask.agent, ask.lane, ask.tree, ask.mode);
         println!("    {}\n", decision.reason);
     }
     let state = replay_file(&journal)?.state;
-    println!(
-        "live leases after replaying the journal ({}):",
-        state.live_count()
-    );
+    println!("live leases after replaying the journal ({}):", state.live_count());
     for (identity, lease) in state.live_with_identity() {
         let generation = state.generation(identity).unwrap_or(0);
         let holder = lease.get("holder").and_then(Value::as_str).unwrap_or("?");
         let tree = lease.get("tree").map(Value::to_string).unwrap_or_default();
-        println!(
-            "    {holder:<8} lane {:<10} {tree:<30} generation {generation}",
-            identity.lane
-        );
+        println!("    {holder:<8} lane {:<10} {tree:<30} generation {generation}", identity.lane);
     }
     Ok(Status::Ok)
 }

@@ -7,9 +7,9 @@ use std::path::Path;
 use anyhow::Context;
 use clap::Subcommand;
 use keel_fs::LineReader;
+use keel_kernel::Replayed;
 use keel_kernel::json::to_line;
 use keel_kernel::line::{LineClass, LineDecoder};
-use keel_kernel::{Replay, Replayed};
 use serde_json::{Value, json};
 
 use crate::{Failure, Status};
@@ -44,18 +44,11 @@ pub enum JournalCommand {
 
 /// Replays a journal file from its start.
 pub fn replay_file(path: &Path) -> Result<Replayed, Failure> {
-    let mut reader = LineReader::open(path).map_err(Failure::io)?;
-    let mut replay = Replay::new();
-    while let Some(line) = reader.next_line().map_err(Failure::io)? {
-        replay.push_line(line.bytes);
-    }
-    Ok(replay.finish())
+    Ok(keel_journal::replay_path(path).map_err(Failure::io)?.replayed)
 }
 
 fn print_line(out: &mut impl Write, text: &str) -> Result<(), Failure> {
-    writeln!(out, "{text}")
-        .context("writing to stdout")
-        .map_err(Failure::io)
+    writeln!(out, "{text}").context("writing to stdout").map_err(Failure::io)
 }
 
 pub fn run(command: &JournalCommand, path: &Path) -> Result<Status, Failure> {
@@ -94,9 +87,7 @@ pub fn run(command: &JournalCommand, path: &Path) -> Result<Status, Failure> {
         }
         JournalCommand::Verify { json } => verify(&mut out, path, *json)?,
     };
-    out.flush()
-        .context("writing to stdout")
-        .map_err(Failure::io)?;
+    out.flush().context("writing to stdout").map_err(Failure::io)?;
     Ok(status)
 }
 
@@ -140,10 +131,8 @@ fn verify(out: &mut impl Write, path: &Path, as_json: bool) -> Result<Status, Fa
             json!({"line_number": index.map(|i| i + 1), "line_index": index, "raw": sentinel.get("_raw")})
         })
         .collect();
-    let torn = replayed
-        .torn_tail
-        .as_ref()
-        .map(|t| json!({"line_number": t.line + 1, "line_index": t.line, "raw": t.raw}));
+    let torn =
+        replayed.torn_tail.as_ref().map(|t| json!({"line_number": t.line + 1, "line_index": t.line, "raw": t.raw}));
     let mis_keyed = state.compact_checked().err().map(|e| e.to_string());
     let clean = corrupt.is_empty();
     if as_json {
@@ -160,19 +149,10 @@ fn verify(out: &mut impl Write, path: &Path, as_json: bool) -> Result<Status, Fa
         });
         print_line(out, &to_line(&report))?;
     } else {
-        let ops: Vec<String> = state
-            .op_counts()
-            .iter()
-            .map(|(op, n)| format!("{op} {n}"))
-            .collect();
+        let ops: Vec<String> = state.op_counts().iter().map(|(op, n)| format!("{op} {n}")).collect();
         let mut report = vec![
             format!("journal: {}", path.display()),
-            format!(
-                "lines: {}, records: {} ({})",
-                replayed.lines,
-                state.record_count(),
-                ops.join(", ")
-            ),
+            format!("lines: {}, records: {} ({})", replayed.lines, state.record_count(), ops.join(", ")),
             format!("live leases: {}", state.live_count()),
             format!("corrupt records: {}", corrupt.len()),
         ];
@@ -193,9 +173,5 @@ fn verify(out: &mut impl Write, path: &Path, as_json: bool) -> Result<Status, Fa
             print_line(out, &line)?;
         }
     }
-    if clean {
-        Ok(Status::Ok)
-    } else {
-        Ok(Status::Refused)
-    }
+    if clean { Ok(Status::Ok) } else { Ok(Status::Refused) }
 }

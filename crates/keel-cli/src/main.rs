@@ -35,11 +35,7 @@ impl Location {
 }
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "keel",
-    version,
-    about = "Leases over workspace regions for fleets of agents"
-)]
+#[command(name = "keel", version, about = "Leases over workspace regions for fleets of agents")]
 struct Cli {
     #[command(flatten)]
     location: Location,
@@ -81,18 +77,12 @@ pub struct Failure {
 impl Failure {
     /// An I/O (or corrupt input) failure: exit 4.
     pub fn io(error: impl Into<anyhow::Error>) -> Self {
-        Self {
-            status: Status::Io,
-            error: error.into(),
-        }
+        Self { status: Status::Io, error: error.into() }
     }
 
     /// A usage failure: exit 2.
     pub fn usage(error: impl Into<anyhow::Error>) -> Self {
-        Self {
-            status: Status::Usage,
-            error: error.into(),
-        }
+        Self { status: Status::Usage, error: error.into() }
     }
 }
 

@@ -26,10 +26,7 @@ fn keel(args: &[&str], stdin: Option<&str>) -> Output {
     let mut pipe = child.stdin.take().expect("stdin is piped");
     let writer = std::thread::spawn(move || pipe.write_all(input.as_bytes()));
     let output = child.wait_with_output().expect("keel runs");
-    writer
-        .join()
-        .expect("writer thread")
-        .expect("stdin written");
+    writer.join().expect("writer thread").expect("stdin written");
     output
 }
 
@@ -48,8 +45,7 @@ fn replay_prints_the_live_set_the_fixture_expects() {
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let got: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
         let want: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(workspace().join(format!("{FIXTURES}/{case}/expected.live.json")))
-                .expect("fixture"),
+            &std::fs::read(workspace().join(format!("{FIXTURES}/{case}/expected.live.json"))).expect("fixture"),
         )
         .expect("fixture JSON");
         assert_eq!(got, want, "{case}");
@@ -58,48 +54,25 @@ fn replay_prints_the_live_set_the_fixture_expects() {
 
 #[test]
 fn generations_and_next_seq_are_printed_as_json() {
-    let gens = keel(
-        &["--journal", &journal("case0005"), "journal", "generations"],
-        None,
-    );
+    let gens = keel(&["--journal", &journal("case0005"), "journal", "generations"], None);
     insta::assert_snapshot!(text(&gens.stdout), @r#"[{"generation": 4, "lane": "kernel", "loop_ts": "2026-11-07T07:07:37Z"}, {"generation": 7, "lane": "Main", "loop_ts": "2026-11-24T23:07:05Z"}]
 "#);
-    let seq = keel(
-        &["--journal", &journal("case0005"), "journal", "next-seq"],
-        None,
-    );
+    let seq = keel(&["--journal", &journal("case0005"), "journal", "next-seq"], None);
     assert_eq!(text(&seq.stdout), "57\n");
 }
 
 #[test]
 fn verify_reports_corrupt_lines_and_torn_tail_and_exits_1_on_corruption() {
-    let out = keel(
-        &["--journal", &journal("case0003"), "journal", "verify"],
-        None,
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "a torn tail alone is not corruption"
-    );
+    let out = keel(&["--journal", &journal("case0003"), "journal", "verify"], None);
+    assert_eq!(out.status.code(), Some(0), "a torn tail alone is not corruption");
     insta::assert_snapshot!("verify_torn_tail_only", text(&out.stdout));
     let corrupt = (0..40)
         .map(|i| format!("case{i:04}"))
         .find(|case| {
-            std::fs::read_to_string(workspace().join(journal(case)))
-                .is_ok_and(|t| t.contains("not json at all\n{"))
+            std::fs::read_to_string(workspace().join(journal(case))).is_ok_and(|t| t.contains("not json at all\n{"))
         })
         .expect("some fixture has a mid-file corrupt line");
-    let out = keel(
-        &[
-            "--journal",
-            &journal(&corrupt),
-            "journal",
-            "verify",
-            "--json",
-        ],
-        None,
-    );
+    let out = keel(&["--journal", &journal(&corrupt), "journal", "verify", "--json"], None);
     assert_eq!(out.status.code(), Some(1), "corruption found exits 1");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     assert_eq!(report["clean"], false);
@@ -110,16 +83,7 @@ fn verify_reports_corrupt_lines_and_torn_tail_and_exits_1_on_corruption() {
 fn compact_dry_run_prints_records_and_leaves_the_file_alone() {
     let path = workspace().join(journal("case0005"));
     let before = std::fs::read(&path).expect("fixture");
-    let out = keel(
-        &[
-            "--journal",
-            &journal("case0005"),
-            "journal",
-            "compact",
-            "--dry-run",
-        ],
-        None,
-    );
+    let out = keel(&["--journal", &journal("case0005"), "journal", "compact", "--dry-run"], None);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(std::fs::read(&path).expect("fixture"), before);
     insta::assert_snapshot!("compact_dry_run_case0005", text(&out.stdout));
@@ -127,26 +91,13 @@ fn compact_dry_run_prints_records_and_leaves_the_file_alone() {
 
 #[test]
 fn tail_prints_the_last_records() {
-    let out = keel(
-        &[
-            "--journal",
-            &journal("case0001"),
-            "journal",
-            "tail",
-            "-n",
-            "2",
-        ],
-        None,
-    );
+    let out = keel(&["--journal", &journal("case0001"), "journal", "tail", "-n", "2"], None);
     insta::assert_snapshot!("tail_case0001", text(&out.stdout));
 }
 
 #[test]
 fn a_missing_journal_is_an_io_error_naming_the_file() {
-    let out = keel(
-        &["--journal", "no/such/journal.jsonl", "journal", "replay"],
-        None,
-    );
+    let out = keel(&["--journal", "no/such/journal.jsonl", "journal", "replay"], None);
     assert_eq!(out.status.code(), Some(4));
     insta::assert_snapshot!(text(&out.stderr), @"keel: open no/such/journal.jsonl: No such file or directory (os error 2)
 ");
@@ -155,10 +106,7 @@ fn a_missing_journal_is_an_io_error_naming_the_file() {
 #[test]
 fn usage_errors_exit_2() {
     assert_eq!(keel(&["journal", "compact"], None).status.code(), Some(2));
-    assert_eq!(
-        keel(&["journal", "frobnicate"], None).status.code(),
-        Some(2)
-    );
+    assert_eq!(keel(&["journal", "frobnicate"], None).status.code(), Some(2));
 }
 
 #[test]
@@ -171,37 +119,23 @@ fn arbitrate_answers_each_line_and_keeps_going_after_bad_input() {
         "\n",
     );
     let out = keel(&["arbitrate"], Some(input));
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "a malformed line makes the stream's status 2"
-    );
+    assert_eq!(out.status.code(), Some(2), "a malformed line makes the stream's status 2");
     insta::assert_snapshot!("arbitrate_mixed", text(&out.stdout));
-    let refused_only = keel(
-        &["arbitrate"],
-        Some(input.lines().next().expect("first line")),
-    );
+    let refused_only = keel(&["arbitrate"], Some(input.lines().next().expect("first line")));
     assert_eq!(refused_only.status.code(), Some(1));
 }
 
 #[test]
 fn arbitrate_matches_every_conformance_case() {
-    let cases =
-        std::fs::read_to_string(workspace().join(format!("{FIXTURES}/arbiter_cases.jsonl")))
-            .expect("cases");
+    let cases = std::fs::read_to_string(workspace().join(format!("{FIXTURES}/arbiter_cases.jsonl"))).expect("cases");
     let out = keel(&["arbitrate"], Some(&cases));
-    let decisions: Vec<serde_json::Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("decision JSON"))
-        .collect();
+    let decisions: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("decision JSON")).collect();
     assert_eq!(decisions.len(), 400);
     for (case, decision) in cases.lines().zip(&decisions) {
         let case: serde_json::Value = serde_json::from_str(case).expect("case JSON");
         for field in ["outcome", "lane", "lane_kind", "tree"] {
-            assert_eq!(
-                decision[field], case["expected"][field],
-                "{field} of {case}"
-            );
+            assert_eq!(decision[field], case["expected"][field], "{field} of {case}");
         }
     }
 }

@@ -29,19 +29,12 @@ impl Mode {
     /// Reads mode text: `shared` (trimmed, any case) is shared; anything else, including
     /// missing or unknown text, is exclusive, so bad data fails toward less concurrency.
     pub fn parse(text: &str) -> Self {
-        if text.trim().eq_ignore_ascii_case("shared") {
-            Mode::Shared
-        } else {
-            Mode::Exclusive
-        }
+        if text.trim().eq_ignore_ascii_case("shared") { Mode::Shared } else { Mode::Exclusive }
     }
 
     /// A lease's mode: its `mode` member, else its `lock_mode` member.
     pub fn of_lease(lease: &Object) -> Self {
-        let member = ["mode", "lock_mode"]
-            .iter()
-            .filter_map(|k| lease.get(*k))
-            .find(|v| crate::value::truthy(v));
+        let member = ["mode", "lock_mode"].iter().filter_map(|k| lease.get(*k)).find(|v| crate::value::truthy(v));
         match member {
             Some(Value::String(s)) => Mode::parse(s),
             _ => Mode::Exclusive,
@@ -87,14 +80,8 @@ impl Default for Taxonomy {
     fn default() -> Self {
         let all = || vec!["**/*".to_owned()];
         Self {
-            cluster_lanes: vec![LaneSpec {
-                name: "main".into(),
-                tree: all(),
-            }],
-            exclusive_lanes: vec![LaneSpec {
-                name: "global".into(),
-                tree: all(),
-            }],
+            cluster_lanes: vec![LaneSpec { name: "main".into(), tree: all() }],
+            exclusive_lanes: vec![LaneSpec { name: "global".into(), tree: all() }],
             auto_pick: vec!["main".into()],
             protected: Vec::new(),
             kind_budgets: BTreeMap::new(),
@@ -104,26 +91,16 @@ impl Default for Taxonomy {
 
 impl Taxonomy {
     fn is_exclusive(&self, folded: &str) -> bool {
-        !folded.is_empty()
-            && self
-                .exclusive_lanes
-                .iter()
-                .any(|l| casefold(&l.name) == folded)
+        !folded.is_empty() && self.exclusive_lanes.iter().any(|l| casefold(&l.name) == folded)
     }
 
     fn cluster_lane(&self, folded: &str) -> Option<&LaneSpec> {
-        self.cluster_lanes
-            .iter()
-            .find(|l| casefold(&l.name) == folded)
+        self.cluster_lanes.iter().find(|l| casefold(&l.name) == folded)
     }
 
     fn known_lanes(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .cluster_lanes
-            .iter()
-            .chain(&self.exclusive_lanes)
-            .map(|l| casefold(&l.name))
-            .collect();
+        let mut names: Vec<String> =
+            self.cluster_lanes.iter().chain(&self.exclusive_lanes).map(|l| casefold(&l.name)).collect();
         names.sort();
         names.dedup();
         names
@@ -264,11 +241,7 @@ impl<'a> Live<'a> {
 
 impl fmt::Display for Blocker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "lane {:?} (kind {:?}, loop_ts {:?}",
-            self.lane, self.lane_kind, self.loop_ts
-        )?;
+        write!(f, "lane {:?} (kind {:?}, loop_ts {:?}", self.lane, self.lane_kind, self.loop_ts)?;
         if !self.holder.is_empty() {
             write!(f, ", holder {:?}", self.holder)?;
         }
@@ -285,11 +258,7 @@ struct Refusal {
 
 impl Refusal {
     fn new(class: RefusalClass, reason: String, blocking: Option<&Live<'_>>) -> Self {
-        Self {
-            class,
-            reason,
-            blocking: blocking.map(Live::blocker),
-        }
+        Self { class, reason, blocking: blocking.map(Live::blocker) }
     }
 }
 
@@ -310,11 +279,7 @@ fn admission(tree: &Tree, mode: Mode, live: &[Live<'_>], protected: &Tree) -> Re
         match tree.first_collision(protected) {
             Some((ours, theirs)) => Err(Refusal::new(
                 RefusalClass::Protected,
-                format!(
-                    "requested entry {:?} covers protected path {:?}",
-                    ours.text(),
-                    theirs.text()
-                ),
+                format!("requested entry {:?} covers protected path {:?}", ours.text(), theirs.text()),
                 None,
             )),
             None => Ok(()),
@@ -329,9 +294,7 @@ fn admission(tree: &Tree, mode: Mode, live: &[Live<'_>], protected: &Tree) -> Re
                 let blocker = lease.blocker();
                 return Err(Refusal::new(
                     RefusalClass::EmptyTree,
-                    format!(
-                        "the request names no region (unknown blast radius) and {blocker} holds one"
-                    ),
+                    format!("the request names no region (unknown blast radius) and {blocker} holds one"),
                     Some(lease),
                 ));
             }
@@ -357,12 +320,7 @@ fn admission(tree: &Tree, mode: Mode, live: &[Live<'_>], protected: &Tree) -> Re
 }
 
 fn budget(kind: &str, live: &[Live<'_>], taxonomy: &Taxonomy) -> Result<(), Refusal> {
-    let Some(&max) = taxonomy
-        .kind_budgets
-        .iter()
-        .find(|(k, _)| casefold(k) == kind)
-        .map(|(_, v)| v)
-    else {
+    let Some(&max) = taxonomy.kind_budgets.iter().find(|(k, _)| casefold(k) == kind).map(|(_, v)| v) else {
         return Ok(());
     };
     let holders: Vec<&Live<'_>> = live.iter().filter(|l| l.kind_folded == kind).collect();
@@ -371,20 +329,13 @@ fn budget(kind: &str, live: &[Live<'_>], taxonomy: &Taxonomy) -> Result<(), Refu
     }
     Err(Refusal::new(
         RefusalClass::BudgetExhausted,
-        format!(
-            "lane kind {kind:?} already has {} live lease(s), its budget is {max}",
-            holders.len()
-        ),
+        format!("lane kind {kind:?} already has {} live lease(s), its budget is {max}", holders.len()),
         holders.first().copied(),
     ))
 }
 
 /// Decides a request against the live leases under a taxonomy. Pure and deterministic.
-pub fn decide<'a>(
-    request: &Request,
-    live: impl IntoIterator<Item = &'a Object>,
-    taxonomy: &Taxonomy,
-) -> Decision {
+pub fn decide<'a>(request: &Request, live: impl IntoIterator<Item = &'a Object>, taxonomy: &Taxonomy) -> Decision {
     let live: Vec<Live<'a>> = live.into_iter().map(Live::new).collect();
     let mode = Mode::parse(&request.mode);
     let acquire = |lane: &str, kind: &str, tree: &[String], reason: String| Decision {
@@ -398,12 +349,7 @@ pub fn decide<'a>(
         blocking: None,
     };
     match decide_inner(request, mode, &live, taxonomy) {
-        Ok(Granted {
-            lane,
-            kind,
-            tree,
-            reason,
-        }) => acquire(&lane, &kind, &tree, reason),
+        Ok(Granted { lane, kind, tree, reason }) => acquire(&lane, &kind, &tree, reason),
         Err(refusal) => Decision {
             outcome: Outcome::Refuse,
             lane: String::new(),
@@ -424,12 +370,7 @@ struct Granted {
     reason: String,
 }
 
-fn decide_inner(
-    request: &Request,
-    mode: Mode,
-    live: &[Live<'_>],
-    taxonomy: &Taxonomy,
-) -> Result<Granted, Refusal> {
+fn decide_inner(request: &Request, mode: Mode, live: &[Live<'_>], taxonomy: &Taxonomy) -> Result<Granted, Refusal> {
     let kind = match casefold(request.kind.trim()) {
         k if k.is_empty() => "keyword".to_owned(),
         k => k,
@@ -447,10 +388,7 @@ fn decide_inner(
 
     // 1. An exclusive lane runs alone; force cannot override it. A `global` lease counts as
     //    exclusive even under a taxonomy that forgot to list it.
-    if let Some(exclusive) = live
-        .iter()
-        .find(|l| l.kind_folded == "global" || taxonomy.is_exclusive(&l.kind_folded))
-    {
+    if let Some(exclusive) = live.iter().find(|l| l.kind_folded == "global" || taxonomy.is_exclusive(&l.kind_folded)) {
         let blocker = exclusive.blocker();
         return Err(Refusal::new(
             RefusalClass::ExclusiveLaneLive,
@@ -489,17 +427,8 @@ fn decide_inner(
         }
         admission(&tree, mode, &[], &protected)?;
         let lane_out = if lane.is_empty() { "global" } else { lane };
-        let kind_out = if taxonomy.is_exclusive(&lane_folded) {
-            lane_folded.as_str()
-        } else {
-            "global"
-        };
-        return Ok(granted(
-            lane_out,
-            kind_out,
-            &request.tree,
-            "exclusive lane, nothing else live".into(),
-        ));
+        let kind_out = if taxonomy.is_exclusive(&lane_folded) { lane_folded.as_str() } else { "global" };
+        return Ok(granted(lane_out, kind_out, &request.tree, "exclusive lane, nothing else live".into()));
     }
     match kind.as_str() {
         // 5. A named region.
@@ -512,11 +441,7 @@ fn decide_inner(
         //    (a cluster request that names a tree keeps it, whatever lane is picked).
         "keyword" | "cluster" => {
             let candidates: Vec<&LaneSpec> = if lane.is_empty() {
-                taxonomy
-                    .auto_pick
-                    .iter()
-                    .filter_map(|name| taxonomy.cluster_lane(&casefold(name)))
-                    .collect()
+                taxonomy.auto_pick.iter().filter_map(|name| taxonomy.cluster_lane(&casefold(name))).collect()
             } else if let Some(spec) = taxonomy.cluster_lane(&lane_folded) {
                 vec![spec]
             } else {
@@ -532,27 +457,14 @@ fn decide_inner(
             };
             let mut first_refusal = None;
             for spec in candidates {
-                let entries = if tree.is_empty() {
-                    &spec.tree
-                } else {
-                    &request.tree
-                };
+                let entries = if tree.is_empty() { &spec.tree } else { &request.tree };
                 let candidate_tree = Tree::new(entries);
-                let result = budget("cluster", live, taxonomy)
-                    .and_then(|()| admission(&candidate_tree, mode, live, &protected));
+                let result =
+                    budget("cluster", live, taxonomy).and_then(|()| admission(&candidate_tree, mode, live, &protected));
                 match result {
                     Ok(()) => {
-                        let name = if lane.is_empty() {
-                            spec.name.as_str()
-                        } else {
-                            lane
-                        };
-                        return Ok(granted(
-                            name,
-                            "cluster",
-                            entries,
-                            format!("picked lane {:?}", spec.name),
-                        ));
+                        let name = if lane.is_empty() { spec.name.as_str() } else { lane };
+                        return Ok(granted(name, "cluster", entries, format!("picked lane {:?}", spec.name)));
                     }
                     Err(refusal) => {
                         first_refusal.get_or_insert(refusal);
@@ -560,24 +472,13 @@ fn decide_inner(
                 }
             }
             Err(first_refusal.map_or_else(
-                || {
-                    Refusal::new(
-                        RefusalClass::UnknownLane,
-                        "no lane is configured to auto-pick from".into(),
-                        None,
-                    )
-                },
-                |r| Refusal {
-                    reason: format!("no lane could be picked: {}", r.reason),
-                    ..r
-                },
+                || Refusal::new(RefusalClass::UnknownLane, "no lane is configured to auto-pick from".into(), None),
+                |r| Refusal { reason: format!("no lane could be picked: {}", r.reason), ..r },
             ))
         }
         other => Err(Refusal::new(
             RefusalClass::UnknownKind,
-            format!(
-                "unknown lane kind {other:?} (expected keyword, cluster, global or an exclusive lane)"
-            ),
+            format!("unknown lane kind {other:?} (expected keyword, cluster, global or an exclusive lane)"),
             None,
         )),
     }
@@ -589,8 +490,7 @@ mod tests {
     use serde_json::json;
 
     fn lease(lane: &str, kind: &str, tree: &[&str], mode: &str) -> Object {
-        let Value::Object(o) =
-            json!({"lane": lane, "lane_kind": kind, "tree": tree, "mode": mode, "loop_ts": "t"})
+        let Value::Object(o) = json!({"lane": lane, "lane_kind": kind, "tree": tree, "mode": mode, "loop_ts": "t"})
         else {
             unreachable!()
         };
@@ -610,11 +510,7 @@ mod tests {
     #[test]
     fn refusal_names_the_blocking_lease() {
         let live = [lease("db", "keyword", &["src/db/"], "exclusive")];
-        let d = decide(
-            &request("api", "keyword", &["src/"], "exclusive"),
-            &live,
-            &Taxonomy::default(),
-        );
+        let d = decide(&request("api", "keyword", &["src/"], "exclusive"), &live, &Taxonomy::default());
         assert_eq!(d.outcome, Outcome::Refuse);
         assert_eq!(d.reason_class, Some(RefusalClass::RegionConflict));
         assert_eq!(d.blocking.as_ref().map(|b| b.lane.as_str()), Some("db"));
@@ -625,24 +521,15 @@ mod tests {
     fn shared_leases_coexist_and_exclusive_ones_do_not() {
         let live = [lease("a", "keyword", &["src/"], "shared")];
         let t = Taxonomy::default();
-        assert_eq!(
-            decide(&request("b", "keyword", &["src/x"], "shared"), &live, &t).outcome,
-            Outcome::Acquire
-        );
-        assert_eq!(
-            decide(&request("b", "keyword", &["src/x"], ""), &live, &t).outcome,
-            Outcome::Refuse
-        );
+        assert_eq!(decide(&request("b", "keyword", &["src/x"], "shared"), &live, &t).outcome, Outcome::Acquire);
+        assert_eq!(decide(&request("b", "keyword", &["src/x"], ""), &live, &t).outcome, Outcome::Refuse);
     }
 
     #[test]
     fn empty_keyword_tree_auto_picks_but_never_past_a_conflict() {
         let t = Taxonomy::default();
         let free = decide(&request("", "keyword", &[], "exclusive"), &[], &t);
-        assert_eq!(
-            (free.outcome, free.lane.as_str(), free.lane_kind.as_str()),
-            (Outcome::Acquire, "main", "cluster")
-        );
+        assert_eq!((free.outcome, free.lane.as_str(), free.lane_kind.as_str()), (Outcome::Acquire, "main", "cluster"));
         let live = [lease("a", "keyword", &["src/"], "exclusive")];
         let busy = decide(&request("", "keyword", &["  "], "exclusive"), &live, &t);
         assert_eq!(busy.outcome, Outcome::Refuse);
@@ -651,11 +538,7 @@ mod tests {
 
     #[test]
     fn unknown_lane_without_a_tree_is_refused() {
-        let d = decide(
-            &request("docs", "keyword", &[], ""),
-            &[],
-            &Taxonomy::default(),
-        );
+        let d = decide(&request("docs", "keyword", &[], ""), &[], &Taxonomy::default());
         assert_eq!(d.reason_class, Some(RefusalClass::UnknownLane));
     }
 
@@ -663,14 +546,8 @@ mod tests {
     fn cluster_lanes_are_concurrent_but_still_admitted_by_region() {
         let t = Taxonomy::default();
         let live = [lease("main", "cluster", &["src/a/"], "exclusive")];
-        assert_eq!(
-            decide(&request("main", "cluster", &["src/b/"], ""), &live, &t).outcome,
-            Outcome::Acquire
-        );
-        assert_eq!(
-            decide(&request("main", "cluster", &["src/a/x"], ""), &live, &t).outcome,
-            Outcome::Refuse
-        );
+        assert_eq!(decide(&request("main", "cluster", &["src/b/"], ""), &live, &t).outcome, Outcome::Acquire);
+        assert_eq!(decide(&request("main", "cluster", &["src/a/x"], ""), &live, &t).outcome, Outcome::Refuse);
     }
 
     #[test]
@@ -681,11 +558,7 @@ mod tests {
         let live = [lease("a", "keyword", &["src/"], "exclusive")];
         let over = decide(&request("b", "keyword", &["docs/"], ""), &live, &t);
         assert_eq!(over.reason_class, Some(RefusalClass::BudgetExhausted));
-        let prot = decide(
-            &request("b", "keyword", &["Orchestrator/run.py"], ""),
-            &[],
-            &t,
-        );
+        let prot = decide(&request("b", "keyword", &["Orchestrator/run.py"], ""), &[], &t);
         assert_eq!(prot.reason_class, Some(RefusalClass::Protected));
         let mut forced = request("b", "keyword", &["orchestrator/"], "");
         forced.force = true;
@@ -697,9 +570,6 @@ mod tests {
         let live = [lease("global", "global", &[], "")];
         let mut r = request("x", "keyword", &["a"], "");
         r.force = true;
-        assert_eq!(
-            decide(&r, &live, &Taxonomy::default()).reason_class,
-            Some(RefusalClass::ExclusiveLaneLive)
-        );
+        assert_eq!(decide(&r, &live, &Taxonomy::default()).reason_class, Some(RefusalClass::ExclusiveLaneLive));
     }
 }

@@ -24,10 +24,7 @@ pub struct ExpiryPolicy {
 
 impl Default for ExpiryPolicy {
     fn default() -> Self {
-        Self {
-            default_ttl_s: 2 * 60 * 60,
-            grace_s: 120,
-        }
+        Self { default_ttl_s: 2 * 60 * 60, grace_s: 120 }
     }
 }
 
@@ -97,10 +94,7 @@ pub fn format_utc(unix_s: i64) -> String {
 }
 
 fn time_member(lease: &Object, member: &str) -> Option<i64> {
-    lease
-        .get(member)
-        .and_then(Value::as_str)
-        .and_then(parse_utc)
+    lease.get(member).and_then(Value::as_str).and_then(parse_utc)
 }
 
 /// The TTL that applies to a lease, in seconds.
@@ -109,25 +103,12 @@ pub fn ttl_s(lease: &Object, policy: &ExpiryPolicy) -> u64 {
         .get("ttl_minutes")
         .and_then(Value::as_f64)
         .filter(|m| m.is_finite() && *m > 0.0)
-        .map_or(policy.default_ttl_s, |m| {
-            (m * 60.0).min(u64::MAX as f64) as u64
-        })
+        .map_or(policy.default_ttl_s, |m| (m * 60.0).min(u64::MAX as f64) as u64)
 }
 
 /// Assesses one lease at `now_unix_s`.
-pub fn assess(
-    lease: &Object,
-    now_unix_s: i64,
-    policy: &ExpiryPolicy,
-    holder: HolderProcess,
-) -> Verdict {
-    let last = [
-        time_member(lease, "heartbeat_at"),
-        time_member(lease, "acquired_at"),
-    ]
-    .into_iter()
-    .flatten()
-    .max();
+pub fn assess(lease: &Object, now_unix_s: i64, policy: &ExpiryPolicy, holder: HolderProcess) -> Verdict {
+    let last = [time_member(lease, "heartbeat_at"), time_member(lease, "acquired_at")].into_iter().flatten().max();
     let Some(last) = last else {
         return Verdict::NoTimestamp;
     };
@@ -160,7 +141,8 @@ mod tests {
     use serde_json::json;
 
     fn lease(beat: &str, ttl_minutes: Value) -> Object {
-        let Value::Object(o) = json!({"acquired_at": "2026-01-01T00:00:00Z", "heartbeat_at": beat, "ttl_minutes": ttl_minutes})
+        let Value::Object(o) =
+            json!({"acquired_at": "2026-01-01T00:00:00Z", "heartbeat_at": beat, "ttl_minutes": ttl_minutes})
         else {
             unreachable!()
         };
@@ -176,10 +158,7 @@ mod tests {
 
     #[test]
     fn a_lease_beaten_within_the_grace_is_never_dead_even_if_its_holder_is_gone() {
-        let policy = ExpiryPolicy {
-            default_ttl_s: 60,
-            grace_s: 120,
-        };
+        let policy = ExpiryPolicy { default_ttl_s: 60, grace_s: 120 };
         let beat = parse_utc("2026-01-01T01:00:00Z").expect("valid");
         let l = lease("2026-01-01T01:00:00Z", json!(null));
         assert!(!assess(&l, beat + 119, &policy, HolderProcess::Gone).is_dead());
@@ -191,28 +170,14 @@ mod tests {
         let policy = ExpiryPolicy::default();
         let beat = parse_utc("2026-01-01T01:00:00Z").expect("valid");
         let l = lease("2026-01-01T01:00:00Z", json!(30));
-        assert_eq!(
-            assess(&l, beat + 600, &policy, HolderProcess::Alive),
-            Verdict::Alive {
-                idle_s: 600,
-                ttl_s: 1800
-            }
-        );
-        assert_eq!(
-            assess(&l, beat + 600, &policy, HolderProcess::Gone),
-            Verdict::HolderGone { idle_s: 600 }
-        );
+        assert_eq!(assess(&l, beat + 600, &policy, HolderProcess::Alive), Verdict::Alive { idle_s: 600, ttl_s: 1800 });
+        assert_eq!(assess(&l, beat + 600, &policy, HolderProcess::Gone), Verdict::HolderGone { idle_s: 600 });
         assert!(assess(&l, beat + 1800, &policy, HolderProcess::Alive).is_dead());
     }
 
     #[test]
     fn a_lease_without_a_readable_time_is_never_provably_dead() {
-        let Value::Object(l) = json!({"acquired_at": "?"}) else {
-            unreachable!()
-        };
-        assert_eq!(
-            assess(&l, i64::MAX, &ExpiryPolicy::default(), HolderProcess::Gone),
-            Verdict::NoTimestamp
-        );
+        let Value::Object(l) = json!({"acquired_at": "?"}) else { unreachable!() };
+        assert_eq!(assess(&l, i64::MAX, &ExpiryPolicy::default(), HolderProcess::Gone), Verdict::NoTimestamp);
     }
 }

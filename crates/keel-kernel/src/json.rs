@@ -15,28 +15,12 @@ use crate::value::python_float_repr;
 pub struct PythonStyle;
 
 impl Formatter for PythonStyle {
-    fn begin_array_value<W: ?Sized + io::Write>(
-        &mut self,
-        writer: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            writer.write_all(b", ")
-        }
+    fn begin_array_value<W: ?Sized + io::Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
+        if first { Ok(()) } else { writer.write_all(b", ") }
     }
 
-    fn begin_object_key<W: ?Sized + io::Write>(
-        &mut self,
-        writer: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            writer.write_all(b", ")
-        }
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
+        if first { Ok(()) } else { writer.write_all(b", ") }
     }
 
     fn begin_object_value<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
@@ -55,9 +39,7 @@ pub fn to_line<T: Serialize + ?Sized>(value: &T) -> String {
     let value = serde_json::to_value(value).expect("keel's types serialise to JSON values");
     let mut out = Vec::with_capacity(256);
     let mut serializer = Serializer::with_formatter(&mut out, PythonStyle);
-    value
-        .serialize(&mut serializer)
-        .expect("serialising JSON values into memory cannot fail");
+    value.serialize(&mut serializer).expect("serialising JSON values into memory cannot fail");
     String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 

@@ -47,5 +47,7 @@ pub mod tree;
 pub mod value;
 
 pub use arbiter::{Decision, Request, Taxonomy};
-pub use replay::{Generation, Identity, LiveState, Replay, Replayed, replay_bytes, replay_records};
+pub use replay::{
+    Generation, Identity, LiveState, ParsedLine, Replay, Replayed, parse_line, replay_bytes, replay_records,
+};
 pub use value::Object;

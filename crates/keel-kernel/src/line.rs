@@ -30,6 +30,11 @@ pub enum LineClass {
 
 /// Decodes a line's bytes (lossy UTF-8) and strips surrounding white space.
 pub fn line_text(line: &[u8]) -> Cow<'_, str> {
+    // `from_utf8` is the fast check for the usual, valid line; only a bad one pays for the
+    // lossy decode.
+    if let Ok(text) = std::str::from_utf8(line) {
+        return Cow::Borrowed(python_strip(text));
+    }
     match String::from_utf8_lossy(line) {
         Cow::Borrowed(s) => Cow::Borrowed(python_strip(s)),
         Cow::Owned(s) => Cow::Owned(python_strip(&s).to_owned()),
@@ -95,6 +100,12 @@ impl LineDecoder {
         Self::default()
     }
 
+    /// A decoder positioned before line `line` of a file whose earlier lines were all decoded
+    /// (and none of them is held back).
+    pub fn starting_at(line: u64) -> Self {
+        Self { next_line: line, pending: None }
+    }
+
     /// Begins the next line: returns its index, and the previous line if it was unparseable,
     /// which is now known to be corrupt because a line follows it.
     pub fn start_line(&mut self) -> (u64, Option<BadLine>) {
@@ -124,6 +135,11 @@ impl LineDecoder {
         self.pending
     }
 
+    /// The unparseable line held back, if the last line was one.
+    pub fn pending(&self) -> Option<&BadLine> {
+        self.pending.as_ref()
+    }
+
     /// How many lines have been started.
     pub fn lines_seen(&self) -> u64 {
         self.next_line
@@ -147,11 +163,7 @@ mod tests {
 
     #[test]
     fn unparseable_last_line_is_a_torn_tail_whether_or_not_terminated() {
-        for file in [
-            &b"{}\n{\"op\": \"A"[..],
-            b"{}\n{\"op\": \"A\n",
-            b"{}\r\n{\"op\r\n",
-        ] {
+        for file in [&b"{}\n{\"op\": \"A"[..], b"{}\n{\"op\": \"A\n", b"{}\r\n{\"op\r\n"] {
             let (_, corrupt, torn) = decode(file);
             assert!(corrupt.is_empty());
             assert_eq!(torn.map(|t| t.line), Some(1));
@@ -162,13 +174,7 @@ mod tests {
     fn unparseable_line_followed_by_anything_is_corrupt_even_a_blank_line() {
         let (_, corrupt, torn) = decode(b"{}\n  not json \n\n");
         assert_eq!(torn, None);
-        assert_eq!(
-            corrupt,
-            vec![BadLine {
-                line: 1,
-                raw: "not json".into()
-            }]
-        );
+        assert_eq!(corrupt, vec![BadLine { line: 1, raw: "not json".into() }]);
     }
 
     #[test]
@@ -183,9 +189,7 @@ mod tests {
     #[test]
     fn invalid_utf8_is_replaced_not_rejected() {
         let (classes, _, _) = decode(b"{\"k\": \"\xff\"}\n");
-        let LineClass::Record(record) = &classes[0] else {
-            panic!("not a record: {classes:?}")
-        };
+        let LineClass::Record(record) = &classes[0] else { panic!("not a record: {classes:?}") };
         assert_eq!(record["k"], "\u{fffd}");
     }
 
@@ -193,13 +197,7 @@ mod tests {
     fn split_lines_matches_python_splitlines_on_newline() {
         assert_eq!(split_lines(b"").count(), 0);
         assert_eq!(split_lines(b"\n").collect::<Vec<_>>(), vec![&b""[..]]);
-        assert_eq!(
-            split_lines(b"a\nb").collect::<Vec<_>>(),
-            vec![&b"a"[..], b"b"]
-        );
-        assert_eq!(
-            split_lines(b"a\n\n").collect::<Vec<_>>(),
-            vec![&b"a"[..], b""]
-        );
+        assert_eq!(split_lines(b"a\nb").collect::<Vec<_>>(), vec![&b"a"[..], b"b"]);
+        assert_eq!(split_lines(b"a\n\n").collect::<Vec<_>>(), vec![&b"a"[..], b""]);
     }
 }

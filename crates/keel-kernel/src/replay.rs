@@ -5,13 +5,17 @@
 //! not to the journal. Every operation on the live set is O(1) amortised, so thousands of live
 //! leases cost no more per record than one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::line::{BadLine, CORRUPT_OP, LineDecoder, classify_text, line_text};
+use crate::line::{BadLine, CORRUPT_OP, LineClass, LineDecoder, classify_text, line_text};
 use crate::value::{Object, identity_text, seq_number, truthy};
 
 /// A lease's identity: `(loop_ts, lane)`, each as Python's `str(value or "")`.
@@ -26,10 +30,7 @@ pub struct Identity {
 impl Identity {
     /// The identity of a record or lease body.
     pub fn of(object: &Object) -> Self {
-        Self {
-            loop_ts: identity_text(object.get("loop_ts")),
-            lane: identity_text(object.get("lane")),
-        }
+        Self { loop_ts: identity_text(object.get("loop_ts")), lane: identity_text(object.get("lane")) }
     }
 
     /// `("", "")`: a state record with this identity is ignored.
@@ -68,14 +69,65 @@ const BODY_MEMBERS: [&str; 12] = [
 /// How many distinct `op` names [`LiveState::op_counts`] tracks before counting the rest as `"*other*"`.
 pub const OP_NAMES_MAX: usize = 64;
 
+/// A lease body, kept as the JSON text it was read as until something reads or changes it.
+///
+/// Most leases are acquired and released without anyone looking inside them; parsing each body
+/// into an object would dominate the cost of a replay. A heartbeat is remembered beside the raw
+/// text and applied when the body is first read.
+#[derive(Debug, Clone)]
+struct Body {
+    raw: Option<Box<str>>,
+    parsed: OnceLock<Object>,
+    heartbeat: Option<Value>,
+}
+
+impl Body {
+    fn object(object: Object) -> Self {
+        Self { raw: None, parsed: OnceLock::from(object), heartbeat: None }
+    }
+
+    /// `raw` must be the text of a JSON object (the caller has parsed past it).
+    fn raw(raw: Box<str>) -> Self {
+        Self { raw: Some(raw), parsed: OnceLock::new(), heartbeat: None }
+    }
+
+    fn get(&self) -> &Object {
+        self.parsed.get_or_init(|| {
+            let raw = self.raw.as_deref().expect("a body without an object has its raw text");
+            let mut object: Object =
+                serde_json::from_str(raw).expect("raw bodies were validated as JSON objects when read");
+            if let Some(beat) = &self.heartbeat {
+                object.insert("heartbeat_at".to_owned(), beat.clone());
+            }
+            object
+        })
+    }
+
+    fn get_mut(&mut self) -> &mut Object {
+        self.get();
+        self.raw = None;
+        self.heartbeat = None;
+        self.parsed.get_mut().expect("initialised just above")
+    }
+
+    fn beat(&mut self, beat: Value) {
+        match self.parsed.get_mut() {
+            Some(object) => {
+                object.insert("heartbeat_at".to_owned(), beat);
+            }
+            None => self.heartbeat = Some(beat),
+        }
+    }
+}
+
 /// The live set in first-acquired order with O(1) lookup, replacement and removal.
 ///
 /// Removal leaves a hole that is squeezed out once holes outnumber live entries, so iteration
 /// stays proportional to the live set.
 #[derive(Debug, Clone, Default)]
 struct LiveSet {
-    slots: Vec<Option<(Identity, Object)>>,
-    index: HashMap<Identity, usize>,
+    slots: Vec<Option<(Identity, Body)>>,
+    index: FxHashMap<Identity, usize>,
 }
 
 impl LiveSet {
@@ -83,7 +135,7 @@ impl LiveSet {
         self.index.len()
     }
 
-    fn upsert(&mut self, identity: Identity, body: Object) {
+    fn upsert(&mut self, identity: Identity, body: Body) {
         if let Some(&slot) = self.index.get(&identity) {
             self.slots[slot] = Some((identity, body));
         } else {
@@ -92,24 +144,29 @@ impl LiveSet {
         }
     }
 
-    fn get_mut(&mut self, identity: &Identity) -> Option<&mut Object> {
+    fn body_mut(&mut self, identity: &Identity) -> Option<&mut Body> {
         let slot = *self.index.get(identity)?;
         self.slots[slot].as_mut().map(|(_, body)| body)
     }
 
-    fn get(&self, identity: &Identity) -> Option<&Object> {
-        let slot = *self.index.get(identity)?;
-        self.slots[slot].as_ref().map(|(_, body)| body)
+    fn get_mut(&mut self, identity: &Identity) -> Option<&mut Object> {
+        self.body_mut(identity).map(Body::get_mut)
     }
 
-    fn remove(&mut self, identity: &Identity) -> Option<Object> {
-        let slot = self.index.remove(identity)?;
-        let removed = self.slots[slot].take().map(|(_, body)| body);
+    fn get(&self, identity: &Identity) -> Option<&Object> {
+        let slot = *self.index.get(identity)?;
+        self.slots[slot].as_ref().map(|(_, body)| body.get())
+    }
+
+    fn remove(&mut self, identity: &Identity) {
+        let Some(slot) = self.index.remove(identity) else {
+            return;
+        };
+        self.slots[slot] = None;
         let holes = self.slots.len() - self.index.len();
         if holes > 32 && holes > self.index.len() {
             self.squeeze();
         }
-        removed
     }
 
     fn squeeze(&mut self) {
@@ -126,10 +183,7 @@ impl LiveSet {
     }
 
     fn iter(&self) -> impl Iterator<Item = (&Identity, &Object)> {
-        self.slots
-            .iter()
-            .flatten()
-            .map(|(identity, body)| (identity, body))
+        self.slots.iter().flatten().map(|(identity, body)| (identity, body.get()))
     }
 }
 
@@ -137,7 +191,7 @@ impl LiveSet {
 #[derive(Debug, Clone, Default)]
 pub struct LiveState {
     live: LiveSet,
-    generations: HashMap<Identity, u64>,
+    generations: FxHashMap<Identity, u64>,
     counter: u64,
     max_seq: u64,
     corrupt: Vec<Object>,
@@ -155,10 +209,7 @@ impl LiveState {
     /// Folds one record (a parsed JSON object) into the state.
     pub fn apply(&mut self, record: &Object) {
         self.records += 1;
-        self.max_seq = self
-            .max_seq
-            .max(seq_number(record.get("seq")))
-            .max(seq_number(record.get("seq_watermark")));
+        self.max_seq = self.max_seq.max(seq_number(record.get("seq"))).max(seq_number(record.get("seq_watermark")));
         let op = record.get("op").and_then(Value::as_str).unwrap_or("");
         self.count_op(op);
         match op {
@@ -169,12 +220,11 @@ impl LiveState {
                 }
                 let body = match record.get("lease") {
                     Some(Value::Object(lease)) => lease.clone(),
-                    _ => BODY_MEMBERS
-                        .iter()
-                        .filter_map(|&k| record.get(k).map(|v| (k.to_owned(), v.clone())))
-                        .collect(),
+                    _ => {
+                        BODY_MEMBERS.iter().filter_map(|&k| record.get(k).map(|v| (k.to_owned(), v.clone()))).collect()
+                    }
                 };
-                self.grant(identity, body);
+                self.grant(identity, Body::object(body));
             }
             "RELEASE" | "SCAVENGE" => self.remove(&Identity::of(record)),
             "HEARTBEAT" => {
@@ -191,78 +241,32 @@ impl LiveState {
             CORRUPT_OP => self.corrupt.push(record.clone()),
             REVIEW_OP => {
                 if let Some(Value::Array(excuses)) = record.get("excuses") {
-                    self.excused
-                        .extend(excuses.iter().filter_map(Excuse::from_json));
+                    self.excused.extend(excuses.iter().filter_map(Excuse::from_json));
                 }
             }
             _ => {}
         }
     }
 
-    /// Folds one line of text (already decoded and stripped) that is known to be a record, without
-    /// building a whole `Value` when the record is a common, plainly written one. Returns `false`
-    /// when the line needs the general path ([`apply`](Self::apply) on the parsed object).
-    fn apply_fast(&mut self, text: &str) -> bool {
-        #[derive(Deserialize)]
-        struct Fast<'a> {
-            op: &'a str,
-            #[serde(default)]
-            loop_ts: Option<&'a str>,
-            #[serde(default)]
-            lane: Option<&'a str>,
-            #[serde(default, borrow)]
-            lease: Option<&'a RawValue>,
-            #[serde(default)]
-            heartbeat_at: Option<&'a str>,
-            #[serde(default)]
-            ts: Option<&'a str>,
-            #[serde(default)]
-            seq: Option<u64>,
-            #[serde(default)]
-            seq_watermark: Option<u64>,
-        }
-        let Ok(fast) = serde_json::from_str::<Fast<'_>>(text) else {
-            return false;
-        };
-        if matches!(fast.op, "ADOPT" | "CHECKPOINT" | CORRUPT_OP | REVIEW_OP) {
-            return false;
-        }
-        let identity = || Identity {
-            loop_ts: fast.loop_ts.unwrap_or("").to_owned(),
-            lane: fast.lane.unwrap_or("").to_owned(),
-        };
-        match fast.op {
-            "ACQUIRE" | "RECONCILE" => {
-                let Some(raw) = fast.lease.filter(|raw| raw.get().starts_with('{')) else {
-                    return false;
-                };
-                let Ok(body) = serde_json::from_str::<Object>(raw.get()) else {
-                    return false;
-                };
-                let identity = identity();
-                if !identity.is_empty() {
-                    self.grant(identity, body);
-                }
-            }
-            "RELEASE" | "SCAVENGE" => self.remove(&identity()),
-            "HEARTBEAT" => {
-                let beat = [fast.heartbeat_at, fast.ts]
-                    .into_iter()
-                    .flatten()
-                    .find(|s| !s.is_empty());
-                if let (Some(beat), Some(lease)) = (beat, self.live.get_mut(&identity())) {
-                    lease.insert("heartbeat_at".to_owned(), Value::from(beat));
-                }
-            }
-            _ => {}
-        }
+    /// Folds a record that [`parse_line`] took apart on the fast path.
+    fn apply_fast(&mut self, fast: FastRecord) {
         self.records += 1;
-        self.max_seq = self
-            .max_seq
-            .max(fast.seq.unwrap_or(0))
-            .max(fast.seq_watermark.unwrap_or(0));
-        self.count_op(fast.op);
-        true
+        self.max_seq = self.max_seq.max(fast.seq);
+        self.count_op(&fast.op);
+        match fast.effect {
+            FastEffect::Grant(body) => {
+                if !fast.identity.is_empty() {
+                    self.grant(fast.identity, Body::raw(body));
+                }
+            }
+            FastEffect::Remove => self.remove(&fast.identity),
+            FastEffect::Beat(Some(beat)) => {
+                if let Some(body) = self.live.body_mut(&fast.identity) {
+                    body.beat(Value::String(beat.into()));
+                }
+            }
+            FastEffect::Beat(None) | FastEffect::None => {}
+        }
     }
 
     fn count_op(&mut self, op: &str) {
@@ -275,7 +279,7 @@ impl LiveState {
         }
     }
 
-    fn grant(&mut self, identity: Identity, body: Object) {
+    fn grant(&mut self, identity: Identity, body: Body) {
         self.counter += 1;
         self.generations.insert(identity.clone(), self.counter);
         self.live.upsert(identity, body);
@@ -293,7 +297,7 @@ impl LiveState {
                 if let Value::Object(body) = lease {
                     let identity = Identity::of(body);
                     if !identity.is_empty() {
-                        self.live.upsert(identity, body.clone());
+                        self.live.upsert(identity, Body::object(body.clone()));
                     }
                 }
             }
@@ -336,9 +340,7 @@ impl LiveState {
     /// their bodies, so only while this holds does `replay(compact(E)) == replay(E)`. keel never
     /// writes such a record; `keel journal verify` reports journals that hold one.
     pub fn is_self_keyed(&self) -> bool {
-        self.live
-            .iter()
-            .all(|(identity, body)| Identity::of(body) == *identity)
+        self.live.iter().all(|(identity, body)| Identity::of(body) == *identity)
     }
 
     /// How many leases are live.
@@ -402,10 +404,7 @@ impl LiveState {
         }
         let mut checkpoint = Object::new();
         checkpoint.insert("op".to_owned(), Value::from("CHECKPOINT"));
-        checkpoint.insert(
-            "leases".to_owned(),
-            Value::Array(self.live().cloned().map(Value::Object).collect()),
-        );
+        checkpoint.insert("leases".to_owned(), Value::Array(self.live().cloned().map(Value::Object).collect()));
         checkpoint.insert("seq_watermark".to_owned(), Value::from(self.max_seq));
         let generations = self.generations();
         if !generations.is_empty() {
@@ -441,10 +440,7 @@ impl Excuse {
     pub fn of_sentinel(sentinel: &Object) -> Option<Self> {
         let line = sentinel.get("_line")?.as_u64()?;
         let raw = sentinel.get("_raw")?.as_str()?;
-        Some(Self {
-            line,
-            raw_blake3: blake3::hash(raw.as_bytes()).to_hex().to_string(),
-        })
+        Some(Self { line, raw_blake3: blake3::hash(raw.as_bytes()).to_hex().to_string() })
     }
 
     fn from_json(value: &Value) -> Option<Self> {
@@ -456,10 +452,7 @@ impl Excuse {
 pub fn review_record(excuses: &[Excuse], reason: &str, by: &str) -> Object {
     let mut record = Object::new();
     record.insert("op".to_owned(), Value::from(REVIEW_OP));
-    record.insert(
-        "excuses".to_owned(),
-        serde_json::to_value(excuses).expect("excuses serialise"),
-    );
+    record.insert("excuses".to_owned(), serde_json::to_value(excuses).expect("excuses serialise"));
     record.insert("reason".to_owned(), Value::from(reason));
     record.insert("by".to_owned(), Value::from(by));
     record
@@ -471,30 +464,20 @@ impl LiveState {
     pub fn damage(&self) -> Vec<&Object> {
         self.corrupt
             .iter()
-            .filter(|sentinel| {
-                Excuse::of_sentinel(sentinel).is_none_or(|e| !self.excused.contains(&e))
-            })
+            .filter(|sentinel| Excuse::of_sentinel(sentinel).is_none_or(|e| !self.excused.contains(&e)))
             .collect()
     }
 
     /// The excuses recorded so far that still name a sentinel of this journal (what a compaction
     /// must carry forward).
     pub fn excuses_in_force(&self) -> Vec<Excuse> {
-        self.corrupt
-            .iter()
-            .filter_map(Excuse::of_sentinel)
-            .filter(|e| self.excused.contains(e))
-            .collect()
+        self.corrupt.iter().filter_map(Excuse::of_sentinel).filter(|e| self.excused.contains(e)).collect()
     }
 
     /// The whole fold state, for a head snapshot that lets a later reader skip the history.
     pub fn snapshot(&self) -> StateSnapshot {
         StateSnapshot {
-            live: self
-                .live
-                .iter()
-                .map(|(i, b)| (i.clone(), b.clone()))
-                .collect(),
+            live: self.live.iter().map(|(i, b)| (i.clone(), b.clone())).collect(),
             generations: self.generations(),
             counter: self.counter,
             max_seq: self.max_seq,
@@ -509,22 +492,14 @@ impl LiveState {
     pub fn from_snapshot(snapshot: StateSnapshot) -> Self {
         let mut live = LiveSet::default();
         for (identity, body) in snapshot.live {
-            live.upsert(identity, body);
+            live.upsert(identity, Body::object(body));
         }
         Self {
             live,
             generations: snapshot
                 .generations
                 .into_iter()
-                .map(|g| {
-                    (
-                        Identity {
-                            loop_ts: g.loop_ts,
-                            lane: g.lane,
-                        },
-                        g.generation,
-                    )
-                })
+                .map(|g| (Identity { loop_ts: g.loop_ts, lane: g.lane }, g.generation))
                 .collect(),
             counter: snapshot.counter,
             max_seq: snapshot.max_seq,
@@ -579,32 +554,17 @@ impl LiveState {
     /// [`compact`](Self::compact), or an error when the result would not replay to this state.
     /// Every rewrite of a real journal goes through this: a compaction never changes meaning.
     pub fn compact_checked(&self) -> Result<Vec<Object>, CompactError> {
-        if let Some((stored, body)) = self
-            .live
-            .iter()
-            .find(|(identity, body)| Identity::of(body) != **identity)
-        {
-            let body_identity = Identity::of(body);
-            // A mis-keyed lease is harmless when re-keying it collides with nothing and drops nothing.
-            let compacted = self.compact();
-            let replayed = replay_records(&compacted);
-            if !replayed.live().eq(self.live()) || replayed.generations() != self.generations() {
-                return Err(CompactError::MisKeyedLease {
-                    stored: stored.clone(),
-                    body: body_identity,
-                });
-            }
-            return Ok(compacted);
+        // A checkpoint keys each lease by its body; a lease live under another identity would come
+        // back under the body's, and a later RELEASE of its real identity would miss it.
+        if let Some((stored, body)) = self.live.iter().find(|(identity, body)| Identity::of(body) != **identity) {
+            return Err(CompactError::MisKeyedLease { stored: stored.clone(), body: Identity::of(body) });
         }
         Ok(self.compact())
     }
 }
 
 fn beat(lease: &mut Object, record: &Object) {
-    let beat = ["heartbeat_at", "ts"]
-        .iter()
-        .filter_map(|k| record.get(*k))
-        .find(|v| truthy(v));
+    let beat = ["heartbeat_at", "ts"].iter().filter_map(|k| record.get(*k)).find(|v| truthy(v));
     if let Some(beat) = beat {
         lease.insert("heartbeat_at".to_owned(), beat.clone());
     }
@@ -627,6 +587,114 @@ fn adopt(lease: &mut Object, record: &Object) {
         _ => {}
     }
     beat(lease, record);
+}
+
+/// One line taken apart, ready to fold: the pure, parallelisable half of a replay.
+///
+/// Parsing dominates the cost of a replay and needs nothing but the line, so an adapter may parse
+/// chunks of a journal on several threads and fold the results in file order with
+/// [`Replay::push_parsed`]; the result is the same as [`Replay::push_line`] on each line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParsedLine {
+    /// Empty after stripping.
+    Blank,
+    /// JSON, but not an object: skipped.
+    NotObject,
+    /// Not JSON: corrupt, or the torn tail if nothing follows it.
+    Unparseable(String),
+    /// A common record, taken apart without building a `Value`.
+    Fast(FastRecord),
+    /// Any other record.
+    Record(Object),
+}
+
+/// A plainly written `ACQUIRE`/`RECONCILE` (with a `lease` object), `RELEASE`/`SCAVENGE`,
+/// `HEARTBEAT`, or a record of another op without effect on state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FastRecord {
+    op: Cow<'static, str>,
+    identity: Identity,
+    seq: u64,
+    effect: FastEffect,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum FastEffect {
+    /// The `lease` object's raw text.
+    Grant(Box<str>),
+    Remove,
+    Beat(Option<Box<str>>),
+    None,
+}
+
+/// Takes one line (without its `\n`) apart. Pure: safe to call on any thread.
+pub fn parse_line(line: &[u8]) -> ParsedLine {
+    let text = line_text(line);
+    if text.is_empty() {
+        return ParsedLine::Blank;
+    }
+    // Only an object can start with `{`; anything else takes the general path.
+    if text.starts_with('{') {
+        if let Some(fast) = parse_fast(&text) {
+            return ParsedLine::Fast(fast);
+        }
+    }
+    match classify_text(&text) {
+        LineClass::Record(record) => ParsedLine::Record(record),
+        LineClass::Unparseable(raw) => ParsedLine::Unparseable(raw),
+        LineClass::Blank => ParsedLine::Blank,
+        LineClass::NotObject => ParsedLine::NotObject,
+    }
+}
+
+/// The fast path: a typed, borrowing parse of the few members replay reads. Any surprise (a
+/// member of another type, an escape in a borrowed string, a duplicate member, an op with a
+/// richer effect) returns `None` and the line takes the general path, which defines the meaning.
+fn parse_fast(text: &str) -> Option<FastRecord> {
+    #[derive(Deserialize)]
+    struct Fast<'a> {
+        op: &'a str,
+        #[serde(default)]
+        loop_ts: Option<&'a str>,
+        #[serde(default)]
+        lane: Option<&'a str>,
+        #[serde(default, borrow)]
+        lease: Option<&'a RawValue>,
+        #[serde(default)]
+        heartbeat_at: Option<&'a str>,
+        #[serde(default)]
+        ts: Option<&'a str>,
+        #[serde(default)]
+        seq: Option<u64>,
+        #[serde(default)]
+        seq_watermark: Option<u64>,
+    }
+    let fast: Fast<'_> = serde_json::from_str(text).ok()?;
+    let effect = match fast.op {
+        "ADOPT" | "CHECKPOINT" | CORRUPT_OP | REVIEW_OP => return None,
+        "ACQUIRE" | "RECONCILE" => {
+            // The raw text parsed as JSON and starts with `{`: it is an object.
+            let raw = fast.lease.filter(|raw| raw.get().starts_with('{'))?;
+            FastEffect::Grant(raw.get().into())
+        }
+        "RELEASE" | "SCAVENGE" => FastEffect::Remove,
+        "HEARTBEAT" => {
+            FastEffect::Beat([fast.heartbeat_at, fast.ts].into_iter().flatten().find(|s| !s.is_empty()).map(Into::into))
+        }
+        _ => FastEffect::None,
+    };
+    Some(FastRecord {
+        op: match fast.op {
+            "ACQUIRE" => Cow::Borrowed("ACQUIRE"),
+            "RELEASE" => Cow::Borrowed("RELEASE"),
+            "HEARTBEAT" => Cow::Borrowed("HEARTBEAT"),
+            "REFUSE" => Cow::Borrowed("REFUSE"),
+            other => Cow::Owned(other.to_owned()),
+        },
+        identity: Identity { loop_ts: fast.loop_ts.unwrap_or("").to_owned(), lane: fast.lane.unwrap_or("").to_owned() },
+        seq: fast.seq.unwrap_or(0).max(fast.seq_watermark.unwrap_or(0)),
+        effect,
+    })
 }
 
 /// A streaming replay of a journal's lines: push lines in file order, then [`finish`](Self::finish).
@@ -658,32 +726,37 @@ impl Replay {
     /// A replay that continues from `state` as if the lines pushed next followed the records
     /// `state` was folded from, starting at line index `first_line`.
     pub fn resume(state: LiveState, first_line: u64) -> Self {
-        let mut decoder = LineDecoder::new();
-        for _ in 0..first_line {
-            decoder.start_line();
-        }
-        Self { decoder, state }
+        Self { decoder: LineDecoder::starting_at(first_line), state }
     }
 
     /// Folds the next line of the file (without its `\n`).
     pub fn push_line(&mut self, line: &[u8]) {
+        self.push_parsed(parse_line(line));
+    }
+
+    /// Folds the next line of the file, already taken apart by [`parse_line`].
+    pub fn push_parsed(&mut self, line: ParsedLine) {
         let (index, corrupt) = self.decoder.start_line();
         if let Some(bad) = corrupt {
             self.state.apply(&bad.sentinel());
         }
-        let text = line_text(line);
-        if text.is_empty() {
-            return;
+        match line {
+            ParsedLine::Fast(fast) => self.state.apply_fast(fast),
+            ParsedLine::Record(record) => self.state.apply(&record),
+            ParsedLine::Unparseable(raw) => self.decoder.hold_unparseable(index, raw),
+            ParsedLine::Blank | ParsedLine::NotObject => {}
         }
-        // Only an object can start with `{`; anything else takes the general path.
-        if text.starts_with('{') && self.state.apply_fast(&text) {
-            return;
-        }
-        match classify_text(&text) {
-            crate::line::LineClass::Record(record) => self.state.apply(&record),
-            crate::line::LineClass::Unparseable(raw) => self.decoder.hold_unparseable(index, raw),
-            crate::line::LineClass::Blank | crate::line::LineClass::NotObject => {}
-        }
+    }
+
+    /// The last line pushed, if it was unparseable and is held back: it becomes a corrupt record
+    /// only if another line follows, so a resumable position is never just after it.
+    pub fn pending(&self) -> Option<&BadLine> {
+        self.decoder.pending()
+    }
+
+    /// How many lines have been pushed (blank lines counted).
+    pub fn lines(&self) -> u64 {
+        self.decoder.lines_seen()
     }
 
     /// The state folded so far (a held-back unparseable line is not in it yet).
@@ -694,11 +767,7 @@ impl Replay {
     /// Ends the file.
     pub fn finish(self) -> Replayed {
         let lines = self.decoder.lines_seen();
-        Replayed {
-            state: self.state,
-            torn_tail: self.decoder.finish(),
-            lines,
-        }
+        Replayed { state: self.state, torn_tail: self.decoder.finish(), lines }
     }
 }
 
@@ -743,10 +812,7 @@ mod tests {
         let state = replay_bytes(journal.as_bytes()).state;
         let lanes: Vec<_> = state.live().map(|l| l["lane"].clone()).collect();
         assert_eq!(lanes, vec![json!("y"), json!("x")]);
-        let a = Identity {
-            loop_ts: "a".into(),
-            lane: "x".into(),
-        };
+        let a = Identity { loop_ts: "a".into(), lane: "x".into() };
         assert_eq!(state.generation(&a), Some(3));
         assert_eq!(state.next_seq(), 5);
     }
@@ -761,20 +827,11 @@ mod tests {
         assert_eq!(
             ids,
             vec![
-                Identity {
-                    loop_ts: "t1".into(),
-                    lane: "l".into()
-                },
-                Identity {
-                    loop_ts: "5".into(),
-                    lane: "True".into()
-                }
+                Identity { loop_ts: "t1".into(), lane: "l".into() },
+                Identity { loop_ts: "5".into(), lane: "True".into() }
             ]
         );
-        assert_eq!(
-            state.live().nth(1).expect("two leases")["tree"],
-            json!(["a"])
-        );
+        assert_eq!(state.live().nth(1).expect("two leases")["tree"], json!(["a"]));
     }
 
     #[test]
@@ -782,17 +839,10 @@ mod tests {
         let mut state = LiveState::new();
         state.apply(&obj(json!({"op": "ACQUIRE", "loop_ts": "t", "lane": "l",
             "lease": {"pid": 1, "proc_starttime": 9, "holder": "a"}})));
-        state.apply(&obj(
-            json!({"op": "ADOPT", "loop_ts": "t", "lane": "l", "pid": 1, "holder": "b"}),
-        ));
-        let id = Identity {
-            loop_ts: "t".into(),
-            lane: "l".into(),
-        };
+        state.apply(&obj(json!({"op": "ADOPT", "loop_ts": "t", "lane": "l", "pid": 1, "holder": "b"})));
+        let id = Identity { loop_ts: "t".into(), lane: "l".into() };
         assert_eq!(state.lease(&id).expect("live")["proc_starttime"], json!(9));
-        state.apply(&obj(
-            json!({"op": "ADOPT", "loop_ts": "t", "lane": "l", "pid": 2, "ts": "T"}),
-        ));
+        state.apply(&obj(json!({"op": "ADOPT", "loop_ts": "t", "lane": "l", "pid": 2, "ts": "T"})));
         let lease = state.lease(&id).expect("live");
         assert_eq!(lease.get("proc_starttime"), None);
         assert_eq!(lease["holder"], json!("b"));
@@ -803,25 +853,15 @@ mod tests {
     fn thousands_of_removals_keep_order_and_indexes_consistent() {
         let mut state = LiveState::new();
         for i in 0..5000 {
-            state.apply(&obj(
-                json!({"op": "ACQUIRE", "loop_ts": i.to_string(), "lane": "l", "lease": {"i": i}}),
-            ));
+            state.apply(&obj(json!({"op": "ACQUIRE", "loop_ts": i.to_string(), "lane": "l", "lease": {"i": i}})));
         }
         for i in (0..5000).filter(|i| i % 3 != 0) {
-            state.apply(&obj(
-                json!({"op": "RELEASE", "loop_ts": i.to_string(), "lane": "l"}),
-            ));
+            state.apply(&obj(json!({"op": "RELEASE", "loop_ts": i.to_string(), "lane": "l"})));
         }
-        let left: Vec<i64> = state
-            .live()
-            .map(|l| l["i"].as_i64().expect("int"))
-            .collect();
+        let left: Vec<i64> = state.live().map(|l| l["i"].as_i64().expect("int")).collect();
         let want: Vec<i64> = (0..5000).filter(|i| i % 3 == 0).collect();
         assert_eq!(left, want);
-        let id = Identity {
-            loop_ts: "4998".into(),
-            lane: "l".into(),
-        };
+        let id = Identity { loop_ts: "4998".into(), lane: "l".into() };
         assert_eq!(state.generation(&id), Some(4999));
     }
 
@@ -831,11 +871,7 @@ mod tests {
         let mut state = replay_bytes(journal).state;
         assert_eq!(state.damage().len(), 2);
         let first = Excuse::of_sentinel(state.damage()[0]).expect("sentinel has line and raw");
-        state.apply(&review_record(
-            std::slice::from_ref(&first),
-            "torn tail repaired",
-            "test",
-        ));
+        state.apply(&review_record(std::slice::from_ref(&first), "torn tail repaired", "test"));
         let left: Vec<_> = state.damage().iter().map(|s| s["_raw"].clone()).collect();
         assert_eq!(left, vec![json!("broken two")]);
         assert_eq!(state.excuses_in_force(), vec![first]);

@@ -31,9 +31,7 @@ impl Region {
         match (self, other) {
             (Region::Universal, _) | (_, Region::Universal) => true,
             (Region::Lock(a), Region::Lock(b)) => a == b,
-            (Region::Prefix(a), Region::Prefix(b)) => {
-                a.starts_with(b.as_str()) || b.starts_with(a.as_str())
-            }
+            (Region::Prefix(a), Region::Prefix(b)) => a.starts_with(b.as_str()) || b.starts_with(a.as_str()),
             (Region::Lock(_), Region::Prefix(_)) | (Region::Prefix(_), Region::Lock(_)) => false,
         }
     }
@@ -65,14 +63,8 @@ pub fn normalise(entry: &str) -> Option<Region> {
         }
         return Some(Region::Lock(name.to_owned()));
     }
-    let cut = folded
-        .find(GLOB_METACHARACTERS)
-        .map_or(folded.as_str(), |at| &folded[..at]);
-    if cut.is_empty() {
-        Some(Region::Universal)
-    } else {
-        Some(Region::Prefix(cut.to_owned()))
-    }
+    let cut = folded.find(GLOB_METACHARACTERS).map_or(folded.as_str(), |at| &folded[..at]);
+    if cut.is_empty() { Some(Region::Universal) } else { Some(Region::Prefix(cut.to_owned())) }
 }
 
 /// A normalised tree: its non-blank entries as regions. Empty means "no known region".
@@ -84,12 +76,7 @@ pub struct Tree {
 impl Tree {
     /// Normalises a list of entries, dropping blank ones.
     pub fn new<S: AsRef<str>>(entries: &[S]) -> Self {
-        Self {
-            regions: entries
-                .iter()
-                .filter_map(|e| normalise(e.as_ref()))
-                .collect(),
-        }
+        Self { regions: entries.iter().filter_map(|e| normalise(e.as_ref())).collect() }
     }
 
     /// Reads a lease's `tree` member. Missing, `null` or `[]` is the empty tree; a string is one
@@ -125,9 +112,7 @@ impl Tree {
 
     /// The first pair of colliding regions `(ours, theirs)`, if the trees intersect.
     pub fn first_collision<'a>(&'a self, other: &'a Tree) -> Option<(&'a Region, &'a Region)> {
-        self.regions
-            .iter()
-            .find_map(|a| other.regions.iter().find(|b| a.collides(b)).map(|b| (a, b)))
+        self.regions.iter().find_map(|a| other.regions.iter().find(|b| a.collides(b)).map(|b| (a, b)))
     }
 
     /// Whether any region of one collides with any region of the other. Symmetric.

@@ -59,10 +59,8 @@ fn python_repr(value: &Value) -> String {
             format!("[{}]", inner.join(", "))
         }
         Value::Object(map) => {
-            let inner: Vec<String> = map
-                .iter()
-                .map(|(k, v)| format!("{}: {}", python_string_repr(k), python_repr(v)))
-                .collect();
+            let inner: Vec<String> =
+                map.iter().map(|(k, v)| format!("{}: {}", python_string_repr(k), python_repr(v))).collect();
             format!("{{{}}}", inner.join(", "))
         }
     }
@@ -99,22 +97,14 @@ pub fn python_float_repr(x: f64) -> String {
         format!("{sign}{body}")
     } else {
         let (first, rest) = digits.split_at(1);
-        let mantissa = if rest.is_empty() {
-            first.to_owned()
-        } else {
-            format!("{first}.{rest}")
-        };
+        let mantissa = if rest.is_empty() { first.to_owned() } else { format!("{first}.{rest}") };
         let exp_sign = if exponent < 0 { '-' } else { '+' };
         format!("{sign}{mantissa}e{exp_sign}{:02}", exponent.unsigned_abs())
     }
 }
 
 fn python_string_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -142,9 +132,7 @@ pub fn seq_number(value: Option<&Value>) -> u64 {
     match value {
         Some(Value::Number(n)) => n.as_u64().unwrap_or_else(|| {
             // Negative integers and floats: Python's int() truncates toward zero; below 1 counts as 0.
-            n.as_f64()
-                .filter(|f| f.is_finite() && *f >= 1.0)
-                .map_or(0, |f| f.trunc() as u64)
+            n.as_f64().filter(|f| f.is_finite() && *f >= 1.0).map_or(0, |f| f.trunc() as u64)
         }),
         Some(Value::Bool(true)) => 1,
         _ => 0,
@@ -187,14 +175,8 @@ mod tests {
         assert_eq!(identity_text(Some(&json!(7))), "7");
         assert_eq!(identity_text(Some(&json!(1.5))), "1.5");
         assert_eq!(identity_text(Some(&json!("0"))), "0");
-        assert_eq!(
-            identity_text(Some(&json!(["a", 1, null]))),
-            "['a', 1, None]"
-        );
-        assert_eq!(
-            identity_text(Some(&json!({"k": "it's"}))),
-            "{'k': \"it's\"}"
-        );
+        assert_eq!(identity_text(Some(&json!(["a", 1, null]))), "['a', 1, None]");
+        assert_eq!(identity_text(Some(&json!({"k": "it's"}))), "{'k': \"it's\"}");
     }
 
     #[test]

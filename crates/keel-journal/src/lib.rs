@@ -1,0 +1,40 @@
+//! The durable lane-lease service over a journal file: several processes on one machine take and
+//! give back leases over regions of a workspace through one append-only journal, and no crash,
+//! race or bad byte yields two holders of a colliding region or loses an acknowledged grant.
+//!
+//! It never decides admission itself (that is the kernel's arbiter, [`keel_kernel::arbiter`]) and
+//! touches the disk only through `keel-fs` (plus `/proc` for whether a holder process still runs).
+//!
+//! # The model
+//! - [`Journal`] runs every state change under the journal's writer lock (an OS lock that dies
+//!   with its holder): fold to the end of the journal, decide, append with one write and one
+//!   fdatasync, release. A grant is acknowledged only once its record is durable.
+//! - Cost is independent of history: the fold resumes from an in-process cache or a validated
+//!   head snapshot, and the journal is compacted in place once it passes a size threshold.
+//! - [`read`] replays a whole journal file fast, parsing on every core.
+//!
+//! # Example
+//! ```
+//! use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalOptions};
+//! let dir = tempfile::tempdir()?;
+//! let journal = Journal::open(&dir.path().join("lane-journal.jsonl"), JournalOptions::default());
+//! let request = AcquireRequest { lane: "api".into(), tree: vec!["src/api/".into()], owner: "agent-a".into(), ..Default::default() };
+//! let AcquireOutcome::Acquire(grant) = journal.acquire(&request)? else { panic!("an empty journal grants") };
+//! assert_eq!(grant.generation, 1);
+//! let second = AcquireRequest { lane: "handlers".into(), tree: vec!["src/api/handlers.rs".into()], owner: "agent-b".into(), ..Default::default() };
+//! assert!(matches!(journal.acquire(&second)?, AcquireOutcome::Refuse { .. }));
+//! assert!(journal.release("api", "agent-a", None)?.is_some());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod process;
+pub mod read;
+pub mod service;
+
+pub use read::{ReadOutcome, replay_from, replay_path};
+pub use service::{
+    AcquireOutcome, AcquireRequest, Beat, Clock, Compaction, Grant, Journal, JournalError, JournalOptions, LiveLease,
+    Stats, system_clock,
+};

@@ -1,0 +1,64 @@
+//! Facts about processes on this host, for the expiry predicate: who we are, and whether the
+//! holder of a lease is still running. Linux `/proc`; elsewhere nothing is known (never "gone").
+
+use std::path::Path;
+
+use keel_kernel::Object;
+use keel_kernel::expiry::HolderProcess;
+use serde_json::Value;
+
+/// This host's name, as lease bodies record it in `host_id`.
+pub fn host_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// The start time of process `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`),
+/// which with the pid names one process even after the pid is reused.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces or parentheses itself.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// What is known about a lease's holder process, seen from `host`.
+pub fn holder_process(lease: &Object, host: &str) -> HolderProcess {
+    if lease.get("host_id").and_then(Value::as_str) != Some(host) {
+        return HolderProcess::Unknown;
+    }
+    let Some(pid) = lease.get("pid").and_then(Value::as_u64).and_then(|p| u32::try_from(p).ok()) else {
+        return HolderProcess::Unknown;
+    };
+    if !Path::new("/proc/self").exists() {
+        return HolderProcess::Unknown;
+    }
+    match (start_time(pid), lease.get("proc_starttime").and_then(Value::as_u64)) {
+        (None, _) => HolderProcess::Gone,
+        (Some(now), Some(then)) if now != then => HolderProcess::Gone,
+        (Some(_), _) => HolderProcess::Alive,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_reused_pid_is_not_its_holder() {
+        let pid = std::process::id();
+        let start = start_time(pid).expect("our own /proc entry");
+        let host = host_id();
+        let mut lease = Object::new();
+        lease.insert("host_id".into(), Value::from(host.clone()));
+        lease.insert("pid".into(), Value::from(pid));
+        lease.insert("proc_starttime".into(), Value::from(start));
+        assert_eq!(holder_process(&lease, &host), HolderProcess::Alive);
+        lease.insert("proc_starttime".into(), Value::from(start + 1));
+        assert_eq!(holder_process(&lease, &host), HolderProcess::Gone);
+        assert_eq!(holder_process(&lease, "another-host"), HolderProcess::Unknown);
+    }
+}

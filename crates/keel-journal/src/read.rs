@@ -1,0 +1,210 @@
+//! Replaying a journal file: the kernel's fold, fed by parsing on every core.
+//!
+//! Parsing is almost all of a replay's cost and needs nothing but the line, so the file is read in
+//! chunks that end at a newline, the chunks are parsed on worker threads with the kernel's pure
+//! [`parse_line`], and the results are folded in file order on the calling thread. The result is
+//! exactly that of pushing every line through [`Replay::push_line`] (the kernel's definition);
+//! memory stays bounded by the chunks in flight.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use keel_fs::{FsError, LINE_BYTES_MAX_DEFAULT};
+use keel_kernel::{ParsedLine, Replay, Replayed, parse_line};
+
+/// Bytes per chunk handed to a parser thread.
+const CHUNK_BYTES: usize = 1024 * 1024;
+/// Parser threads at most (the fold on the calling thread is the next bottleneck past this).
+const PARSERS_MAX: usize = 4;
+/// Chunks at most in flight per parser (bounds memory to a few chunks per thread).
+const IN_FLIGHT_PER_PARSER: usize = 2;
+
+/// A journal replayed from a byte offset to its end.
+#[derive(Debug)]
+pub struct ReadOutcome {
+    /// The fold's result.
+    pub replayed: Replayed,
+    /// The file's length when it was read (the offset just past its last byte).
+    pub end_offset: u64,
+}
+
+/// Replays the whole journal at `path`. A missing file is [`FsError::Io`] with `NotFound`.
+pub fn replay_path(path: &Path) -> Result<ReadOutcome, FsError> {
+    let file = File::open(path).map_err(|e| FsError::io("open", path, e))?;
+    replay_from(file, path, Replay::new(), 0)
+}
+
+/// Continues `replay` with the bytes of `file` from `offset` to its end (`offset` must be the
+/// start of a line; the caller vouches that `replay` folded exactly the lines before it).
+pub fn replay_from(mut file: File, path: &Path, replay: Replay, offset: u64) -> Result<ReadOutcome, FsError> {
+    file.seek(SeekFrom::Start(offset)).map_err(|e| FsError::io("seek", path, e))?;
+    let parsers = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, PARSERS_MAX);
+    if parsers == 1 {
+        return replay_serial(file, path, replay, offset);
+    }
+    let (chunk_tx, chunk_rx) = sync_channel::<(u64, Vec<u8>)>(parsers * IN_FLIGHT_PER_PARSER);
+    let (parsed_tx, parsed_rx) = sync_channel::<(u64, Vec<ParsedLine>)>(parsers * IN_FLIGHT_PER_PARSER);
+    let chunk_rx = Arc::new(Mutex::new(chunk_rx));
+    std::thread::scope(|scope| {
+        for _ in 0..parsers {
+            let chunk_rx = Arc::clone(&chunk_rx);
+            let parsed_tx = parsed_tx.clone();
+            scope.spawn(move || parse_chunks(&chunk_rx, &parsed_tx));
+        }
+        drop(parsed_tx);
+        let reader = scope.spawn(move || read_chunks(file, path, offset, &chunk_tx));
+        let folded = fold_in_order(replay, &parsed_rx);
+        // Reading ends first (or fails); parsers end when the chunk channel closes.
+        let end_offset = reader.join().map_err(|_| reader_panicked(path))??;
+        Ok(ReadOutcome { replayed: folded.finish(), end_offset })
+    })
+}
+
+fn reader_panicked(path: &Path) -> FsError {
+    FsError::io("read", path, std::io::Error::other("journal reader thread panicked"))
+}
+
+fn parse_chunks(chunks: &Mutex<Receiver<(u64, Vec<u8>)>>, parsed: &SyncSender<(u64, Vec<ParsedLine>)>) {
+    loop {
+        let next = chunks.lock().map(|rx| rx.recv());
+        let Ok(Ok((index, chunk))) = next else { return };
+        let lines = split(&chunk).map(parse_line).collect();
+        if parsed.send((index, lines)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Lines of a chunk: each ends with `\n` except possibly the file's final fragment.
+fn split(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
+    keel_kernel::line::split_lines(chunk)
+}
+
+fn fold_in_order(mut replay: Replay, parsed: &Receiver<(u64, Vec<ParsedLine>)>) -> Replay {
+    let mut waiting: BTreeMap<u64, Vec<ParsedLine>> = BTreeMap::new();
+    let mut next = 0u64;
+    for (index, lines) in parsed {
+        waiting.insert(index, lines);
+        while let Some(lines) = waiting.remove(&next) {
+            for line in lines {
+                replay.push_parsed(line);
+            }
+            next += 1;
+        }
+    }
+    replay
+}
+
+/// Reads `file` in chunks that end at a newline (the last may be an unterminated fragment) and
+/// sends them in order. Returns the end offset.
+fn read_chunks(mut file: File, path: &Path, offset: u64, chunks: &SyncSender<(u64, Vec<u8>)>) -> Result<u64, FsError> {
+    let mut carry: Vec<u8> = Vec::new();
+    let mut index = 0u64;
+    let mut position = offset;
+    loop {
+        let mut chunk = std::mem::take(&mut carry);
+        let start = chunk.len();
+        chunk.resize(start + CHUNK_BYTES, 0);
+        let read = read_full(&mut file, &mut chunk[start..]).map_err(|e| FsError::io("read", path, e))?;
+        chunk.truncate(start + read);
+        position += read as u64;
+        if read == 0 {
+            if !chunk.is_empty() {
+                // The final, unterminated fragment is a line of its own.
+                let _ = chunks.send((index, chunk));
+            }
+            return Ok(position);
+        }
+        match memchr::memrchr(b'\n', &chunk) {
+            Some(last) => {
+                carry = chunk[last + 1..].to_vec();
+                chunk.truncate(last + 1);
+            }
+            None => {
+                if chunk.len() > LINE_BYTES_MAX_DEFAULT {
+                    return Err(FsError::LineTooLong {
+                        path: path.to_owned(),
+                        offset: position - chunk.len() as u64,
+                        line_bytes_max: LINE_BYTES_MAX_DEFAULT,
+                    });
+                }
+                carry = chunk;
+                continue;
+            }
+        }
+        if carry.len() > LINE_BYTES_MAX_DEFAULT {
+            return Err(FsError::LineTooLong {
+                path: path.to_owned(),
+                offset: position - carry.len() as u64,
+                line_bytes_max: LINE_BYTES_MAX_DEFAULT,
+            });
+        }
+        if chunks.send((index, chunk)).is_err() {
+            return Ok(position);
+        }
+        index += 1;
+    }
+}
+
+fn read_full(file: &mut File, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// One thread: the same fold, for machines with a single core.
+fn replay_serial(file: File, path: &Path, mut replay: Replay, offset: u64) -> Result<ReadOutcome, FsError> {
+    let mut reader = keel_fs::LineReader::new(file, path, offset);
+    while let Some(line) = reader.next_line()? {
+        replay.push_line(line.bytes);
+    }
+    let end_offset = reader.offset();
+    Ok(ReadOutcome { replayed: replay.finish(), end_offset })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn whole(bytes: &[u8]) -> Replayed {
+        keel_kernel::replay_bytes(bytes)
+    }
+
+    #[test]
+    fn parallel_replay_equals_the_kernels_line_by_line_replay() {
+        let mut journal = Vec::new();
+        for i in 0..60_000u32 {
+            match i % 5 {
+                0 => writeln!(journal, "{{\"op\": \"ACQUIRE\", \"loop_ts\": \"{i}\", \"lane\": \"l\", \"seq\": {i}, \"lease\": {{\"lane\": \"l\", \"loop_ts\": \"{i}\", \"pad\": \"{}\"}}}}", "x".repeat(100)),
+                1 => writeln!(journal, "{{\"op\": \"RELEASE\", \"loop_ts\": \"{}\", \"lane\": \"l\"}}", i - 1),
+                2 => writeln!(journal, "not json {i}"),
+                3 => writeln!(journal),
+                _ => writeln!(journal, "{{\"op\": \"HEARTBEAT\", \"loop_ts\": \"{}\", \"lane\": \"l\", \"ts\": \"T{i}\"}}", i - 4),
+            }
+            .expect("in-memory write");
+        }
+        journal.extend_from_slice(b"{\"op\": \"ACQ");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("journal.jsonl");
+        std::fs::write(&path, &journal).expect("write journal");
+        let read = replay_path(&path).expect("replay");
+        let expected = whole(&journal);
+        assert_eq!(read.end_offset, journal.len() as u64);
+        assert_eq!(read.replayed.state.snapshot(), expected.state.snapshot());
+        assert_eq!(read.replayed.torn_tail, expected.torn_tail);
+        assert_eq!(read.replayed.lines, expected.lines);
+        assert!(read.replayed.state.corrupt().len() > 10_000);
+    }
+}

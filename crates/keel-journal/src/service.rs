@@ -1,0 +1,1024 @@
+//! The lane-lease service: every state change runs under the writer lock as
+//! read the live set → decide with the kernel → append durably → release the lock.
+//!
+//! # Cost independent of history
+//! An operation never replays the whole journal. It resumes the fold from a known position: the
+//! in-process cache when this `Journal` did the last operation, else the head snapshot file
+//! (`<journal>.head`), validated against the journal's device, inode, length and a hash of the
+//! bytes just before its offset; only when neither validates does it replay from the start.
+//! Appends never re-read the journal to find the next `seq`: it is part of the folded state.
+//!
+//! # Crashes and damage
+//! A grant is acknowledged only after its record is durable (one write + fdatasync). A writer
+//! killed mid-append leaves an unterminated fragment; the next writer terminates it and records a
+//! `REVIEW` excusing that line, because nothing in it was ever acknowledged. A *complete* line that
+//! does not parse is damage: while any is unreviewed, `acquire` fails closed (a corrupted `ACQUIRE`
+//! must not silently free a region) until an operator reviews it ([`Journal::review`]).
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keel_fs::seam::FileStat;
+use keel_fs::{Appender, FsError, KernelLock, LineReader, OsStorage, Storage, write_atomic_with};
+use keel_kernel::arbiter::{Decision, Outcome, Request, decide};
+use keel_kernel::expiry::{ExpiryPolicy, Verdict, assess, format_utc};
+use keel_kernel::json::to_line;
+use keel_kernel::line::BadLine;
+use keel_kernel::replay::{CompactError, Excuse, StateSnapshot, review_record};
+use keel_kernel::value::casefold;
+use keel_kernel::{Identity, LiveState, Object, Replay, Taxonomy};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::process;
+
+/// Reads the clock: seconds since the Unix epoch. Injected so tests can move time.
+pub type Clock = Arc<dyn Fn() -> f64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()))
+}
+
+/// How a [`Journal`] behaves. `Default` is what the CLI uses.
+#[derive(Clone)]
+pub struct JournalOptions {
+    /// The lane taxonomy the arbiter decides under.
+    pub taxonomy: Taxonomy,
+    /// When a lease is provably dead (reclaimed by the next conflicting `acquire`).
+    pub expiry: ExpiryPolicy,
+    /// How long an operation waits for the writer lock before failing with "lock busy".
+    pub lock_timeout_ms: u64,
+    /// Compact in place once the journal is larger than this (and twice its last compacted
+    /// size); `None` never compacts by itself.
+    pub compact_threshold_bytes: Option<u64>,
+    /// Rewrite the head snapshot once the journal has grown this much past the last one.
+    pub head_every_bytes: u64,
+    /// This host's name, recorded in leases to judge whether a holder process is gone.
+    pub host_id: String,
+    /// The clock.
+    pub clock: Clock,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        Self {
+            taxonomy: Taxonomy::default(),
+            expiry: ExpiryPolicy::default(),
+            lock_timeout_ms: 10_000,
+            compact_threshold_bytes: Some(64 * 1024 * 1024),
+            head_every_bytes: 256 * 1024,
+            host_id: process::host_id(),
+            clock: system_clock(),
+        }
+    }
+}
+
+impl std::fmt::Debug for JournalOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalOptions")
+            .field("taxonomy", &self.taxonomy)
+            .field("expiry", &self.expiry)
+            .field("lock_timeout_ms", &self.lock_timeout_ms)
+            .field("compact_threshold_bytes", &self.compact_threshold_bytes)
+            .field("head_every_bytes", &self.head_every_bytes)
+            .field("host_id", &self.host_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors of the lease service. Each names the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The file system failed (including "lock busy").
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// Unreviewed corrupt lines: no new grant until an operator reviews them.
+    #[error(
+        "{}: line {line_number} is corrupt and unreviewed ({more} more): {raw:?}; no lease is granted \
+         until an operator reviews it with `keel journal review`",
+        path.display()
+    )]
+    Damaged {
+        /// The journal.
+        path: PathBuf,
+        /// 1-based line number of the first unreviewed corrupt line.
+        line_number: u64,
+        /// Its text.
+        raw: String,
+        /// How many more unreviewed corrupt lines there are.
+        more: usize,
+    },
+    /// The caller named a `loop_ts` whose identity is live: granting would replace another lease.
+    #[error("{}: a lease (loop_ts {loop_ts:?}, lane {lane:?}) is already live; a loop_ts names one lease", path.display())]
+    IdentityInUse {
+        /// The journal.
+        path: PathBuf,
+        /// The loop timestamp asked for.
+        loop_ts: String,
+        /// The lane asked for.
+        lane: String,
+    },
+    /// Compaction would change the journal's meaning.
+    #[error("{}: not compacted: {source}", path.display())]
+    CompactRefused {
+        /// The journal.
+        path: PathBuf,
+        /// Why.
+        source: CompactError,
+    },
+    /// A request is malformed.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}
+
+/// A request for a lease.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AcquireRequest {
+    /// The lane (empty: let the arbiter pick).
+    pub lane: String,
+    /// `keyword` (default), `cluster`, `global` or an exclusive lane's name.
+    pub kind: String,
+    /// The region: paths, globs, `lock://NAME` entries.
+    pub tree: Vec<String>,
+    /// `shared` or `exclusive` (default).
+    pub mode: String,
+    /// Who holds the lease (an agent's name).
+    pub owner: String,
+    /// TTL in minutes; `None` uses the expiry policy's backstop.
+    pub ttl_minutes: Option<f64>,
+    /// The lease's loop timestamp (its unique key with the lane); `None` generates one.
+    pub loop_ts: Option<String>,
+    /// A run id to record.
+    pub run_id: Option<String>,
+    /// Acquire whatever else is live (never past an exclusive lane).
+    pub force: bool,
+}
+
+/// A granted lease.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Grant {
+    /// The lease body as recorded.
+    pub lease: Object,
+    /// Its identity.
+    pub identity: Identity,
+    /// Its fencing generation.
+    pub generation: u64,
+    /// The arbiter's decision.
+    pub decision: Decision,
+    /// Dead leases reclaimed to make room, as `(identity, verdict)`.
+    pub reclaimed: Vec<(Identity, Verdict)>,
+}
+
+/// What `acquire` came to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub enum AcquireOutcome {
+    /// Granted and durable.
+    Acquire(Grant),
+    /// Refused; the decision's reason names the blocking lease.
+    Refuse {
+        /// The arbiter's decision.
+        decision: Decision,
+        /// Whether the forensic `REFUSE` record could be written (a failure never changes the answer).
+        recorded: bool,
+    },
+}
+
+/// A live lease with what the service knows about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiveLease {
+    /// Its identity.
+    pub identity: Identity,
+    /// Its body.
+    pub lease: Object,
+    /// Its generation.
+    pub generation: Option<u64>,
+    /// Whether it is provably dead now.
+    pub verdict: Verdict,
+}
+
+/// What a heartbeat did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Beat {
+    /// Recorded at this time.
+    Beaten {
+        /// The lease.
+        identity: Identity,
+        /// The new `heartbeat_at`.
+        heartbeat_at: String,
+    },
+    /// Skipped: the last beat is younger than the coalescing floor.
+    Coalesced {
+        /// The lease.
+        identity: Identity,
+        /// Its last `heartbeat_at`.
+        heartbeat_at: String,
+    },
+}
+
+/// The journal's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Stats {
+    /// Records folded (corrupt sentinels included).
+    pub records: u64,
+    /// Bytes in the journal.
+    pub bytes: u64,
+    /// Live leases.
+    pub live_leases: usize,
+    /// Corrupt lines.
+    pub corrupt: usize,
+    /// Corrupt lines no review has excused.
+    pub unreviewed_corrupt: usize,
+    /// Records per op.
+    pub ops: std::collections::BTreeMap<String, u64>,
+    /// The last compaction this service knows of.
+    pub last_compaction: Option<Compaction>,
+}
+
+/// What one compaction did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compaction {
+    /// When (UTC).
+    pub ts: String,
+    /// Journal size before.
+    pub bytes_before: u64,
+    /// Journal size after.
+    pub bytes_after: u64,
+    /// Records written.
+    pub records_after: u64,
+    /// Whether the rename was made durable by a directory fsync (false where the file system
+    /// does not support one).
+    pub dir_synced: bool,
+}
+
+/// The state folded up to a resumable position, with what lies past it.
+#[derive(Debug)]
+struct Folded {
+    state: LiveState,
+    /// Start of the first line not in `state` (only a held-back unparseable line can follow).
+    safe_offset: u64,
+    safe_lines: u64,
+    end_offset: u64,
+    dev: u64,
+    ino: u64,
+    /// An unparseable last line, and whether it lacked its `\n` (a crashed writer's fragment).
+    tail: Option<(BadLine, bool)>,
+}
+
+struct Cache<S: Storage> {
+    folded: Option<Folded>,
+    appender: Option<(Appender<S>, u64, u64)>,
+    head_offset: u64,
+    compacted_bytes: u64,
+    last_compaction: Option<Compaction>,
+}
+
+/// The head snapshot file: the fold up to `offset`, so a process need not replay the history.
+#[derive(Debug, Serialize, Deserialize)]
+struct Head {
+    version: u32,
+    dev: u64,
+    ino: u64,
+    offset: u64,
+    lines: u64,
+    window_blake3: String,
+    state: StateSnapshot,
+    last_compaction: Option<Compaction>,
+}
+
+const HEAD_VERSION: u32 = 1;
+/// Bytes before the head's offset whose hash must match: enough to tell a rewritten journal
+/// from the one the snapshot was taken of, without reading its history.
+const HEAD_WINDOW_BYTES: u64 = 4096;
+/// Largest head file read (a larger one is ignored and the journal replayed).
+const HEAD_BYTES_MAX: u64 = 256 * 1024 * 1024;
+/// Longest wait between `acquire` retries.
+const WAIT_BACKOFF_MS_MAX: u64 = 500;
+
+/// A lane journal and the operations on it. `Send + Sync`: share one per process.
+pub struct Journal<S: Storage + Clone = OsStorage> {
+    storage: S,
+    path: PathBuf,
+    lock_path: PathBuf,
+    head_path: PathBuf,
+    options: JournalOptions,
+    cache: Mutex<Cache<S>>,
+}
+
+impl Journal<OsStorage> {
+    /// A service over the journal at `path` on the real file system. Nothing is read until the
+    /// first operation; a missing journal is an empty one.
+    pub fn open(path: &Path, options: JournalOptions) -> Self {
+        Self::with_storage(OsStorage, path, options)
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn now_ts(clock: &Clock) -> String {
+    format_utc(clock().floor() as i64)
+}
+
+/// A loop timestamp with microseconds, so two grants in one second differ.
+fn fresh_loop_ts(now: f64) -> String {
+    let seconds = now.floor();
+    let micros = ((now - seconds) * 1e6).floor() as u64;
+    let base = format_utc(seconds as i64);
+    format!("{}.{micros:06}Z", base.trim_end_matches('Z'))
+}
+
+struct StorageRead<'a, S: Storage> {
+    storage: &'a S,
+    file: &'a S::File,
+    offset: u64,
+}
+
+impl<S: Storage> Read for StorageRead<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.storage.read_at(self.file, self.offset, buf)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+impl<S: Storage + Clone> Journal<S> {
+    /// A service over the journal at `path` through `storage` (the seam tests crash or fail).
+    pub fn with_storage(storage: S, path: &Path, options: JournalOptions) -> Self {
+        Self {
+            storage,
+            path: path.to_owned(),
+            lock_path: KernelLock::path_for(path),
+            head_path: with_suffix(path, ".head"),
+            options,
+            cache: Mutex::new(Cache {
+                folded: None,
+                appender: None,
+                head_offset: 0,
+                compacted_bytes: 0,
+                last_compaction: None,
+            }),
+        }
+    }
+
+    /// The journal's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &JournalOptions {
+        &self.options
+    }
+
+    /// Runs `operation` under the writer lock with the state folded to the end of the journal.
+    fn locked<T>(
+        &self,
+        operation: impl FnOnce(&Self, &mut Cache<S>) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _lock = KernelLock::acquire_timeout(&self.lock_path, self.options.lock_timeout_ms)?;
+        self.fold(&mut cache)?;
+        operation(self, &mut cache)
+    }
+
+    fn stat(&self) -> Result<Option<FileStat>, JournalError> {
+        match self.storage.path_stat(&self.path) {
+            Ok(stat) => Ok(Some(stat)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FsError::io("stat", &self.path, e).into()),
+        }
+    }
+
+    /// Brings `cache.folded` to the end of the journal, from the cache, the head, or the start.
+    fn fold(&self, cache: &mut Cache<S>) -> Result<(), JournalError> {
+        let Some(stat) = self.stat()? else {
+            cache.folded = Some(Folded {
+                state: LiveState::new(),
+                safe_offset: 0,
+                safe_lines: 0,
+                end_offset: 0,
+                dev: 0,
+                ino: 0,
+                tail: None,
+            });
+            return Ok(());
+        };
+        let resume = match cache.folded.take() {
+            Some(f) if f.dev == stat.dev && f.ino == stat.ino && stat.len >= f.safe_offset => {
+                Some((f.state, f.safe_offset, f.safe_lines))
+            }
+            _ => None,
+        };
+        let (file, _) = self.storage.open_append(&self.path).map_err(|e| FsError::io("open", &self.path, e))?;
+        let (state, offset, lines) = match resume {
+            Some(resume) => resume,
+            None => self.load_head(&stat, &file, cache).unwrap_or_default(),
+        };
+        let mut replay = Replay::resume(state, lines);
+        let reader = StorageRead { storage: &self.storage, file: &file, offset };
+        let mut lines_reader = LineReader::new(reader, &self.path, offset);
+        let (mut safe_offset, mut safe_lines, mut terminated) = (offset, lines, true);
+        while let Some(line) = lines_reader.next_line()? {
+            let end = line.offset + line.bytes.len() as u64 + u64::from(line.terminated);
+            terminated = line.terminated;
+            replay.push_line(line.bytes);
+            if replay.pending().is_none() {
+                safe_offset = end;
+                safe_lines = replay.lines();
+            }
+        }
+        let end_offset = lines_reader.offset();
+        let tail = replay.pending().cloned().map(|bad| (bad, !terminated));
+        let replayed = replay.finish();
+        cache.folded = Some(Folded {
+            state: replayed.state,
+            safe_offset,
+            safe_lines,
+            end_offset,
+            dev: stat.dev,
+            ino: stat.ino,
+            tail,
+        });
+        Ok(())
+    }
+
+    fn read_window(&self, file: &S::File, offset: u64) -> io::Result<String> {
+        let start = offset.saturating_sub(HEAD_WINDOW_BYTES);
+        let mut window = vec![0u8; (offset - start) as usize];
+        let mut filled = 0;
+        while filled < window.len() {
+            let n = self.storage.read_at(file, start + filled as u64, &mut window[filled..])?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "journal shorter than its head"));
+            }
+            filled += n;
+        }
+        Ok(blake3::hash(&window).to_hex().to_string())
+    }
+
+    /// The head snapshot, if it describes this very journal; anything else means "replay".
+    fn load_head(&self, stat: &FileStat, file: &S::File, cache: &mut Cache<S>) -> Option<(LiveState, u64, u64)> {
+        let head_stat = self.storage.path_stat(&self.head_path).ok()?;
+        if head_stat.len > HEAD_BYTES_MAX {
+            return None;
+        }
+        let (head_file, _) = self.storage.open_append(&self.head_path).ok()?;
+        let mut bytes = Vec::new();
+        StorageRead { storage: &self.storage, file: &head_file, offset: 0 }.read_to_end(&mut bytes).ok()?;
+        let head: Head = serde_json::from_slice(&bytes).ok()?;
+        let valid = head.version == HEAD_VERSION
+            && head.dev == stat.dev
+            && head.ino == stat.ino
+            && head.offset <= stat.len
+            && self.read_window(file, head.offset).ok()? == head.window_blake3;
+        if !valid {
+            return None;
+        }
+        cache.head_offset = head.offset;
+        cache.last_compaction = head.last_compaction;
+        Some((LiveState::from_snapshot(head.state), head.offset, head.lines))
+    }
+
+    fn write_head(&self, cache: &mut Cache<S>) -> Result<(), JournalError> {
+        let folded = cache.folded.as_ref().expect("folded before writing a head");
+        let (file, _) = self.storage.open_append(&self.path).map_err(|e| FsError::io("open", &self.path, e))?;
+        let window_blake3 =
+            self.read_window(&file, folded.safe_offset).map_err(|e| FsError::io("read", &self.path, e))?;
+        let head = Head {
+            version: HEAD_VERSION,
+            dev: folded.dev,
+            ino: folded.ino,
+            offset: folded.safe_offset,
+            lines: folded.safe_lines,
+            window_blake3,
+            state: folded.state.snapshot(),
+            last_compaction: cache.last_compaction.clone(),
+        };
+        let bytes = serde_json::to_vec(&head).expect("head snapshots serialise");
+        // Derived data: whether its directory entry is durable does not matter (a lost head only
+        // means the next process replays).
+        let _report = write_atomic_with(&self.storage, &self.head_path, &bytes)?;
+        cache.head_offset = folded.safe_offset;
+        Ok(())
+    }
+
+    fn folded<'c>(cache: &'c Cache<S>) -> &'c Folded {
+        cache.folded.as_ref().expect("operations run on a folded cache")
+    }
+
+    /// Appends `records` (stamping `seq` and `ts`), durably, then folds them in. A torn tail left
+    /// by a crashed writer is terminated by the appender and excused by a `REVIEW` first.
+    fn append(&self, cache: &mut Cache<S>, mut records: Vec<Object>) -> Result<(), JournalError> {
+        let folded = Self::folded(cache);
+        if let Some((bad, true)) = &folded.tail {
+            let excuse = Excuse::of_sentinel(&bad.sentinel()).expect("a sentinel has a line and raw text");
+            records.insert(
+                0,
+                review_record(
+                    &[excuse],
+                    "torn tail: an unterminated fragment a crashed writer left, never acknowledged",
+                    &self.writer_name(),
+                ),
+            );
+        }
+        let (dev, ino) = (folded.dev, folded.ino);
+        let mut seq = folded.state.next_seq();
+        let ts = now_ts(&self.options.clock);
+        let reuse = matches!(&cache.appender, Some((a, d, i)) if !a.is_failed() && *d == dev && *i == ino && dev != 0);
+        if !reuse {
+            let appender = Appender::open_with(self.storage.clone(), &self.path)?;
+            let stat = self.storage.path_stat(&self.path).map_err(|e| FsError::io("stat", &self.path, e))?;
+            cache.appender = Some((appender, stat.dev, stat.ino));
+        }
+        let (appender, _, _) = cache.appender.as_mut().expect("opened just above");
+        for mut record in records {
+            record.insert("seq".to_owned(), Value::from(seq));
+            record.entry("ts").or_insert_with(|| Value::from(ts.clone()));
+            seq += 1;
+            if let Err(error) = appender.append(to_line(&record).as_bytes()) {
+                // Fail-stop: the handle that failed is not used again; the next operation
+                // reopens, which re-reads the tail.
+                cache.appender = None;
+                cache.folded = None;
+                return Err(error.into());
+            }
+        }
+        self.fold(cache)?;
+        self.after_append(cache)
+    }
+
+    /// Keeps the head fresh and the journal bounded.
+    fn after_append(&self, cache: &mut Cache<S>) -> Result<(), JournalError> {
+        let end = Self::folded(cache).end_offset;
+        if let Some(threshold) = self.options.compact_threshold_bytes {
+            if end > threshold
+                && end > cache.compacted_bytes.saturating_mul(2)
+                && Self::folded(cache).state.is_self_keyed()
+            {
+                self.compact_locked(cache)?;
+                return Ok(());
+            }
+        }
+        if Self::folded(cache).safe_offset >= cache.head_offset + self.options.head_every_bytes {
+            // The head is derived data: failing to refresh it costs speed, never correctness.
+            let _ = self.write_head(cache);
+        }
+        Ok(())
+    }
+
+    fn writer_name(&self) -> String {
+        format!("keel pid {} on {}", std::process::id(), self.options.host_id)
+    }
+
+    fn damage_check(&self, folded: &Folded) -> Result<(), JournalError> {
+        let damage = folded.state.damage();
+        if let Some(first) = damage.first() {
+            return Err(JournalError::Damaged {
+                path: self.path.clone(),
+                line_number: first.get("_line").and_then(Value::as_u64).map_or(0, |l| l + 1),
+                raw: first.get("_raw").and_then(Value::as_str).unwrap_or("").to_owned(),
+                more: damage.len() - 1,
+            });
+        }
+        // A complete last line that does not parse is damage too, once anything follows it.
+        if let Some((bad, false)) = &folded.tail {
+            return Err(JournalError::Damaged {
+                path: self.path.clone(),
+                line_number: bad.line + 1,
+                raw: bad.raw.clone(),
+                more: 0,
+            });
+        }
+        Ok(())
+    }
+
+    fn verdict(&self, lease: &Object, now: f64) -> Verdict {
+        let holder = process::holder_process(lease, &self.options.host_id);
+        assess(lease, now.floor() as i64, &self.options.expiry, holder)
+    }
+
+    /// Takes a lease, or says why not (naming the blocking lease). On a grant the `ACQUIRE` is
+    /// durable before this returns; a refusal appends a `REFUSE` on a best-effort basis.
+    pub fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, JournalError> {
+        self.locked(|this, cache| this.acquire_locked(cache, request, true))
+    }
+
+    /// [`acquire`](Self::acquire), retried with backoff until granted or `timeout` passes; only
+    /// the final refusal is recorded.
+    pub fn acquire_wait(&self, request: &AcquireRequest, timeout: Duration) -> Result<AcquireOutcome, JournalError> {
+        let started = Instant::now();
+        let mut backoff_ms = 10;
+        loop {
+            let last = started.elapsed() >= timeout;
+            let outcome = self.locked(|this, cache| this.acquire_locked(cache, request, last))?;
+            if last || matches!(outcome, AcquireOutcome::Acquire(_)) {
+                return Ok(outcome);
+            }
+            let left = timeout.saturating_sub(started.elapsed());
+            std::thread::sleep(Duration::from_millis(backoff_ms).min(left));
+            backoff_ms = (backoff_ms * 2).min(WAIT_BACKOFF_MS_MAX);
+        }
+    }
+
+    fn acquire_locked(
+        &self,
+        cache: &mut Cache<S>,
+        request: &AcquireRequest,
+        record_refusal: bool,
+    ) -> Result<AcquireOutcome, JournalError> {
+        if request.owner.trim().is_empty() {
+            return Err(JournalError::InvalidRequest("a lease needs an owner".into()));
+        }
+        if request.ttl_minutes.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
+            return Err(JournalError::InvalidRequest("ttl_minutes must be a positive number".into()));
+        }
+        let now = (self.options.clock)();
+        let folded = Self::folded(cache);
+        self.damage_check(folded)?;
+        let arbiter_request = Request {
+            lane: request.lane.clone(),
+            kind: request.kind.clone(),
+            tree: request.tree.clone(),
+            mode: request.mode.clone(),
+            force: request.force,
+        };
+        // The admission view: leases that are provably dead do not block. Those that would have
+        // blocked are scavenged in the journal before the grant, so the structural live set never
+        // holds two colliding leases.
+        let mut alive = Vec::new();
+        let mut dead = Vec::new();
+        for (identity, lease) in folded.state.live_with_identity() {
+            let verdict = self.verdict(lease, now);
+            if verdict.is_dead() {
+                dead.push((identity.clone(), lease, verdict));
+            } else {
+                alive.push(lease);
+            }
+        }
+        let decision = decide(&arbiter_request, alive.iter().copied(), &self.options.taxonomy);
+        if decision.outcome == Outcome::Refuse {
+            let recorded = record_refusal && self.record_refusal(cache, request, &decision, now);
+            return Ok(AcquireOutcome::Refuse { decision, recorded });
+        }
+        let reclaimed: Vec<(Identity, Verdict)> = dead
+            .iter()
+            .filter(|(_, lease, _)| {
+                decide(&arbiter_request, std::iter::once(*lease), &self.options.taxonomy).outcome == Outcome::Refuse
+            })
+            .map(|(identity, _, verdict)| (identity.clone(), *verdict))
+            .collect();
+        let identity = self.new_identity(folded, request, &decision.lane, now)?;
+        let lease = self.lease_body(request, &decision, &identity, now);
+        let mut records: Vec<Object> = reclaimed
+            .iter()
+            .map(|(id, verdict)| scavenge_record(id, &format!("reclaimed: {}", describe(verdict))))
+            .collect();
+        records.push(self.acquire_record(&lease, &identity));
+        self.append(cache, records)?;
+        let generation = Self::folded(cache).state.generation(&identity).expect("a grant just folded has a generation");
+        Ok(AcquireOutcome::Acquire(Grant { lease, identity, generation, decision, reclaimed }))
+    }
+
+    fn record_refusal(&self, cache: &mut Cache<S>, request: &AcquireRequest, decision: &Decision, now: f64) -> bool {
+        let record = object(json!({
+            "op": "REFUSE",
+            "holder": request.owner,
+            "host_id": self.options.host_id,
+            "lane": request.lane,
+            "loop_ts": request.loop_ts.clone().unwrap_or_else(|| fresh_loop_ts(now)),
+            "reason": decision.reason,
+            "reason_class": decision.reason_class,
+            "run_id": request.run_id,
+        }));
+        // Forensic only: a failed write never turns a refusal into anything else.
+        self.append(cache, vec![record]).is_ok()
+    }
+
+    fn new_identity(
+        &self,
+        folded: &Folded,
+        request: &AcquireRequest,
+        lane: &str,
+        now: f64,
+    ) -> Result<Identity, JournalError> {
+        if let Some(loop_ts) = &request.loop_ts {
+            let identity = Identity { loop_ts: loop_ts.clone(), lane: lane.to_owned() };
+            if identity.loop_ts.is_empty() || folded.state.lease(&identity).is_some() {
+                return Err(JournalError::IdentityInUse {
+                    path: self.path.clone(),
+                    loop_ts: loop_ts.clone(),
+                    lane: lane.to_owned(),
+                });
+            }
+            return Ok(identity);
+        }
+        let base = fresh_loop_ts(now);
+        let mut identity = Identity { loop_ts: base.clone(), lane: lane.to_owned() };
+        let mut n = 1;
+        while folded.state.lease(&identity).is_some() {
+            identity.loop_ts = format!("{base}-{n}");
+            n += 1;
+        }
+        Ok(identity)
+    }
+
+    fn lease_body(&self, request: &AcquireRequest, decision: &Decision, identity: &Identity, now: f64) -> Object {
+        let pid = std::process::id();
+        let mut lease = object(json!({
+            "acquired_at": format_utc(now.floor() as i64),
+            "holder": request.owner,
+            "host_id": self.options.host_id,
+            "lane": identity.lane,
+            "lane_kind": decision.lane_kind,
+            "loop_ts": identity.loop_ts,
+            "mode": decision.mode,
+            "pid": pid,
+            "tree": decision.tree,
+        }));
+        if let Some(start) = process::start_time(pid) {
+            lease.insert("proc_starttime".into(), Value::from(start));
+        }
+        if let Some(ttl) = request.ttl_minutes {
+            lease.insert("ttl_minutes".into(), Value::from(ttl));
+        }
+        if let Some(run_id) = &request.run_id {
+            lease.insert("run_id".into(), Value::from(run_id.clone()));
+        }
+        lease
+    }
+
+    fn acquire_record(&self, lease: &Object, identity: &Identity) -> Object {
+        let mut record = object(json!({
+            "op": "ACQUIRE",
+            "host_id": self.options.host_id,
+            "lane": identity.lane,
+            "lane_kind": lease.get("lane_kind"),
+            "loop_ts": identity.loop_ts,
+            "pid": lease.get("pid"),
+            "prev_holder": null,
+            "reason": format!("lane-lease:{}", lease.get("holder").and_then(Value::as_str).unwrap_or("")),
+            "tree": lease.get("tree"),
+            "ttl_minutes": lease.get("ttl_minutes"),
+        }));
+        record.insert("lease".into(), Value::Object(lease.clone()));
+        record
+    }
+
+    /// Finds the live lease an owner means: the exact `loop_ts` on `lane`, or the newest lease on
+    /// `lane` (case-folded) held by `owner`.
+    fn find_owned<'a>(
+        state: &'a LiveState,
+        lane: &str,
+        owner: &str,
+        loop_ts: Option<&str>,
+    ) -> Option<(&'a Identity, &'a Object)> {
+        let lane = casefold(lane);
+        state
+            .live_with_identity()
+            .filter(|(identity, lease)| {
+                casefold(&identity.lane) == lane
+                    && loop_ts.is_none_or(|ts| identity.loop_ts == ts)
+                    && lease.get("holder").and_then(Value::as_str) == Some(owner)
+            })
+            .last()
+    }
+
+    /// Gives back a lease held by `owner`. `Ok(None)` when no such lease is live.
+    pub fn release(&self, lane: &str, owner: &str, loop_ts: Option<&str>) -> Result<Option<Identity>, JournalError> {
+        self.locked(|this, cache| {
+            let Some((identity, _)) = Self::find_owned(&Self::folded(cache).state, lane, owner, loop_ts) else {
+                return Ok(None);
+            };
+            let identity = identity.clone();
+            let record = object(json!({
+                "op": "RELEASE", "host_id": this.options.host_id, "holder": owner,
+                "lane": identity.lane, "loop_ts": identity.loop_ts, "reason": format!("lane-lease:{owner}"),
+            }));
+            this.append(cache, vec![record])?;
+            Ok(Some(identity))
+        })
+    }
+
+    /// Beats a lease held by `owner`: only the exact holder may. With `coalesce_floor_s`, a beat
+    /// younger than that is not written again. `Ok(None)` when no such lease is live.
+    pub fn heartbeat(
+        &self,
+        lane: &str,
+        owner: &str,
+        loop_ts: Option<&str>,
+        coalesce_floor_s: Option<u64>,
+    ) -> Result<Option<Beat>, JournalError> {
+        self.locked(|this, cache| {
+            let now = (this.options.clock)();
+            let Some((identity, lease)) = Self::find_owned(&Self::folded(cache).state, lane, owner, loop_ts) else {
+                return Ok(None);
+            };
+            let identity = identity.clone();
+            let last = ["heartbeat_at", "acquired_at"]
+                .iter()
+                .filter_map(|k| lease.get(*k).and_then(Value::as_str))
+                .filter_map(|t| keel_kernel::expiry::parse_utc(t).map(|s| (s, t.to_owned())))
+                .max();
+            if let (Some(floor), Some((at, text))) = (coalesce_floor_s, &last) {
+                if (now.floor() as i64).saturating_sub(*at) < i64::try_from(floor).unwrap_or(i64::MAX) {
+                    return Ok(Some(Beat::Coalesced { identity, heartbeat_at: text.clone() }));
+                }
+            }
+            let heartbeat_at = format_utc(now.floor() as i64);
+            let record = object(json!({
+                "op": "HEARTBEAT", "host_id": this.options.host_id, "heartbeat_at": heartbeat_at,
+                "lane": identity.lane, "loop_ts": identity.loop_ts,
+            }));
+            this.append(cache, vec![record])?;
+            Ok(Some(Beat::Beaten { identity, heartbeat_at }))
+        })
+    }
+
+    /// Transfers a live lease to `new_owner` (this process becomes its holder process). Never
+    /// creates a lease: `Ok(None)` when none is live at that identity.
+    pub fn adopt(&self, lane: &str, loop_ts: &str, new_owner: &str) -> Result<Option<Identity>, JournalError> {
+        self.locked(|this, cache| {
+            let identity = Identity { loop_ts: loop_ts.to_owned(), lane: lane.to_owned() };
+            let Some(lease) = Self::folded(cache).state.lease(&identity) else {
+                return Ok(None);
+            };
+            let pid = std::process::id();
+            let mut record = object(json!({
+                "op": "ADOPT", "holder": new_owner, "host_id": this.options.host_id, "lane": lane,
+                "loop_ts": loop_ts, "pid": pid, "prev_holder": lease.get("holder"),
+                "reason": format!("adopt:{new_owner}"), "heartbeat_at": now_ts(&this.options.clock),
+            }));
+            if let Some(start) = process::start_time(pid) {
+                record.insert("proc_starttime".into(), Value::from(start));
+            }
+            this.append(cache, vec![record])?;
+            Ok(Some(identity))
+        })
+    }
+
+    /// Records an intent to stop whatever runs on `lane`. Grants nothing, kills nothing.
+    pub fn halt(&self, lane: &str, owner: &str, reason: &str) -> Result<(), JournalError> {
+        self.locked(|this, cache| {
+            let record = object(json!({
+                "op": "HALT", "command": null, "handle": owner, "host_id": this.options.host_id,
+                "lane": lane, "loop_ts": "", "reason": reason, "run_id": null,
+            }));
+            this.append(cache, vec![record])
+        })
+    }
+
+    /// Records an intent to start work on `lane`. Grants nothing, starts nothing.
+    pub fn spawn(&self, lane: &str, owner: &str, command: &str) -> Result<(), JournalError> {
+        self.locked(|this, cache| {
+            let record = object(json!({
+                "op": "SPAWN", "holder": owner, "host_id": this.options.host_id, "lane": lane,
+                "loop_ts": fresh_loop_ts((this.options.clock)()), "pid": std::process::id(),
+                "reason": format!("spawn:{owner}"), "command": command,
+            }));
+            this.append(cache, vec![record])
+        })
+    }
+
+    /// Evicts the live lease at `(loop_ts, lane)`. With `only_if_dead`, only a provably dead one.
+    /// Returns its verdict, or `None` when nothing was evicted.
+    pub fn scavenge(
+        &self,
+        lane: &str,
+        loop_ts: &str,
+        reason: &str,
+        only_if_dead: bool,
+    ) -> Result<Option<Verdict>, JournalError> {
+        self.locked(|this, cache| {
+            let identity = Identity { loop_ts: loop_ts.to_owned(), lane: lane.to_owned() };
+            let Some(lease) = Self::folded(cache).state.lease(&identity) else {
+                return Ok(None);
+            };
+            let verdict = this.verdict(lease, (this.options.clock)());
+            if only_if_dead && !verdict.is_dead() {
+                return Ok(None);
+            }
+            this.append(cache, vec![scavenge_record(&identity, reason)])?;
+            Ok(Some(verdict))
+        })
+    }
+
+    /// The live leases in first-acquired order, with generations and expiry verdicts. The
+    /// admission view is those whose verdict is not dead.
+    pub fn live(&self) -> Result<Vec<LiveLease>, JournalError> {
+        self.locked(|this, cache| {
+            let now = (this.options.clock)();
+            let state = &Self::folded(cache).state;
+            Ok(state
+                .live_with_identity()
+                .map(|(identity, lease)| LiveLease {
+                    identity: identity.clone(),
+                    lease: lease.clone(),
+                    generation: state.generation(identity),
+                    verdict: this.verdict(lease, now),
+                })
+                .collect())
+        })
+    }
+
+    /// The journal's figures.
+    pub fn stats(&self) -> Result<Stats, JournalError> {
+        self.locked(|_, cache| {
+            let folded = Self::folded(cache);
+            Ok(Stats {
+                records: folded.state.record_count(),
+                bytes: folded.end_offset,
+                live_leases: folded.state.live_count(),
+                corrupt: folded.state.corrupt().len(),
+                unreviewed_corrupt: folded.state.damage().len(),
+                ops: folded.state.op_counts().clone(),
+                last_compaction: cache.last_compaction.clone(),
+            })
+        })
+    }
+
+    /// The unreviewed corrupt lines; with `accept`, records a `REVIEW` by `by` excusing them.
+    pub fn review(&self, by: &str, accept: bool) -> Result<Vec<Object>, JournalError> {
+        self.locked(|this, cache| {
+            let damage: Vec<Object> = Self::folded(cache).state.damage().into_iter().cloned().collect();
+            if accept && !damage.is_empty() {
+                let excuses: Vec<Excuse> = damage.iter().filter_map(Excuse::of_sentinel).collect();
+                this.append(cache, vec![review_record(&excuses, "reviewed by an operator", by)])?;
+            }
+            Ok(damage)
+        })
+    }
+
+    /// Rewrites the journal as one checkpoint plus its corrupt lines (and the reviews that excuse
+    /// them), crash-safely: old or new, never torn. Refused if it would change the live set.
+    pub fn compact(&self) -> Result<Compaction, JournalError> {
+        self.locked(|this, cache| this.compact_locked(cache))
+    }
+
+    fn compact_locked(&self, cache: &mut Cache<S>) -> Result<Compaction, JournalError> {
+        let folded = Self::folded(cache);
+        let mut records = folded
+            .state
+            .compact_checked()
+            .map_err(|source| JournalError::CompactRefused { path: self.path.clone(), source })?;
+        let ts = now_ts(&self.options.clock);
+        if let Some(checkpoint) = records.first_mut() {
+            checkpoint.insert("ts".into(), Value::from(ts.clone()));
+        }
+        let excuses = folded.state.excuses_in_force();
+        if !excuses.is_empty() {
+            let mut review = review_record(&excuses, "carried forward by compaction", &self.writer_name());
+            review.insert("seq".into(), Value::from(folded.state.next_seq().saturating_sub(1)));
+            records.push(review);
+        }
+        let mut bytes = Vec::new();
+        for record in &records {
+            bytes.extend_from_slice(to_line(record).as_bytes());
+            bytes.push(b'\n');
+        }
+        let bytes_before = folded.end_offset;
+        cache.appender = None;
+        cache.folded = None;
+        let report = write_atomic_with(&self.storage, &self.path, &bytes)?;
+        let compaction = Compaction {
+            ts,
+            dir_synced: report.dir_sync == keel_fs::DirSync::Synced,
+            bytes_before,
+            bytes_after: bytes.len() as u64,
+            records_after: records.len() as u64,
+        };
+        cache.compacted_bytes = compaction.bytes_after;
+        cache.last_compaction = Some(compaction.clone());
+        cache.head_offset = 0;
+        self.fold(cache)?;
+        let _ = self.write_head(cache);
+        Ok(compaction)
+    }
+}
+
+fn scavenge_record(identity: &Identity, reason: &str) -> Object {
+    object(json!({"op": "SCAVENGE", "lane": identity.lane, "loop_ts": identity.loop_ts, "reason": reason}))
+}
+
+fn describe(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Expired { idle_s, ttl_s } => format!("idle {idle_s}s, past its ttl of {ttl_s}s"),
+        Verdict::HolderGone { idle_s } => format!("holder process gone, idle {idle_s}s"),
+        Verdict::Alive { idle_s, .. } => format!("alive, idle {idle_s}s"),
+        Verdict::NoTimestamp => "no readable timestamp".into(),
+    }
+}
+
+fn object(value: Value) -> Object {
+    match value {
+        Value::Object(object) => object,
+        _ => unreachable!("record literals are objects"),
+    }
+}
