@@ -11,10 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is in the workspace")
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_owned()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -81,16 +78,8 @@ const KERNEL_FORBIDDEN: [&str; 18] = [
     "unsafe impl",
 ];
 
-const KERNEL_DEPENDENCIES_ALLOWED: [&str; 8] = [
-    "serde",
-    "serde_json",
-    "thiserror",
-    "caseless",
-    "memchr",
-    "humantime",
-    "blake3",
-    "rustc-hash",
-];
+const KERNEL_DEPENDENCIES_ALLOWED: [&str; 8] =
+    ["serde", "serde_json", "thiserror", "caseless", "memchr", "humantime", "blake3", "rustc-hash"];
 
 #[test]
 fn kernel_sources_do_no_io_read_no_clock_and_spawn_nothing() {
@@ -99,27 +88,17 @@ fn kernel_sources_do_no_io_read_no_clock_and_spawn_nothing() {
         for (number, line) in code_lines(shipped(&text)) {
             for needle in KERNEL_FORBIDDEN {
                 if line.contains(needle) {
-                    violations.push(format!(
-                        "{}:{}: uses `{needle}`: {}",
-                        path.display(),
-                        number + 1,
-                        line.trim()
-                    ));
+                    violations.push(format!("{}:{}: uses `{needle}`: {}", path.display(), number + 1, line.trim()));
                 }
             }
         }
     }
-    assert!(
-        violations.is_empty(),
-        "the kernel must stay pure:\n{}",
-        violations.join("\n")
-    );
+    assert!(violations.is_empty(), "the kernel must stay pure:\n{}", violations.join("\n"));
 }
 
 #[test]
 fn kernel_depends_only_on_pure_crates() {
-    let manifest =
-        fs::read_to_string(root().join("crates/keel-kernel/Cargo.toml")).expect("kernel manifest");
+    let manifest = fs::read_to_string(root().join("crates/keel-kernel/Cargo.toml")).expect("kernel manifest");
     let dependencies = manifest
         .split("[dependencies]")
         .nth(1)
@@ -127,15 +106,8 @@ fn kernel_depends_only_on_pure_crates() {
         .split("\n[")
         .next()
         .expect("split yields at least one piece");
-    for line in dependencies
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let name = line
-            .split(['=', ' '])
-            .next()
-            .expect("dependency line has a name");
+    for line in dependencies.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let name = line.split(['=', ' ']).next().expect("dependency line has a name");
         assert!(
             KERNEL_DEPENDENCIES_ALLOWED.contains(&name),
             "keel-kernel may not depend on `{name}`: it must stay pure and vendorable (allowed: {KERNEL_DEPENDENCIES_ALLOWED:?})"
@@ -153,11 +125,7 @@ fn every_source_file_says_what_it_is_for() {
             }
         }
     }
-    assert!(
-        missing.is_empty(),
-        "these files need a `//!` header saying what they are for:\n{}",
-        missing.join("\n")
-    );
+    assert!(missing.is_empty(), "these files need a `//!` header saying what they are for:\n{}", missing.join("\n"));
 }
 
 #[test]
@@ -166,11 +134,7 @@ fn every_library_crate_forbids_unsafe_code() {
     for entry in crates {
         let lib = entry.expect("entry").path().join("src/lib.rs");
         if let Ok(text) = fs::read_to_string(&lib) {
-            assert!(
-                text.contains("#![forbid(unsafe_code)]"),
-                "{} must `#![forbid(unsafe_code)]`",
-                lib.display()
-            );
+            assert!(text.contains("#![forbid(unsafe_code)]"), "{} must `#![forbid(unsafe_code)]`", lib.display());
         }
     }
 }
@@ -190,11 +154,7 @@ fn no_test_is_ignored_or_passes_by_panicking() {
             }
         }
     }
-    assert!(
-        found.is_empty(),
-        "hidden or panic-expecting tests:\n{}",
-        found.join("\n")
-    );
+    assert!(found.is_empty(), "hidden or panic-expecting tests:\n{}", found.join("\n"));
 }
 
 #[test]
@@ -207,29 +167,18 @@ fn shipped_code_has_no_bare_unwrap() {
         }
         for (number, line) in code_lines(shipped(&text)) {
             if line.contains(".unwrap()") {
-                found.push(format!(
-                    "{}:{}: {}",
-                    path.display(),
-                    number + 1,
-                    line.trim()
-                ));
+                found.push(format!("{}:{}: {}", path.display(), number + 1, line.trim()));
             }
         }
     }
-    assert!(
-        found.is_empty(),
-        "use `expect(\"why\")` or handle the error:\n{}",
-        found.join("\n")
-    );
+    assert!(found.is_empty(), "use `expect(\"why\")` or handle the error:\n{}", found.join("\n"));
 }
 
 #[test]
 fn tidy_catches_what_it_claims_to() {
     // The checks above must be able to fail: run their matchers on known-bad text.
     let bad = "use std::fs::File;\nfn f() { let t = std::time::SystemTime::now(); }\n";
-    let hits = code_lines(bad)
-        .filter(|(_, l)| KERNEL_FORBIDDEN.iter().any(|n| l.contains(n)))
-        .count();
+    let hits = code_lines(bad).filter(|(_, l)| KERNEL_FORBIDDEN.iter().any(|n| l.contains(n))).count();
     assert_eq!(hits, 2);
     assert_eq!(shipped("a\n#[cfg(test)]\nb.unwrap()"), "a\n");
     assert_eq!(code_lines("// std::fs\n  /// File::open\n").count(), 0);

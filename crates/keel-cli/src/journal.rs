@@ -20,11 +20,32 @@ pub enum JournalCommand {
     Replay,
     /// Print the generation table as a JSON array of {"loop_ts", "lane", "generation"}.
     Generations,
-    /// Print what compaction would write, as JSON lines.
+    /// Compact the journal in place under the writer lock (crash-safe: old or new, never torn).
     Compact {
-        /// Only print; leave the journal untouched (in-place compaction needs the writer lock).
-        #[arg(long, required = true)]
+        /// Only print what compaction would write, as JSON lines; leave the journal untouched.
+        #[arg(long)]
         dry_run: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Records, bytes, live leases, corrupt lines and the last compaction.
+    Stats {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show unreviewed corrupt lines (which stop new grants); with --accept, record the review.
+    Review {
+        /// Record that the lines were reviewed, so leases can be granted again.
+        #[arg(long)]
+        accept: bool,
+        /// Who reviewed them.
+        #[arg(long, default_value = "operator")]
+        by: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the next sequence number.
     NextSeq,
@@ -66,7 +87,70 @@ pub fn run(command: &JournalCommand, path: &Path) -> Result<Status, Failure> {
             print_line(&mut out, &to_line(&state.generations()))?;
             Status::Ok
         }
-        JournalCommand::Compact { dry_run: _ } => {
+        JournalCommand::Compact { dry_run: false, json } => {
+            let journal = keel_journal::Journal::open(path, keel_journal::JournalOptions::default());
+            let compaction = journal.compact().map_err(crate::lease::failure)?;
+            if *json {
+                print_line(&mut out, &to_line(&compaction))?;
+            } else {
+                print_line(
+                    &mut out,
+                    &format!(
+                        "compacted {}: {} -> {} bytes, {} record(s)",
+                        path.display(),
+                        compaction.bytes_before,
+                        compaction.bytes_after,
+                        compaction.records_after
+                    ),
+                )?;
+            }
+            Status::Ok
+        }
+        JournalCommand::Stats { json } => {
+            let journal = keel_journal::Journal::open(path, keel_journal::JournalOptions::default());
+            let stats = journal.stats().map_err(crate::lease::failure)?;
+            if *json {
+                print_line(&mut out, &to_line(&stats))?;
+            } else {
+                let last = stats.last_compaction.as_ref().map_or_else(
+                    || "unknown to this head".to_owned(),
+                    |c| format!("{} ({} -> {} bytes)", c.ts, c.bytes_before, c.bytes_after),
+                );
+                for line in [
+                    format!("journal: {}", path.display()),
+                    format!("records: {}, bytes: {}", stats.records, stats.bytes),
+                    format!("live leases: {}", stats.live_leases),
+                    format!("corrupt lines: {} ({} unreviewed)", stats.corrupt, stats.unreviewed_corrupt),
+                    format!("last compaction: {last}"),
+                ] {
+                    print_line(&mut out, &line)?;
+                }
+            }
+            Status::Ok
+        }
+        JournalCommand::Review { accept, by, json } => {
+            let journal = keel_journal::Journal::open(path, keel_journal::JournalOptions::default());
+            let lines = journal.review(by, *accept).map_err(crate::lease::failure)?;
+            if *json {
+                let report = serde_json::json!({"unreviewed": lines, "accepted": *accept && !lines.is_empty()});
+                print_line(&mut out, &to_line(&report))?;
+            } else if lines.is_empty() {
+                print_line(&mut out, "no unreviewed corrupt lines")?;
+            } else {
+                for sentinel in &lines {
+                    let number = sentinel.get("_line").and_then(Value::as_u64).map_or(0, |l| l + 1);
+                    print_line(&mut out, &format!("line {number}: {}", sentinel.get("_raw").unwrap_or(&Value::Null)))?;
+                }
+                let verdict = if *accept {
+                    format!("recorded a review by {by:?}: leases can be granted again")
+                } else {
+                    "not reviewed: rerun with --accept once these lines are understood".to_owned()
+                };
+                print_line(&mut out, &verdict)?;
+            }
+            Status::Ok
+        }
+        JournalCommand::Compact { dry_run: true, .. } => {
             let state = replay_file(path)?.state;
             for record in state.compact() {
                 print_line(&mut out, &to_line(&record))?;

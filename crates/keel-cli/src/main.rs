@@ -7,6 +7,7 @@
 mod arbitrate;
 mod demo;
 mod journal;
+mod lease;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,13 @@ enum Command {
     /// Read the lane journal: replay, generations, compaction, verification.
     #[command(subcommand)]
     Journal(journal::JournalCommand),
+    /// Take, give back and inspect leases through the durable journal.
+    Lease {
+        #[command(subcommand)]
+        command: lease::LeaseCommand,
+        #[command(flatten)]
+        output: lease::Output,
+    },
     /// Decide lease requests read as JSON lines on stdin, one decision per line on stdout.
     Arbitrate(arbitrate::ArbitrateArgs),
     /// A short walk-through of agents asking for regions, in a temporary directory.
@@ -63,6 +71,8 @@ pub enum Status {
     Refused = 1,
     /// Bad arguments or input.
     Usage = 2,
+    /// The lock was busy, or a wait timed out.
+    Busy = 3,
     /// I/O error or corrupt input.
     Io = 4,
 }
@@ -104,6 +114,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Journal(command) => journal::run(command, &cli.location.journal()),
+        Command::Lease { command, output } => lease::run(command, &cli.location.journal(), output),
         Command::Arbitrate(args) => arbitrate::run(args),
         Command::Demo => demo::run(),
     };

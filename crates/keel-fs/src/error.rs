@@ -1,4 +1,7 @@
-//! The one error type of keel-fs: every variant names the operation and the path.
+//! The one error type of keel-fs: every variant names the operation or the path it concerns.
+//!
+//! Confined path resolution has its own enum, [`crate::resolve::ResolveError`], because its
+//! callers branch on *why* a path was refused (escape, symlink, missing), not on an I/O detail.
 
 use std::io;
 use std::path::PathBuf;
@@ -6,7 +9,8 @@ use std::path::PathBuf;
 /// An error from the file system layer.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
-    /// An I/O call failed.
+    /// An I/O call failed. It was not retried: an `fsync` error in particular is never turned
+    /// into success (the page cache may already have dropped the dirty data).
     #[error("{op} {}: {source}", path.display())]
     Io {
         /// What was being done (`"open"`, `"read"`, `"fdatasync"`, ...).
@@ -27,16 +31,85 @@ pub enum FsError {
         /// The limit.
         line_bytes_max: usize,
     },
+    /// A caller-supplied path or value cannot be used (no file name, owner name too long, ...).
+    #[error("{}: {reason}", path.display())]
+    Invalid {
+        /// The path concerned.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A record handed to the appender is longer than the limit; nothing was written.
+    #[error("{}: record of {record_bytes} bytes exceeds the limit of {record_bytes_max} bytes", path.display())]
+    RecordTooLong {
+        /// The journal file.
+        path: PathBuf,
+        /// Length of the refused record.
+        record_bytes: usize,
+        /// The limit.
+        record_bytes_max: usize,
+    },
+    /// A record contains a `\n`, which would split it into two lines; nothing was written.
+    #[error("{}: record contains a newline at byte {at}", path.display())]
+    RecordHasNewline {
+        /// The journal file.
+        path: PathBuf,
+        /// Index of the first `\n` inside the record.
+        at: usize,
+    },
+    /// A single `write` wrote fewer bytes than the record (disk full, quota): the file now ends
+    /// in a torn tail that the next opener repairs. The handle latched failed.
+    #[error("{}: short write, {written_bytes} of {expected_bytes} bytes", path.display())]
+    ShortWrite {
+        /// The file.
+        path: PathBuf,
+        /// Bytes the kernel accepted.
+        written_bytes: usize,
+        /// Bytes handed to it.
+        expected_bytes: usize,
+    },
+    /// The handle failed earlier and refuses further use: close it and reopen.
+    #[error("{}: handle failed earlier during {op}; close and reopen", path.display())]
+    Failed {
+        /// The file.
+        path: PathBuf,
+        /// The operation that failed first.
+        op: &'static str,
+    },
+    /// The file was replaced, removed or resized underneath an open appender (someone wrote
+    /// without holding the writer lock). The handle latched failed.
+    #[error("{}: changed underneath the appender: {detail}", path.display())]
+    Replaced {
+        /// The file.
+        path: PathBuf,
+        /// What changed (inode, length).
+        detail: String,
+    },
+    /// A lock is held by someone else (after waiting `waited_ms`, zero for a try).
+    #[error("{}: lock busy, held by {holder} (waited {waited_ms} ms)", path.display())]
+    LockBusy {
+        /// The lock file or directory.
+        path: PathBuf,
+        /// Who holds it, as far as the lock's body says (`"unknown"` otherwise).
+        holder: String,
+        /// How long the caller waited before giving up.
+        waited_ms: u64,
+    },
+    /// A compare-and-swap on a lock moved a lock that was not the one observed and could not put
+    /// it back because another lock appeared meanwhile. See the `lock` module's limitations.
+    #[error("{}: lock changed during a steal or release and could not be restored: {detail}", path.display())]
+    LockConflict {
+        /// The lock file or directory.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+    },
 }
 
 impl FsError {
     /// Wraps an I/O error with the operation and path it came from.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        FsError::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        FsError::Io { op, path: path.into(), source }
     }
 }
 

@@ -1,23 +1,63 @@
-//! keel's only contact with the disk: reading JSON lines with their offsets (and, as the durable
-//! lease layer lands, atomic write, durable append, locks and confined paths).
+//! keel's only contact with the disk: atomic write, durable append, JSON-lines reading, locks and
+//! confined path resolution, each behind an I/O seam that tests can fail or crash.
 //!
-//! It never decides anything: what a line means, who may hold a lease and what a record says are
-//! the kernel's. Every error names the operation and the path.
+//! It never decides anything: what a line means, who may hold a lease and what a record says
+//! are the kernel's. It never retries an `fsync` error into a success, never truncates a
+//! journal, and never follows a symlink beneath a workspace root. Every error names the
+//! operation and the path.
+//!
+//! # Modules
+//! - [`atomic`]: [`write_atomic`] replaces a file so that readers and crashes see old or new,
+//!   never a mix (temp + fsync + rename + directory fsync, mode kept).
+//! - [`append`]: [`Appender`] appends newline-terminated records with one `write` and one
+//!   `fdatasync` each, repairs a torn tail with a newline, and latches failed on any I/O error.
+//! - [`lines`]: [`LineReader`] streams lines with their byte offsets in bounded memory.
+//! - [`lock`]: [`KernelLock`] (dies with its holder), [`ExclusiveFileLock`] (`O_EXCL`, stale
+//!   steal by compare-and-swap) and [`SidecarDirLock`] (`<path>.lock/` directory).
+//! - [`resolve`]: [`Root::resolve`] opens the parent of a relative path beneath a root, refusing
+//!   escapes and symlinks.
+//! - [`seam`]: the [`Storage`] trait that atomic write and append go through, with the real
+//!   [`OsStorage`], the fault injector [`FailAfter`] and the power-loss simulator [`CrashSim`].
+//!
+//! # Limitations
+//! Linux first: `openat2`, `renameat2(RENAME_NOREPLACE)` and `flock` are used as Linux provides
+//! them. Durability assumes the disk honours `fsync` (see [`seam`] for the full list of
+//! assumptions). File-based locks trust wall clocks; see [`lock`].
 //!
 //! # Example
-//! ```no_run
-//! use keel_fs::LineReader;
-//! let mut reader = LineReader::open(std::path::Path::new(".keel/lane-journal.jsonl"))?;
-//! while let Some(line) = reader.next_line()? {
-//!     println!("{} bytes at offset {}", line.bytes.len(), line.offset);
-//! }
-//! # Ok::<(), keel_fs::FsError>(())
+//! ```
+//! use keel_fs::{Appender, KernelLock, LineReader, write_atomic};
+//! # let dir = tempfile::tempdir()?;
+//! # let root = dir.path();
+//! let journal = root.join("journal.jsonl");
+//! let _writer = KernelLock::try_acquire(&KernelLock::path_for(&journal))?;
+//! let mut appender = Appender::open(&journal)?;
+//! let report = appender.append(br#"{"op":"acquire"}"#)?;
+//! assert_eq!((report.record_offset, report.offset_after), (0, 17));
+//!
+//! write_atomic(&root.join("head.json"), br#"{"seq":1}"#)?;
+//!
+//! let mut reader = LineReader::open(&journal)?;
+//! let line = reader.next_line()?.expect("one record");
+//! assert_eq!(line.bytes, br#"{"op":"acquire"}"#);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 #![forbid(unsafe_code)]
 
+pub mod append;
+pub mod atomic;
 pub mod error;
 pub mod lines;
+pub mod lock;
+mod nonce;
+pub mod resolve;
+pub mod seam;
 
+pub use append::{AppendReport, Appender, RECORD_BYTES_MAX, append_record, append_record_with};
+pub use atomic::{WriteReport, write_atomic, write_atomic_with};
 pub use error::{FsError, Result};
 pub use lines::{LINE_BYTES_MAX_DEFAULT, Line, LineReader};
+pub use lock::{ExclusiveFileLock, KernelLock, Release, SidecarDirLock};
+pub use resolve::{ResolveError, Resolved, Root};
+pub use seam::{CrashSim, DirSync, FailAfter, OsStorage, Storage};

@@ -105,19 +105,11 @@ impl<R: Read> LineReader<R> {
         let consumed = line_end - line_start + terminator;
         self.start += consumed;
         self.offset += consumed as u64;
-        Line {
-            offset,
-            bytes: &self.buffer[line_start..line_end],
-            terminated,
-        }
+        Line { offset, bytes: &self.buffer[line_start..line_end], terminated }
     }
 
     fn too_long(&self) -> FsError {
-        FsError::LineTooLong {
-            path: self.path.clone(),
-            offset: self.offset,
-            line_bytes_max: self.line_bytes_max,
-        }
+        FsError::LineTooLong { path: self.path.clone(), offset: self.offset, line_bytes_max: self.line_bytes_max }
     }
 
     /// Reads more data, first moving the unread part to the front and growing the buffer when a
@@ -129,9 +121,7 @@ impl<R: Read> LineReader<R> {
             self.start = 0;
         }
         if self.end == self.buffer.len() {
-            let grown = (self.buffer.len() * 2)
-                .min(self.line_bytes_max + 1)
-                .max(self.buffer.len() + 1);
+            let grown = (self.buffer.len() * 2).min(self.line_bytes_max + 1).max(self.buffer.len() + 1);
             self.buffer.resize(grown, 0);
         }
         loop {
@@ -184,22 +174,11 @@ mod tests {
 
     #[test]
     fn a_line_over_the_limit_is_a_typed_error_not_an_allocation() {
-        let data = vec![b'x'; 100];
-        let mut reader =
-            LineReader::new(&data[..], Path::new("big.jsonl"), 0).with_line_bytes_max(10);
+        let data = [b'x'; 100];
+        let mut reader = LineReader::new(&data[..], Path::new("big.jsonl"), 0).with_line_bytes_max(10);
         reader.buffer = vec![0; 4];
         let err = reader.next_line().expect_err("too long");
-        assert!(
-            matches!(
-                err,
-                FsError::LineTooLong {
-                    offset: 0,
-                    line_bytes_max: 10,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, FsError::LineTooLong { offset: 0, line_bytes_max: 10, .. }), "{err}");
         assert!(err.to_string().contains("big.jsonl"));
     }
 }

@@ -384,6 +384,10 @@ impl<S: Storage + Clone> Journal<S> {
         operation: impl FnOnce(&Self, &mut Cache<S>) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
         let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(dir) = self.lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // The journal's directory (`.keel/`) comes into being with its first operation.
+            std::fs::create_dir_all(dir).map_err(|e| FsError::io("create directory", dir, e))?;
+        }
         let _lock = KernelLock::acquire_timeout(&self.lock_path, self.options.lock_timeout_ms)?;
         self.fold(&mut cache)?;
         operation(self, &mut cache)

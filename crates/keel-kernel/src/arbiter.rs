@@ -253,12 +253,13 @@ impl fmt::Display for Blocker {
 struct Refusal {
     class: RefusalClass,
     reason: String,
-    blocking: Option<Blocker>,
+    // Boxed: refusals travel through `Result`s, and most results are grants.
+    blocking: Option<Box<Blocker>>,
 }
 
 impl Refusal {
     fn new(class: RefusalClass, reason: String, blocking: Option<&Live<'_>>) -> Self {
-        Self { class, reason, blocking: blocking.map(Live::blocker) }
+        Self { class, reason, blocking: blocking.map(|l| Box::new(l.blocker())) }
     }
 }
 
@@ -298,20 +299,19 @@ fn admission(tree: &Tree, mode: Mode, live: &[Live<'_>], protected: &Tree) -> Re
                     Some(lease),
                 ));
             }
-            if !(mode == Mode::Shared && lease.mode == Mode::Shared) {
-                if let Some((ours, theirs)) = tree.first_collision(&lease.tree) {
-                    let blocker = lease.blocker();
-                    return Err(Refusal::new(
-                        RefusalClass::RegionConflict,
-                        format!(
-                            "requested {} entry {:?} collides with {:?} held by {blocker}",
-                            mode.as_str(),
-                            ours.text(),
-                            theirs.text()
-                        ),
-                        Some(lease),
-                    ));
-                }
+            let both_shared = mode == Mode::Shared && lease.mode == Mode::Shared;
+            if let Some((ours, theirs)) = tree.first_collision(&lease.tree).filter(|_| !both_shared) {
+                let blocker = lease.blocker();
+                return Err(Refusal::new(
+                    RefusalClass::RegionConflict,
+                    format!(
+                        "requested {} entry {:?} collides with {:?} held by {blocker}",
+                        mode.as_str(),
+                        ours.text(),
+                        theirs.text()
+                    ),
+                    Some(lease),
+                ));
             }
         }
         protected_check()?;
@@ -358,7 +358,7 @@ pub fn decide<'a>(request: &Request, live: impl IntoIterator<Item = &'a Object>,
             mode,
             reason: refusal.reason,
             reason_class: Some(refusal.class),
-            blocking: refusal.blocking,
+            blocking: refusal.blocking.map(|b| *b),
         },
     }
 }
@@ -370,6 +370,8 @@ struct Granted {
     reason: String,
 }
 
+// One function on purpose: the steps are the spec's, in the spec's order, read top to bottom.
+#[allow(clippy::too_many_lines)]
 fn decide_inner(request: &Request, mode: Mode, live: &[Live<'_>], taxonomy: &Taxonomy) -> Result<Granted, Refusal> {
     let kind = match casefold(request.kind.trim()) {
         k if k.is_empty() => "keyword".to_owned(),
@@ -401,15 +403,13 @@ fn decide_inner(request: &Request, mode: Mode, live: &[Live<'_>], taxonomy: &Tax
         return Ok(granted(lane, &kind, &request.tree, "forced".into()));
     }
     // 3. Same-lane collision (a cluster lane is concurrent: it falls through to admission).
-    if !lane.is_empty() && kind != "cluster" {
-        if let Some(same) = live.iter().find(|l| l.lane_folded == lane_folded) {
-            let blocker = same.blocker();
-            return Err(Refusal::new(
-                RefusalClass::SameLane,
-                format!("lane {lane:?} is already held by {blocker}"),
-                Some(same),
-            ));
-        }
+    if let Some(same) = live.iter().find(|l| !lane.is_empty() && kind != "cluster" && l.lane_folded == lane_folded) {
+        let blocker = same.blocker();
+        return Err(Refusal::new(
+            RefusalClass::SameLane,
+            format!("lane {lane:?} is already held by {blocker}"),
+            Some(same),
+        ));
     }
     // 4. Exclusive lanes run alone.
     if kind == "global" || taxonomy.is_exclusive(&kind) || taxonomy.is_exclusive(&lane_folded) {

@@ -140,7 +140,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn lease(beat: &str, ttl_minutes: Value) -> Object {
+    fn lease(beat: &str, ttl_minutes: &Value) -> Object {
         let Value::Object(o) =
             json!({"acquired_at": "2026-01-01T00:00:00Z", "heartbeat_at": beat, "ttl_minutes": ttl_minutes})
         else {
@@ -160,7 +160,7 @@ mod tests {
     fn a_lease_beaten_within_the_grace_is_never_dead_even_if_its_holder_is_gone() {
         let policy = ExpiryPolicy { default_ttl_s: 60, grace_s: 120 };
         let beat = parse_utc("2026-01-01T01:00:00Z").expect("valid");
-        let l = lease("2026-01-01T01:00:00Z", json!(null));
+        let l = lease("2026-01-01T01:00:00Z", &json!(null));
         assert!(!assess(&l, beat + 119, &policy, HolderProcess::Gone).is_dead());
         assert!(assess(&l, beat + 120, &policy, HolderProcess::Gone).is_dead());
     }
@@ -169,7 +169,7 @@ mod tests {
     fn a_gone_holder_shortens_the_reclaim_past_the_grace_only() {
         let policy = ExpiryPolicy::default();
         let beat = parse_utc("2026-01-01T01:00:00Z").expect("valid");
-        let l = lease("2026-01-01T01:00:00Z", json!(30));
+        let l = lease("2026-01-01T01:00:00Z", &json!(30));
         assert_eq!(assess(&l, beat + 600, &policy, HolderProcess::Alive), Verdict::Alive { idle_s: 600, ttl_s: 1800 });
         assert_eq!(assess(&l, beat + 600, &policy, HolderProcess::Gone), Verdict::HolderGone { idle_s: 600 });
         assert!(assess(&l, beat + 1800, &policy, HolderProcess::Alive).is_dead());

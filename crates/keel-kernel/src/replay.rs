@@ -16,7 +16,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::line::{BadLine, CORRUPT_OP, LineClass, LineDecoder, classify_text, line_text};
-use crate::value::{Object, identity_text, seq_number, truthy};
+use crate::value::{Object, identity_text, python_eq, seq_number, truthy};
 
 /// A lease's identity: `(loop_ts, lane)`, each as Python's `str(value or "")`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -280,7 +280,9 @@ impl LiveState {
     }
 
     fn grant(&mut self, identity: Identity, body: Body) {
-        self.counter += 1;
+        // Saturates rather than wrap: a hostile checkpoint row at u64::MAX must not make the next
+        // token the oldest (0). Python's unbounded integers would go past it; no real journal does.
+        self.counter = self.counter.saturating_add(1);
         self.generations.insert(identity.clone(), self.counter);
         self.live.upsert(identity, body);
     }
@@ -356,7 +358,7 @@ impl LiveState {
 
     /// The generation the next grant will receive.
     pub fn next_generation(&self) -> u64 {
-        self.counter + 1
+        self.counter.saturating_add(1)
     }
 
     /// The generation table, sorted by `loop_ts` then `lane`: every live lease's generation, plus
@@ -378,7 +380,7 @@ impl LiveState {
 
     /// `1 +` the largest `seq` or `seq_watermark` of any record.
     pub fn next_seq(&self) -> u64 {
-        self.max_seq + 1
+        self.max_seq.saturating_add(1)
     }
 
     /// The corrupt sentinels seen, in order.
@@ -581,7 +583,7 @@ fn adopt(lease: &mut Object, record: &Object) {
         (Some(start), _) if !start.is_null() => {
             lease.insert("proc_starttime".to_owned(), start.clone());
         }
-        (_, Some(pid)) if !pid.is_null() && Some(pid) != old_pid.as_ref() => {
+        (_, Some(pid)) if !pid.is_null() && !old_pid.as_ref().is_some_and(|old| python_eq(pid, old)) => {
             lease.remove("proc_starttime");
         }
         _ => {}
@@ -634,10 +636,8 @@ pub fn parse_line(line: &[u8]) -> ParsedLine {
         return ParsedLine::Blank;
     }
     // Only an object can start with `{`; anything else takes the general path.
-    if text.starts_with('{') {
-        if let Some(fast) = parse_fast(&text) {
-            return ParsedLine::Fast(fast);
-        }
+    if let Some(fast) = text.starts_with('{').then(|| parse_fast(&text)).flatten() {
+        return ParsedLine::Fast(fast);
     }
     match classify_text(&text) {
         LineClass::Record(record) => ParsedLine::Record(record),

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::value::{casefold, identity_text, python_strip};
+use crate::value::{casefold, identity_text, python_isspace, python_strip};
 
 /// Characters that start a glob: an entry is cut at the first one.
 const GLOB_METACHARACTERS: [char; 3] = ['*', '?', '['];
@@ -36,10 +36,13 @@ impl Region {
         }
     }
 
-    /// The region as text: the prefix, `lock://NAME`, or `""` for the universal region.
+    /// The region as entry text that normalises back to this very region: the prefix (with a
+    /// `*` after it when it ends in white space, which normalising would otherwise strip),
+    /// `lock://NAME`, or `*` for the universal region.
     pub fn text(&self) -> String {
         match self {
-            Region::Universal => String::new(),
+            Region::Universal => "*".to_owned(),
+            Region::Prefix(p) if p.ends_with(python_isspace) => format!("{p}*"),
             Region::Prefix(p) => p.clone(),
             Region::Lock(name) => format!("{LOCK_SCHEME}{name}"),
         }
@@ -125,6 +128,7 @@ impl Tree {
 mod tests {
     use super::*;
 
+    #[allow(clippy::unnecessary_wraps)] // compared with `normalise`'s `Option` result
     fn prefix(s: &str) -> Option<Region> {
         Some(Region::Prefix(s.to_owned()))
     }

@@ -4,6 +4,8 @@
 //! and "its text" mean Python truthiness and Python `str()`. Matching those exactly is what lets
 //! a `dos-kernel` journal replay to the same live set here.
 
+use std::fmt::Write as _;
+
 use serde_json::{Map, Value};
 
 /// A JSON object: a journal record or a lease body. Unknown members are carried unchanged.
@@ -118,13 +120,37 @@ fn python_string_repr(s: &str) -> String {
                 out.push(c);
             }
             c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
+                let _ = write!(out, "\\x{:02x}", c as u32);
             }
             c => out.push(c),
         }
     }
     out.push(quote);
     out
+}
+
+/// Python's `==` between two JSON-decoded values: numbers compare by value across int and float
+/// (`7 == 7.0`), `true == 1`, containers compare element-wise the same way.
+pub fn python_eq(a: &Value, b: &Value) -> bool {
+    fn number(value: &Value) -> Option<f64> {
+        match value {
+            Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+            Value::Number(n) => n.as_f64(),
+            _ => None,
+        }
+    }
+    match (a, b) {
+        // Integers compare exactly (f64 would merge neighbours above 2^53).
+        (Value::Number(x), Value::Number(y)) if !x.is_f64() && !y.is_f64() => x == y,
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| python_eq(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| python_eq(v, w)))
+        }
+        _ => match (number(a), number(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => a == b,
+        },
+    }
 }
 
 /// `int(value)` where non-numbers count as 0: the reading of `seq` and `seq_watermark`.
@@ -139,7 +165,7 @@ pub fn seq_number(value: Option<&Value>) -> u64 {
     }
 }
 
-/// Python's `str.isspace` for one character: Unicode White_Space plus the ASCII separators
+/// Python's `str.isspace` for one character: Unicode `White_Space` plus the ASCII separators
 /// U+001C..U+001F, which Python strips and Rust's `char::is_whitespace` does not.
 pub fn python_isspace(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)

@@ -1,0 +1,420 @@
+//! `keel lease ...`: taking and giving back leases through the durable journal.
+
+use std::path::Path;
+use std::process::Command as Process;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use clap::Subcommand;
+use keel_journal::{AcquireOutcome, AcquireRequest, Beat, Journal, JournalError, JournalOptions};
+use keel_kernel::json::to_line;
+use serde_json::{Value, json};
+
+use crate::{Failure, Status};
+
+/// What every lease command may print as JSON.
+#[derive(Debug, clap::Args)]
+pub struct Output {
+    /// Print one JSON object instead of a sentence.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AcquireArgs {
+    /// The lane (omit to let the arbiter pick one from the auto-pick ladder).
+    #[arg(long, default_value = "")]
+    lane: String,
+    /// The region: paths, globs and lock://NAME entries (repeatable).
+    #[arg(long = "tree", num_args = 1..)]
+    tree: Vec<String>,
+    /// Who holds the lease.
+    #[arg(long)]
+    owner: String,
+    /// shared or exclusive.
+    #[arg(long, default_value = "exclusive")]
+    mode: String,
+    /// keyword, cluster, global, or an exclusive lane's name.
+    #[arg(long, default_value = "keyword")]
+    kind: String,
+    /// Minutes without a heartbeat after which the lease may be reclaimed.
+    #[arg(long)]
+    ttl_minutes: Option<f64>,
+    /// The lease's loop timestamp (its key with the lane); generated when omitted.
+    #[arg(long)]
+    loop_ts: Option<String>,
+    /// A run id to record with the lease.
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Acquire whatever else is live (never past a live exclusive lane).
+    #[arg(long)]
+    force: bool,
+    /// Retry until granted or this many seconds pass (exit 3 on timeout).
+    #[arg(long)]
+    wait_s: Option<f64>,
+}
+
+impl AcquireArgs {
+    fn request(&self) -> AcquireRequest {
+        AcquireRequest {
+            lane: self.lane.clone(),
+            kind: self.kind.clone(),
+            tree: self.tree.clone(),
+            mode: self.mode.clone(),
+            owner: self.owner.clone(),
+            ttl_minutes: self.ttl_minutes,
+            loop_ts: self.loop_ts.clone(),
+            run_id: self.run_id.clone(),
+            force: self.force,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Take a lease on a region, or be told who holds it (exit 1).
+    Acquire(AcquireArgs),
+    /// Give back the newest lease on a lane held by an owner (or the exact --loop-ts).
+    Release {
+        #[arg(long)]
+        lane: String,
+        #[arg(long)]
+        owner: String,
+        #[arg(long)]
+        loop_ts: Option<String>,
+    },
+    /// Record that the holder is alive (only the exact holder may).
+    Heartbeat {
+        #[arg(long)]
+        lane: String,
+        #[arg(long)]
+        owner: String,
+        #[arg(long)]
+        loop_ts: Option<String>,
+        /// Skip the write when the last beat is younger than this many seconds.
+        #[arg(long)]
+        coalesce_s: Option<u64>,
+    },
+    /// Transfer a live lease to a new owner (never creates one).
+    Adopt {
+        #[arg(long)]
+        lane: String,
+        #[arg(long)]
+        loop_ts: String,
+        #[arg(long)]
+        owner: String,
+    },
+    /// Record an intent to stop the work on a lane (kills nothing).
+    Halt {
+        #[arg(long)]
+        lane: String,
+        #[arg(long)]
+        owner: String,
+        #[arg(long, default_value = "stop")]
+        reason: String,
+    },
+    /// Record an intent to start work on a lane (starts nothing).
+    Spawn {
+        #[arg(long)]
+        lane: String,
+        #[arg(long)]
+        owner: String,
+        #[arg(long, default_value = "")]
+        command: String,
+    },
+    /// Evict a live lease (an operator's tool; --only-dead refuses a lease that may be alive).
+    Scavenge {
+        #[arg(long)]
+        lane: String,
+        #[arg(long)]
+        loop_ts: String,
+        #[arg(long, default_value = "scavenged by operator")]
+        reason: String,
+        #[arg(long)]
+        only_dead: bool,
+    },
+    /// The live leases, with generations and whether each is provably dead.
+    Live,
+    /// Run a command while holding a lease: heartbeat while it runs, release when it exits
+    /// (also on Ctrl-C), exit with its code.
+    Run {
+        #[command(flatten)]
+        acquire: AcquireArgs,
+        /// Seconds between heartbeats.
+        #[arg(long, default_value_t = 30)]
+        heartbeat_s: u64,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+/// Maps a journal error to its exit status.
+pub fn failure(error: JournalError) -> Failure {
+    let status = match &error {
+        JournalError::Fs(keel_fs::FsError::LockBusy { .. }) => Status::Busy,
+        JournalError::IdentityInUse { .. } | JournalError::CompactRefused { .. } => Status::Refused,
+        JournalError::InvalidRequest(_) => Status::Usage,
+        _ => Status::Io,
+    };
+    Failure { status, error: error.into() }
+}
+
+fn print(json: bool, object: &Value, sentence: &str) {
+    if json {
+        println!("{}", to_line(object));
+    } else {
+        println!("{sentence}");
+    }
+}
+
+pub fn run(command: &LeaseCommand, path: &Path, output: &Output) -> Result<Status, Failure> {
+    let journal = Journal::open(path, JournalOptions::default());
+    let json = output.json;
+    match command {
+        LeaseCommand::Acquire(args) => {
+            let outcome = acquire(&journal, args)?;
+            Ok(print_acquire(json, &outcome, args.wait_s.is_some()))
+        }
+        LeaseCommand::Release { lane, owner, loop_ts } => {
+            let released = journal.release(lane, owner, loop_ts.as_deref()).map_err(failure)?;
+            Ok(match released {
+                Some(id) => {
+                    let object = json!({"outcome": "released", "lane": id.lane, "loop_ts": id.loop_ts});
+                    print(json, &object, &format!("released lane {:?} (loop_ts {})", id.lane, id.loop_ts));
+                    Status::Ok
+                }
+                None => {
+                    let object = json!({"outcome": "no_lease", "lane": lane, "owner": owner});
+                    print(json, &object, &format!("no live lease on lane {lane:?} held by {owner:?}"));
+                    Status::Refused
+                }
+            })
+        }
+        LeaseCommand::Heartbeat { lane, owner, loop_ts, coalesce_s } => {
+            let beat = journal.heartbeat(lane, owner, loop_ts.as_deref(), *coalesce_s).map_err(failure)?;
+            Ok(match beat {
+                Some(beat) => {
+                    let sentence = match &beat {
+                        Beat::Beaten { identity, heartbeat_at } => {
+                            format!("beat lane {:?} at {heartbeat_at}", identity.lane)
+                        }
+                        Beat::Coalesced { identity, heartbeat_at } => {
+                            format!("lane {:?} beat recently ({heartbeat_at}); nothing written", identity.lane)
+                        }
+                    };
+                    print(json, &serde_json::to_value(&beat).expect("beats serialise"), &sentence);
+                    Status::Ok
+                }
+                None => {
+                    let object = json!({"outcome": "no_lease", "lane": lane, "owner": owner});
+                    print(json, &object, &format!("no live lease on lane {lane:?} held by {owner:?}"));
+                    Status::Refused
+                }
+            })
+        }
+        LeaseCommand::Adopt { lane, loop_ts, owner } => {
+            let adopted = journal.adopt(lane, loop_ts, owner).map_err(failure)?;
+            let ok = adopted.is_some();
+            let object = json!({"outcome": if ok { "adopted" } else { "no_lease" }, "lane": lane, "loop_ts": loop_ts, "holder": owner});
+            let sentence = if ok {
+                format!("{owner} now holds lane {lane:?} (loop_ts {loop_ts})")
+            } else {
+                format!("no live lease (loop_ts {loop_ts}, lane {lane:?})")
+            };
+            print(json, &object, &sentence);
+            Ok(if ok { Status::Ok } else { Status::Refused })
+        }
+        LeaseCommand::Halt { lane, owner, reason } => {
+            journal.halt(lane, owner, reason).map_err(failure)?;
+            print(
+                json,
+                &json!({"outcome": "recorded", "op": "HALT", "lane": lane}),
+                &format!("recorded HALT for lane {lane:?}"),
+            );
+            Ok(Status::Ok)
+        }
+        LeaseCommand::Spawn { lane, owner, command } => {
+            journal.spawn(lane, owner, command).map_err(failure)?;
+            print(
+                json,
+                &json!({"outcome": "recorded", "op": "SPAWN", "lane": lane}),
+                &format!("recorded SPAWN for lane {lane:?}"),
+            );
+            Ok(Status::Ok)
+        }
+        LeaseCommand::Scavenge { lane, loop_ts, reason, only_dead } => {
+            let verdict = journal.scavenge(lane, loop_ts, reason, *only_dead).map_err(failure)?;
+            let ok = verdict.is_some();
+            let object = json!({"outcome": if ok { "scavenged" } else { "not_scavenged" }, "lane": lane, "loop_ts": loop_ts, "verdict": verdict});
+            let sentence = if ok {
+                format!("scavenged lane {lane:?} (loop_ts {loop_ts})")
+            } else {
+                format!(
+                    "nothing scavenged: no live lease (loop_ts {loop_ts}, lane {lane:?}){}",
+                    if *only_dead { " that is provably dead" } else { "" }
+                )
+            };
+            print(json, &object, &sentence);
+            Ok(if ok { Status::Ok } else { Status::Refused })
+        }
+        LeaseCommand::Live => {
+            let live = journal.live().map_err(failure)?;
+            if json {
+                println!("{}", to_line(&json!({"leases": live})));
+            } else if live.is_empty() {
+                println!("no live leases");
+            } else {
+                for lease in &live {
+                    let field = |k: &str| {
+                        lease
+                            .lease
+                            .get(k)
+                            .map_or_else(String::new, |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                    };
+                    let dead = if lease.verdict.is_dead() { "  (provably dead)" } else { "" };
+                    println!(
+                        "{:<12} {:<10} gen {:<4} {:<9} {:<30} loop_ts {}{dead}",
+                        field("holder"),
+                        lease.identity.lane,
+                        lease.generation.map_or_else(|| "-".into(), |g| g.to_string()),
+                        field("mode"),
+                        field("tree"),
+                        lease.identity.loop_ts
+                    );
+                }
+            }
+            Ok(Status::Ok)
+        }
+        LeaseCommand::Run { acquire: args, heartbeat_s, command } => {
+            run_holding(&journal, args, *heartbeat_s, command, json)
+        }
+    }
+}
+
+fn acquire(journal: &Journal, args: &AcquireArgs) -> Result<AcquireOutcome, Failure> {
+    let request = args.request();
+    match args.wait_s {
+        Some(wait_s) if wait_s.is_finite() && wait_s >= 0.0 => {
+            journal.acquire_wait(&request, Duration::from_secs_f64(wait_s)).map_err(failure)
+        }
+        Some(_) => Err(Failure::usage(anyhow!("--wait-s takes a non-negative number of seconds"))),
+        None => journal.acquire(&request).map_err(failure),
+    }
+}
+
+fn print_acquire(json: bool, outcome: &AcquireOutcome, waited: bool) -> Status {
+    match outcome {
+        AcquireOutcome::Acquire(grant) => {
+            let d = &grant.decision;
+            let object = json!({
+                "outcome": "acquire", "lane": d.lane, "lane_kind": d.lane_kind, "tree": d.tree, "mode": d.mode,
+                "loop_ts": grant.identity.loop_ts, "holder": grant.lease.get("holder"), "generation": grant.generation,
+                "reason": d.reason, "reclaimed": grant.reclaimed.iter().map(|(id, v)| json!({"lane": id.lane, "loop_ts": id.loop_ts, "verdict": v})).collect::<Vec<_>>(),
+            });
+            let mut sentence = format!(
+                "acquired lane {:?} ({} {}) over {:?}: loop_ts {}, generation {}",
+                d.lane,
+                d.lane_kind,
+                d.mode.as_str(),
+                d.tree,
+                grant.identity.loop_ts,
+                grant.generation
+            );
+            for (id, verdict) in &grant.reclaimed {
+                sentence.push_str(&format!(
+                    "\n  reclaimed dead lease lane {:?} (loop_ts {}): {verdict:?}",
+                    id.lane, id.loop_ts
+                ));
+            }
+            print(json, &object, &sentence);
+            Status::Ok
+        }
+        AcquireOutcome::Refuse { decision, .. } => {
+            let object = json!({
+                "outcome": "refuse", "lane": decision.lane, "lane_kind": decision.lane_kind, "tree": decision.tree,
+                "mode": decision.mode, "loop_ts": null, "holder": null, "generation": null,
+                "reason": decision.reason, "reason_class": decision.reason_class, "blocking": decision.blocking,
+            });
+            print(json, &object, &format!("refused: {}", decision.reason));
+            if waited { Status::Busy } else { Status::Refused }
+        }
+    }
+}
+
+/// `keel lease run`: hold a lease for the life of a child process.
+fn run_holding(
+    journal: &Journal,
+    args: &AcquireArgs,
+    heartbeat_s: u64,
+    command: &[String],
+    json: bool,
+) -> Result<Status, Failure> {
+    let outcome = acquire(journal, args)?;
+    let AcquireOutcome::Acquire(grant) = &outcome else {
+        return Ok(print_acquire(json, &outcome, args.wait_s.is_some()));
+    };
+    if !json {
+        eprintln!(
+            "keel: holding lane {:?} (loop_ts {}) while running {:?}",
+            grant.identity.lane, grant.identity.loop_ts, command
+        );
+    }
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = Arc::clone(&interrupted);
+        // Ctrl-C reaches the child too (same process group); keel waits for it, then releases.
+        let _ = ctrlc::set_handler(move || interrupted.store(true, Ordering::SeqCst));
+    }
+    let (program, arguments) = command.split_first().expect("clap requires a command");
+    let child = Process::new(program).args(arguments).spawn().with_context(|| format!("starting {program}"));
+    let status = match child {
+        Ok(mut child) => {
+            let done = AtomicBool::new(false);
+            let exit = std::thread::scope(|scope| {
+                scope.spawn(|| beat_while_running(journal, grant, heartbeat_s, &done));
+                let exit = child.wait();
+                done.store(true, Ordering::SeqCst);
+                exit
+            });
+            Some(exit.with_context(|| format!("waiting for {program}")))
+        }
+        Err(error) => {
+            eprintln!("keel: {error:#}");
+            None
+        }
+    };
+    let released =
+        journal.release(&grant.identity.lane, &args.owner, Some(&grant.identity.loop_ts)).map_err(failure)?;
+    if released.is_none() {
+        eprintln!("keel: the lease was no longer live when the command ended (reclaimed or scavenged)");
+    }
+    match status {
+        None => Ok(Status::Io),
+        Some(Err(error)) => Err(Failure::io(error)),
+        Some(Ok(exit)) => {
+            use std::os::unix::process::ExitStatusExt;
+            let code = exit.code().or_else(|| exit.signal().map(|s| 128 + s)).unwrap_or(1);
+            std::process::exit(code);
+        }
+    }
+}
+
+fn beat_while_running(journal: &Journal, grant: &keel_journal::Grant, heartbeat_s: u64, done: &AtomicBool) {
+    let owner = grant.lease.get("holder").and_then(Value::as_str).unwrap_or_default();
+    let period = Duration::from_secs(heartbeat_s.max(1));
+    let tick = Duration::from_millis(100);
+    let mut waited = Duration::ZERO;
+    while !done.load(Ordering::SeqCst) {
+        std::thread::sleep(tick);
+        waited += tick;
+        if waited >= period {
+            waited = Duration::ZERO;
+            if let Err(error) = journal.heartbeat(&grant.identity.lane, owner, Some(&grant.identity.loop_ts), None) {
+                eprintln!("keel: heartbeat failed: {error}");
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Atomic write: a reader sees the old content or the new, never a mix, and after
+//! [`write_atomic`] returns the new content survives a power loss.
+//!
+//! Steps: create a temporary file beside the target (`O_EXCL`, random name), copy the target's
+//! permission bits onto it, write everything, `fsync` it, rename it over the target, `fsync` the
+//! directory. Before the rename any failure removes the temporary file and leaves the target
+//! untouched. After the rename (only the directory fsync is left) an error means the new content
+//! is visible but may not survive a crash; it is returned, never swallowed.
+
+use std::ffi::OsString;
+use std::io::ErrorKind;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{FsError, Result};
+use crate::nonce::nonce_hex;
+use crate::seam::{DirSync, OsStorage, Storage, dir_sync_status, parent_dir};
+
+/// How many random temporary names are tried before giving up (a collision of 128-bit names
+/// means something is wrong, not unlucky).
+pub const TEMP_NAME_ATTEMPTS_MAX: u32 = 4;
+
+/// How much of the target's name goes into the temporary name, so that a long target name
+/// cannot push the temporary name past `NAME_MAX` (255 bytes).
+const TEMP_NAME_STEM_BYTES_MAX: usize = 64;
+
+/// What an atomic write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "the directory fsync may have been unsupported; log `dir_sync`"]
+pub struct WriteReport {
+    /// Bytes written.
+    pub bytes: u64,
+    /// Permission bits copied from the file that was replaced (`None`: there was none, the new
+    /// file has the default mode).
+    pub mode_kept: Option<u32>,
+    /// Whether the directory fsync happened.
+    pub dir_sync: DirSync,
+}
+
+/// Replaces `path` with `bytes` atomically and durably on the real file system.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<WriteReport> {
+    write_atomic_with(&OsStorage, path, bytes)
+}
+
+/// [`write_atomic`] through any [`Storage`] (tests pass a failing or crashing one).
+pub fn write_atomic_with<S: Storage>(storage: &S, path: &Path, bytes: &[u8]) -> Result<WriteReport> {
+    let Some(name) = path.file_name() else {
+        return Err(FsError::Invalid {
+            path: path.to_owned(),
+            reason: "an atomic write needs a path that ends in a file name",
+        });
+    };
+    let dir = parent_dir(path);
+    let mode_kept = match storage.path_stat(path) {
+        Ok(stat) => Some(stat.mode),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(FsError::io("stat", path, e)),
+    };
+    let (temp_path, mut file) = create_temp(storage, &dir, name.as_bytes())?;
+    let before_rename = (|| {
+        if let Some(mode) = mode_kept {
+            storage.set_mode(&file, mode).map_err(|e| FsError::io("fchmod", &temp_path, e))?;
+        }
+        storage.write_all(&mut file, bytes).map_err(|e| FsError::io("write", &temp_path, e))?;
+        storage.sync_all(&file).map_err(|e| FsError::io("fsync", &temp_path, e))?;
+        drop(file);
+        storage.rename(&temp_path, path).map_err(|e| FsError::io("rename", path, e))
+    })();
+    if let Err(error) = before_rename {
+        // The first error is the one worth reporting; if the removal fails too, the temporary
+        // file stays behind under its recognisable name (`.<name>.<hex>.tmp`), harmless to delete.
+        let _ = storage.remove_file(&temp_path);
+        return Err(error);
+    }
+    let dir_sync = dir_sync_status(storage.sync_dir(&dir)).map_err(|e| FsError::io("fsync directory", &dir, e))?;
+    Ok(WriteReport { bytes: bytes.len() as u64, mode_kept, dir_sync })
+}
+
+fn create_temp<S: Storage>(storage: &S, dir: &Path, name: &[u8]) -> Result<(PathBuf, S::File)> {
+    let stem = &name[..name.len().min(TEMP_NAME_STEM_BYTES_MAX)];
+    let mut last_error = None;
+    for _ in 0..TEMP_NAME_ATTEMPTS_MAX {
+        let mut temp_name = Vec::with_capacity(stem.len() + 40);
+        temp_name.push(b'.');
+        temp_name.extend_from_slice(stem);
+        temp_name.push(b'.');
+        temp_name.extend_from_slice(nonce_hex().as_bytes());
+        temp_name.extend_from_slice(b".tmp");
+        let temp_path = dir.join(OsString::from_vec(temp_name));
+        match storage.create_new(&temp_path) {
+            Ok(file) => return Ok((temp_path, file)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => last_error = Some((temp_path, e)),
+            Err(e) => return Err(FsError::io("create temporary", temp_path, e)),
+        }
+    }
+    let (temp_path, e) =
+        last_error.unwrap_or_else(|| (dir.to_owned(), std::io::Error::other("no temporary name attempted")));
+    Err(FsError::io("create temporary", temp_path, e))
+}

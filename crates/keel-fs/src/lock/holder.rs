@@ -1,0 +1,145 @@
+//! The JSON body that names a lock's holder, shared by the file-based locks.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{FsError, Result};
+use crate::nonce::nonce_hex;
+
+/// The longest owner name accepted, in bytes.
+pub const OWNER_BYTES_MAX: usize = 256;
+
+/// The most bytes of a lock body that are read; a longer body is unparsable (and so judged by
+/// its file's age), never an unbounded allocation.
+pub const HOLDER_BODY_BYTES_MAX: usize = 4096;
+
+/// Who holds a lock: written as one JSON object into the lock file (or holder file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// Free-form name the acquirer chose (an agent id, `"keel journal"`, ...).
+    pub owner: String,
+    /// Process id of the acquirer.
+    pub pid: u32,
+    /// Host name of the acquirer.
+    pub host: String,
+    /// When the lock was taken, seconds since the Unix epoch, by the acquirer's clock.
+    pub acquired_unix_s: u64,
+    /// 128 random bits in hex: tells this acquisition apart from every other.
+    pub nonce: String,
+}
+
+impl Holder {
+    /// A new body for this process, with a fresh nonce.
+    pub(crate) fn new(owner: &str, acquired_unix_s: u64, path: &Path) -> Result<Self> {
+        if owner.len() > OWNER_BYTES_MAX {
+            return Err(FsError::Invalid {
+                path: path.to_owned(),
+                reason: "lock owner name longer than OWNER_BYTES_MAX",
+            });
+        }
+        Ok(Self {
+            owner: owner.to_owned(),
+            pid: std::process::id(),
+            host: host_name(),
+            acquired_unix_s,
+            nonce: nonce_hex(),
+        })
+    }
+
+    /// The body's bytes (one JSON object, no newline).
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        // Serialising plain strings and integers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses a body; `None` if it is not one (torn write, foreign format).
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// A short description for error messages.
+    pub(crate) fn describe(&self) -> String {
+        format!("{} (pid {} on {}, since {})", self.owner, self.pid, self.host, self.acquired_unix_s)
+    }
+}
+
+/// Describes a body that may not parse.
+pub(crate) fn describe_body(bytes: &[u8]) -> String {
+    match Holder::parse(bytes) {
+        Some(holder) => holder.describe(),
+        None => format!("unknown (unparsable {}-byte body)", bytes.len()),
+    }
+}
+
+/// How a release went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a release that found someone else's lock means ours was stolen"]
+pub enum Release {
+    /// Our lock was removed.
+    Removed,
+    /// This handle had already released; nothing was touched.
+    AlreadyReleased,
+    /// The lock now belongs to someone else (ours was stolen as stale); it was left alone.
+    NotOurs,
+    /// There was no lock any more.
+    Missing,
+}
+
+/// Whether a lock taken at `acquired_unix_s` is older than `ttl_s` at `now_unix_s`. A time in
+/// the future (clock skew) is not stale.
+pub fn is_stale(acquired_unix_s: u64, ttl_s: u64, now_unix_s: u64) -> bool {
+    now_unix_s.saturating_sub(acquired_unix_s) > ttl_s
+}
+
+/// The system clock in seconds since the Unix epoch (0 if the clock is before 1970).
+pub fn unix_now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn host_name() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
+
+/// Reads at most [`HOLDER_BODY_BYTES_MAX`] + 1 bytes of `path`.
+pub(crate) fn read_body(path: &Path) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    File::open(path)?.take(HOLDER_BODY_BYTES_MAX as u64 + 1).read_to_end(&mut body)?;
+    Ok(body)
+}
+
+/// Seconds since the Unix epoch of `path`'s modification time.
+pub(crate) fn mtime_unix_s(path: &Path) -> io::Result<u64> {
+    let modified = std::fs::symlink_metadata(path)?.modified()?;
+    Ok(modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+}
+
+/// `<path><suffix>` (appending to the file name, unlike `with_extension`).
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staleness_is_strictly_older_than_ttl_and_future_times_are_fresh() {
+        assert!(!is_stale(100, 10, 110));
+        assert!(is_stale(100, 10, 111));
+        assert!(!is_stale(200, 10, 100));
+    }
+
+    #[test]
+    fn holder_body_round_trips_and_garbage_does_not_parse() {
+        let holder = Holder::new("agent-7", 42, Path::new("x")).expect("short owner");
+        assert_eq!(Holder::parse(&holder.to_bytes()), Some(holder));
+        assert_eq!(Holder::parse(b"{\"owner\":"), None);
+        assert!(Holder::new(&"x".repeat(OWNER_BYTES_MAX + 1), 0, Path::new("x")).is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! keel-fs integration tests: each module proves the promises of one module of the crate.
+
+mod append;
+mod atomic;
+mod exclusive_lock;
+mod kernel_lock;
+mod resolve;
+mod sidecar_lock;

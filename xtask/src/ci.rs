@@ -1,0 +1,42 @@
+//! `cargo xtask ci`: the one test command (the README's, and what `.ci/run` calls).
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+use crate::workspace_root;
+
+/// Cases of the differential replay run in CI: modest, so CI stays well under its time budget.
+const REPLAY_DIFF_CASES: u64 = 300;
+
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    println!("==> cargo {}", args.join(" "));
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(workspace_root())
+        // Snapshot tests must fail on a difference, never write a new snapshot in CI.
+        .env("INSTA_UPDATE", "no")
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    println!("    ok in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let started = Instant::now();
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
+    // Tidy first: it is fast and says what is structurally wrong before the long tests run.
+    cargo(&["test", "--locked", "-p", "keel-tests", "--test", "tidy"])?;
+    cargo(&["test", "--workspace", "--locked", "--all-targets"])?;
+    cargo(&["test", "--workspace", "--locked", "--doc"])?;
+    let cases = REPLAY_DIFF_CASES.to_string();
+    cargo(&["run", "--locked", "-p", "xtask", "--", "replay-diff", "--cases", &cases, "--seed", "20261123"])?;
+    println!("ci: all checks passed in {:.0}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
