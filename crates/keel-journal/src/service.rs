@@ -536,7 +536,10 @@ impl<S: Storage + Clone> Journal<S> {
         let (dev, ino) = (folded.dev, folded.ino);
         let mut seq = folded.state.next_seq();
         let ts = now_ts(&self.options.clock);
-        let reuse = matches!(&cache.appender, Some((a, d, i)) if !a.is_failed() && *d == dev && *i == ino && dev != 0);
+        // The cached handle is reused only if this process wrote the journal's last byte: after
+        // another process appended, its idea of the tail is stale and it must be reopened.
+        let end = folded.end_offset;
+        let reuse = matches!(&cache.appender, Some((a, d, i)) if !a.is_failed() && *d == dev && *i == ino && dev != 0 && a.len() == end);
         if !reuse {
             let appender = Appender::open_with(self.storage.clone(), &self.path)?;
             let stat = self.storage.path_stat(&self.path).map_err(|e| FsError::io("stat", &self.path, e))?;
