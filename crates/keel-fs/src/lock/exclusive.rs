@@ -72,7 +72,7 @@ impl ExclusiveFileLock {
         }
 
         let claim_path = with_suffix(path, &format!(".claim.{}", observed.ino));
-        let Some(_claim) = Some(0) else {
+        let Some(_claim) = Claim::take(&claim_path, now_unix_s)? else {
             return Err(busy(path, format!("{} (being stolen by another process)", describe_body(&observed.bytes))));
         };
         match read_body(path) {
