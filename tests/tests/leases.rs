@@ -39,11 +39,11 @@ fn spawn_agent(journal: &Path, name: &str, seconds: f64, hold_ms: u64, occupancy
 
 #[derive(Debug, Default)]
 struct Acknowledged {
-    /// loop_ts → lane of every grant an agent was told about.
+    /// `loop_ts` → lane of every grant an agent was told about.
     granted: BTreeMap<String, String>,
-    /// loop_ts of every release an agent was told about.
+    /// `loop_ts` of every release an agent was told about.
     released: BTreeSet<String>,
-    /// loop_ts of every release an agent started (it may have landed without being acknowledged).
+    /// `loop_ts` of every release an agent started (it may have landed without being acknowledged).
     releasing: BTreeSet<String>,
 }
 

@@ -19,21 +19,39 @@ use crate::workspace_root;
 pub enum Which {
     /// `keel journal replay` of a 1,000,000-record journal against reading and counting its lines.
     Replay,
+    /// Acquire+release cycles against the fdatasync bound, with and without history; CLI cycles.
+    Lease,
     /// Every benchmark.
     All,
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        // In-process figures must come from optimised code: run this task again, built in release.
+        let which = format!("{which:?}").to_lowercase();
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["run", "--quiet", "--release", "-p", "xtask", "--", "bench", &which])
+            .current_dir(workspace_root())
+            .status()
+            .context("re-running the benchmark in release mode")?;
+        if !status.success() {
+            bail!("the release-mode benchmark failed ({status})");
+        }
+        return Ok(());
+    }
     build_release()?;
-    match which {
-        Which::Replay | Which::All => replay()?,
+    if matches!(which, Which::Replay | Which::All) {
+        replay()?;
+    }
+    if matches!(which, Which::Lease | Which::All) {
+        lease()?;
     }
     Ok(())
 }
 
 fn build_release() -> anyhow::Result<()> {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--locked", "-p", "keel-cli"])
+        .args(["build", "--release", "-p", "keel-cli"])
         .current_dir(workspace_root())
         .status()
         .context("building keel in release mode")?;
@@ -102,7 +120,12 @@ fn replay() -> anyhow::Result<()> {
 
 fn report(what: &str, value: f64, max: f64, unit: &str) {
     let verdict = if value <= max { "met" } else { "MISSED" };
-    println!("  {what}: {value:.2}{unit} (target <= {max:.0}{unit}): {verdict}");
+    println!("  {what}: {value:.2}{unit} (target <= {max}{unit}): {verdict}");
+}
+
+fn report_at_least(what: &str, value: f64, min: f64) {
+    let verdict = if value >= min { "met" } else { "MISSED" };
+    println!("  {what}: {value:.2} (target >= {min}): {verdict}");
 }
 
 fn median(times: &mut [Duration]) -> Duration {
@@ -170,4 +193,148 @@ fn run_measured(command: &mut Command) -> anyhow::Result<(Duration, u64)> {
     }
     // ru_maxrss is in KiB on Linux.
     Ok((elapsed, u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024))
+}
+
+/// Cycles per measurement of the in-process lease benchmark.
+const LEASE_CYCLES: usize = 400;
+/// CLI cycles (two `keel` processes each).
+const CLI_CYCLES: usize = 200;
+/// Targets from the issue.
+const LEASE_BOUND_FRACTION_MIN: f64 = 0.5;
+const HISTORY_SLOWDOWN_MAX: f64 = 2.0;
+const CLI_MEDIAN_MS_MAX: f64 = 3.0;
+
+fn lease_options() -> keel_journal::JournalOptions {
+    // History must stay history for the measurement: no size-triggered compaction.
+    keel_journal::JournalOptions { compact_threshold_bytes: None, ..keel_journal::JournalOptions::default() }
+}
+
+/// The bound: one fdatasync'd append of a record-sized line, timed in a plain loop.
+fn fdatasync_bound(dir: &Path) -> anyhow::Result<Duration> {
+    let path = dir.join("fdatasync-bound.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).context("bound file")?;
+    let line = format!("{}\n", "x".repeat(400));
+    let started = Instant::now();
+    for _ in 0..LEASE_CYCLES * 2 {
+        file.write_all(line.as_bytes()).context("bound write")?;
+        file.sync_data().context("bound fdatasync")?;
+    }
+    Ok(started.elapsed() / u32::try_from(LEASE_CYCLES * 2).expect("small"))
+}
+
+/// Median time of one acquire+release cycle on `journal` (after one warm-up cycle).
+fn lease_cycles(journal: &keel_journal::Journal, cycles: usize) -> anyhow::Result<Duration> {
+    let mut times = Vec::with_capacity(cycles);
+    for i in 0..=cycles {
+        let request = keel_journal::AcquireRequest {
+            lane: format!("bench-{i}"),
+            tree: vec![format!("bench/{i}/")],
+            owner: "bench".into(),
+            ..keel_journal::AcquireRequest::default()
+        };
+        let started = Instant::now();
+        let outcome = journal.acquire(&request)?;
+        let keel_journal::AcquireOutcome::Acquire(grant) = outcome else {
+            bail!("the benchmark's disjoint request was refused: {outcome:?}");
+        };
+        journal.release(&grant.identity.lane, "bench", Some(&grant.identity.loop_ts))?;
+        if i > 0 {
+            times.push(started.elapsed());
+        }
+    }
+    Ok(median(&mut times))
+}
+
+fn lease() -> anyhow::Result<()> {
+    let dir = bench_dir()?.join("lease");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let sync = fdatasync_bound(&dir)?;
+    let bound_per_s = 1.0 / (2.0 * sync.as_secs_f64());
+    let empty = keel_journal::Journal::open(&dir.join("empty.jsonl"), lease_options());
+    let cycle_empty = lease_cycles(&empty, LEASE_CYCLES)?;
+    let cycles_per_s = 1.0 / cycle_empty.as_secs_f64();
+    println!(
+        "lease: append+fdatasync {:.3} ms -> bound {bound_per_s:.0} cycles/s (two per cycle)",
+        sync.as_secs_f64() * 1e3
+    );
+    println!(
+        "  in-process acquire+release: median {:.3} ms -> {cycles_per_s:.0} cycles/s",
+        cycle_empty.as_secs_f64() * 1e3
+    );
+    report_at_least("fraction of the fdatasync bound", cycles_per_s / bound_per_s, LEASE_BOUND_FRACTION_MIN);
+
+    let (history_source, _) = {
+        let path = bench_dir()?.join("replay-1m.jsonl");
+        ensure_journal(&path)?;
+        (path, ())
+    };
+    let history = dir.join("history.jsonl");
+    std::fs::copy(&history_source, &history).context("copying the 1,000,000-record journal")?;
+    // The generated history ends with leases live (some over the whole tree); release them, so
+    // the benchmark's requests are admitted and what is measured is the cost of the history.
+    let live = keel_journal::replay_path(&history)?.replayed;
+    let mut tail = std::fs::OpenOptions::new().append(true).open(&history).context("history journal")?;
+    for (identity, _) in live.state.live_with_identity() {
+        let record =
+            serde_json::json!({"op": "RELEASE", "lane": identity.lane, "loop_ts": identity.loop_ts, "reason": "bench"});
+        writeln!(tail, "{}", keel_kernel::json::to_line(&record)).context("history journal")?;
+    }
+    drop(tail);
+    let journal = keel_journal::Journal::open(&history, lease_options());
+    let warm = Instant::now();
+    let _ = journal.stats()?;
+    println!("  first operation on 1,000,000 records of history (cold replay): {:.3} s", warm.elapsed().as_secs_f64());
+    let cycle_history = lease_cycles(&journal, LEASE_CYCLES)?;
+    println!("  acquire+release with 1,000,000 records of history: median {:.3} ms", cycle_history.as_secs_f64() * 1e3);
+    report(
+        "history / empty cycle time",
+        cycle_history.as_secs_f64() / cycle_empty.as_secs_f64(),
+        HISTORY_SLOWDOWN_MAX,
+        "x",
+    );
+    let fresh = keel_journal::Journal::open(&history, lease_options());
+    let cold = Instant::now();
+    let _ = fresh.stats()?;
+    println!("  a second process's first operation (head snapshot): {:.3} s", cold.elapsed().as_secs_f64());
+
+    let cli_journal = dir.join("cli.jsonl");
+    let mut times = Vec::with_capacity(CLI_CYCLES);
+    for i in 0..CLI_CYCLES {
+        let started = Instant::now();
+        let acquire = Command::new(keel_binary())
+            .arg("--journal")
+            .arg(&cli_journal)
+            .args([
+                "lease",
+                "acquire",
+                "--lane",
+                &format!("cli-{i}"),
+                "--tree",
+                &format!("cli/{i}/"),
+                "--owner",
+                "bench",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .context("keel lease acquire")?;
+        let release = Command::new(keel_binary())
+            .arg("--journal")
+            .arg(&cli_journal)
+            .args(["lease", "release", "--lane", &format!("cli-{i}"), "--owner", "bench"])
+            .stdout(Stdio::null())
+            .status()
+            .context("keel lease release")?;
+        if !acquire.success() || !release.success() {
+            bail!("CLI cycle {i} failed: acquire {acquire}, release {release}");
+        }
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let median_ms = times[times.len() / 2].as_secs_f64() * 1e3;
+    let p99_ms = times[times.len() * 99 / 100].as_secs_f64() * 1e3;
+    println!("  CLI acquire+release (two keel processes): median {median_ms:.2} ms, p99 {p99_ms:.2} ms");
+    report("CLI cycle median (ms)", median_ms, CLI_MEDIAN_MS_MAX, " ms");
+    Ok(())
 }

@@ -65,7 +65,7 @@ fn walk_through(dir: &Path) -> Result<Status, Failure> {
         };
         let decision = decide(&request, &live, &Taxonomy::default());
         seq += 1;
-        let loop_ts = format!("2026-01-01T00:00:{:02}Z", n);
+        let loop_ts = format!("2026-01-01T00:00:{n:02}Z");
         let verdict = match decision.outcome {
             Outcome::Acquire => {
                 let lease = json!({"lane": decision.lane, "lane_kind": decision.lane_kind, "tree": decision.tree,

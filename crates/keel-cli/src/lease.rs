@@ -1,5 +1,6 @@
 //! `keel lease ...`: taking and giving back leases through the durable journal.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command as Process;
 use std::sync::Arc;
@@ -324,10 +325,7 @@ fn print_acquire(json: bool, outcome: &AcquireOutcome, waited: bool) -> Status {
                 grant.generation
             );
             for (id, verdict) in &grant.reclaimed {
-                sentence.push_str(&format!(
-                    "\n  reclaimed dead lease lane {:?} (loop_ts {}): {verdict:?}",
-                    id.lane, id.loop_ts
-                ));
+                let _ = write!(sentence, "\n  reclaimed dead lease lane {:?} (loop_ts {}): {verdict:?}", id.lane, id.loop_ts);
             }
             print(json, &object, &sentence);
             Status::Ok

@@ -25,6 +25,12 @@ pub fn start_time(pid: u32) -> Option<u64> {
     after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// This process's start time, read once (it cannot change).
+pub fn own_start_time() -> Option<u64> {
+    static START: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *START.get_or_init(|| start_time(std::process::id()))
+}
+
 /// What is known about a lease's holder process, seen from `host`.
 pub fn holder_process(lease: &Object, host: &str) -> HolderProcess {
     if lease.get("host_id").and_then(Value::as_str) != Some(host) {

@@ -119,23 +119,19 @@ fn read_chunks(mut file: File, path: &Path, offset: u64, chunks: &SyncSender<(u6
             }
             return Ok(position);
         }
-        match memchr::memrchr(b'\n', &chunk) {
-            Some(last) => {
-                carry = chunk[last + 1..].to_vec();
-                chunk.truncate(last + 1);
+        let Some(last) = memchr::memrchr(b'\n', &chunk) else {
+            if chunk.len() > LINE_BYTES_MAX_DEFAULT {
+                return Err(FsError::LineTooLong {
+                    path: path.to_owned(),
+                    offset: position - chunk.len() as u64,
+                    line_bytes_max: LINE_BYTES_MAX_DEFAULT,
+                });
             }
-            None => {
-                if chunk.len() > LINE_BYTES_MAX_DEFAULT {
-                    return Err(FsError::LineTooLong {
-                        path: path.to_owned(),
-                        offset: position - chunk.len() as u64,
-                        line_bytes_max: LINE_BYTES_MAX_DEFAULT,
-                    });
-                }
-                carry = chunk;
-                continue;
-            }
-        }
+            carry = chunk;
+            continue;
+        };
+        carry = chunk[last + 1..].to_vec();
+        chunk.truncate(last + 1);
         if carry.len() > LINE_BYTES_MAX_DEFAULT {
             return Err(FsError::LineTooLong {
                 path: path.to_owned(),

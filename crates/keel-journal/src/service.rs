@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keel_fs::seam::FileStat;
-use keel_fs::{Appender, FsError, KernelLock, LineReader, OsStorage, Storage, write_atomic_with};
+use keel_fs::{Appender, FsError, KernelLock, LineReader, OsStorage, ReusableLock, Storage, write_atomic_with};
 use keel_kernel::arbiter::{Decision, Outcome, Request, decide};
 use keel_kernel::expiry::{ExpiryPolicy, Verdict, assess, format_utc};
 use keel_kernel::json::to_line;
@@ -69,7 +69,7 @@ impl Default for JournalOptions {
             expiry: ExpiryPolicy::default(),
             lock_timeout_ms: 10_000,
             compact_threshold_bytes: Some(64 * 1024 * 1024),
-            head_every_bytes: 256 * 1024,
+            head_every_bytes: 16 * 1024,
             host_id: process::host_id(),
             clock: system_clock(),
         }
@@ -270,6 +270,10 @@ struct Folded {
 }
 
 struct Cache<S: Storage> {
+    /// The writer lock's file, opened once per process.
+    lock: Option<ReusableLock>,
+    /// A read handle on the journal, kept while its identity (device, inode) holds.
+    reader: Option<(S::File, u64, u64)>,
     folded: Option<Folded>,
     appender: Option<(Appender<S>, u64, u64)>,
     head_offset: u64,
@@ -359,6 +363,8 @@ impl<S: Storage + Clone> Journal<S> {
             head_path: with_suffix(path, ".head"),
             options,
             cache: Mutex::new(Cache {
+                lock: None,
+                reader: None,
                 folded: None,
                 appender: None,
                 head_offset: 0,
@@ -388,9 +394,16 @@ impl<S: Storage + Clone> Journal<S> {
             // The journal's directory (`.keel/`) comes into being with its first operation.
             std::fs::create_dir_all(dir).map_err(|e| FsError::io("create directory", dir, e))?;
         }
-        let _lock = KernelLock::acquire_timeout(&self.lock_path, self.options.lock_timeout_ms)?;
-        self.fold(&mut cache)?;
-        operation(self, &mut cache)
+        let mut lock = match cache.lock.take() {
+            Some(lock) => lock,
+            None => ReusableLock::open(&self.lock_path)?,
+        };
+        let result = match lock.acquire_timeout(self.options.lock_timeout_ms) {
+            Ok(_guard) => self.fold(&mut cache).and_then(|()| operation(self, &mut cache)),
+            Err(error) => Err(error.into()),
+        };
+        cache.lock = Some(lock);
+        result
     }
 
     fn stat(&self) -> Result<Option<FileStat>, JournalError> {
@@ -421,7 +434,10 @@ impl<S: Storage + Clone> Journal<S> {
             }
             _ => None,
         };
-        let (file, _) = self.storage.open_append(&self.path).map_err(|e| FsError::io("open", &self.path, e))?;
+        let file = match cache.reader.take() {
+            Some((file, dev, ino)) if dev == stat.dev && ino == stat.ino => file,
+            _ => self.storage.open_append(&self.path).map_err(|e| FsError::io("open", &self.path, e))?.0,
+        };
         let (state, offset, lines) = match resume {
             Some(resume) => resume,
             None => self.load_head(&stat, &file, cache).unwrap_or_default(),
@@ -440,6 +456,8 @@ impl<S: Storage + Clone> Journal<S> {
             }
         }
         let end_offset = lines_reader.offset();
+        drop(lines_reader);
+        cache.reader = Some((file, stat.dev, stat.ino));
         let tail = replay.pending().cloned().map(|bad| (bad, !terminated));
         let replayed = replay.finish();
         cache.folded = Some(Folded {
@@ -507,14 +525,27 @@ impl<S: Storage + Clone> Journal<S> {
             last_compaction: cache.last_compaction.clone(),
         };
         let bytes = serde_json::to_vec(&head).expect("head snapshots serialise");
-        // Derived data: whether its directory entry is durable does not matter (a lost head only
-        // means the next process replays).
-        let _report = write_atomic_with(&self.storage, &self.head_path, &bytes)?;
+        self.replace_volatile(&self.head_path, &bytes)?;
         cache.head_offset = folded.safe_offset;
         Ok(())
     }
 
-    fn folded<'c>(cache: &'c Cache<S>) -> &'c Folded {
+    /// Replaces `path` by rename, without fsync: for derived data only (the head snapshot), which
+    /// a crash may lose or tear, because every reader validates it against the journal and falls
+    /// back to replaying when it does not match.
+    fn replace_volatile(&self, path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
+        let temp = with_suffix(path, &format!(".tmp.{}", std::process::id()));
+        let _ = self.storage.remove_file(&temp);
+        let mut file = self.storage.create_new(&temp).map_err(|e| FsError::io("create", &temp, e))?;
+        let written = self.storage.write_all(&mut file, bytes).and_then(|()| self.storage.rename(&temp, path));
+        if let Err(e) = written {
+            let _ = self.storage.remove_file(&temp);
+            return Err(FsError::io("write head snapshot", path, e).into());
+        }
+        Ok(())
+    }
+
+    fn folded(cache: &Cache<S>) -> &Folded {
         cache.folded.as_ref().expect("operations run on a folded cache")
     }
 
@@ -534,7 +565,7 @@ impl<S: Storage + Clone> Journal<S> {
             );
         }
         let (dev, ino) = (folded.dev, folded.ino);
-        let mut seq = folded.state.next_seq();
+        let seq = folded.state.next_seq();
         let ts = now_ts(&self.options.clock);
         // The cached handle is reused only if this process wrote the journal's last byte: after
         // another process appended, its idea of the tail is stale and it must be reopened.
@@ -546,10 +577,9 @@ impl<S: Storage + Clone> Journal<S> {
             cache.appender = Some((appender, stat.dev, stat.ino));
         }
         let (appender, _, _) = cache.appender.as_mut().expect("opened just above");
-        for mut record in records {
-            record.insert("seq".to_owned(), Value::from(seq));
+        for (n, mut record) in (seq..).zip(records) {
+            record.insert("seq".to_owned(), Value::from(n));
             record.entry("ts").or_insert_with(|| Value::from(ts.clone()));
-            seq += 1;
             if let Err(error) = appender.append(to_line(&record).as_bytes()) {
                 // Fail-stop: the handle that failed is not used again; the next operation
                 // reopens, which re-reads the tail.
@@ -565,14 +595,10 @@ impl<S: Storage + Clone> Journal<S> {
     /// Keeps the head fresh and the journal bounded.
     fn after_append(&self, cache: &mut Cache<S>) -> Result<(), JournalError> {
         let end = Self::folded(cache).end_offset;
-        if let Some(threshold) = self.options.compact_threshold_bytes {
-            if end > threshold
-                && end > cache.compacted_bytes.saturating_mul(2)
-                && Self::folded(cache).state.is_self_keyed()
-            {
-                self.compact_locked(cache)?;
-                return Ok(());
-            }
+        let over = self.options.compact_threshold_bytes.is_some_and(|threshold| end > threshold);
+        if over && end > cache.compacted_bytes.saturating_mul(2) && Self::folded(cache).state.is_self_keyed() {
+            self.compact_locked(cache)?;
+            return Ok(());
         }
         if Self::folded(cache).safe_offset >= cache.head_offset + self.options.head_every_bytes {
             // The head is derived data: failing to refresh it costs speed, never correctness.
@@ -659,29 +685,37 @@ impl<S: Storage + Clone> Journal<S> {
         };
         // The admission view: leases that are provably dead do not block. Those that would have
         // blocked are scavenged in the journal before the grant, so the structural live set never
-        // holds two colliding leases.
-        let mut alive = Vec::new();
-        let mut dead = Vec::new();
-        for (identity, lease) in folded.state.live_with_identity() {
-            let verdict = self.verdict(lease, now);
-            if verdict.is_dead() {
-                dead.push((identity.clone(), lease, verdict));
-            } else {
-                alive.push(lease);
+        // holds two colliding leases. Expiry is judged only when something blocks (it reads the
+        // process table), so an uncontended grant costs nothing extra.
+        let mut decision = decide(&arbiter_request, folded.state.live(), &self.options.taxonomy);
+        let mut reclaimed: Vec<(Identity, Verdict)> = Vec::new();
+        if decision.outcome == Outcome::Refuse {
+            let mut alive = Vec::new();
+            let mut dead = Vec::new();
+            for (identity, lease) in folded.state.live_with_identity() {
+                let verdict = self.verdict(lease, now);
+                if verdict.is_dead() {
+                    dead.push((identity, lease, verdict));
+                } else {
+                    alive.push(lease);
+                }
+            }
+            if !dead.is_empty() {
+                decision = decide(&arbiter_request, alive.iter().copied(), &self.options.taxonomy);
+                reclaimed = dead
+                    .iter()
+                    .filter(|(_, lease, _)| {
+                        decide(&arbiter_request, std::iter::once(*lease), &self.options.taxonomy).outcome
+                            == Outcome::Refuse
+                    })
+                    .map(|(identity, _, verdict)| ((*identity).clone(), *verdict))
+                    .collect();
             }
         }
-        let decision = decide(&arbiter_request, alive.iter().copied(), &self.options.taxonomy);
         if decision.outcome == Outcome::Refuse {
             let recorded = record_refusal && self.record_refusal(cache, request, &decision, now);
             return Ok(AcquireOutcome::Refuse { decision, recorded });
         }
-        let reclaimed: Vec<(Identity, Verdict)> = dead
-            .iter()
-            .filter(|(_, lease, _)| {
-                decide(&arbiter_request, std::iter::once(*lease), &self.options.taxonomy).outcome == Outcome::Refuse
-            })
-            .map(|(identity, _, verdict)| (identity.clone(), *verdict))
-            .collect();
         let identity = self.new_identity(folded, request, &decision.lane, now)?;
         let lease = self.lease_body(request, &decision, &identity, now);
         let mut records: Vec<Object> = reclaimed
@@ -750,7 +784,7 @@ impl<S: Storage + Clone> Journal<S> {
             "pid": pid,
             "tree": decision.tree,
         }));
-        if let Some(start) = process::start_time(pid) {
+        if let Some(start) = process::own_start_time() {
             lease.insert("proc_starttime".into(), Value::from(start));
         }
         if let Some(ttl) = request.ttl_minutes {
@@ -834,10 +868,10 @@ impl<S: Storage + Clone> Journal<S> {
                 .filter_map(|k| lease.get(*k).and_then(Value::as_str))
                 .filter_map(|t| keel_kernel::expiry::parse_utc(t).map(|s| (s, t.to_owned())))
                 .max();
-            if let (Some(floor), Some((at, text))) = (coalesce_floor_s, &last) {
-                if (now.floor() as i64).saturating_sub(*at) < i64::try_from(floor).unwrap_or(i64::MAX) {
-                    return Ok(Some(Beat::Coalesced { identity, heartbeat_at: text.clone() }));
-                }
+            if let (Some(floor), Some((at, text))) = (coalesce_floor_s, &last)
+                && (now.floor() as i64).saturating_sub(*at) < i64::try_from(floor).unwrap_or(i64::MAX)
+            {
+                return Ok(Some(Beat::Coalesced { identity, heartbeat_at: text.clone() }));
             }
             let heartbeat_at = format_utc(now.floor() as i64);
             let record = object(json!({
@@ -863,7 +897,7 @@ impl<S: Storage + Clone> Journal<S> {
                 "loop_ts": loop_ts, "pid": pid, "prev_holder": lease.get("holder"),
                 "reason": format!("adopt:{new_owner}"), "heartbeat_at": now_ts(&this.options.clock),
             }));
-            if let Some(start) = process::start_time(pid) {
+            if let Some(start) = process::own_start_time() {
                 record.insert("proc_starttime".into(), Value::from(start));
             }
             this.append(cache, vec![record])?;
@@ -966,7 +1000,7 @@ impl<S: Storage + Clone> Journal<S> {
     /// Rewrites the journal as one checkpoint plus its corrupt lines (and the reviews that excuse
     /// them), crash-safely: old or new, never torn. Refused if it would change the live set.
     pub fn compact(&self) -> Result<Compaction, JournalError> {
-        self.locked(|this, cache| this.compact_locked(cache))
+        self.locked(Self::compact_locked)
     }
 
     fn compact_locked(&self, cache: &mut Cache<S>) -> Result<Compaction, JournalError> {
