@@ -1,0 +1,185 @@
+//! The lease service's rules, one at a time: reclaiming dead leases, heartbeats, adoption,
+//! identities, size-triggered compaction and the head snapshot.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use keel_journal::{AcquireOutcome, AcquireRequest, Beat, Journal, JournalError, JournalOptions, replay_path};
+use keel_kernel::expiry::{ExpiryPolicy, Verdict, format_utc};
+use keel_kernel::json::to_line;
+use serde_json::json;
+
+const START_S: u64 = 1_800_000_000;
+
+/// Options with a clock the test moves by hand.
+fn options(clock: &Arc<AtomicU64>) -> JournalOptions {
+    let clock = Arc::clone(clock);
+    JournalOptions {
+        expiry: ExpiryPolicy { default_ttl_s: 3600, grace_s: 60 },
+        clock: Arc::new(move || clock.load(Ordering::SeqCst) as f64),
+        ..JournalOptions::default()
+    }
+}
+
+fn request(lane: &str, tree: &str, owner: &str) -> AcquireRequest {
+    AcquireRequest { lane: lane.into(), tree: vec![tree.into()], owner: owner.into(), ..AcquireRequest::default() }
+}
+
+fn granted(outcome: AcquireOutcome) -> keel_journal::Grant {
+    match outcome {
+        AcquireOutcome::Acquire(grant) => grant,
+        AcquireOutcome::Refuse { decision, .. } => panic!("refused: {}", decision.reason),
+    }
+}
+
+fn ops(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .expect("journal")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| r["op"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_lease_past_its_ttl_is_reclaimed_by_a_colliding_acquire_and_the_reclaim_is_journaled() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&path, options(&clock));
+    let mut first = request("a", "src/", "agent-a");
+    first.ttl_minutes = Some(1.0);
+    let a = granted(journal.acquire(&first).expect("acquire"));
+    clock.store(START_S + 59, Ordering::SeqCst);
+    assert!(matches!(journal.acquire(&request("b", "src/x", "agent-b")).expect("ok"), AcquireOutcome::Refuse { .. }));
+    clock.store(START_S + 60, Ordering::SeqCst);
+    let b = granted(journal.acquire(&request("b", "src/x", "agent-b")).expect("ok"));
+    assert_eq!(b.reclaimed, vec![(a.identity.clone(), Verdict::Expired { idle_s: 60, ttl_s: 60 })]);
+    assert!(b.generation > a.generation, "the fence rises");
+    assert!(ops(&path).contains(&"SCAVENGE".to_owned()), "the reclaim is in the journal");
+    let live = journal.live().expect("live");
+    assert_eq!(live.len(), 1, "only the new lease is live");
+    assert_eq!(live[0].identity, b.identity);
+}
+
+#[test]
+fn a_gone_holders_lease_is_reclaimed_after_the_grace_but_never_within_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&path, options(&clock));
+    // A lease whose holder process has exited: the pid of a child we started and reaped.
+    let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+    let dead_pid = child.id();
+    child.wait().expect("reaped");
+    let lease = json!({"acquired_at": format_utc(START_S as i64), "holder": "ghost", "host_id": journal.options().host_id,
+        "lane": "g", "lane_kind": "keyword", "loop_ts": "t-ghost", "mode": "exclusive", "pid": dead_pid, "tree": ["src/"]});
+    let record = json!({"op": "ACQUIRE", "lane": "g", "loop_ts": "t-ghost", "seq": 1, "lease": lease});
+    std::fs::write(&path, format!("{}\n", to_line(&record))).expect("seed journal");
+    clock.store(START_S + 30, Ordering::SeqCst);
+    let early = journal.acquire(&request("b", "src/x", "agent-b")).expect("ok");
+    assert!(matches!(early, AcquireOutcome::Refuse { .. }), "within the grace a gone holder still holds: {early:?}");
+    clock.store(START_S + 61, Ordering::SeqCst);
+    let b = granted(journal.acquire(&request("b", "src/x", "agent-b")).expect("ok"));
+    assert!(matches!(b.reclaimed.as_slice(), [(_, Verdict::HolderGone { .. })]), "{:?}", b.reclaimed);
+}
+
+#[test]
+fn only_the_exact_holder_beats_and_a_floor_coalesces_beats() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&path, options(&clock));
+    let grant = granted(journal.acquire(&request("a", "src/", "agent-a")).expect("acquire"));
+    assert_eq!(journal.heartbeat("a", "agent-b", None, None).expect("ok"), None, "another owner cannot beat");
+    clock.store(START_S + 10, Ordering::SeqCst);
+    let beat = journal.heartbeat("a", "agent-a", None, Some(30)).expect("ok").expect("live");
+    assert!(matches!(beat, Beat::Coalesced { .. }), "10 s after the acquire is below a 30 s floor: {beat:?}");
+    clock.store(START_S + 40, Ordering::SeqCst);
+    let beat = journal.heartbeat("a", "agent-a", Some(&grant.identity.loop_ts), Some(30)).expect("ok").expect("live");
+    assert_eq!(beat, Beat::Beaten { identity: grant.identity, heartbeat_at: format_utc((START_S + 40) as i64) });
+    assert_eq!(ops(&path).iter().filter(|op| *op == "HEARTBEAT").count(), 1, "the coalesced beat wrote nothing");
+}
+
+#[test]
+fn adopt_transfers_a_live_lease_and_never_creates_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&path, options(&clock));
+    let grant = granted(journal.acquire(&request("a", "src/", "agent-a")).expect("acquire"));
+    assert_eq!(journal.adopt("a", "no-such-loop", "agent-b").expect("ok"), None);
+    assert_eq!(journal.adopt("a", &grant.identity.loop_ts, "agent-b").expect("ok"), Some(grant.identity.clone()));
+    let live = journal.live().expect("live");
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].lease["holder"], "agent-b");
+    assert_eq!(live[0].generation, Some(grant.generation), "adoption keeps the fence");
+    assert_eq!(journal.release("a", "agent-a", None).expect("ok"), None, "the old owner no longer holds it");
+    assert!(journal.release("a", "agent-b", None).expect("ok").is_some());
+}
+
+#[test]
+fn a_named_loop_ts_that_is_live_is_refused_rather_than_replacing_its_lease() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&dir.path().join("j.jsonl"), options(&clock));
+    let mut named = request("main", "src/a/", "agent-a");
+    named.kind = "cluster".into();
+    named.loop_ts = Some("run-1".into());
+    granted(journal.acquire(&named).expect("acquire"));
+    named.tree = vec!["src/b/".into()];
+    named.owner = "agent-b".into();
+    let error = journal.acquire(&named).expect_err("same identity");
+    assert!(matches!(error, JournalError::IdentityInUse { .. }), "{error}");
+    // Without a named loop_ts two grants in the same instant still get distinct identities.
+    named.loop_ts = None;
+    let one = granted(journal.acquire(&named).expect("acquire"));
+    named.tree = vec!["src/c/".into()];
+    let two = granted(journal.acquire(&named).expect("acquire"));
+    assert_ne!(one.identity, two.identity);
+}
+
+#[test]
+fn size_triggered_compaction_keeps_the_journal_bounded_and_the_fences_of_live_leases() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&path, JournalOptions { compact_threshold_bytes: Some(8 * 1024), ..options(&clock) });
+    let keeper = granted(journal.acquire(&request("keep", "keep/", "agent-k")).expect("acquire"));
+    let mut largest = 0;
+    for i in 0..300 {
+        let grant = granted(journal.acquire(&request(&format!("l{i}"), &format!("x/{i}/"), "agent")).expect("ok"));
+        journal.release(&grant.identity.lane, "agent", None).expect("release");
+        largest = largest.max(std::fs::metadata(&path).expect("journal").len());
+    }
+    assert!(largest < 20 * 1024, "the journal stays bounded: {largest} bytes at most");
+    assert!(journal.stats().expect("stats").last_compaction.is_some(), "it was compacted");
+    let replayed = replay_path(&path).expect("replays").replayed;
+    assert_eq!(replayed.state.live_count(), 1);
+    assert_eq!(replayed.state.generation(&keeper.identity), Some(keeper.generation), "the fence survived");
+}
+
+#[test]
+fn a_torn_or_foreign_head_snapshot_is_ignored_and_the_journal_replayed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let options = JournalOptions { head_every_bytes: 1, ..options(&clock) };
+    let writer = Journal::open(&path, options.clone());
+    let grant = granted(writer.acquire(&request("a", "src/", "agent-a")).expect("acquire"));
+    let head = dir.path().join("j.jsonl.head");
+    assert!(head.exists(), "a head snapshot was written");
+    std::fs::write(&head, b"{\"version\": 1, \"torn").expect("tear the head");
+    let reader = Journal::open(&path, options.clone());
+    assert_eq!(reader.live().expect("live")[0].identity, grant.identity);
+    // A head that describes another journal is ignored: here the journal is replaced by an older
+    // copy (one lease) after the head was written for two leases.
+    let older = dir.path().join("older.jsonl");
+    std::fs::copy(&path, &older).expect("copy");
+    writer.acquire(&request("b", "docs/", "agent-b")).expect("acquire");
+    assert_eq!(Journal::open(&path, options.clone()).live().expect("live").len(), 2, "the head is used");
+    std::fs::rename(&older, &path).expect("replace the journal");
+    let fresh = Journal::open(&path, options);
+    assert_eq!(fresh.live().expect("live").len(), 1, "the stale head was not trusted");
+}
