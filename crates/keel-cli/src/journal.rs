@@ -72,7 +72,7 @@ fn print_line(out: &mut impl Write, text: &str) -> Result<(), Failure> {
     writeln!(out, "{text}").context("writing to stdout").map_err(Failure::io)
 }
 
-pub fn run(command: &JournalCommand, path: &Path) -> Result<Status, Failure> {
+pub fn run(command: &JournalCommand, path: &Path, options: keel_journal::JournalOptions) -> Result<Status, Failure> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let status = match command {
@@ -88,7 +88,7 @@ pub fn run(command: &JournalCommand, path: &Path) -> Result<Status, Failure> {
             Status::Ok
         }
         JournalCommand::Compact { dry_run: false, json } => {
-            let journal = keel_journal::Journal::open(path, keel_journal::JournalOptions::default());
+            let journal = keel_journal::Journal::open(path, options.clone());
             let compaction = journal.compact().map_err(crate::lease::failure)?;
             if *json {
                 print_line(&mut out, &to_line(&compaction))?;
@@ -107,7 +107,7 @@ pub fn run(command: &JournalCommand, path: &Path) -> Result<Status, Failure> {
             Status::Ok
         }
         JournalCommand::Stats { json } => {
-            let journal = keel_journal::Journal::open(path, keel_journal::JournalOptions::default());
+            let journal = keel_journal::Journal::open(path, options.clone());
             let stats = journal.stats().map_err(crate::lease::failure)?;
             if *json {
                 print_line(&mut out, &to_line(&stats))?;
@@ -129,7 +129,7 @@ pub fn run(command: &JournalCommand, path: &Path) -> Result<Status, Failure> {
             Status::Ok
         }
         JournalCommand::Review { accept, by, json } => {
-            let journal = keel_journal::Journal::open(path, keel_journal::JournalOptions::default());
+            let journal = keel_journal::Journal::open(path, options.clone());
             let lines = journal.review(by, *accept).map_err(crate::lease::failure)?;
             if *json {
                 let report = serde_json::json!({"unreviewed": lines, "accepted": *accept && !lines.is_empty()});

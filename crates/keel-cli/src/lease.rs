@@ -171,8 +171,8 @@ fn print(json: bool, object: &Value, sentence: &str) {
     }
 }
 
-pub fn run(command: &LeaseCommand, path: &Path, output: &Output) -> Result<Status, Failure> {
-    let journal = Journal::open(path, JournalOptions::default());
+pub fn run(command: &LeaseCommand, path: &Path, options: JournalOptions, output: &Output) -> Result<Status, Failure> {
+    let journal = Journal::open(path, options);
     let json = output.json;
     match command {
         LeaseCommand::Acquire(args) => {

@@ -29,6 +29,10 @@ struct Location {
     /// The lane journal [default: $KEEL_JOURNAL, else <root>/.keel/lane-journal.jsonl].
     #[arg(long, global = true, env = "KEEL_JOURNAL")]
     journal: Option<PathBuf>,
+    /// Seconds after its last heartbeat during which a lease is never reclaimed, even if its
+    /// holder process is gone [default: 120].
+    #[arg(long, global = true, env = "KEEL_GRACE_S")]
+    grace_s: Option<u64>,
 }
 
 impl Location {
@@ -38,6 +42,14 @@ impl Location {
         }
         let root = self.root.clone().unwrap_or_else(|| PathBuf::from("."));
         root.join(".keel").join("lane-journal.jsonl")
+    }
+
+    fn journal_options(&self) -> keel_journal::JournalOptions {
+        let mut options = keel_journal::JournalOptions::default();
+        if let Some(grace_s) = self.grace_s {
+            options.expiry.grace_s = grace_s;
+        }
+        options
     }
 }
 
@@ -119,8 +131,10 @@ fn describe(error: &anyhow::Error) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Journal(command) => journal::run(command, &cli.location.journal()),
-        Command::Lease { command, output } => lease::run(command, &cli.location.journal(), output),
+        Command::Journal(command) => journal::run(command, &cli.location.journal(), cli.location.journal_options()),
+        Command::Lease { command, output } => {
+            lease::run(command, &cli.location.journal(), cli.location.journal_options(), output)
+        }
         Command::Arbitrate(args) => arbitrate::run(args),
         Command::Demo => demo::run(),
     };
