@@ -1,100 +1,133 @@
-//! `keel demo`: three agents ask for regions of one workspace; the kernel decides, the journal
-//! records, and a replay shows who holds what. Runs in a temporary directory it removes.
+//! `keel demo`: a fleet in a temporary workspace, walked through with real processes. Agents
+//! (each a `keel` process) contend for regions; one is killed mid-lease and its lease reclaimed
+//! once its TTL has passed; the journal is compacted and shown at the end. Everything it creates
+//! it removes.
 
-use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use keel_kernel::arbiter::{Outcome, Request, Taxonomy, decide};
-use keel_kernel::json::to_line;
-use keel_kernel::{Object, Replayed};
-use serde_json::{Value, json};
+use anyhow::{Context, bail};
+use keel_journal::{Journal, JournalOptions};
 
-use crate::journal::replay_file;
 use crate::{Failure, Status};
 
-struct Ask {
-    agent: &'static str,
-    lane: &'static str,
-    tree: &'static [&'static str],
-    mode: &'static str,
+/// The killed agent's TTL: short, so the demo can show the reclaim.
+const DEMO_TTL_MINUTES: &str = "0.05";
+/// The grace the demo's processes use (the default is 120 s): past it, a dead lease may go.
+const DEMO_GRACE_S: &str = "1";
+
+struct Demo {
+    keel: PathBuf,
+    dir: PathBuf,
+    journal: PathBuf,
+}
+
+impl Demo {
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.keel);
+        command.arg("--journal").arg(&self.journal).args(["--grace-s", DEMO_GRACE_S]).current_dir(&self.dir);
+        command
+    }
+
+    /// Runs `keel ARGS`, echoing the command line and its output.
+    fn run(&self, who: &str, args: &[&str]) -> anyhow::Result<Output> {
+        println!("\n{who}$ keel {}", args.join(" "));
+        let output = self.command().args(args).output().with_context(|| format!("running keel {}", args.join(" ")))?;
+        for line in String::from_utf8_lossy(&output.stdout).lines().chain(String::from_utf8_lossy(&output.stderr).lines()) {
+            println!("    {line}");
+        }
+        println!("    (exit {})", output.status.code().unwrap_or(-1));
+        Ok(output)
+    }
+
+    fn spawn(&self, who: &str, args: &[&str]) -> anyhow::Result<Child> {
+        println!("\n{who}$ keel {} &", args.join(" "));
+        let mut command = self.command();
+        // Its own process group, so the demo can kill the agent and its command together.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        command.args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting an agent")
+    }
+
+    fn live(&self) -> anyhow::Result<Vec<keel_journal::LiveLease>> {
+        Ok(Journal::open(&self.journal, JournalOptions::default()).live()?)
+    }
+
+    fn wait_for_lease(&self, holder: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.live()?.iter().any(|l| l.lease.get("holder").and_then(|h| h.as_str()) == Some(holder)) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("{holder} never got its lease")
+    }
 }
 
 pub fn run() -> Result<Status, Failure> {
     let dir = std::env::temp_dir().join(format!("keel-demo-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join(".keel"))
-        .with_context(|| format!("creating {}", dir.display()))
-        .map_err(Failure::io)?;
-    let result = walk_through(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display())).map_err(Failure::io)?;
+    let keel = std::env::current_exe().context("finding the keel binary").map_err(Failure::io)?;
+    let demo = Demo { keel, journal: dir.join(".keel").join("lane-journal.jsonl"), dir: dir.clone() };
+    let result = walk_through(&demo);
     let _ = std::fs::remove_dir_all(&dir);
-    result
+    result.map_err(Failure::io)
 }
 
-fn append(journal: &Path, record: &Value) -> Result<(), Failure> {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(journal)
-        .with_context(|| format!("opening {}", journal.display()))
-        .map_err(Failure::io)?;
-    writeln!(file, "{}", to_line(record))
-        .with_context(|| format!("appending to {}", journal.display()))
-        .map_err(Failure::io)
-}
+fn walk_through(demo: &Demo) -> anyhow::Result<Status> {
+    println!("A workspace shared by agents: {}", demo.dir.display());
+    println!("Every decision lands in the journal {}", demo.journal.display());
 
-fn walk_through(dir: &Path) -> Result<Status, Failure> {
-    let journal = dir.join(".keel").join("lane-journal.jsonl");
-    println!("workspace: {}", dir.display());
-    println!("journal:   {}\n", journal.display());
-    let asks = [
-        Ask { agent: "agent-a", lane: "api", tree: &["src/api/"], mode: "exclusive" },
-        Ask { agent: "agent-b", lane: "handlers", tree: &["src/api/handlers.rs"], mode: "exclusive" },
-        Ask { agent: "agent-c", lane: "docs", tree: &["docs/", "README.md"], mode: "shared" },
-        Ask { agent: "agent-b", lane: "tests", tree: &["tests/api_*.rs"], mode: "exclusive" },
-    ];
-    let mut seq = 0u64;
-    for (n, ask) in asks.iter().enumerate() {
-        let live = replay_file(&journal)
-            .map_or_else(|_| Vec::new(), |r: Replayed| r.state.live().cloned().collect::<Vec<Object>>());
-        let request = Request {
-            lane: ask.lane.into(),
-            kind: "keyword".into(),
-            tree: ask.tree.iter().map(|s| (*s).to_owned()).collect(),
-            mode: ask.mode.into(),
-            force: false,
-        };
-        let decision = decide(&request, &live, &Taxonomy::default());
-        seq += 1;
-        let loop_ts = format!("2026-01-01T00:00:{n:02}Z");
-        let verdict = match decision.outcome {
-            Outcome::Acquire => {
-                let lease = json!({"lane": decision.lane, "lane_kind": decision.lane_kind, "tree": decision.tree,
-                    "mode": decision.mode, "loop_ts": loop_ts, "holder": ask.agent, "pid": std::process::id()});
-                append(
-                    &journal,
-                    &json!({"op": "ACQUIRE", "seq": seq, "lane": ask.lane, "loop_ts": loop_ts, "lease": lease}),
-                )?;
-                "GRANTED"
-            }
-            Outcome::Refuse => {
-                append(
-                    &journal,
-                    &json!({"op": "REFUSE", "seq": seq, "lane": ask.lane, "loop_ts": loop_ts,
-                    "holder": ask.agent, "reason": decision.reason}),
-                )?;
-                "REFUSED"
-            }
-        };
-        println!("{} asks for lane {:?} over {:?} ({}): {verdict}", ask.agent, ask.lane, ask.tree, ask.mode);
-        println!("    {}\n", decision.reason);
+    println!("\n1. agent-a takes src/api/ for a long job (TTL {DEMO_TTL_MINUTES} min, no heartbeats).");
+    let mut agent_a = demo.spawn(
+        "agent-a",
+        &["lease", "run", "--lane", "api", "--tree", "src/api/", "--owner", "agent-a", "--ttl-minutes", DEMO_TTL_MINUTES, "--heartbeat-s", "3600", "--", "sleep", "30"],
+    )?;
+    demo.wait_for_lease("agent-a")?;
+
+    println!("\n2. agent-b wants a file inside that region: refused, and told who holds it.");
+    demo.run("agent-b", &["lease", "acquire", "--lane", "handlers", "--tree", "src/api/handlers.rs", "--owner", "agent-b"])?;
+
+    println!("\n3. agent-c works elsewhere at the same time: granted, runs, releases.");
+    demo.run(
+        "agent-c",
+        &["lease", "run", "--lane", "docs", "--tree", "docs/", "README.md", "--owner", "agent-c", "--mode", "shared", "--", "sh", "-c", "echo agent-c editing docs"],
+    )?;
+
+    println!("\n4. agent-a crashes (SIGKILL) while holding src/api/. Its lease stays: nothing is assumed.");
+    // The agent leads its own process group: kill exactly that group (agent-a and its command).
+    let group = i32::try_from(agent_a.id()).ok().and_then(rustix::process::Pid::from_raw);
+    match group {
+        Some(group) => rustix::process::kill_process_group(group, rustix::process::Signal::KILL)
+            .context("killing agent-a's process group")?,
+        None => agent_a.kill().context("killing agent-a")?,
     }
-    let state = replay_file(&journal)?.state;
-    println!("live leases after replaying the journal ({}):", state.live_count());
-    for (identity, lease) in state.live_with_identity() {
-        let generation = state.generation(identity).unwrap_or(0);
-        let holder = lease.get("holder").and_then(Value::as_str).unwrap_or("?");
-        let tree = lease.get("tree").map(Value::to_string).unwrap_or_default();
-        println!("    {holder:<8} lane {:<10} {tree:<30} generation {generation}", identity.lane);
-    }
+    let _ = agent_a.wait();
+    demo.run("operator", &["lease", "live"])?;
+
+    println!("\n5. agent-b waits for the region. Once agent-a's TTL has passed the dead lease is reclaimed.");
+    let waited = Instant::now();
+    demo.run("agent-b", &["lease", "acquire", "--lane", "handlers", "--tree", "src/api/handlers.rs", "--owner", "agent-b", "--wait-s", "30"])?;
+    println!("    (waited {:.1} s)", waited.elapsed().as_secs_f64());
+    demo.run("agent-b", &["lease", "release", "--lane", "handlers", "--owner", "agent-b"])?;
+
+    println!("\n6. The journal is compacted in place (crash-safe), and checked.");
+    demo.run("operator", &["journal", "stats"])?;
+    demo.run("operator", &["journal", "compact"])?;
+    demo.run("operator", &["journal", "verify"])?;
+
+    println!("\n7. The journal at the end (one JSON record per line):");
+    show_journal(&demo.journal)?;
     Ok(Status::Ok)
+}
+
+fn show_journal(path: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    for line in text.lines() {
+        let shown: String = line.chars().take(160).collect();
+        let more = if line.chars().count() > 160 { " ..." } else { "" };
+        println!("    {shown}{more}");
+    }
+    Ok(())
 }

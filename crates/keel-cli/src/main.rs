@@ -14,6 +14,8 @@ mod arbitrate;
 mod demo;
 mod journal;
 mod lease;
+mod lock;
+mod config;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +75,20 @@ enum Command {
         command: lease::LeaseCommand,
         #[command(flatten)]
         output: lease::Output,
+    },
+    /// Read and update sections of a shared lockfile (section-preserving, seed 001).
+    Lock {
+        #[command(subcommand)]
+        command: lock::LockCommand,
+        #[command(flatten)]
+        output: lock::Output,
+    },
+    /// Read and write a generation-checked config document (seed 003).
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+        #[command(flatten)]
+        output: lock::Output,
     },
     /// Decide lease requests read as JSON lines on stdin, one decision per line on stdout.
     Arbitrate(arbitrate::ArbitrateArgs),
@@ -135,6 +151,8 @@ fn main() -> ExitCode {
         Command::Lease { command, output } => {
             lease::run(command, &cli.location.journal(), cli.location.journal_options(), output)
         }
+        Command::Lock { command, output } => lock::run(command, output.json),
+        Command::Config { command, output } => config::run(command, output.json),
         Command::Arbitrate(args) => arbitrate::run(args),
         Command::Demo => demo::run(),
     };

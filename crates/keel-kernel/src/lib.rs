@@ -42,6 +42,7 @@ pub mod arbiter;
 pub mod expiry;
 pub mod json;
 pub mod line;
+pub mod merge;
 pub mod replay;
 pub mod tree;
 pub mod value;

@@ -1,0 +1,208 @@
+//! `keel lock ...`: reading and updating sections of a shared lockfile (keel-lockfile), and the
+//! value and output arguments `keel config` shares.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use clap::Subcommand;
+use keel_kernel::json::to_line;
+use keel_lockfile::{Lockfile, LockfileError, LockfileOptions};
+use serde_json::{Value, json};
+
+use crate::{Failure, Status};
+
+/// What every `keel lock` and `keel config` command may print as JSON.
+#[derive(Debug, clap::Args)]
+pub struct Output {
+    /// Print one JSON object instead of a sentence.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The document a command works on.
+#[derive(Debug, clap::Args)]
+pub struct FileArgs {
+    /// The JSON document.
+    #[arg(long)]
+    pub file: PathBuf,
+    /// How long to wait for the document's lock before giving up with exit 3, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub lock_timeout_ms: u64,
+}
+
+/// Where a JSON value comes from: the command line or a file.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct ValueSource {
+    /// The value, as JSON text (invalid JSON: exit 2).
+    #[arg(long)]
+    pub value: Option<String>,
+    /// A file holding the value as JSON (unreadable or invalid: exit 4).
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+}
+
+impl ValueSource {
+    /// The value, parsed.
+    pub fn load(&self) -> Result<Value, Failure> {
+        match (&self.value, &self.from) {
+            (Some(text), _) => {
+                serde_json::from_str(text).map_err(|e| Failure::usage(anyhow!("--value is not valid JSON: {e}")))
+            }
+            (None, Some(path)) => {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("read --from {}", path.display()))
+                    .map_err(Failure::io)?;
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| Failure::io(anyhow!("--from {}: invalid JSON: {e}", path.display())))
+            }
+            (None, None) => Err(Failure::usage(anyhow!("give --value JSON or --from FILE"))),
+        }
+    }
+}
+
+/// `keel lock` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Print a section's JSON value (exit 1 when absent), or the whole document without SECTION.
+    Get {
+        #[command(flatten)]
+        file: FileArgs,
+        /// The section.
+        section: Option<String>,
+    },
+    /// Set a section and flush, keeping every other section in the file.
+    Set {
+        #[command(flatten)]
+        file: FileArgs,
+        /// The section.
+        section: String,
+        #[command(flatten)]
+        source: ValueSource,
+    },
+    /// Print the inputs digest, or set it with --set (an empty digest clears it).
+    Digest {
+        #[command(flatten)]
+        file: FileArgs,
+        /// The new digest.
+        #[arg(long)]
+        set: Option<String>,
+    },
+    /// Remove a section and flush, keeping every other section in the file.
+    Unset {
+        #[command(flatten)]
+        file: FileArgs,
+        /// The section.
+        section: String,
+    },
+}
+
+/// Maps a lockfile error to its exit status: 3 lock busy, 2 a bad section name, 4 the rest.
+pub fn failure(error: LockfileError) -> Failure {
+    let status = if error.is_lock_busy() {
+        Status::Busy
+    } else if matches!(error, LockfileError::Name { .. }) {
+        Status::Usage
+    } else {
+        Status::Io
+    };
+    Failure { status, error: error.into() }
+}
+
+fn print(json: bool, object: &Value, sentence: &str) {
+    if json {
+        println!("{}", to_line(object));
+    } else {
+        println!("{sentence}");
+    }
+}
+
+fn open(file: &FileArgs) -> Result<Lockfile, Failure> {
+    let options = LockfileOptions { lock_timeout_ms: file.lock_timeout_ms, ..LockfileOptions::default() };
+    Lockfile::open_with(keel_fs::OsStorage, &file.file, options).map_err(failure)
+}
+
+fn shown(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Runs one `keel lock` command; `json` selects one JSON object on stdout instead of a sentence.
+pub fn run(command: &LockCommand, json: bool) -> Result<Status, Failure> {
+    match command {
+        LockCommand::Get { file, section: None } => {
+            let document = open(file)?.document();
+            println!(
+                "{}",
+                if json {
+                    to_line(&json!({"file": shown(&file.file), "document": document}))
+                } else {
+                    document.to_string()
+                }
+            );
+            Ok(Status::Ok)
+        }
+        LockCommand::Get { file, section: Some(section) } => {
+            let value = open(file)?.section::<Value>(section).map_err(failure)?;
+            let present = value.is_some();
+            if json {
+                println!(
+                    "{}",
+                    to_line(
+                        &json!({"file": shown(&file.file), "section": section, "present": present, "value": value})
+                    )
+                );
+            } else if let Some(value) = value {
+                println!("{value}");
+            } else {
+                eprintln!("keel: no section {section:?} in {}", file.file.display());
+            }
+            Ok(if present { Status::Ok } else { Status::Refused })
+        }
+        LockCommand::Set { file, section, source } => {
+            let value = source.load()?;
+            let lockfile = open(file)?;
+            lockfile.set_section(section, &value).map_err(failure)?;
+            let report = lockfile.flush().map_err(failure)?;
+            let object = json!({"outcome": "set", "file": shown(&file.file), "section": section, "written": report.written, "bytes": report.bytes});
+            print(
+                json,
+                &object,
+                &format!("set section {section:?} in {} ({} bytes)", file.file.display(), report.bytes),
+            );
+            Ok(Status::Ok)
+        }
+        LockCommand::Digest { file, set: None } => {
+            let digest = open(file)?.inputs_digest();
+            let object = json!({"file": shown(&file.file), "inputs_digest": digest});
+            print(json, &object, digest.as_deref().unwrap_or(""));
+            Ok(Status::Ok)
+        }
+        LockCommand::Digest { file, set: Some(digest) } => {
+            let lockfile = open(file)?;
+            lockfile.set_inputs_digest(digest).map_err(failure)?;
+            let report = lockfile.flush().map_err(failure)?;
+            let value = (!digest.is_empty()).then_some(digest.as_str());
+            let object = json!({"outcome": "digest", "file": shown(&file.file), "inputs_digest": value, "written": report.written});
+            let sentence = match value {
+                Some(d) => format!("inputs digest of {} is now {d}", file.file.display()),
+                None => format!("cleared the inputs digest of {}", file.file.display()),
+            };
+            print(json, &object, &sentence);
+            Ok(Status::Ok)
+        }
+        LockCommand::Unset { file, section } => {
+            let lockfile = open(file)?;
+            let present = lockfile.section::<Value>(section).map_err(failure)?.is_some();
+            lockfile.remove_section(section).map_err(failure)?;
+            let report = lockfile.flush().map_err(failure)?;
+            let object = json!({"outcome": "unset", "file": shown(&file.file), "section": section, "was_present": present, "written": report.written});
+            let sentence = if present {
+                format!("removed section {section:?} from {}", file.file.display())
+            } else {
+                format!("no section {section:?} in {}; nothing to remove", file.file.display())
+            };
+            print(json, &object, &sentence);
+            Ok(Status::Ok)
+        }
+    }
+}
