@@ -14,8 +14,9 @@ use crate::{Failure, Status};
 
 /// The killed agent's TTL: short, so the demo can show the reclaim.
 const DEMO_TTL_MINUTES: &str = "0.05";
-/// The grace the demo's processes use (the default is 120 s): past it, a dead lease may go.
-const DEMO_GRACE_S: &str = "1";
+/// The grace the demo's processes use (the default is 120 s): a lease beaten within it is never
+/// reclaimed. Longer than the TTL, so the reclaim shown is the TTL's.
+const DEMO_GRACE_S: &str = "4";
 
 struct Demo {
     keel: PathBuf,
@@ -106,7 +107,8 @@ fn walk_through(demo: &Demo) -> anyhow::Result<Status> {
     let _ = agent_a.wait();
     demo.run("operator", &["lease", "live"])?;
 
-    println!("\n5. agent-b waits for the region. Once agent-a's TTL has passed the dead lease is reclaimed.");
+    println!("\n5. agent-b waits for the region. agent-a's lease is reclaimed once provably dead: past its TTL");
+    println!("   and the grace ({DEMO_GRACE_S} s here) since its last sign of life.");
     let waited = Instant::now();
     demo.run("agent-b", &["lease", "acquire", "--lane", "handlers", "--tree", "src/api/handlers.rs", "--owner", "agent-b", "--wait-s", "30"])?;
     println!("    (waited {:.1} s)", waited.elapsed().as_secs_f64());

@@ -113,7 +113,7 @@ pub fn run(command: &JournalCommand, path: &Path, options: keel_journal::Journal
                 print_line(&mut out, &to_line(&stats))?;
             } else {
                 let last = stats.last_compaction.as_ref().map_or_else(
-                    || "unknown to this head".to_owned(),
+                    || "none recorded (the head snapshot keeps the last one)".to_owned(),
                     |c| format!("{} ({} -> {} bytes)", c.ts, c.bytes_before, c.bytes_after),
                 );
                 for line in [

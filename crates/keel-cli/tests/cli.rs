@@ -145,6 +145,8 @@ fn demo_runs_and_shows_a_refusal_naming_the_holder() {
     let out = keel(&["demo"], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
-    assert!(shown.contains("REFUSED"), "{shown}");
-    assert!(shown.contains("holder \"agent-a\""), "{shown}");
+    assert!(shown.contains("refused: "), "{shown}");
+    assert!(shown.contains("holder \"agent-a\""), "the refusal names the holder: {shown}");
+    assert!(shown.contains("reclaimed dead lease lane \"api\""), "the killed agent's lease is reclaimed: {shown}");
+    assert!(shown.contains("\"op\": \"CHECKPOINT\""), "the compacted journal is shown: {shown}");
 }
