@@ -21,6 +21,8 @@ pub enum Which {
     Replay,
     /// Acquire+release cycles against the fdatasync bound, with and without history; CLI cycles.
     Lease,
+    /// Event append throughput, last-page/first-page read ratio and reopen time of a 1,000,000-event store.
+    Store,
     /// Every benchmark.
     All,
 }
@@ -45,6 +47,9 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     }
     if matches!(which, Which::Lease | Which::All) {
         lease()?;
+    }
+    if matches!(which, Which::Store | Which::All) {
+        crate::bench_store::run()?;
     }
     Ok(())
 }

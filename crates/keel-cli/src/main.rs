@@ -14,6 +14,7 @@ mod arbitrate;
 mod demo;
 mod journal;
 mod lease;
+mod store;
 mod lock;
 mod config;
 
@@ -90,6 +91,13 @@ enum Command {
         #[command(flatten)]
         output: lock::Output,
     },
+    /// The runtime store: worker events and transcripts, read page by page with cursors.
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+        #[command(flatten)]
+        output: store::Output,
+    },
     /// Decide lease requests read as JSON lines on stdin, one decision per line on stdout.
     Arbitrate(arbitrate::ArbitrateArgs),
     /// A short walk-through of agents asking for regions, in a temporary directory.
@@ -153,6 +161,9 @@ fn main() -> ExitCode {
         }
         Command::Lock { command, output } => lock::run(command, output.json),
         Command::Config { command, output } => config::run(command, output.json),
+        Command::Store { command, output } => {
+            store::run(command, cli.location.root.as_deref().unwrap_or(std::path::Path::new(".")), output.json)
+        }
         Command::Arbitrate(args) => arbitrate::run(args),
         Command::Demo => demo::run(),
     };

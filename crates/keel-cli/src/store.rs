@@ -1,0 +1,296 @@
+//! `keel store ...`: the runtime store of worker events and transcripts (keel-store), under
+//! `<root>/runtimes/`.
+//!
+//! `--json` is the global output switch (handed in as `json`). Appends take the record as their
+//! one positional argument, so `keel store event append --runtime R --json '{"k": 1}'` reads as
+//! "print JSON" plus the record, and prints the stored event (with its id) as JSON.
+
+use std::path::Path;
+
+use anyhow::anyhow;
+use clap::{Args, Subcommand};
+use keel_kernel::json::to_line;
+use keel_store::{EventCursor, FsRuntimeStore, StoreError, StoreOptions};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::{Failure, Status};
+
+/// The output switch of every `keel store` command (global within `keel store`).
+#[derive(Debug, Args)]
+pub struct Output {
+    /// Print one JSON object instead of text (appends print the stored record).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Names the runtime a command works on.
+#[derive(Debug, Args)]
+pub struct RuntimeArg {
+    /// The runtime's id.
+    #[arg(long)]
+    runtime: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Create a runtime (or open an existing one) and print it.
+    Init {
+        #[command(flatten)]
+        runtime: RuntimeArg,
+        /// Its display name (default: the id).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Add workers and set their status.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
+    /// Append to the runtime's event log.
+    #[command(subcommand)]
+    Event(EventCommand),
+    /// Read one page of events; `--from` takes the `next_event_id` of the previous page's cursor.
+    Events {
+        #[command(flatten)]
+        runtime: RuntimeArg,
+        /// The first event id to return (a cursor's `next_event_id`).
+        #[arg(long)]
+        from: Option<u64>,
+        /// The most events to return (at most the runtime's page limit).
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+    /// Append to and read a worker's transcript.
+    #[command(subcommand)]
+    Transcript(TranscriptCommand),
+    /// Validate everything (snapshots, every log line, the index) and report; exit 0 only when clean.
+    Check {
+        #[command(flatten)]
+        runtime: RuntimeArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// Create a worker (status `created`, empty transcript).
+    Add {
+        #[command(flatten)]
+        runtime: RuntimeArg,
+        /// The worker's id.
+        #[arg(long)]
+        worker: String,
+        /// The create request, as JSON (default `{}`).
+        #[arg(long)]
+        request: Option<String>,
+    },
+    /// Set a worker's status (a word of [a-z0-9_-]).
+    Status {
+        #[command(flatten)]
+        runtime: RuntimeArg,
+        /// The worker's id.
+        #[arg(long)]
+        worker: String,
+        /// The new status.
+        #[arg(long = "set")]
+        status: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventCommand {
+    /// Append an event (durable when this exits 0); the store assigns its id.
+    Append {
+        #[command(flatten)]
+        runtime: RuntimeArg,
+        /// The worker the event is about.
+        #[arg(long)]
+        worker: Option<String>,
+        /// The event's payload, as JSON.
+        #[arg(value_name = "JSON", allow_hyphen_values = true)]
+        payload: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TranscriptCommand {
+    /// Append an entry to a worker's transcript (durable when this exits 0).
+    Append {
+        #[command(flatten)]
+        runtime: RuntimeArg,
+        /// The worker's id.
+        #[arg(long)]
+        worker: String,
+        /// The entry, as JSON.
+        #[arg(value_name = "JSON", allow_hyphen_values = true)]
+        entry: String,
+    },
+    /// Read one page of a worker's transcript.
+    Read {
+        #[command(flatten)]
+        runtime: RuntimeArg,
+        /// The worker's id.
+        #[arg(long)]
+        worker: String,
+        /// The first entry to return (0-based; a page's `next_start`).
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// The most entries to return (at most the runtime's page limit).
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+}
+
+/// Maps a store error to its exit status: 1 not found or refused, 2 bad input, 3 lock busy,
+/// 4 I/O or damaged data.
+pub fn failure(error: StoreError) -> Failure {
+    let status = match &error {
+        _ if error.is_lock_busy() => Status::Busy,
+        StoreError::InvalidId { .. } | StoreError::InvalidInput { .. } | StoreError::LimitTooLarge { .. } => {
+            Status::Usage
+        }
+        StoreError::Missing { .. }
+        | StoreError::WorkerExists { .. }
+        | StoreError::WrongRuntime { .. }
+        | StoreError::WrongRuntimeCursor { .. } => Status::Refused,
+        StoreError::Corrupt { .. }
+        | StoreError::Misplaced { .. }
+        | StoreError::SchemaVersion { .. }
+        | StoreError::NotADirectory { .. }
+        | StoreError::Fs { .. } => Status::Io,
+    };
+    Failure { status, error: error.into() }
+}
+
+fn parse_json(flag: &str, text: &str) -> Result<Value, Failure> {
+    serde_json::from_str(text).map_err(|e| Failure::usage(anyhow!("{flag} is not JSON: {e}")))
+}
+
+fn print<T: Serialize>(json: bool, value: &T, sentence: impl FnOnce() -> String) {
+    if json {
+        println!("{}", to_line(&serde_json::to_value(value).expect("store records serialise")));
+    } else {
+        println!("{}", sentence());
+    }
+}
+
+fn open(root: &Path, runtime: &RuntimeArg) -> Result<FsRuntimeStore, Failure> {
+    FsRuntimeStore::open(root, &runtime.runtime).map_err(failure)
+}
+
+/// Compact text for a JSON value in a listing.
+fn brief(value: &Value) -> String {
+    to_line(value)
+}
+
+/// Runs one `keel store` command against the store under `root`; `json` is the caller's global
+/// JSON switch (each command's own `--json` turns it on as well).
+pub fn run(command: &StoreCommand, root: &Path, json: bool) -> Result<Status, Failure> {
+    match command {
+        StoreCommand::Init { runtime, name } => {
+            let mut options = StoreOptions::new(root, runtime.runtime.clone());
+            options.display_name.clone_from(name);
+            let store = FsRuntimeStore::open_or_create(&options).map_err(failure)?;
+            let state = store.load().map_err(failure)?;
+            print(json, &state.runtime, || {
+                format!(
+                    "runtime {:?} ({}) ready: {} workers, next event id {}",
+                    state.runtime.runtime_id,
+                    state.runtime.display_name,
+                    state.workers.len(),
+                    state.runtime.next_event_id
+                )
+            });
+            Ok(Status::Ok)
+        }
+        StoreCommand::Worker(WorkerCommand::Add { runtime, worker, request }) => {
+            let request = request.as_deref().map_or(Ok(json!({})), |text| parse_json("--request", text))?;
+            let mut store = open(root, runtime)?;
+            let created = store.create_worker(worker, request).map_err(failure)?;
+            print(json, &created, || format!("created worker {worker:?} in runtime {:?}", runtime.runtime));
+            Ok(Status::Ok)
+        }
+        StoreCommand::Worker(WorkerCommand::Status { runtime, worker, status }) => {
+            let mut store = open(root, runtime)?;
+            let updated = store.set_worker_status(worker, status).map_err(failure)?;
+            print(json, &updated, || format!("worker {worker:?} is now {status}"));
+            Ok(Status::Ok)
+        }
+        StoreCommand::Event(EventCommand::Append { runtime, worker, payload }) => {
+            let payload = parse_json("the event", payload)?;
+            let mut store = open(root, runtime)?;
+            let event = store.append_event(worker.as_deref(), payload).map_err(failure)?;
+            print(json, &event, || format!("appended event {}", event.id));
+            Ok(Status::Ok)
+        }
+        StoreCommand::Events { runtime, from, limit } => {
+            let store = open(root, runtime)?;
+            let cursor = from.map(|next_event_id| EventCursor { runtime_id: runtime.runtime.clone(), next_event_id });
+            let page_limit_max = store.limits().page_limit_max;
+            let page = store.read_events(cursor.as_ref(), *limit, page_limit_max).map_err(failure)?;
+            if json {
+                print(true, &page, String::new);
+            } else {
+                for event in &page.events {
+                    let worker = event.worker_id.as_deref().unwrap_or("-");
+                    println!("{:<8} {worker:<16} {}", event.id, brief(&event.payload));
+                }
+                if page.has_more {
+                    println!("more: --from {}", page.cursor.next_event_id);
+                } else {
+                    println!("end of log (next event id {})", page.cursor.next_event_id);
+                }
+            }
+            Ok(Status::Ok)
+        }
+        StoreCommand::Transcript(TranscriptCommand::Append { runtime, worker, entry }) => {
+            let entry = parse_json("the entry", entry)?;
+            let mut store = open(root, runtime)?;
+            let worker_ref = store.worker_ref(worker);
+            let stored = store.append_transcript_entry(&worker_ref, entry).map_err(failure)?;
+            print(json, &stored, || format!("appended transcript entry {} for worker {worker:?}", stored.seq));
+            Ok(Status::Ok)
+        }
+        StoreCommand::Transcript(TranscriptCommand::Read { runtime, worker, start, limit }) => {
+            let store = open(root, runtime)?;
+            let page_limit_max = store.limits().page_limit_max;
+            let page =
+                store.read_transcript(&store.worker_ref(worker), *start, *limit, page_limit_max).map_err(failure)?;
+            if json {
+                print(true, &page, String::new);
+            } else {
+                for item in &page.items {
+                    println!("{:<8} {}", item.seq, brief(&item.entry));
+                }
+                match page.next_start {
+                    Some(next) => println!("more: --start {next} ({} entries in all)", page.total_items),
+                    None => println!("end of transcript ({} entries)", page.total_items),
+                }
+            }
+            Ok(Status::Ok)
+        }
+        StoreCommand::Check { runtime } => {
+            let report = FsRuntimeStore::check(root, &runtime.runtime).map_err(failure)?;
+            let clean = report.is_clean();
+            if json {
+                let mut value = serde_json::to_value(&report).expect("reports serialise");
+                value["clean"] = Value::Bool(clean);
+                println!("{}", to_line(&value));
+            } else {
+                println!(
+                    "runtime {:?}: {} events, {} workers, {} transcript entries: {}",
+                    report.runtime_id,
+                    report.events,
+                    report.workers,
+                    report.transcript_entries,
+                    if clean { "clean" } else { "DAMAGED" }
+                );
+                for problem in &report.problems {
+                    println!("problem: {problem}");
+                }
+                for note in &report.notes {
+                    println!("note: {note}");
+                }
+            }
+            Ok(if clean { Status::Ok } else { Status::Refused })
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The store's one error type: every variant names the operation and the path (or the cursor)
+//! it concerns, so a message alone tells an operator which file to look at.
+
+use std::path::PathBuf;
+
+use keel_fs::FsError;
+
+use crate::id::IdError;
+
+/// An error from the runtime store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An id cannot become a path component (empty, too long, NUL). Nothing was touched.
+    #[error("{op}: {source}")]
+    InvalidId {
+        /// What was being done.
+        op: &'static str,
+        /// Why the id was refused.
+        #[source]
+        source: IdError,
+    },
+    /// A value handed in by the caller is out of bounds or malformed (status word, display name,
+    /// record size). Nothing was written.
+    #[error("{op}: {what}: {reason}")]
+    InvalidInput {
+        /// What was being done.
+        op: &'static str,
+        /// Which value.
+        what: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A file or directory the store needs does not exist (a runtime or worker never created).
+    #[error("{op} {}: not found", path.display())]
+    Missing {
+        /// What was being done.
+        op: &'static str,
+        /// The path that is missing.
+        path: PathBuf,
+    },
+    /// A worker with this id already exists.
+    #[error("{op} {}: worker {worker_id:?} already exists", path.display())]
+    WorkerExists {
+        /// What was being done.
+        op: &'static str,
+        /// The worker's directory.
+        path: PathBuf,
+        /// The worker id.
+        worker_id: String,
+    },
+    /// A path the store expects to be a directory is something else (a file, a symlink).
+    #[error("{op} {}: not a directory", path.display())]
+    NotADirectory {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+    },
+    /// A snapshot has a schema version this build does not read.
+    #[error("{op} {}: schema version {found}, this build reads version {supported}", path.display())]
+    SchemaVersion {
+        /// What was being done.
+        op: &'static str,
+        /// The snapshot file.
+        path: PathBuf,
+        /// The version found.
+        found: u64,
+        /// The version this build reads and writes.
+        supported: u64,
+    },
+    /// A snapshot or record names another runtime or worker than the place it sits in (a worker
+    /// file copied into another worker's directory, a transcript entry of another worker).
+    #[error("{op} {}{}: {what} is {found:?} but the file belongs to {expected:?}", path.display(), line_suffix(*line))]
+    Misplaced {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number for a JSON-lines file.
+        line: Option<u64>,
+        /// Which field (`"runtime id"`, `"worker id"`, `"worker ref"`).
+        what: &'static str,
+        /// What the location says it should be.
+        expected: String,
+        /// What the file says.
+        found: String,
+    },
+    /// Stored data is damaged: unparseable snapshot, a complete line in the middle of a log that
+    /// is not a valid record, ids out of sequence, counters that run ahead of the log.
+    #[error("{op} {}{}: corrupt: {detail}", path.display(), line_suffix(*line))]
+    Corrupt {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number for a JSON-lines file.
+        line: Option<u64>,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The file system failed, or the writer lock was busy ([`FsError::LockBusy`]). The store's
+    /// handles to that file were dropped; the next call reopens them.
+    #[error("{op}: {source}")]
+    Fs {
+        /// What the store was doing.
+        op: &'static str,
+        /// The file-system error (it names the path).
+        #[source]
+        source: FsError,
+    },
+    /// A caller asked about a worker of another runtime than this store's.
+    #[error("{op}: worker ref names runtime {found:?}, this store is runtime {expected:?}")]
+    WrongRuntime {
+        /// What was being done.
+        op: &'static str,
+        /// This store's runtime.
+        expected: String,
+        /// The runtime named.
+        found: String,
+    },
+    /// A cursor handed to `read_events` was issued by another runtime.
+    #[error("{op}: cursor belongs to runtime {found:?}, this store is runtime {expected:?}")]
+    WrongRuntimeCursor {
+        /// What was being done.
+        op: &'static str,
+        /// This store's runtime.
+        expected: String,
+        /// The cursor's runtime.
+        found: String,
+    },
+    /// A page limit (or a configured maximum) is above what is allowed.
+    #[error("{op}: limit {limit} is above the maximum of {limit_max}")]
+    LimitTooLarge {
+        /// What was being done.
+        op: &'static str,
+        /// The limit asked for.
+        limit: u64,
+        /// The maximum in force.
+        limit_max: u64,
+    },
+}
+
+fn line_suffix(line: Option<u64>) -> String {
+    line.map_or_else(String::new, |line| format!(" line {line}"))
+}
+
+impl StoreError {
+    /// Wraps a keel-fs error with the store operation it interrupted.
+    pub fn fs(op: &'static str, source: FsError) -> Self {
+        StoreError::Fs { op, source }
+    }
+
+    /// Wraps a raw I/O error with the operation and the path.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StoreError::Fs { op, source: FsError::io(op, path, source) }
+    }
+
+    /// A corrupt-data error.
+    pub fn corrupt(op: &'static str, path: impl Into<PathBuf>, line: Option<u64>, detail: impl Into<String>) -> Self {
+        StoreError::Corrupt { op, path: path.into(), line, detail: detail.into() }
+    }
+
+    /// Whether the error is the writer lock being held by someone else.
+    pub fn is_lock_busy(&self) -> bool {
+        matches!(self, StoreError::Fs { source: FsError::LockBusy { .. }, .. })
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
