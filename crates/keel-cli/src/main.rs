@@ -11,12 +11,12 @@
 #![allow(clippy::too_many_lines, clippy::single_match_else)]
 
 mod arbitrate;
+mod config;
 mod demo;
 mod journal;
 mod lease;
-mod store;
 mod lock;
-mod config;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
