@@ -67,13 +67,12 @@ fn script<S: Storage + Clone>(journal: &Journal<S>, keep_going: bool) -> Vec<Ack
             "compact" => journal.compact().map(|_| Some(Ack::Compacted)),
             _ => unreachable!("script verbs"),
         };
-        match result {
-            Ok(ack) => acks.extend(ack),
-            Err(_) => {
-                acks.extend(in_doubt);
-                if !keep_going {
-                    break;
-                }
+        if let Ok(ack) = result {
+            acks.extend(ack);
+        } else {
+            acks.extend(in_doubt);
+            if !keep_going {
+                break;
             }
         }
     }

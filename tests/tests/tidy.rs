@@ -25,7 +25,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
             if name != "target" && name != "data" && !name.starts_with('.') {
                 rust_files(&path, out);
             }
-        } else if name.ends_with(".rs") {
+        } else if path.extension().is_some_and(|e| e == "rs") {
             out.push(path);
         }
     }
@@ -53,7 +53,7 @@ fn shipped(text: &str) -> &str {
 fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines().enumerate().filter(|(_, l)| {
         let t = l.trim_start();
-        !(t.starts_with("//") || t.starts_with("*"))
+        !(t.starts_with("//") || t.starts_with('*'))
     })
 }
 

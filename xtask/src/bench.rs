@@ -23,6 +23,8 @@ pub enum Which {
     Lease,
     /// Event append throughput, last-page/first-page read ratio and reopen time of a 1,000,000-event store.
     Store,
+    /// Write latency through the lease gate against a plain atomic write.
+    Mutator,
     /// Every benchmark.
     All,
 }
@@ -50,6 +52,9 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     }
     if matches!(which, Which::Store | Which::All) {
         crate::bench_store::run()?;
+    }
+    if matches!(which, Which::Mutator | Which::All) {
+        crate::bench_mutator::run()?;
     }
     Ok(())
 }
@@ -116,8 +121,8 @@ fn replay() -> anyhow::Result<()> {
     report("replay / read-and-count", ratio, REPLAY_RATIO_MAX, "x");
     report(
         "peak RSS of keel journal replay (MiB)",
-        peak_rss as f64 / 1048576.0,
-        REPLAY_RSS_BYTES_MAX as f64 / 1048576.0,
+        peak_rss as f64 / 1_048_576.0,
+        REPLAY_RSS_BYTES_MAX as f64 / 1_048_576.0,
         " MiB",
     );
     Ok(())
@@ -141,10 +146,10 @@ fn median(times: &mut [Duration]) -> Duration {
 /// Generates the benchmark journal once; a later run reuses it when its size matches.
 fn ensure_journal(path: &Path) -> anyhow::Result<(u64, bool)> {
     let marker = path.with_extension("bytes");
-    if let (Ok(meta), Ok(recorded)) = (std::fs::metadata(path), std::fs::read_to_string(&marker)) {
-        if recorded.trim() == meta.len().to_string() {
-            return Ok((meta.len(), false));
-        }
+    if let (Ok(meta), Ok(recorded)) = (std::fs::metadata(path), std::fs::read_to_string(&marker))
+        && recorded.trim() == meta.len().to_string()
+    {
+        return Ok((meta.len(), false));
     }
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -270,11 +275,8 @@ fn lease() -> anyhow::Result<()> {
     );
     report_at_least("fraction of the fdatasync bound", cycles_per_s / bound_per_s, LEASE_BOUND_FRACTION_MIN);
 
-    let (history_source, _) = {
-        let path = bench_dir()?.join("replay-1m.jsonl");
-        ensure_journal(&path)?;
-        (path, ())
-    };
+    let history_source = bench_dir()?.join("replay-1m.jsonl");
+    ensure_journal(&history_source)?;
     let history = dir.join("history.jsonl");
     std::fs::copy(&history_source, &history).context("copying the 1,000,000-record journal")?;
     // The generated history ends with leases live (some over the whole tree); release them, so

@@ -8,6 +8,7 @@
 //! It never runs in production and never writes outside `target/`.
 
 mod bench;
+mod bench_mutator;
 mod bench_store;
 mod ci;
 mod replay_diff;

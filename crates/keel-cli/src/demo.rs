@@ -35,7 +35,9 @@ impl Demo {
     fn run(&self, who: &str, args: &[&str]) -> anyhow::Result<Output> {
         println!("\n{who}$ keel {}", args.join(" "));
         let output = self.command().args(args).output().with_context(|| format!("running keel {}", args.join(" ")))?;
-        for line in String::from_utf8_lossy(&output.stdout).lines().chain(String::from_utf8_lossy(&output.stderr).lines()) {
+        for line in
+            String::from_utf8_lossy(&output.stdout).lines().chain(String::from_utf8_lossy(&output.stderr).lines())
+        {
             println!("    {line}");
         }
         println!("    (exit {})", output.status.code().unwrap_or(-1));
@@ -83,17 +85,52 @@ fn walk_through(demo: &Demo) -> anyhow::Result<Status> {
     println!("\n1. agent-a takes src/api/ for a long job (TTL {DEMO_TTL_MINUTES} min, no heartbeats).");
     let mut agent_a = demo.spawn(
         "agent-a",
-        &["lease", "run", "--lane", "api", "--tree", "src/api/", "--owner", "agent-a", "--ttl-minutes", DEMO_TTL_MINUTES, "--heartbeat-s", "3600", "--", "sleep", "30"],
+        &[
+            "lease",
+            "run",
+            "--lane",
+            "api",
+            "--tree",
+            "src/api/",
+            "--owner",
+            "agent-a",
+            "--ttl-minutes",
+            DEMO_TTL_MINUTES,
+            "--heartbeat-s",
+            "3600",
+            "--",
+            "sleep",
+            "30",
+        ],
     )?;
     demo.wait_for_lease("agent-a")?;
 
     println!("\n2. agent-b wants a file inside that region: refused, and told who holds it.");
-    demo.run("agent-b", &["lease", "acquire", "--lane", "handlers", "--tree", "src/api/handlers.rs", "--owner", "agent-b"])?;
+    demo.run(
+        "agent-b",
+        &["lease", "acquire", "--lane", "handlers", "--tree", "src/api/handlers.rs", "--owner", "agent-b"],
+    )?;
 
     println!("\n3. agent-c works elsewhere at the same time: granted, runs, releases.");
     demo.run(
         "agent-c",
-        &["lease", "run", "--lane", "docs", "--tree", "docs/", "README.md", "--owner", "agent-c", "--mode", "shared", "--", "sh", "-c", "echo agent-c editing docs"],
+        &[
+            "lease",
+            "run",
+            "--lane",
+            "docs",
+            "--tree",
+            "docs/",
+            "README.md",
+            "--owner",
+            "agent-c",
+            "--mode",
+            "shared",
+            "--",
+            "sh",
+            "-c",
+            "echo agent-c editing docs",
+        ],
     )?;
 
     println!("\n4. agent-a crashes (SIGKILL) while holding src/api/. Its lease stays: nothing is assumed.");
@@ -110,7 +147,21 @@ fn walk_through(demo: &Demo) -> anyhow::Result<Status> {
     println!("\n5. agent-b waits for the region. agent-a's lease is reclaimed once provably dead: past its TTL");
     println!("   and the grace ({DEMO_GRACE_S} s here) since its last sign of life.");
     let waited = Instant::now();
-    demo.run("agent-b", &["lease", "acquire", "--lane", "handlers", "--tree", "src/api/handlers.rs", "--owner", "agent-b", "--wait-s", "30"])?;
+    demo.run(
+        "agent-b",
+        &[
+            "lease",
+            "acquire",
+            "--lane",
+            "handlers",
+            "--tree",
+            "src/api/handlers.rs",
+            "--owner",
+            "agent-b",
+            "--wait-s",
+            "30",
+        ],
+    )?;
     println!("    (waited {:.1} s)", waited.elapsed().as_secs_f64());
     demo.run("agent-b", &["lease", "release", "--lane", "handlers", "--owner", "agent-b"])?;
 

@@ -72,7 +72,7 @@ fn print_line(out: &mut impl Write, text: &str) -> Result<(), Failure> {
     writeln!(out, "{text}").context("writing to stdout").map_err(Failure::io)
 }
 
-pub fn run(command: &JournalCommand, path: &Path, options: keel_journal::JournalOptions) -> Result<Status, Failure> {
+pub fn run(command: &JournalCommand, path: &Path, options: &keel_journal::JournalOptions) -> Result<Status, Failure> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let status = match command {

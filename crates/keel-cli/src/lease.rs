@@ -325,7 +325,11 @@ fn print_acquire(json: bool, outcome: &AcquireOutcome, waited: bool) -> Status {
                 grant.generation
             );
             for (id, verdict) in &grant.reclaimed {
-                let _ = write!(sentence, "\n  reclaimed dead lease lane {:?} (loop_ts {}): {verdict:?}", id.lane, id.loop_ts);
+                let _ = write!(
+                    sentence,
+                    "\n  reclaimed dead lease lane {:?} (loop_ts {}): {verdict:?}",
+                    id.lane, id.loop_ts
+                );
             }
             print(json, &object, &sentence);
             Status::Ok

@@ -13,6 +13,7 @@
 mod arbitrate;
 mod config;
 mod demo;
+mod fs;
 mod journal;
 mod lease;
 mod lock;
@@ -98,6 +99,13 @@ enum Command {
         #[command(flatten)]
         output: store::Output,
     },
+    /// Write, delete and rename workspace files through the lease gate (fenced, atomic, logged).
+    Fs {
+        #[command(subcommand)]
+        command: fs::FsCommand,
+        #[command(flatten)]
+        output: fs::Output,
+    },
     /// Decide lease requests read as JSON lines on stdin, one decision per line on stdout.
     Arbitrate(arbitrate::ArbitrateArgs),
     /// A short walk-through of agents asking for regions, in a temporary directory.
@@ -155,7 +163,7 @@ fn describe(error: &anyhow::Error) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Journal(command) => journal::run(command, &cli.location.journal(), cli.location.journal_options()),
+        Command::Journal(command) => journal::run(command, &cli.location.journal(), &cli.location.journal_options()),
         Command::Lease { command, output } => {
             lease::run(command, &cli.location.journal(), cli.location.journal_options(), output)
         }
@@ -164,6 +172,12 @@ fn main() -> ExitCode {
         Command::Store { command, output } => {
             store::run(command, cli.location.root.as_deref().unwrap_or(std::path::Path::new(".")), output.json)
         }
+        Command::Fs { command, output } => fs::run(
+            command,
+            &cli.location.root.clone().unwrap_or_else(|| PathBuf::from(".")),
+            &cli.location.journal(),
+            output.json,
+        ),
         Command::Arbitrate(args) => arbitrate::run(args),
         Command::Demo => demo::run(),
     };

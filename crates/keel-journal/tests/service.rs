@@ -11,6 +11,7 @@ use keel_kernel::json::to_line;
 use serde_json::json;
 
 const START_S: u64 = 1_800_000_000;
+const START_I: i64 = 1_800_000_000;
 
 /// Options with a clock the test moves by hand.
 fn options(clock: &Arc<AtomicU64>) -> JournalOptions {
@@ -73,7 +74,7 @@ fn a_gone_holders_lease_is_reclaimed_after_the_grace_but_never_within_it() {
     let mut child = std::process::Command::new("true").spawn().expect("spawn true");
     let dead_pid = child.id();
     child.wait().expect("reaped");
-    let lease = json!({"acquired_at": format_utc(START_S as i64), "holder": "ghost", "host_id": journal.options().host_id,
+    let lease = json!({"acquired_at": format_utc(START_I), "holder": "ghost", "host_id": journal.options().host_id,
         "lane": "g", "lane_kind": "keyword", "loop_ts": "t-ghost", "mode": "exclusive", "pid": dead_pid, "tree": ["src/"]});
     let record = json!({"op": "ACQUIRE", "lane": "g", "loop_ts": "t-ghost", "seq": 1, "lease": lease});
     std::fs::write(&path, format!("{}\n", to_line(&record))).expect("seed journal");
@@ -98,7 +99,7 @@ fn only_the_exact_holder_beats_and_a_floor_coalesces_beats() {
     assert!(matches!(beat, Beat::Coalesced { .. }), "10 s after the acquire is below a 30 s floor: {beat:?}");
     clock.store(START_S + 40, Ordering::SeqCst);
     let beat = journal.heartbeat("a", "agent-a", Some(&grant.identity.loop_ts), Some(30)).expect("ok").expect("live");
-    assert_eq!(beat, Beat::Beaten { identity: grant.identity, heartbeat_at: format_utc((START_S + 40) as i64) });
+    assert_eq!(beat, Beat::Beaten { identity: grant.identity, heartbeat_at: format_utc(START_I + 40) });
     assert_eq!(ops(&path).iter().filter(|op| *op == "HEARTBEAT").count(), 1, "the coalesced beat wrote nothing");
 }
 

@@ -40,6 +40,7 @@
 
 pub mod arbiter;
 pub mod expiry;
+pub mod gate;
 pub mod json;
 pub mod line;
 pub mod merge;

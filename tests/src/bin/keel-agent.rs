@@ -79,10 +79,10 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        if compact_every.is_some_and(|n| round % n == 0) {
-            if let Err(error) = journal.compact() {
-                eprintln!("{name}: compact failed: {error}");
-            }
+        if compact_every.is_some_and(|n| round.is_multiple_of(n))
+            && let Err(error) = journal.compact()
+        {
+            eprintln!("{name}: compact failed: {error}");
         }
     }
 }

@@ -1,0 +1,222 @@
+//! `keel fs ...`: write, delete and rename workspace files through the lease gate, and hash them.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use clap::Subcommand;
+use keel_journal::{Journal, JournalOptions};
+use keel_kernel::gate::Holder;
+use keel_kernel::json::to_line;
+use keel_mutator::{
+    CONTENT_BYTES_MAX_DEFAULT, Expect, IntentId, MutateError, Mutator, MutatorOptions, Outcome, PreState, Request,
+};
+use serde_json::json;
+
+use crate::{Failure, Status};
+
+/// What every `keel fs` command may print as JSON.
+#[derive(Debug, clap::Args)]
+pub struct Output {
+    /// Print one JSON object instead of a sentence.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The pre-state the caller last read: exactly one is required.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct ExpectArgs {
+    /// The blake3 hash of the content last read (as `keel fs hash` prints it).
+    #[arg(long = "expect-hash", value_name = "HASH")]
+    hash: Option<String>,
+    /// The file must not exist.
+    #[arg(long = "expect-absent")]
+    absent: bool,
+    /// Any content (an explicit choice to skip the check).
+    #[arg(long = "expect-any")]
+    any: bool,
+}
+
+/// Whose lease, which fencing token, what was read, which intent.
+#[derive(Debug, clap::Args)]
+pub struct GateArgs {
+    /// Who holds the lease.
+    #[arg(long)]
+    owner: String,
+    /// The lease's lane.
+    #[arg(long)]
+    lane: String,
+    /// The lease's exact loop timestamp (default: the owner's newest lease on the lane).
+    #[arg(long)]
+    loop_ts: Option<String>,
+    /// The generation the lease was granted (its fencing token).
+    #[arg(long)]
+    generation: u64,
+    #[command(flatten)]
+    expect: ExpectArgs,
+    /// The intent id: a retry with the same id has one effect (default: a fresh id).
+    #[arg(long)]
+    intent: Option<String>,
+}
+
+/// Where the new content comes from: exactly one is required.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct SourceArgs {
+    /// Read the content from this file.
+    #[arg(long, value_name = "FILE")]
+    from: Option<PathBuf>,
+    /// Read the content from standard input.
+    #[arg(long)]
+    stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FsCommand {
+    /// Replace or create a file atomically, if the lease, generation and pre-state allow.
+    Write {
+        /// The file, relative to the workspace root.
+        path: String,
+        #[command(flatten)]
+        source: SourceArgs,
+        #[command(flatten)]
+        gate: GateArgs,
+    },
+    /// Delete a file (renamed to a trash name, then unlinked), if allowed.
+    Delete {
+        /// The file, relative to the workspace root.
+        path: String,
+        #[command(flatten)]
+        gate: GateArgs,
+    },
+    /// Move a file to an absent path; both paths must be inside the lease.
+    Rename {
+        /// The file, relative to the workspace root.
+        from: String,
+        /// The new path, relative to the workspace root (must not exist).
+        to: String,
+        #[command(flatten)]
+        gate: GateArgs,
+    },
+    /// Print a file's blake3 hash (first on its line), for --expect-hash.
+    Hash {
+        /// The file, relative to the workspace root.
+        path: String,
+    },
+}
+
+fn failure(error: MutateError) -> Failure {
+    use keel_fs::{FsError, ResolveError};
+    let status = match &error {
+        MutateError::Fs(FsError::LockBusy { .. })
+        | MutateError::Journal(keel_journal::JournalError::Fs(FsError::LockBusy { .. })) => Status::Busy,
+        MutateError::IntentConflict { .. } | MutateError::InvalidRequest { .. } | MutateError::TooLarge { .. } => {
+            Status::Usage
+        }
+        MutateError::Resolve(
+            ResolveError::Escapes { .. } | ResolveError::Symlink { .. } | ResolveError::Invalid { .. },
+        ) => Status::Refused,
+        _ => Status::Io,
+    };
+    Failure { status, error: error.into() }
+}
+
+impl GateArgs {
+    fn request(&self) -> Result<Request, Failure> {
+        let expect = match (&self.expect.hash, self.expect.absent, self.expect.any) {
+            (Some(hash), false, false) => {
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(Failure::usage(anyhow!("--expect-hash takes a blake3 hash: 64 hex digits")));
+                }
+                Expect::Hash(hash.to_ascii_lowercase())
+            }
+            (None, true, false) => Expect::Absent,
+            (None, false, true) => Expect::Any,
+            _ => {
+                return Err(Failure::usage(anyhow!(
+                    "give exactly one of --expect-hash, --expect-absent, --expect-any"
+                )));
+            }
+        };
+        let intent = match &self.intent {
+            Some(text) => IntentId::new(text),
+            None => IntentId::generate(),
+        }
+        .map_err(failure)?;
+        let holder = Holder {
+            owner: self.owner.clone(),
+            lane: self.lane.clone(),
+            loop_ts: self.loop_ts.clone(),
+            generation: self.generation,
+        };
+        Ok(Request { holder, expect, intent })
+    }
+}
+
+fn read_content(source: &SourceArgs) -> Result<Vec<u8>, Failure> {
+    let limit = CONTENT_BYTES_MAX_DEFAULT + 1;
+    let mut content = Vec::new();
+    let read = match &source.from {
+        Some(file) => std::fs::File::open(file)
+            .and_then(|f| f.take(limit).read_to_end(&mut content))
+            .with_context(|| format!("reading {}", file.display())),
+        None => std::io::stdin().lock().take(limit).read_to_end(&mut content).context("reading standard input"),
+    };
+    read.map_err(Failure::io)?;
+    if content.len() as u64 > CONTENT_BYTES_MAX_DEFAULT {
+        return Err(Failure::usage(anyhow!("the content is larger than {CONTENT_BYTES_MAX_DEFAULT} bytes")));
+    }
+    Ok(content)
+}
+
+fn print_outcome(json: bool, outcome: &Outcome, request: &Request) -> Status {
+    if json {
+        let mut value = serde_json::to_value(outcome).expect("outcomes serialise");
+        value["intent"] = json!(request.intent.as_str());
+        println!("{}", to_line(&value));
+    } else {
+        println!("{outcome}");
+    }
+    if outcome.is_success() { Status::Ok } else { Status::Refused }
+}
+
+fn hash(root: &Path, path: &str, json: bool) -> Result<Status, Failure> {
+    let state = keel_mutator::hash_path(root, path, CONTENT_BYTES_MAX_DEFAULT).map_err(failure)?;
+    let PreState::Present { hash } = state else {
+        return Err(Failure::io(anyhow!("{path}: does not exist")));
+    };
+    if json {
+        println!("{}", to_line(&json!({"path": path, "hash": hash})));
+    } else {
+        println!("{hash}  {path}");
+    }
+    Ok(Status::Ok)
+}
+
+/// Runs one `keel fs` command against the workspace at `root` and the lease journal at `journal`.
+pub fn run(command: &FsCommand, root: &Path, journal: &Path, json: bool) -> Result<Status, Failure> {
+    let open = || {
+        Mutator::open(root, Journal::open(journal, JournalOptions::default()), MutatorOptions::default())
+            .map_err(failure)
+    };
+    match command {
+        FsCommand::Write { path, source, gate } => {
+            let request = gate.request()?;
+            let content = read_content(source)?;
+            let outcome = open()?.write(path, &content, &request).map_err(failure)?;
+            Ok(print_outcome(json, &outcome, &request))
+        }
+        FsCommand::Delete { path, gate } => {
+            let request = gate.request()?;
+            let outcome = open()?.delete(path, &request).map_err(failure)?;
+            Ok(print_outcome(json, &outcome, &request))
+        }
+        FsCommand::Rename { from, to, gate } => {
+            let request = gate.request()?;
+            let outcome = open()?.rename(from, to, &request).map_err(failure)?;
+            Ok(print_outcome(json, &outcome, &request))
+        }
+        FsCommand::Hash { path } => hash(root, path, json),
+    }
+}

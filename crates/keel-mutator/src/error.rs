@@ -1,0 +1,83 @@
+//! Errors of the mutator: what went wrong, with the operation and the path. A refusal (forbidden,
+//! stale, precondition, inode swap) is not an error but an [`Outcome`](crate::Outcome).
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::request::IntentId;
+
+/// Errors of the mutator. After one, the workspace holds the old content or the new (never a
+/// mix); an incomplete intent is rolled forward or back by the next operation or open.
+#[derive(Debug, thiserror::Error)]
+pub enum MutateError {
+    /// A system call failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The path (workspace-relative for workspace files).
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// keel-fs failed (the mutation log, the mutator lock).
+    #[error(transparent)]
+    Fs(#[from] keel_fs::FsError),
+    /// Resolving a path failed for a reason that is not an escape (a missing directory, I/O).
+    #[error(transparent)]
+    Resolve(keel_fs::ResolveError),
+    /// The lease journal failed.
+    #[error(transparent)]
+    Journal(#[from] keel_journal::JournalError),
+    /// The intent id was used before for a different operation, path or content.
+    #[error("intent {intent} was already used for {recorded}; this request is {presented}")]
+    IntentConflict {
+        /// The intent id.
+        intent: IntentId,
+        /// What the mutation log records for it.
+        recorded: String,
+        /// What this request asks.
+        presented: String,
+    },
+    /// The request is malformed (an intent id, an expectation the operation cannot take).
+    #[error("{what}: {reason}")]
+    InvalidRequest {
+        /// What was wrong.
+        what: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The content is larger than the limit.
+    #[error("{}: content of {bytes} bytes exceeds the limit of {bytes_max}", path.display())]
+    TooLarge {
+        /// The path.
+        path: PathBuf,
+        /// The content's size.
+        bytes: u64,
+        /// The limit.
+        bytes_max: u64,
+    },
+    /// The path exists but is not a regular file.
+    #[error("{}: not a regular file", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The path does not exist (for `hash`).
+    #[error("{}: does not exist", path.display())]
+    NotFound {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A mutation-log line could not be written as JSON (a bug).
+    #[error("encoding a mutation-log record: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl MutateError {
+    /// An I/O error on `path` during `op`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: impl Into<io::Error>) -> Self {
+        Self::Io { op, path: path.into(), source: source.into() }
+    }
+}

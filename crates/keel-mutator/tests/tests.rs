@@ -1,0 +1,7 @@
+//! The mutator's integration tests, one binary: the support kit and the suites it `mod`s.
+
+mod concurrency;
+mod crash;
+mod escapes;
+mod outcomes;
+mod support;
