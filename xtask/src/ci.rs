@@ -33,7 +33,7 @@ pub fn run() -> anyhow::Result<()> {
     cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
     // Tidy first: it is fast and says what is structurally wrong before the long tests run.
     cargo(&["test", "--locked", "-p", "keel-tests", "--test", "tidy"])?;
-    cargo(&["test", "--workspace", "--locked", "--all-targets"])?;
+    cargo(&["test", "--workspace", "--locked", "--all-targets", "--no-fail-fast"])?;
     cargo(&["test", "--workspace", "--locked", "--doc"])?;
     let cases = REPLAY_DIFF_CASES.to_string();
     cargo(&["run", "--locked", "-p", "xtask", "--", "replay-diff", "--cases", &cases, "--seed", "20261123"])?;

@@ -105,7 +105,12 @@ fn a_missing_journal_is_an_io_error_naming_the_file() {
 
 #[test]
 fn usage_errors_exit_2() {
-    assert_eq!(keel(&["journal", "compact"], None).status.code(), Some(2));
+    assert_eq!(keel(&["journal", "tail", "-n", "many"], None).status.code(), Some(2));
+    assert_eq!(
+        keel(&["lease", "acquire", "--lane", "api", "--tree", "src/"], None).status.code(),
+        Some(2),
+        "no --owner"
+    );
     assert_eq!(keel(&["journal", "frobnicate"], None).status.code(), Some(2));
 }
 

@@ -107,10 +107,8 @@ fn read_chunks(mut file: File, path: &Path, offset: u64, chunks: &SyncSender<(u6
     let mut position = offset;
     loop {
         let mut chunk = std::mem::take(&mut carry);
-        let start = chunk.len();
-        chunk.resize(start + CHUNK_BYTES, 0);
-        let read = read_full(&mut file, &mut chunk[start..]).map_err(|e| FsError::io("read", path, e))?;
-        chunk.truncate(start + read);
+        chunk.reserve(CHUNK_BYTES);
+        let read = read_into_spare(&mut file, &mut chunk, CHUNK_BYTES).map_err(|e| FsError::io("read", path, e))?;
         position += read as u64;
         if read == 0 {
             if !chunk.is_empty() {
@@ -146,10 +144,11 @@ fn read_chunks(mut file: File, path: &Path, offset: u64, chunks: &SyncSender<(u6
     }
 }
 
-fn read_full(file: &mut File, buffer: &mut [u8]) -> std::io::Result<usize> {
+/// Appends up to `want` bytes read from `file` to `buffer` (without zeroing them first).
+fn read_into_spare(file: &mut File, buffer: &mut Vec<u8>, want: usize) -> std::io::Result<usize> {
     let mut filled = 0;
-    while filled < buffer.len() {
-        match file.read(&mut buffer[filled..]) {
+    while filled < want {
+        match (&mut *file).take((want - filled) as u64).read_to_end(buffer) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
