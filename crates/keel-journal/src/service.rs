@@ -954,10 +954,18 @@ impl<S: Storage + Clone> Journal<S> {
     /// The live leases in first-acquired order, with generations and expiry verdicts. The
     /// admission view is those whose verdict is not dead.
     pub fn live(&self) -> Result<Vec<LiveLease>, JournalError> {
+        self.with_live(<[LiveLease]>::to_vec)
+    }
+
+    /// Runs `fence` on the live leases *while holding the writer lock*, so that no grant, release
+    /// or reclaim can happen between what `fence` sees and what it does. This is how a write gate
+    /// makes its last check and its commit one step: a lease cannot be re-granted in between.
+    /// Keep `fence` short (a check and a rename): every other writer waits for it.
+    pub fn with_live<R>(&self, fence: impl FnOnce(&[LiveLease]) -> R) -> Result<R, JournalError> {
         self.locked(|this, cache| {
             let now = (this.options.clock)();
             let state = &Self::folded(cache).state;
-            Ok(state
+            let live: Vec<LiveLease> = state
                 .live_with_identity()
                 .map(|(identity, lease)| LiveLease {
                     identity: identity.clone(),
@@ -965,7 +973,8 @@ impl<S: Storage + Clone> Journal<S> {
                     generation: state.generation(identity),
                     verdict: this.verdict(lease, now),
                 })
-                .collect())
+                .collect();
+            Ok(fence(&live))
         })
     }
 

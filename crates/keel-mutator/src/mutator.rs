@@ -55,6 +55,9 @@ pub enum Point {
     TempWritten,
     /// The `temp_created` record is durable.
     TempLogged,
+    /// The last check passed under the journal's writer lock; the commit (rename) comes next,
+    /// still under that lock.
+    Fenced,
     /// The file was renamed to its trash name (delete), not yet logged.
     Trashed,
     /// The `trashed` record is durable.
@@ -77,11 +80,12 @@ pub enum Point {
 
 impl Point {
     /// Every point a write passes, in order.
-    pub const WRITE: [Point; 9] = [
+    pub const WRITE: [Point; 10] = [
         Point::IntentLogged,
         Point::CheckedLogged,
         Point::TempWritten,
         Point::TempLogged,
+        Point::Fenced,
         Point::Renamed,
         Point::RenamedLogged,
         Point::DirSynced,
@@ -90,9 +94,10 @@ impl Point {
     ];
 
     /// Every point a delete passes, in order.
-    pub const DELETE: [Point; 9] = [
+    pub const DELETE: [Point; 10] = [
         Point::IntentLogged,
         Point::CheckedLogged,
+        Point::Fenced,
         Point::Trashed,
         Point::TrashedLogged,
         Point::Unlinked,
@@ -109,6 +114,7 @@ impl Point {
             Point::CheckedLogged => "checked_logged",
             Point::TempWritten => "temp_written",
             Point::TempLogged => "temp_logged",
+            Point::Fenced => "fenced",
             Point::Trashed => "trashed",
             Point::TrashedLogged => "trashed_logged",
             Point::Renamed => "renamed",
@@ -523,12 +529,18 @@ impl Mutator {
         self.point(Point::TempWritten);
         session.log(&Record::step(intent, Step::TempCreated))?;
         self.point(Point::TempLogged);
-        if let Some(refused) = self.recheck(target, &observed, &[&target.path], &request.holder)? {
-            unlink_at(target.parent(), scratch, &target.path)?;
-            return Ok(Err(refused));
-        }
         let flags = if observed.inode.is_none() { RenameFlags::NOREPLACE } else { RenameFlags::empty() };
-        match rustix::fs::renameat_with(target.parent(), scratch, target.parent(), target.name(), flags) {
+        let renamed = self.fenced(target, &observed, &[&target.path], &request.holder, || {
+            Ok(rustix::fs::renameat_with(target.parent(), scratch, target.parent(), target.name(), flags))
+        })?;
+        let renamed = match renamed {
+            Ok(renamed) => renamed,
+            Err(refused) => {
+                unlink_at(target.parent(), scratch, &target.path)?;
+                return Ok(Err(refused));
+            }
+        };
+        match renamed {
             Ok(()) => {}
             Err(Errno::EXIST) => {
                 unlink_at(target.parent(), scratch, &target.path)?;
@@ -607,11 +619,13 @@ impl Mutator {
                 actual: PreState::Absent,
             }));
         }
-        if let Some(refused) = self.recheck(target, &observed, &[&target.path], &request.holder)? {
+        let trashed = self.fenced(target, &observed, &[&target.path], &request.holder, || {
+            rustix::fs::renameat_with(target.parent(), target.name(), target.parent(), scratch, RenameFlags::NOREPLACE)
+                .map_err(|e| MutateError::io("rename to trash", &target.path, e))
+        })?;
+        if let Err(refused) = trashed {
             return Ok(Err(refused));
         }
-        rustix::fs::renameat_with(target.parent(), target.name(), target.parent(), scratch, RenameFlags::NOREPLACE)
-            .map_err(|e| MutateError::io("rename to trash", &target.path, e))?;
         self.point(Point::Trashed);
         session.log(&Record::step(intent, Step::Trashed))?;
         self.point(Point::TrashedLogged);
@@ -706,19 +720,23 @@ impl Mutator {
             }));
         }
         let paths = [source.path.as_str(), destination.path.as_str()];
-        if let Some(refused) = self.recheck(source, &observed, &paths, &request.holder)? {
-            return Ok(Err(refused));
-        }
-        if let Some(refused) = self.recheck_parent(destination)? {
-            return Ok(Err(refused));
-        }
-        match rustix::fs::renameat_with(
-            source.parent(),
-            source.name(),
-            destination.parent(),
-            destination.name(),
-            RenameFlags::NOREPLACE,
-        ) {
+        let moved = self.fenced(source, &observed, &paths, &request.holder, || {
+            if let Some(refused) = self.recheck_parent(destination)? {
+                return Ok(Err(refused));
+            }
+            Ok(Ok(rustix::fs::renameat_with(
+                source.parent(),
+                source.name(),
+                destination.parent(),
+                destination.name(),
+                RenameFlags::NOREPLACE,
+            )))
+        })?;
+        let moved = match moved {
+            Ok(Ok(moved)) => moved,
+            Ok(Err(refused)) | Err(refused) => return Ok(Err(refused)),
+        };
+        match moved {
             Ok(()) => {}
             Err(Errno::EXIST) => return Ok(Err(Outcome::InodeSwapped { path: destination.path.clone() })),
             Err(e) => return Err(MutateError::io("rename", &source.path, e)),
@@ -793,6 +811,11 @@ impl Mutator {
     /// Asks the kernel's gate about every path against the live journal state.
     fn gate(&self, paths: &[&str], holder: &Holder) -> Result<Option<Outcome>, MutateError> {
         let live = self.journal.live()?;
+        Ok(self.gate_on(&live, paths, holder))
+    }
+
+    /// The gate over a given view of the live leases.
+    fn gate_on(&self, live: &[keel_journal::LiveLease], paths: &[&str], holder: &Holder) -> Option<Outcome> {
         let grants: Vec<LiveGrant<'_>> = live
             .iter()
             .map(|l| LiveGrant { identity: &l.identity, lease: &l.lease, generation: l.generation })
@@ -800,13 +823,13 @@ impl Mutator {
         for path in paths {
             match gate::decide(path, holder, &grants, &self.protected) {
                 Decision::Allowed { .. } => {}
-                Decision::Forbidden(refusal) => return Ok(Some(Outcome::Forbidden { refusal })),
+                Decision::Forbidden(refusal) => return Some(Outcome::Forbidden { refusal }),
                 Decision::StaleGeneration { presented, live } => {
-                    return Ok(Some(Outcome::StaleGeneration { presented, live }));
+                    return Some(Outcome::StaleGeneration { presented, live });
                 }
             }
         }
-        Ok(None)
+        None
     }
 
     /// Resolves beneath the root without following symlinks; an escape or a symlink is a
@@ -880,28 +903,37 @@ impl Mutator {
         Ok(Ok(observed))
     }
 
-    /// Right before the commit: the target is still the inode that was checked (or still
-    /// absent), its directory is still the one the path resolves to, and the gate still allows.
-    fn recheck(
+    /// The last check and the commit, as one step under the journal's writer lock (so no lease
+    /// can be granted, released or reclaimed in between): the target is still the inode that was
+    /// checked (or still absent), its directory is still the one the path resolves to, the gate
+    /// still allows; only then does `commit` run.
+    fn fenced<T>(
         &self,
         target: &Target,
         observed: &Observed,
         paths: &[&str],
         holder: &Holder,
-    ) -> Result<Option<Outcome>, MutateError> {
-        let swapped = Some(Outcome::InodeSwapped { path: target.path.clone() });
-        let now = match rustix::fs::statat(target.parent(), target.name(), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) => Some((stat.st_dev, stat.st_ino)),
-            Err(Errno::NOENT) => None,
-            Err(e) => return Err(MutateError::io("stat", &target.path, e)),
-        };
-        if now != observed.inode {
-            return Ok(swapped);
-        }
-        if let Some(refused) = self.recheck_parent(target)? {
-            return Ok(Some(refused));
-        }
-        self.gate(paths, holder)
+        commit: impl FnOnce() -> Result<T, MutateError>,
+    ) -> Result<Result<T, Outcome>, MutateError> {
+        self.journal.with_live(|live| {
+            let swapped = Outcome::InodeSwapped { path: target.path.clone() };
+            let now = match rustix::fs::statat(target.parent(), target.name(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => Some((stat.st_dev, stat.st_ino)),
+                Err(Errno::NOENT) => None,
+                Err(e) => return Err(MutateError::io("stat", &target.path, e)),
+            };
+            if now != observed.inode {
+                return Ok(Err(swapped));
+            }
+            if let Some(refused) = self.recheck_parent(target)? {
+                return Ok(Err(refused));
+            }
+            if let Some(refused) = self.gate_on(live, paths, holder) {
+                return Ok(Err(refused));
+            }
+            self.point(Point::Fenced);
+            commit().map(Ok)
+        })?
     }
 
     /// The path still resolves, through real directories, to the directory we hold open.

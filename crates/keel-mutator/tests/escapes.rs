@@ -118,3 +118,34 @@ fn a_file_created_at_an_absent_target_between_check_and_commit_is_not_clobbered(
     assert_eq!(ws.read("src/new.rs").as_deref(), Some(&b"theirs"[..]));
     assert!(ws.scratch_files().is_empty());
 }
+
+#[test]
+fn no_lease_can_be_granted_between_the_last_check_and_the_commit() {
+    // At the fenced point the gate has said yes; a competing acquire of the same region from
+    // another journal handle must find the writer lock held until the rename is done.
+    let ws = Workspace::new();
+    std::fs::write(ws.root.join("src/x.rs"), b"old").expect("seed");
+    let journal_path = ws.journal_path.clone();
+    let competitor: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let seen = Arc::clone(&competitor);
+    let mutator = swapping_at(&ws, Point::Fenced, move || {
+        let other = keel_journal::Journal::open(
+            &journal_path,
+            keel_journal::JournalOptions { lock_timeout_ms: 200, ..keel_journal::JournalOptions::default() },
+        );
+        let request = keel_journal::AcquireRequest {
+            lane: "b".into(),
+            tree: vec!["src/".into()],
+            owner: "agent-b".into(),
+            force: true,
+            ..keel_journal::AcquireRequest::default()
+        };
+        *seen.lock().expect("not poisoned") = Some(format!("{:?}", other.acquire(&request)));
+    });
+    let a = ws.acquire("api", &["src/"], "agent-a");
+    let outcome = mutator.write("src/x.rs", b"new", &request(&a, "agent-a", hash(b"old"), "w")).expect("write");
+    assert!(matches!(outcome, Outcome::Written { .. }), "{outcome:?}");
+    let competitor = competitor.lock().expect("not poisoned").clone().expect("the hook ran");
+    assert!(competitor.contains("LockBusy"), "a grant slipped in between check and commit: {competitor}");
+    assert_eq!(ws.read("src/x.rs").as_deref(), Some(&b"new"[..]));
+}
