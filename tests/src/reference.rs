@@ -230,28 +230,9 @@ fn heartbeat(lease: &mut Object, record: &Object) {
     }
 }
 
-/// Python's `==` on JSON-decoded values: numbers and booleans compare by value (`1 == 1.0 ==
-/// True`), containers element by element.
-pub fn python_eq(a: &Value, b: &Value) -> bool {
-    fn number(value: &Value) -> Option<f64> {
-        match value {
-            Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
-            Value::Number(n) => n.as_f64(),
-            _ => None,
-        }
-    }
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x.is_f64() == y.is_f64() && !x.is_f64() => x == y,
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| python_eq(x, y)),
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| python_eq(v, w)))
-        }
-        _ => match (number(a), number(b)) {
-            (Some(x), Some(y)) => x == y,
-            _ => a == b,
-        },
-    }
-}
+/// Python's `==` on JSON-decoded values: the spec's definition, shared with the kernel (like
+/// `identity_text`), not part of the fold under test.
+pub use keel_kernel::value::python_eq;
 
 /// Python's `str.isspace` for one character: Unicode `White_Space`, plus U+001C..U+001F (which
 /// Python counts as separators).

@@ -471,16 +471,9 @@ impl Mutator {
         let hash = content_hash(content);
         let key = IntentKey { op: Op::Write, path: canonical.clone(), to: None, hash: Some(hash.clone()) };
         let mut session = self.session()?;
-        self.recover_all(&mut session)?;
-        if let Some(outcome) = Self::prior(&session, &request.intent, &key)? {
-            return Ok(outcome);
-        }
-        if let Some(refused) = self.gate(&[&canonical], &request.holder)? {
-            return Ok(refused);
-        }
-        let target = match self.resolve(&canonical)? {
-            Ok(target) => target,
-            Err(refused) => return Ok(refused),
+        let target = match self.admit(&mut session, request, &key, &[&canonical])? {
+            Ok(mut targets) => targets.remove(0),
+            Err(answer) => return Ok(answer),
         };
         let scratch = scratch_name(&canonical, "keel-tmp", request.intent.as_str());
         self.log_intent(&mut session, request, &key, Some(&scratch))?;
@@ -582,16 +575,9 @@ impl Mutator {
         }
         let key = IntentKey { op: Op::Delete, path: canonical.clone(), to: None, hash: None };
         let mut session = self.session()?;
-        self.recover_all(&mut session)?;
-        if let Some(outcome) = Self::prior(&session, &request.intent, &key)? {
-            return Ok(outcome);
-        }
-        if let Some(refused) = self.gate(&[&canonical], &request.holder)? {
-            return Ok(refused);
-        }
-        let target = match self.resolve(&canonical)? {
-            Ok(target) => target,
-            Err(refused) => return Ok(refused),
+        let target = match self.admit(&mut session, request, &key, &[&canonical])? {
+            Ok(mut targets) => targets.remove(0),
+            Err(answer) => return Ok(answer),
         };
         let scratch = scratch_name(&canonical, "keel-trash", request.intent.as_str());
         self.log_intent(&mut session, request, &key, Some(&scratch))?;
@@ -665,20 +651,12 @@ impl Mutator {
         }
         let key = IntentKey { op: Op::Rename, path: from.clone(), to: Some(to.clone()), hash: None };
         let mut session = self.session()?;
-        self.recover_all(&mut session)?;
-        if let Some(outcome) = Self::prior(&session, &request.intent, &key)? {
-            return Ok(outcome);
-        }
-        if let Some(refused) = self.gate(&[&from, &to], &request.holder)? {
-            return Ok(refused);
-        }
-        let source = match self.resolve(&from)? {
-            Ok(target) => target,
-            Err(refused) => return Ok(refused),
-        };
-        let destination = match self.resolve(&to)? {
-            Ok(target) => target,
-            Err(refused) => return Ok(refused),
+        let (source, destination) = match self.admit(&mut session, request, &key, &[&from, &to])? {
+            Ok(mut targets) => {
+                let destination = targets.pop().expect("admit resolves every path");
+                (targets.pop().expect("admit resolves every path"), destination)
+            }
+            Err(answer) => return Ok(answer),
         };
         self.log_intent(&mut session, request, &key, None)?;
         let result = self.rename_steps(&mut session, &source, &destination, request);
@@ -760,6 +738,33 @@ impl Mutator {
     /// Ends an attempt: `complete` after success, `aborted` after a refusal (the refusal itself
     /// is logged by whoever refused, unless it came from a re-check), or, after an error,
     /// whatever recovery makes of it (best effort; the next operation or open tries again).
+    /// What every operation does before its steps: finish interrupted intents, answer a retried
+    /// intent, ask the gate about every path, and resolve them beneath the root. `Err` is the
+    /// answer to give at once (a duplicate or a refusal); nothing has been logged for it.
+    fn admit(
+        &self,
+        session: &mut Session<'_>,
+        request: &Request,
+        key: &IntentKey,
+        paths: &[&str],
+    ) -> Result<Result<Vec<Target>, Outcome>, MutateError> {
+        self.recover_all(session)?;
+        if let Some(outcome) = Self::prior(session, &request.intent, key)? {
+            return Ok(Err(outcome));
+        }
+        if let Some(refused) = self.gate(paths, &request.holder)? {
+            return Ok(Err(refused));
+        }
+        let mut targets = Vec::with_capacity(paths.len());
+        for path in paths {
+            match self.resolve(path)? {
+                Ok(target) => targets.push(target),
+                Err(refused) => return Ok(Err(refused)),
+            }
+        }
+        Ok(Ok(targets))
+    }
+
     fn settle(
         &self,
         session: &mut Session<'_>,
