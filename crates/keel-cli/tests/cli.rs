@@ -155,3 +155,66 @@ fn demo_runs_and_shows_a_refusal_naming_the_holder() {
     assert!(shown.contains("reclaimed dead lease lane \"api\""), "the killed agent's lease is reclaimed: {shown}");
     assert!(shown.contains("\"op\": \"CHECKPOINT\""), "the compacted journal is shown: {shown}");
 }
+
+#[test]
+fn lease_run_exits_with_the_commands_code_and_releases_also_on_ctrl_c() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let journal = dir.path().join("j.jsonl");
+    let journal = journal.to_str().expect("UTF-8 temp path");
+    let live = || {
+        let out = keel(&["--journal", journal, "lease", "live", "--json"], None);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        report["leases"].as_array().expect("leases").len()
+    };
+    let out = keel(
+        &[
+            "--journal",
+            journal,
+            "lease",
+            "run",
+            "--lane",
+            "t",
+            "--tree",
+            "t/",
+            "--owner",
+            "o",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(3), "the command's exit code: {}", text(&out.stderr));
+    assert_eq!(live(), 0, "released after the command exited");
+
+    // Ctrl-C reaches the whole foreground group: keel and its command. keel waits, releases, exits.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+    command.args([
+        "--journal",
+        journal,
+        "lease",
+        "run",
+        "--lane",
+        "t",
+        "--tree",
+        "t/",
+        "--owner",
+        "o",
+        "--",
+        "sleep",
+        "30",
+    ]);
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("keel lease run");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while live() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the lease was never taken");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let group = rustix::process::Pid::from_raw(i32::try_from(child.id()).expect("pid")).expect("non-zero pid");
+    rustix::process::kill_process_group(group, rustix::process::Signal::INT).expect("SIGINT the group");
+    let status = child.wait().expect("keel exits");
+    assert_eq!(status.code(), Some(130), "128 + SIGINT, the command's fate: {status:?}");
+    assert_eq!(live(), 0, "released after Ctrl-C");
+}
