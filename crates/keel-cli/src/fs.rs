@@ -15,14 +15,6 @@ use serde_json::json;
 
 use crate::{Failure, Status};
 
-/// What every `keel fs` command may print as JSON.
-#[derive(Debug, clap::Args)]
-pub struct Output {
-    /// Print one JSON object instead of a sentence.
-    #[arg(long, global = true)]
-    pub json: bool,
-}
-
 /// The pre-state the caller last read: exactly one is required.
 #[derive(Debug, clap::Args)]
 #[group(required = true, multiple = false)]

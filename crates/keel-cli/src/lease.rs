@@ -13,15 +13,7 @@ use keel_journal::{AcquireOutcome, AcquireRequest, Beat, Journal, JournalError, 
 use keel_kernel::json::to_line;
 use serde_json::{Value, json};
 
-use crate::{Failure, Status};
-
-/// What every lease command may print as JSON.
-#[derive(Debug, clap::Args)]
-pub struct Output {
-    /// Print one JSON object instead of a sentence.
-    #[arg(long, global = true)]
-    json: bool,
-}
+use crate::{Failure, Output, Status, print};
 
 #[derive(Debug, clap::Args)]
 pub struct AcquireArgs {
@@ -161,14 +153,6 @@ pub fn failure(error: JournalError) -> Failure {
         _ => Status::Io,
     };
     Failure { status, error: error.into() }
-}
-
-fn print(json: bool, object: &Value, sentence: &str) {
-    if json {
-        println!("{}", to_line(object));
-    } else {
-        println!("{sentence}");
-    }
 }
 
 pub fn run(command: &LeaseCommand, path: &Path, options: JournalOptions, output: &Output) -> Result<Status, Failure> {

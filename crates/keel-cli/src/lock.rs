@@ -9,15 +9,7 @@ use keel_kernel::json::to_line;
 use keel_lockfile::{Lockfile, LockfileError, LockfileOptions};
 use serde_json::{Value, json};
 
-use crate::{Failure, Status};
-
-/// What every `keel lock` and `keel config` command may print as JSON.
-#[derive(Debug, clap::Args)]
-pub struct Output {
-    /// Print one JSON object instead of a sentence.
-    #[arg(long, global = true)]
-    pub json: bool,
-}
+use crate::{Failure, Status, print};
 
 /// The document a command works on.
 #[derive(Debug, clap::Args)]
@@ -107,14 +99,6 @@ pub fn failure(error: LockfileError) -> Failure {
         Status::Io
     };
     Failure { status, error: error.into() }
-}
-
-fn print(json: bool, object: &Value, sentence: &str) {
-    if json {
-        println!("{}", to_line(object));
-    } else {
-        println!("{sentence}");
-    }
 }
 
 fn open(file: &FileArgs) -> Result<Lockfile, Failure> {

@@ -76,40 +76,57 @@ enum Command {
         #[command(subcommand)]
         command: lease::LeaseCommand,
         #[command(flatten)]
-        output: lease::Output,
+        output: Output,
     },
     /// Read and update sections of a shared lockfile (section-preserving, seed 001).
     Lock {
         #[command(subcommand)]
         command: lock::LockCommand,
         #[command(flatten)]
-        output: lock::Output,
+        output: Output,
     },
     /// Read and write a generation-checked config document (seed 003).
     Config {
         #[command(subcommand)]
         command: config::ConfigCommand,
         #[command(flatten)]
-        output: lock::Output,
+        output: Output,
     },
     /// The runtime store: worker events and transcripts, read page by page with cursors.
     Store {
         #[command(subcommand)]
         command: store::StoreCommand,
         #[command(flatten)]
-        output: store::Output,
+        output: Output,
     },
     /// Write, delete and rename workspace files through the lease gate (fenced, atomic, logged).
     Fs {
         #[command(subcommand)]
         command: fs::FsCommand,
         #[command(flatten)]
-        output: fs::Output,
+        output: Output,
     },
     /// Decide lease requests read as JSON lines on stdin, one decision per line on stdout.
     Arbitrate(arbitrate::ArbitrateArgs),
     /// A short walk-through of agents asking for regions, in a temporary directory.
     Demo,
+}
+
+/// The `--json` switch of every command group that prints one result.
+#[derive(Debug, clap::Args)]
+pub struct Output {
+    /// Print one JSON object instead of a sentence.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Prints `object` as one JSON line with `--json`, else the sentence for people.
+pub fn print(json: bool, object: &serde_json::Value, sentence: &str) {
+    if json {
+        println!("{}", keel_kernel::json::to_line(object));
+    } else {
+        println!("{sentence}");
+    }
 }
 
 /// Exit statuses, shared by every command.

@@ -16,14 +16,6 @@ use serde_json::{Value, json};
 
 use crate::{Failure, Status};
 
-/// The output switch of every `keel store` command (global within `keel store`).
-#[derive(Debug, Args)]
-pub struct Output {
-    /// Print one JSON object instead of text (appends print the stored record).
-    #[arg(long, global = true)]
-    pub json: bool,
-}
-
 /// Names the runtime a command works on.
 #[derive(Debug, Args)]
 pub struct RuntimeArg {
