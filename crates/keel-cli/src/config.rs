@@ -8,8 +8,9 @@ use serde_json::json;
 use crate::lock::{FileArgs, ValueSource};
 use crate::{Failure, Status};
 
-/// `keel config` subcommands.
+// `keel config` subcommands. (A plain comment: see `Command` in main.rs.)
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ConfigCommand {
     /// Print the config and its generation (an empty object and 0 for a store never written).
     Get {

@@ -15,7 +15,8 @@ use serde_json::json;
 
 use crate::{Failure, Status};
 
-/// The pre-state the caller last read: exactly one is required.
+// The pre-state the caller last read: exactly one is required. (A plain comment, as on every
+// flattened argument struct: see `Command` in main.rs.)
 #[derive(Debug, clap::Args)]
 #[group(required = true, multiple = false)]
 pub struct ExpectArgs {
@@ -30,7 +31,8 @@ pub struct ExpectArgs {
     any: bool,
 }
 
-/// Whose lease, which fencing token, what was read, which intent.
+// Whose lease, which fencing token, what was read, which intent. (A plain comment, as on every
+// flattened argument struct: see `Command` in main.rs.)
 #[derive(Debug, clap::Args)]
 pub struct GateArgs {
     /// Who holds the lease.
@@ -52,7 +54,8 @@ pub struct GateArgs {
     intent: Option<String>,
 }
 
-/// Where the new content comes from: exactly one is required.
+// Where the new content comes from: exactly one is required. (A plain comment, as on every
+// flattened argument struct: see `Command` in main.rs.)
 #[derive(Debug, clap::Args)]
 #[group(required = true, multiple = false)]
 pub struct SourceArgs {
@@ -65,6 +68,7 @@ pub struct SourceArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum FsCommand {
     /// Replace or create a file atomically, if the lease, generation and pre-state allow.
     Write {

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::{Failure, Status};
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum JournalCommand {
     /// Print the live leases as a JSON array, in first-acquired order.
     Replay,

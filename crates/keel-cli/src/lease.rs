@@ -66,6 +66,7 @@ impl AcquireArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum LeaseCommand {
     /// Take a lease on a region, or be told who holds it (exit 1).
     Acquire(AcquireArgs),

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 use crate::{Failure, Status, print};
 
-/// The document a command works on.
+// The document a command works on. (A plain comment, as on every flattened argument struct:
+// see `Command` in main.rs.)
 #[derive(Debug, clap::Args)]
 pub struct FileArgs {
     /// The JSON document.
@@ -22,7 +23,8 @@ pub struct FileArgs {
     pub lock_timeout_ms: u64,
 }
 
-/// Where a JSON value comes from: the command line or a file.
+// Where a JSON value comes from: the command line or a file. (A plain comment: see `Command`
+// in main.rs.)
 #[derive(Debug, clap::Args)]
 #[group(required = true, multiple = false)]
 pub struct ValueSource {
@@ -53,8 +55,9 @@ impl ValueSource {
     }
 }
 
-/// `keel lock` subcommands.
+// `keel lock` subcommands. (A plain comment: see `Command` in main.rs.)
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum LockCommand {
     /// Print a section's JSON value (exit 1 when absent), or the whole document without SECTION.
     Get {

@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 use crate::{Failure, Status};
 
-/// Names the runtime a command works on.
+// Names the runtime a command works on. (A plain comment, as on every flattened argument
+// struct: see `Command` in main.rs.)
 #[derive(Debug, Args)]
 pub struct RuntimeArg {
     /// The runtime's id.
@@ -25,6 +26,7 @@ pub struct RuntimeArg {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum StoreCommand {
     /// Create a runtime (or open an existing one) and print it.
     Init {
@@ -62,6 +64,7 @@ pub enum StoreCommand {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum WorkerCommand {
     /// Create a worker (status `created`, empty transcript).
     Add {
@@ -88,6 +91,7 @@ pub enum WorkerCommand {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum EventCommand {
     /// Append an event (durable when this exits 0); the store assigns its id.
     Append {
@@ -103,6 +107,7 @@ pub enum EventCommand {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum TranscriptCommand {
     /// Append an entry to a worker's transcript (durable when this exits 0).
     Append {

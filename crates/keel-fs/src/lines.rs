@@ -13,7 +13,11 @@ use crate::error::{FsError, Result};
 /// garbage without newlines cannot make a reader allocate without bound.
 pub const LINE_BYTES_MAX_DEFAULT: usize = 16 * 1024 * 1024;
 
+/// The buffer of a reader that does not know how much it will read. A reader told (by
+/// [`LineReader::with_expected_bytes`]) allocates only that much: most reads, a journal's records
+/// after its head snapshot, are a few KiB, and zeroing a large buffer costs more than the read.
 const BUFFER_BYTES: usize = 1024 * 1024;
+const BUFFER_BYTES_MIN: usize = 4096;
 
 /// Reads a file line by line (split on `\n`; the final unterminated fragment is a line too).
 pub struct LineReader<R> {
@@ -28,6 +32,8 @@ pub struct LineReader<R> {
     offset: u64,
     line_bytes_max: usize,
     eof: bool,
+    /// The size `buffer` gets when the first read allocates it.
+    buffer_bytes: usize,
 }
 
 /// One line: where it starts in the file, its bytes without the `\n`, and whether it had one.
@@ -55,13 +61,22 @@ impl<R: Read> LineReader<R> {
         Self {
             inner,
             path: path.to_owned(),
-            buffer: vec![0; BUFFER_BYTES],
+            buffer: Vec::new(),
             start: 0,
             end: 0,
             offset,
             line_bytes_max: LINE_BYTES_MAX_DEFAULT,
             eof: false,
+            buffer_bytes: BUFFER_BYTES,
         }
+    }
+
+    /// Sizes the buffer for about `bytes` of input (a hint: more is still read, in several reads).
+    #[must_use]
+    pub fn with_expected_bytes(mut self, bytes: u64) -> Self {
+        self.buffer_bytes =
+            usize::try_from(bytes.saturating_add(1)).unwrap_or(BUFFER_BYTES).clamp(BUFFER_BYTES_MIN, BUFFER_BYTES);
+        self
     }
 
     /// Sets the longest line accepted; a longer one is [`FsError::LineTooLong`].
@@ -115,6 +130,9 @@ impl<R: Read> LineReader<R> {
     /// Reads more data, first moving the unread part to the front and growing the buffer when a
     /// single line fills it.
     fn fill(&mut self) -> Result<()> {
+        if self.buffer.is_empty() {
+            self.buffer = vec![0; self.buffer_bytes];
+        }
         if self.start > 0 {
             self.buffer.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -170,6 +188,20 @@ mod tests {
                 "buffer {buffer}"
             );
         }
+    }
+
+    #[test]
+    fn a_reader_told_to_expect_little_still_reads_everything() {
+        let data: Vec<u8> = (0..2_000).flat_map(|i| format!("{{\"n\": {i}}}\n").into_bytes()).collect();
+        let mut reader = LineReader::new(&data[..], Path::new("mem"), 7).with_expected_bytes(10);
+        let (mut n, mut offset) = (0, 7);
+        while let Some(line) = reader.next_line().expect("in-memory read") {
+            assert_eq!((line.offset, line.bytes), (offset, format!("{{\"n\": {n}}}").as_bytes()));
+            offset += line.bytes.len() as u64 + 1;
+            n += 1;
+        }
+        assert_eq!(n, 2_000);
+        assert_eq!(reader.buffer.len(), BUFFER_BYTES_MIN, "the hint sized the buffer; no line outgrew it");
     }
 
     #[test]

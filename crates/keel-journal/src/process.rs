@@ -9,11 +9,8 @@ use serde_json::Value;
 
 /// This host's name, as lease bodies record it in `host_id`.
 pub fn host_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
+    let name = keel_fs::lock::host_name();
+    if name.trim().is_empty() { "localhost".to_owned() } else { name.trim().to_owned() }
 }
 
 /// The start time of process `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`),

@@ -444,7 +444,8 @@ impl<S: Storage + Clone> Journal<S> {
         };
         let mut replay = Replay::resume(state, lines);
         let reader = StorageRead { storage: &self.storage, file: &file, offset };
-        let mut lines_reader = LineReader::new(reader, &self.path, offset);
+        let mut lines_reader =
+            LineReader::new(reader, &self.path, offset).with_expected_bytes(stat.len.saturating_sub(offset));
         let (mut safe_offset, mut safe_lines, mut terminated) = (offset, lines, true);
         while let Some(line) = lines_reader.next_line()? {
             let end = line.offset + line.bytes.len() as u64 + u64::from(line.terminated);
