@@ -37,6 +37,9 @@ pub fn run() -> anyhow::Result<()> {
     cargo(&["test", "--workspace", "--locked", "--doc"])?;
     let cases = REPLAY_DIFF_CASES.to_string();
     cargo(&["run", "--locked", "-p", "xtask", "--", "replay-diff", "--cases", &cases, "--seed", "20261123"])?;
+    // The shipped binary is built differently (statically, on Linux): build it and run a lease
+    // cycle through it.
+    crate::dist::run()?;
     println!("ci: all checks passed in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -3,6 +3,8 @@
 //! - `ci`: everything `.ci/run` checks: formatting, clippy with `-D warnings`, tests and doc tests,
 //!   the tidy test, and a differential replay run.
 //! - `bench <replay|...>`: benchmarks that report ratios measured in one run.
+//! - `dist`: the shipped `keel` binary (static on Linux with glibc), at `target/dist/keel`,
+//!   smoke-tested with a lease cycle.
 //! - `replay-diff`: the kernel's replay against a deliberately simple reference fold.
 //!
 //! It never runs in production and never writes outside `target/`.
@@ -11,6 +13,7 @@ mod bench;
 mod bench_mutator;
 mod bench_store;
 mod ci;
+mod dist;
 mod replay_diff;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +35,8 @@ enum Task {
         #[arg(value_enum, default_value_t = bench::Which::All)]
         which: bench::Which,
     },
+    /// Build the shipped keel binary (static on Linux with glibc) into target/dist/keel and run a lease cycle through it.
+    Dist,
     /// Check the optimised replay against the reference fold on generated journals.
     ReplayDiff {
         /// How many journals to generate.
@@ -47,6 +52,7 @@ fn main() -> anyhow::Result<()> {
     match Xtask::parse().task {
         Task::Ci => ci::run(),
         Task::Bench { which } => bench::run(which),
+        Task::Dist => dist::run(),
         Task::ReplayDiff { cases, seed } => replay_diff::run(cases, seed),
     }
 }
