@@ -60,7 +60,6 @@ pub fn run(which: Which) -> anyhow::Result<()> {
 }
 
 fn build_release() -> anyhow::Result<()> {
-    crate::dist::run()?;
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "-p", "keel-cli"])
         .current_dir(workspace_root())
@@ -311,11 +310,12 @@ fn lease() -> anyhow::Result<()> {
 
     // Two keel processes per cycle, as an agent runs them: the shipped binary is the target; the
     // development build and a cycle of two `keel --version` processes (start-up alone) are context.
+    crate::dist::run()?;
     let (shipped_binary, development_binary) = (crate::dist::binary(), keel_binary());
     let (shipped_journal, development_journal) = (dir.join("cli.jsonl"), dir.join("cli-dev.jsonl"));
     let cycles = cli_cycles(&[(&shipped_binary, &shipped_journal), (&development_binary, &development_journal)])?;
     let (shipped, development) = (cycles[0], cycles[1]);
-    let start_up = version_cycles(&crate::dist::binary())?;
+    let start_up = version_cycles(&shipped_binary)?;
     println!(
         "  CLI acquire+release, shipped binary (cargo xtask dist): median {:.2} ms, p99 {:.2} ms",
         shipped.0.as_secs_f64() * 1e3,
