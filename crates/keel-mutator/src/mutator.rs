@@ -442,6 +442,20 @@ impl Mutator {
         }
     }
 
+    /// A step that happened (`done`) and its log record, made durable (`logged`).
+    fn step_done(
+        &self,
+        session: &mut Session<'_>,
+        record: &Record,
+        done: Point,
+        logged: Point,
+    ) -> Result<(), MutateError> {
+        self.point(done);
+        session.log(record)?;
+        self.point(logged);
+        Ok(())
+    }
+
     /// Takes the lock (first: see the lock order below), then the index, then folds the log.
     /// Lock order: the `flock` before the in-process mutex, so threads sharing one mutator and
     /// mutators in other processes queue on the same lock without deadlock.
@@ -519,9 +533,7 @@ impl Mutator {
             let _ = unlink_at(target.parent(), scratch, &target.path);
             return Err(error);
         }
-        self.point(Point::TempWritten);
-        session.log(&Record::step(intent, Step::TempCreated))?;
-        self.point(Point::TempLogged);
+        self.step_done(session, &Record::step(intent, Step::TempCreated), Point::TempWritten, Point::TempLogged)?;
         let flags = if observed.inode.is_none() { RenameFlags::NOREPLACE } else { RenameFlags::empty() };
         let renamed = self.fenced(target, &observed, &[&target.path], &request.holder, || {
             Ok(rustix::fs::renameat_with(target.parent(), scratch, target.parent(), target.name(), flags))
@@ -544,13 +556,14 @@ impl Mutator {
                 return Err(MutateError::io("rename", &target.path, e));
             }
         }
-        self.point(Point::Renamed);
-        session.log(&Record::step(intent, Step::Renamed))?;
-        self.point(Point::RenamedLogged);
+        self.step_done(session, &Record::step(intent, Step::Renamed), Point::Renamed, Point::RenamedLogged)?;
         let synced = dir_sync(target.parent(), &target.path)?;
-        self.point(Point::DirSynced);
-        session.log(&Record { dir_sync: Some(synced), ..Record::step(intent, Step::DirSynced) })?;
-        self.point(Point::DirSyncedLogged);
+        self.step_done(
+            session,
+            &Record { dir_sync: Some(synced), ..Record::step(intent, Step::DirSynced) },
+            Point::DirSynced,
+            Point::DirSyncedLogged,
+        )?;
         Ok(Ok(Outcome::Written {
             path: target.path.clone(),
             hash: hash.to_owned(),
@@ -593,18 +606,10 @@ impl Mutator {
         request: &Request,
     ) -> Result<Result<Outcome, Outcome>, MutateError> {
         let intent = request.intent.as_str();
-        let observed = match self.check(session, intent, target, &request.expect)? {
+        let observed = match self.check_present(session, intent, target, &request.expect)? {
             Ok(observed) => observed,
             Err(refused) => return Ok(Err(refused)),
         };
-        if observed.inode.is_none() {
-            session.log(&Record::noted(intent, Step::Aborted, "precondition_failed"))?;
-            return Ok(Err(Outcome::PreconditionFailed {
-                path: target.path.clone(),
-                expected: request.expect.clone(),
-                actual: PreState::Absent,
-            }));
-        }
         let trashed = self.fenced(target, &observed, &[&target.path], &request.holder, || {
             rustix::fs::renameat_with(target.parent(), target.name(), target.parent(), scratch, RenameFlags::NOREPLACE)
                 .map_err(|e| MutateError::io("rename to trash", &target.path, e))
@@ -612,17 +617,16 @@ impl Mutator {
         if let Err(refused) = trashed {
             return Ok(Err(refused));
         }
-        self.point(Point::Trashed);
-        session.log(&Record::step(intent, Step::Trashed))?;
-        self.point(Point::TrashedLogged);
+        self.step_done(session, &Record::step(intent, Step::Trashed), Point::Trashed, Point::TrashedLogged)?;
         unlink_at(target.parent(), scratch, &target.path)?;
-        self.point(Point::Unlinked);
-        session.log(&Record::step(intent, Step::Unlinked))?;
-        self.point(Point::UnlinkedLogged);
+        self.step_done(session, &Record::step(intent, Step::Unlinked), Point::Unlinked, Point::UnlinkedLogged)?;
         let synced = dir_sync(target.parent(), &target.path)?;
-        self.point(Point::DirSynced);
-        session.log(&Record { dir_sync: Some(synced), ..Record::step(intent, Step::DirSynced) })?;
-        self.point(Point::DirSyncedLogged);
+        self.step_done(
+            session,
+            &Record { dir_sync: Some(synced), ..Record::step(intent, Step::DirSynced) },
+            Point::DirSynced,
+            Point::DirSyncedLogged,
+        )?;
         Ok(Ok(Outcome::Deleted { path: target.path.clone(), dir_sync: synced }))
     }
 
@@ -685,18 +689,10 @@ impl Mutator {
                 actual: at_destination.state,
             }));
         }
-        let observed = match self.check(session, intent, source, &request.expect)? {
+        let observed = match self.check_present(session, intent, source, &request.expect)? {
             Ok(observed) => observed,
             Err(refused) => return Ok(Err(refused)),
         };
-        if observed.inode.is_none() {
-            session.log(&Record::noted(intent, Step::Aborted, "precondition_failed"))?;
-            return Ok(Err(Outcome::PreconditionFailed {
-                path: source.path.clone(),
-                expected: request.expect.clone(),
-                actual: PreState::Absent,
-            }));
-        }
         let paths = [source.path.as_str(), destination.path.as_str()];
         let moved = self.fenced(source, &observed, &paths, &request.holder, || {
             if let Some(refused) = self.recheck_parent(destination)? {
@@ -719,9 +715,7 @@ impl Mutator {
             Err(Errno::EXIST) => return Ok(Err(Outcome::InodeSwapped { path: destination.path.clone() })),
             Err(e) => return Err(MutateError::io("rename", &source.path, e)),
         }
-        self.point(Point::Renamed);
-        session.log(&Record::step(intent, Step::Renamed))?;
-        self.point(Point::RenamedLogged);
+        self.step_done(session, &Record::step(intent, Step::Renamed), Point::Renamed, Point::RenamedLogged)?;
         let mut synced = dir_sync(destination.parent(), &destination.path)?;
         if dir_identity(source.parent(), &source.path)? != dir_identity(destination.parent(), &destination.path)? {
             let source_synced = dir_sync(source.parent(), &source.path)?;
@@ -729,9 +723,12 @@ impl Mutator {
                 synced = source_synced;
             }
         }
-        self.point(Point::DirSynced);
-        session.log(&Record { dir_sync: Some(synced), ..Record::step(intent, Step::DirSynced) })?;
-        self.point(Point::DirSyncedLogged);
+        self.step_done(
+            session,
+            &Record { dir_sync: Some(synced), ..Record::step(intent, Step::DirSynced) },
+            Point::DirSynced,
+            Point::DirSyncedLogged,
+        )?;
         Ok(Ok(Outcome::Renamed { from: source.path.clone(), to: destination.path.clone(), dir_sync: synced }))
     }
 
@@ -872,6 +869,30 @@ impl Mutator {
         session.log(&record)?;
         self.point(Point::IntentLogged);
         Ok(())
+    }
+
+    /// [`check`](Self::check), then refuses (logging `aborted`) if the file is absent: what a
+    /// delete or a rename needs, whatever pre-state the caller allowed.
+    fn check_present(
+        &self,
+        session: &mut Session<'_>,
+        intent: &str,
+        target: &Target,
+        expect: &Expect,
+    ) -> Result<Result<Observed, Outcome>, MutateError> {
+        let observed = match self.check(session, intent, target, expect)? {
+            Ok(observed) => observed,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        if observed.inode.is_none() {
+            session.log(&Record::noted(intent, Step::Aborted, "precondition_failed"))?;
+            return Ok(Err(Outcome::PreconditionFailed {
+                path: target.path.clone(),
+                expected: expect.clone(),
+                actual: PreState::Absent,
+            }));
+        }
+        Ok(Ok(observed))
     }
 
     /// Checks the pre-state and logs `checked`, or logs `aborted` and returns the refusal.
