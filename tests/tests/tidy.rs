@@ -78,8 +78,8 @@ const KERNEL_FORBIDDEN: [&str; 18] = [
     "unsafe impl",
 ];
 
-const KERNEL_DEPENDENCIES_ALLOWED: [&str; 8] =
-    ["serde", "serde_json", "thiserror", "caseless", "memchr", "humantime", "blake3", "rustc-hash"];
+const KERNEL_DEPENDENCIES_ALLOWED: [&str; 9] =
+    ["serde", "serde_json", "thiserror", "caseless", "memchr", "humantime", "blake3", "rustc-hash", "hashbrown"];
 
 #[test]
 fn kernel_sources_do_no_io_read_no_clock_and_spawn_nothing() {

@@ -1,10 +1,10 @@
 //! Replaying a journal file: the kernel's fold, fed by parsing on every core.
 //!
 //! Parsing is almost all of a replay's cost and needs nothing but the line, so the file is read in
-//! chunks that end at a newline, the chunks are parsed on worker threads with the kernel's pure
-//! [`parse_line`], and the results are folded in file order on the calling thread. The result is
-//! exactly that of pushing every line through [`Replay::push_line`] (the kernel's definition);
-//! memory stays bounded by the chunks in flight.
+//! chunks that end at a newline, the chunks are taken apart on worker threads by the kernel's pure
+//! [`ParsedChunk::parse`], and the results are folded in file order on the calling thread. The
+//! result is exactly that of pushing every line through [`Replay::push_line`] (the kernel's
+//! definition); memory stays bounded by the chunks in flight.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use keel_fs::{FsError, LINE_BYTES_MAX_DEFAULT};
-use keel_kernel::{ParsedLine, Replay, Replayed, parse_line};
+use keel_kernel::{ParsedChunk, Replay, Replayed};
 
 /// Bytes per chunk handed to a parser thread.
 const CHUNK_BYTES: usize = 1024 * 1024;
@@ -47,7 +47,7 @@ pub fn replay_from(mut file: File, path: &Path, replay: Replay, offset: u64) -> 
         return replay_serial(file, path, replay, offset);
     }
     let (chunk_tx, chunk_rx) = sync_channel::<(u64, Vec<u8>)>(parsers * IN_FLIGHT_PER_PARSER);
-    let (parsed_tx, parsed_rx) = sync_channel::<(u64, Vec<ParsedLine>)>(parsers * IN_FLIGHT_PER_PARSER);
+    let (parsed_tx, parsed_rx) = sync_channel::<(u64, ParsedChunk)>(parsers * IN_FLIGHT_PER_PARSER);
     let chunk_rx = Arc::new(Mutex::new(chunk_rx));
     std::thread::scope(|scope| {
         for _ in 0..parsers {
@@ -68,31 +68,24 @@ fn reader_panicked(path: &Path) -> FsError {
     FsError::io("read", path, std::io::Error::other("journal reader thread panicked"))
 }
 
-fn parse_chunks(chunks: &Mutex<Receiver<(u64, Vec<u8>)>>, parsed: &SyncSender<(u64, Vec<ParsedLine>)>) {
+fn parse_chunks(chunks: &Mutex<Receiver<(u64, Vec<u8>)>>, parsed: &SyncSender<(u64, ParsedChunk)>) {
     loop {
         let next = chunks.lock().map(|rx| rx.recv());
         let Ok(Ok((index, chunk))) = next else { return };
-        let lines = split(&chunk).map(parse_line).collect();
-        if parsed.send((index, lines)).is_err() {
+        // Each chunk ends with `\n` except possibly the file's final fragment.
+        if parsed.send((index, ParsedChunk::parse(chunk))).is_err() {
             return;
         }
     }
 }
 
-/// Lines of a chunk: each ends with `\n` except possibly the file's final fragment.
-fn split(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
-    keel_kernel::line::split_lines(chunk)
-}
-
-fn fold_in_order(mut replay: Replay, parsed: &Receiver<(u64, Vec<ParsedLine>)>) -> Replay {
-    let mut waiting: BTreeMap<u64, Vec<ParsedLine>> = BTreeMap::new();
+fn fold_in_order(mut replay: Replay, parsed: &Receiver<(u64, ParsedChunk)>) -> Replay {
+    let mut waiting: BTreeMap<u64, ParsedChunk> = BTreeMap::new();
     let mut next = 0u64;
-    for (index, lines) in parsed {
-        waiting.insert(index, lines);
-        while let Some(lines) = waiting.remove(&next) {
-            for line in lines {
-                replay.push_parsed(line);
-            }
+    for (index, chunk) in parsed {
+        waiting.insert(index, chunk);
+        while let Some(chunk) = waiting.remove(&next) {
+            replay.push_chunk(chunk);
             next += 1;
         }
     }
@@ -184,6 +177,8 @@ mod tests {
             match i % 5 {
                 0 => writeln!(journal, "{{\"op\": \"ACQUIRE\", \"loop_ts\": \"{i}\", \"lane\": \"l\", \"seq\": {i}, \"lease\": {{\"lane\": \"l\", \"loop_ts\": \"{i}\", \"pad\": \"{}\"}}}}", "x".repeat(100)),
                 1 => writeln!(journal, "{{\"op\": \"RELEASE\", \"loop_ts\": \"{}\", \"lane\": \"l\"}}", i - 1),
+                // Invalid UTF-8, decoded lossily: a record like any other.
+                2 if i % 7 == 0 => journal.write_all(b"{\"op\": \"HALT\", \"bad\": \"\xff\xe2\x82\"}\n"),
                 2 => writeln!(journal, "not json {i}"),
                 3 => writeln!(journal),
                 _ => writeln!(journal, "{{\"op\": \"HEARTBEAT\", \"loop_ts\": \"{}\", \"lane\": \"l\", \"ts\": \"T{i}\"}}", i - 4),

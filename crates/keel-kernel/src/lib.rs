@@ -45,11 +45,10 @@ pub mod json;
 pub mod line;
 pub mod merge;
 pub mod replay;
+mod scan;
 pub mod tree;
 pub mod value;
 
 pub use arbiter::{Decision, Request, Taxonomy};
-pub use replay::{
-    Generation, Identity, LiveState, ParsedLine, Replay, Replayed, parse_line, replay_bytes, replay_records,
-};
+pub use replay::{Generation, Identity, LiveState, ParsedChunk, Replay, Replayed, replay_bytes, replay_records};
 pub use value::Object;
