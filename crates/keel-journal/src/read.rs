@@ -17,7 +17,7 @@ use keel_fs::{FsError, LINE_BYTES_MAX_DEFAULT};
 use keel_kernel::{ParsedChunk, Replay, Replayed};
 
 /// Bytes per chunk handed to a parser thread.
-const CHUNK_BYTES: usize = 1024 * 1024;
+const CHUNK_BYTES: usize = 256 * 1024;
 /// Parser threads at most (the fold on the calling thread is the next bottleneck past this).
 const PARSERS_MAX: usize = 4;
 /// Chunks at most in flight per parser (bounds memory to a few chunks per thread).

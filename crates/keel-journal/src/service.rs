@@ -989,7 +989,7 @@ impl<S: Storage + Clone> Journal<S> {
                 live_leases: folded.state.live_count(),
                 corrupt: folded.state.corrupt().len(),
                 unreviewed_corrupt: folded.state.damage().len(),
-                ops: folded.state.op_counts().clone(),
+                ops: folded.state.op_counts(),
                 last_compaction: cache.last_compaction.clone(),
             })
         })

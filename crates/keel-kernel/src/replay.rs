@@ -235,7 +235,8 @@ pub struct LiveState {
     max_seq: u64,
     corrupt: Vec<Object>,
     records: u64,
-    op_counts: BTreeMap<String, u64>,
+    /// Hashed, not ordered: it is counted for every record and read rarely.
+    op_counts: FxMap<String, u64>,
     excused: BTreeSet<Excuse>,
 }
 
@@ -437,8 +438,8 @@ impl LiveState {
     }
 
     /// Records per `op` (at most [`OP_NAMES_MAX`] names; the rest under `"*other*"`).
-    pub fn op_counts(&self) -> &BTreeMap<String, u64> {
-        &self.op_counts
+    pub fn op_counts(&self) -> BTreeMap<String, u64> {
+        self.op_counts.iter().map(|(op, &count)| (op.clone(), count)).collect()
     }
 
     /// The compacted journal: one `CHECKPOINT` then every corrupt sentinel, or nothing for an
@@ -528,7 +529,7 @@ impl LiveState {
             max_seq: self.max_seq,
             corrupt: self.corrupt.clone(),
             records: self.records,
-            op_counts: self.op_counts.clone(),
+            op_counts: self.op_counts(),
             excused: self.excused.iter().cloned().collect(),
         }
     }
@@ -550,7 +551,7 @@ impl LiveState {
             max_seq: snapshot.max_seq,
             corrupt: snapshot.corrupt,
             records: snapshot.records,
-            op_counts: snapshot.op_counts,
+            op_counts: snapshot.op_counts.into_iter().collect(),
             excused: snapshot.excused.into_iter().collect(),
         }
     }
@@ -767,12 +768,16 @@ impl ParsedChunk {
         let text = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let mut lines = Vec::new();
         if !text.is_empty() {
+            let body = text.strip_suffix('\n').unwrap_or(&text);
+            let ends = memchr::memchr_iter(b'\n', body.as_bytes()).chain(std::iter::once(body.len()));
             let mut at = 0;
-            for line in text.strip_suffix('\n').unwrap_or(&text).split('\n') {
+            for end in ends {
+                // `at` and `end` sit next to a `\n` or at an end of `body`: char boundaries.
+                let line = &body[at..end];
                 let stripped = python_strip(line);
                 let start = at + (line.len() - line.trim_start_matches(python_isspace).len());
                 lines.push((start, start + stripped.len(), parse_stripped(stripped)));
-                at += line.len() + 1;
+                at = end + 1;
             }
         }
         Self { text, lines }
