@@ -6,6 +6,7 @@
 //! leases cost no more per record than one.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher;
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
@@ -154,14 +155,37 @@ impl Body {
     }
 }
 
+/// A borrowed identity with its hash, computed once (on a parser thread, for the fast path).
+#[derive(Debug, Clone, Copy)]
+struct Key<'a> {
+    identity: IdRef<'a>,
+    hash: u64,
+}
+
+impl<'a> Key<'a> {
+    fn new(identity: IdRef<'a>) -> Self {
+        Self { identity, hash: rustc_hash::FxBuildHasher.hash_one(identity) }
+    }
+}
+
+/// One live lease, with its generation if it has one (a `CHECKPOINT` may list a lease without).
+#[derive(Debug, Clone)]
+struct Slot {
+    identity: Identity,
+    hash: u64,
+    body: Body,
+    generation: Option<u64>,
+}
+
 /// The live set in first-acquired order with O(1) lookup, replacement and removal.
 ///
 /// Removal leaves a hole that is squeezed out once holes outnumber live entries, so iteration
-/// stays proportional to the live set.
+/// stays proportional to the live set. The index holds positions in `slots`, found by the hash
+/// stored in each slot, so a lookup neither allocates nor hashes again.
 #[derive(Debug, Clone, Default)]
 struct LiveSet {
-    slots: Vec<Option<(Identity, Body)>>,
-    index: FxMap<Identity, usize>,
+    slots: Vec<Option<Slot>>,
+    index: hashbrown::HashTable<usize>,
 }
 
 impl LiveSet {
@@ -169,39 +193,42 @@ impl LiveSet {
         self.index.len()
     }
 
-    /// Replaces the body of a live lease in place, or adds the lease last.
-    fn upsert(&mut self, identity: IdRef<'_>, body: Body) {
-        if let Some(&slot) = self.index.get(&identity) {
-            match &mut self.slots[slot] {
-                Some((_, kept)) => *kept = body,
-                hole => *hole = Some((identity.to_owned(), body)),
-            }
-        } else {
-            let identity = identity.to_owned();
-            self.index.insert(identity.clone(), self.slots.len());
-            self.slots.push(Some((identity, body)));
+    fn position(&self, key: Key<'_>) -> Option<usize> {
+        let slots = &self.slots;
+        let held = |&at: &usize| slots[at].as_ref().is_some_and(|slot| slot.identity.as_ref() == key.identity);
+        self.index.find(key.hash, held).copied()
+    }
+
+    fn slot(&self, key: Key<'_>) -> Option<&Slot> {
+        self.slots[self.position(key)?].as_ref()
+    }
+
+    fn slot_mut(&mut self, key: Key<'_>) -> Option<&mut Slot> {
+        let at = self.position(key)?;
+        self.slots[at].as_mut()
+    }
+
+    /// Replaces the body and generation of a live lease in place, or adds the lease last.
+    fn upsert(&mut self, key: Key<'_>, body: Body, generation: Option<u64>) {
+        if let Some(slot) = self.slot_mut(key) {
+            slot.body = body;
+            slot.generation = generation;
+            return;
         }
+        let at = self.slots.len();
+        self.slots.push(Some(Slot { identity: key.identity.to_owned(), hash: key.hash, body, generation }));
+        let slots = &self.slots;
+        self.index.insert_unique(key.hash, at, |&at| slots[at].as_ref().map_or(0, |slot| slot.hash));
     }
 
-    fn body_mut(&mut self, identity: IdRef<'_>) -> Option<&mut Body> {
-        let slot = *self.index.get(&identity)?;
-        self.slots[slot].as_mut().map(|(_, body)| body)
-    }
-
-    fn get_mut(&mut self, identity: IdRef<'_>) -> Option<&mut Object> {
-        self.body_mut(identity).map(Body::get_mut)
-    }
-
-    fn get(&self, identity: IdRef<'_>) -> Option<&Object> {
-        let slot = *self.index.get(&identity)?;
-        self.slots[slot].as_ref().map(|(_, body)| body.get())
-    }
-
-    fn remove(&mut self, identity: IdRef<'_>) {
-        let Some(slot) = self.index.remove(&identity) else {
+    fn remove(&mut self, key: Key<'_>) {
+        let slots = &self.slots;
+        let held = |&at: &usize| slots[at].as_ref().is_some_and(|slot| slot.identity.as_ref() == key.identity);
+        let Ok(entry) = self.index.find_entry(key.hash, held) else {
             return;
         };
-        self.slots[slot] = None;
+        let (at, _) = entry.remove();
+        self.slots[at] = None;
         let holes = self.slots.len() - self.index.len();
         if holes > 32 && holes > self.index.len() {
             self.squeeze();
@@ -210,9 +237,11 @@ impl LiveSet {
 
     fn squeeze(&mut self) {
         self.slots.retain(Option::is_some);
-        for (slot, entry) in self.slots.iter().enumerate() {
-            let (identity, _) = entry.as_ref().expect("holes were just removed");
-            *self.index.get_mut(identity).expect("every slot is indexed") = slot;
+        self.index.clear();
+        let slots = &self.slots;
+        for (at, slot) in slots.iter().enumerate() {
+            let hash = slot.as_ref().map_or(0, |slot| slot.hash);
+            self.index.insert_unique(hash, at, |&at| slots[at].as_ref().map_or(0, |slot| slot.hash));
         }
     }
 
@@ -221,8 +250,12 @@ impl LiveSet {
         self.index.clear();
     }
 
+    fn slots(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().flatten()
+    }
+
     fn iter(&self) -> impl Iterator<Item = (&Identity, &Object)> {
-        self.slots.iter().flatten().map(|(identity, body)| (identity, body.get()))
+        self.slots().map(|slot| (&slot.identity, slot.body.get()))
     }
 }
 
@@ -230,7 +263,9 @@ impl LiveSet {
 #[derive(Debug, Clone, Default)]
 pub struct LiveState {
     live: LiveSet,
-    generations: FxMap<Identity, u64>,
+    /// Generation rows of identities that are not live: only a `CHECKPOINT` leaves such rows
+    /// (dos-kernel keeps them, so compaction carries them on). Live leases keep theirs in the slot.
+    orphan_generations: FxMap<Identity, u64>,
     counter: u64,
     max_seq: u64,
     corrupt: Vec<Object>,
@@ -264,17 +299,17 @@ impl LiveState {
                         BODY_MEMBERS.iter().filter_map(|&k| record.get(k).map(|v| (k.to_owned(), v.clone()))).collect()
                     }
                 };
-                self.grant(identity.as_ref(), Body::object(body));
+                self.grant(Key::new(identity.as_ref()), Body::object(body));
             }
-            "RELEASE" | "SCAVENGE" => self.remove(Identity::of(record).as_ref()),
+            "RELEASE" | "SCAVENGE" => self.remove(Key::new(Identity::of(record).as_ref())),
             "HEARTBEAT" => {
-                if let Some(lease) = self.live.get_mut(Identity::of(record).as_ref()) {
-                    beat(lease, record);
+                if let Some(slot) = self.live.slot_mut(Key::new(Identity::of(record).as_ref())) {
+                    beat(slot.body.get_mut(), record);
                 }
             }
             "ADOPT" => {
-                if let Some(lease) = self.live.get_mut(Identity::of(record).as_ref()) {
-                    adopt(lease, record);
+                if let Some(slot) = self.live.slot_mut(Key::new(Identity::of(record).as_ref())) {
+                    adopt(slot.body.get_mut(), record);
                 }
             }
             "CHECKPOINT" => self.checkpoint(record),
@@ -295,14 +330,14 @@ impl LiveState {
         self.count_op(fast.op);
         match fast.effect {
             FastEffect::Grant(body) => {
-                if !fast.identity.is_empty() {
-                    self.grant(fast.identity, Body::raw(body.into()));
+                if !fast.key.identity.is_empty() {
+                    self.grant(fast.key, Body::raw(body.into()));
                 }
             }
-            FastEffect::Remove => self.remove(fast.identity),
+            FastEffect::Remove => self.remove(fast.key),
             FastEffect::Beat(beat) => {
-                if let Some(body) = self.live.body_mut(fast.identity) {
-                    body.beat(beat);
+                if let Some(slot) = self.live.slot_mut(fast.key) {
+                    slot.body.beat(beat);
                 }
             }
             FastEffect::None => {}
@@ -319,21 +354,34 @@ impl LiveState {
         }
     }
 
-    fn grant(&mut self, identity: IdRef<'_>, body: Body) {
+    fn grant(&mut self, key: Key<'_>, body: Body) {
         // Saturates rather than wrap: a hostile checkpoint row at u64::MAX must not make the next
         // token the oldest (0). Python's unbounded integers would go past it; no real journal does.
         self.counter = self.counter.saturating_add(1);
-        if let Some(generation) = self.generations.get_mut(&identity) {
-            *generation = self.counter;
-        } else {
-            self.generations.insert(identity.to_owned(), self.counter);
-        }
-        self.live.upsert(identity, body);
+        self.forget_orphan_generation(key);
+        self.live.upsert(key, body, Some(self.counter));
     }
 
-    fn remove(&mut self, identity: IdRef<'_>) {
-        self.live.remove(identity);
-        self.generations.remove(&identity);
+    fn remove(&mut self, key: Key<'_>) {
+        self.live.remove(key);
+        self.forget_orphan_generation(key);
+    }
+
+    fn forget_orphan_generation(&mut self, key: Key<'_>) {
+        // Almost always empty: skip hashing the identity a second time.
+        if !self.orphan_generations.is_empty() {
+            self.orphan_generations.remove(&key.identity);
+        }
+    }
+
+    /// Sets a generation row: on the live lease, or as an orphan row if it is not live.
+    fn set_generation(&mut self, identity: Identity, generation: u64) {
+        match self.live.slot_mut(Key::new(identity.as_ref())) {
+            Some(slot) => slot.generation = Some(generation),
+            None => {
+                self.orphan_generations.insert(identity, generation);
+            }
+        }
     }
 
     fn checkpoint(&mut self, record: &Object) {
@@ -343,12 +391,12 @@ impl LiveState {
                 if let Value::Object(body) = lease {
                     let identity = Identity::of(body);
                     if !identity.is_empty() {
-                        self.live.upsert(identity.as_ref(), Body::object(body.clone()));
+                        self.live.upsert(Key::new(identity.as_ref()), Body::object(body.clone()), None);
                     }
                 }
             }
         }
-        self.generations.clear();
+        self.orphan_generations.clear();
         self.counter = 0;
         if let Some(Value::Array(rows)) = record.get("generations") {
             for row in rows {
@@ -361,7 +409,7 @@ impl LiveState {
                     continue;
                 }
                 self.counter = self.counter.max(generation);
-                self.generations.insert(identity, generation);
+                self.set_generation(identity, generation);
             }
         }
     }
@@ -378,7 +426,7 @@ impl LiveState {
 
     /// The live lease at `identity`, if any.
     pub fn lease(&self, identity: &Identity) -> Option<&Object> {
-        self.live.get(identity.as_ref())
+        self.live.slot(Key::new(identity.as_ref())).map(|slot| slot.body.get())
     }
 
     /// Whether every live lease is stored under its own identity. An `ACQUIRE` whose `lease` body
@@ -396,8 +444,7 @@ impl LiveState {
 
     /// The generation of the live lease at `identity`, if it is live and has one.
     pub fn generation(&self, identity: &Identity) -> Option<u64> {
-        self.live.get(identity.as_ref())?;
-        self.generations.get(identity).copied()
+        self.live.slot(Key::new(identity.as_ref()))?.generation
     }
 
     /// The generation the next grant will receive.
@@ -409,10 +456,10 @@ impl LiveState {
     /// any row a `CHECKPOINT` carried for an identity that is not live (dos-kernel keeps those too,
     /// and a later checkpoint must carry them on for compaction to preserve the table).
     pub fn generations(&self) -> Vec<Generation> {
-        let mut rows: Vec<Generation> = self
-            .generations
-            .iter()
-            .map(|(identity, &generation)| Generation {
+        let live = self.live.slots().filter_map(|slot| Some((&slot.identity, slot.generation?)));
+        let mut rows: Vec<Generation> = live
+            .chain(self.orphan_generations.iter().map(|(identity, &generation)| (identity, generation)))
+            .map(|(identity, generation)| Generation {
                 loop_ts: identity.loop_ts.clone(),
                 lane: identity.lane.clone(),
                 generation,
@@ -538,22 +585,22 @@ impl LiveState {
     pub fn from_snapshot(snapshot: StateSnapshot) -> Self {
         let mut live = LiveSet::default();
         for (identity, body) in snapshot.live {
-            live.upsert(identity.as_ref(), Body::object(body));
+            live.upsert(Key::new(identity.as_ref()), Body::object(body), None);
         }
-        Self {
+        let mut state = Self {
             live,
-            generations: snapshot
-                .generations
-                .into_iter()
-                .map(|g| (Identity { loop_ts: g.loop_ts, lane: g.lane }, g.generation))
-                .collect(),
+            orphan_generations: FxMap::default(),
             counter: snapshot.counter,
             max_seq: snapshot.max_seq,
             corrupt: snapshot.corrupt,
             records: snapshot.records,
             op_counts: snapshot.op_counts.into_iter().collect(),
             excused: snapshot.excused.into_iter().collect(),
+        };
+        for row in snapshot.generations {
+            state.set_generation(Identity { loop_ts: row.loop_ts, lane: row.lane }, row.generation);
         }
+        state
     }
 }
 
@@ -658,6 +705,8 @@ struct FastSpans {
     op: Span,
     loop_ts: Span,
     lane: Span,
+    /// The identity's hash, computed here so the fold does not.
+    hash: u64,
     seq: u64,
     effect: SpanEffect,
 }
@@ -676,7 +725,7 @@ enum SpanEffect {
 #[derive(Clone, Copy)]
 struct FastRecord<'a> {
     op: &'a str,
-    identity: IdRef<'a>,
+    key: Key<'a>,
     seq: u64,
     effect: FastEffect<'a>,
 }
@@ -693,7 +742,7 @@ impl FastSpans {
     fn resolve(self, line: &str) -> FastRecord<'_> {
         FastRecord {
             op: self.op.of(line),
-            identity: IdRef { loop_ts: self.loop_ts.of(line), lane: self.lane.of(line) },
+            key: Key { identity: IdRef { loop_ts: self.loop_ts.of(line), lane: self.lane.of(line) }, hash: self.hash },
             seq: self.seq,
             effect: match self.effect {
                 SpanEffect::Grant(body) => FastEffect::Grant(body.of(line)),
@@ -740,10 +789,12 @@ fn parse_fast(text: &str) -> Option<FastSpans> {
             .map_or(SpanEffect::None, SpanEffect::Beat),
         _ => SpanEffect::None,
     };
+    let (loop_ts, lane) = (members.loop_ts.unwrap_or_default(), members.lane.unwrap_or_default());
     Some(FastSpans {
         op: members.op,
-        loop_ts: members.loop_ts.unwrap_or_default(),
-        lane: members.lane.unwrap_or_default(),
+        loop_ts,
+        lane,
+        hash: Key::new(IdRef { loop_ts: loop_ts.of(text), lane: lane.of(text) }).hash,
         seq: members.seq.unwrap_or(0).max(members.seq_watermark.unwrap_or(0)),
         effect,
     })
@@ -996,6 +1047,35 @@ mod tests {
                 proptest::prop_assert_eq!(by_fast.snapshot(), by_general.snapshot(), "{}", text);
             }
         }
+    }
+
+    #[test]
+    fn a_borrowed_identity_hashes_as_the_owned_one() {
+        // Orphan generation rows are keyed by `Identity` and probed with `IdRef`.
+        let owned = Identity { loop_ts: "2026-11-01T00:00:00Z".into(), lane: "api".into() };
+        let build = rustc_hash::FxBuildHasher;
+        assert_eq!(build.hash_one(&owned), build.hash_one(owned.as_ref()));
+    }
+
+    #[test]
+    fn a_checkpoint_row_for_a_lease_not_live_is_kept_until_a_grant_or_release_replaces_it() {
+        let mut state = LiveState::new();
+        state.apply(&obj(json!({"op": "CHECKPOINT", "leases": [{"loop_ts": "a", "lane": "x"}],
+            "generations": [{"loop_ts": "a", "lane": "x", "generation": 4}, {"loop_ts": "b", "lane": "y", "generation": 9}]})));
+        let rows = |state: &LiveState| -> Vec<(String, u64)> {
+            state.generations().into_iter().map(|g| (g.loop_ts, g.generation)).collect()
+        };
+        assert_eq!(rows(&state), vec![("a".into(), 4), ("b".into(), 9)]);
+        let b = Identity { loop_ts: "b".into(), lane: "y".into() };
+        assert_eq!(state.generation(&b), None, "a row is not a live lease");
+        state
+            .apply(&obj(json!({"op": "ACQUIRE", "loop_ts": "b", "lane": "y", "lease": {"loop_ts": "b", "lane": "y"}})));
+        assert_eq!(rows(&state), vec![("a".into(), 4), ("b".into(), 10)]);
+        state.apply(&obj(json!({"op": "RELEASE", "loop_ts": "b", "lane": "y"})));
+        state.apply(&obj(json!({"op": "RELEASE", "loop_ts": "a", "lane": "x"})));
+        assert!(rows(&state).is_empty());
+        let back = LiveState::from_snapshot(state.snapshot());
+        assert_eq!(back.snapshot(), state.snapshot());
     }
 
     #[test]
