@@ -12,7 +12,7 @@
 use keel_kernel::arbiter::{LaneSpec, Mode, Outcome, Request, Taxonomy, decide};
 use keel_kernel::tree::{Region, Tree, normalise};
 use keel_kernel::value::seq_number;
-use keel_kernel::{LiveState, Object, Replay, Replayed, replay_bytes, replay_records};
+use keel_kernel::{LiveState, Object, ParsedChunk, Replay, Replayed, replay_bytes, replay_records};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{Value, json};
@@ -475,6 +475,30 @@ proptest! {
         let pushed = replay.finish();
         assert_same_replay(&pushed, &whole)?;
         prop_assert_eq!(pushed.state.op_counts(), whole.state.op_counts());
+    }
+
+    /// What parser threads do: cut the file at line ends into chunks, take each apart with
+    /// `ParsedChunk::parse`, fold them in order. Any cuts give the same replay as the whole file.
+    #[test]
+    fn folding_parsed_chunks_cut_at_any_line_ends_equals_replaying_the_whole_buffer(
+        journal in journal(),
+        cuts in proptest::collection::vec(any::<bool>(), 40),
+    ) {
+        let bytes = journal.bytes();
+        let whole = replay_bytes(&bytes);
+        let mut replay = Replay::new();
+        let mut start = 0;
+        let line_ends = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(at, _)| at + 1);
+        for (end, cut) in line_ends.zip(cuts.iter().cycle()) {
+            if *cut {
+                replay.push_chunk(ParsedChunk::parse(bytes[start..end].to_vec()));
+                start = end;
+            }
+        }
+        replay.push_chunk(ParsedChunk::parse(bytes[start..].to_vec()));
+        let folded = replay.finish();
+        assert_same_replay(&folded, &whole)?;
+        prop_assert_eq!(folded.state.op_counts(), whole.state.op_counts());
     }
 
     /// `Replay::resume` cannot continue after an unparseable line: the decoder holds such a line
