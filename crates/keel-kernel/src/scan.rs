@@ -275,30 +275,20 @@ fn skip_value(b: &[u8], mut i: usize) -> Option<usize> {
     'value: loop {
         match *b.get(i)? {
             b'"' => i = string_end(b, i + 1)?.0,
-            b'{' => {
+            open @ (b'{' | b'[') => {
+                let is_object = open == b'{';
                 i = ws(b, i + 1);
-                if *b.get(i)? == b'}' {
+                if *b.get(i)? == if is_object { b'}' } else { b']' } {
                     i += 1;
                 } else {
                     depth += 1;
                     if depth > DEPTH_MAX {
                         return None;
                     }
-                    objects = (objects << 1) | 1;
-                    i = member_value_start(b, i)?;
-                    continue 'value;
-                }
-            }
-            b'[' => {
-                i = ws(b, i + 1);
-                if *b.get(i)? == b']' {
-                    i += 1;
-                } else {
-                    depth += 1;
-                    if depth > DEPTH_MAX {
-                        return None;
+                    objects = (objects << 1) | u64::from(is_object);
+                    if is_object {
+                        i = member_value_start(b, i)?;
                     }
-                    objects <<= 1;
                     continue 'value;
                 }
             }
