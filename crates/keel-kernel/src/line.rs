@@ -63,7 +63,13 @@ pub fn classify_text(text: &str) -> LineClass {
 pub fn split_lines(buffer: &[u8]) -> impl Iterator<Item = &[u8]> {
     let body = buffer.strip_suffix(b"\n").unwrap_or(buffer);
     let empty = buffer.is_empty();
-    body.split(|b| *b == b'\n').filter(move |_| !empty)
+    let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
+    let mut start = 0;
+    ends.filter(move |_| !empty).map(move |end| {
+        let line = &body[start..end];
+        start = end + 1;
+        line
+    })
 }
 
 /// An unparseable line: the text that was there and its 0-based line index (blank lines counted).

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::line::{BadLine, CORRUPT_OP, LineClass, LineDecoder, classify_text, line_text};
+use crate::line::{BadLine, CORRUPT_OP, LineClass, LineDecoder, classify_text, line_text, split_lines};
 use crate::scan::{self, Span};
 use crate::value::{Object, identity_text, python_eq, python_isspace, python_strip, seq_number, truthy};
 
@@ -155,6 +155,16 @@ impl Body {
     }
 }
 
+/// Whether the index entry (a position in `slots`) is the live lease at `key`.
+fn holds<'a>(slots: &'a [Option<Slot>], key: Key<'a>) -> impl Fn(&usize) -> bool + 'a {
+    move |&at| slots[at].as_ref().is_some_and(|slot| slot.identity.as_ref() == key.identity)
+}
+
+/// The stored hash of the lease an index entry points at (what the index rehashes by).
+fn hash_at(slots: &[Option<Slot>]) -> impl Fn(&usize) -> u64 + '_ {
+    |&at| slots[at].as_ref().map_or(0, |slot| slot.hash)
+}
+
 /// A borrowed identity with its hash, computed once (on a parser thread, for the fast path).
 #[derive(Debug, Clone, Copy)]
 struct Key<'a> {
@@ -194,9 +204,7 @@ impl LiveSet {
     }
 
     fn position(&self, key: Key<'_>) -> Option<usize> {
-        let slots = &self.slots;
-        let held = |&at: &usize| slots[at].as_ref().is_some_and(|slot| slot.identity.as_ref() == key.identity);
-        self.index.find(key.hash, held).copied()
+        self.index.find(key.hash, holds(&self.slots, key)).copied()
     }
 
     fn slot(&self, key: Key<'_>) -> Option<&Slot> {
@@ -217,14 +225,11 @@ impl LiveSet {
         }
         let at = self.slots.len();
         self.slots.push(Some(Slot { identity: key.identity.to_owned(), hash: key.hash, body, generation }));
-        let slots = &self.slots;
-        self.index.insert_unique(key.hash, at, |&at| slots[at].as_ref().map_or(0, |slot| slot.hash));
+        self.index.insert_unique(key.hash, at, hash_at(&self.slots));
     }
 
     fn remove(&mut self, key: Key<'_>) {
-        let slots = &self.slots;
-        let held = |&at: &usize| slots[at].as_ref().is_some_and(|slot| slot.identity.as_ref() == key.identity);
-        let Ok(entry) = self.index.find_entry(key.hash, held) else {
+        let Ok(entry) = self.index.find_entry(key.hash, holds(&self.slots, key)) else {
             return;
         };
         let (at, _) = entry.remove();
@@ -238,10 +243,9 @@ impl LiveSet {
     fn squeeze(&mut self) {
         self.slots.retain(Option::is_some);
         self.index.clear();
-        let slots = &self.slots;
-        for (at, slot) in slots.iter().enumerate() {
-            let hash = slot.as_ref().map_or(0, |slot| slot.hash);
-            self.index.insert_unique(hash, at, |&at| slots[at].as_ref().map_or(0, |slot| slot.hash));
+        let hash = hash_at(&self.slots);
+        for at in 0..self.slots.len() {
+            self.index.insert_unique(hash(&at), at, &hash);
         }
     }
 
@@ -811,37 +815,24 @@ pub struct ParsedChunk {
 }
 
 impl ParsedChunk {
-    /// Takes apart the lines of `bytes`, split as [`split_lines`](crate::line::split_lines) does:
+    /// Takes apart the lines of `bytes`, split as [`split_lines`] does:
     /// on `\n`, with a final unterminated fragment as a line of its own.
     pub fn parse(bytes: Vec<u8>) -> Self {
         // Decoding the whole chunk lossily equals decoding each line so: `\n` is never part of
         // an invalid sequence, so no replacement spans two lines.
         let text = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let mut lines = Vec::new();
-        if !text.is_empty() {
-            let body = text.strip_suffix('\n').unwrap_or(&text);
-            let ends = memchr::memchr_iter(b'\n', body.as_bytes()).chain(std::iter::once(body.len()));
-            let mut at = 0;
-            for end in ends {
-                // `at` and `end` sit next to a `\n` or at an end of `body`: char boundaries.
-                let line = &body[at..end];
-                let stripped = python_strip(line);
-                let start = at + (line.len() - line.trim_start_matches(python_isspace).len());
-                lines.push((start, start + stripped.len(), parse_stripped(stripped)));
-                at = end + 1;
-            }
+        let mut at = 0;
+        for line in split_lines(text.as_bytes()) {
+            // Lines come in order, one `\n` apart, so `at` and `at + len` sit next to a `\n` or at
+            // an end of `text`: char boundaries.
+            let line = &text[at..at + line.len()];
+            let stripped = python_strip(line);
+            let start = at + (line.len() - line.trim_start_matches(python_isspace).len());
+            lines.push((start, start + stripped.len(), parse_stripped(stripped)));
+            at += line.len() + 1;
         }
         Self { text, lines }
-    }
-
-    /// How many lines the chunk holds.
-    pub fn len(&self) -> usize {
-        self.lines.len()
-    }
-
-    /// Whether the chunk holds no line.
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
     }
 }
 

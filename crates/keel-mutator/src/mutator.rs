@@ -456,6 +456,12 @@ impl Mutator {
         Ok(())
     }
 
+    /// The last step of every mutation: the directory sync, logged with how it went.
+    fn dir_synced(&self, session: &mut Session<'_>, intent: &str, synced: DirSyncStatus) -> Result<(), MutateError> {
+        let record = Record { dir_sync: Some(synced), ..Record::step(intent, Step::DirSynced) };
+        self.step_done(session, &record, Point::DirSynced, Point::DirSyncedLogged)
+    }
+
     /// Takes the lock (first: see the lock order below), then the index, then folds the log.
     /// Lock order: the `flock` before the in-process mutex, so threads sharing one mutator and
     /// mutators in other processes queue on the same lock without deadlock.
@@ -558,12 +564,7 @@ impl Mutator {
         }
         self.step_done(session, &Record::step(intent, Step::Renamed), Point::Renamed, Point::RenamedLogged)?;
         let synced = dir_sync(target.parent(), &target.path)?;
-        self.step_done(
-            session,
-            &Record { dir_sync: Some(synced), ..Record::step(intent, Step::DirSynced) },
-            Point::DirSynced,
-            Point::DirSyncedLogged,
-        )?;
+        self.dir_synced(session, intent, synced)?;
         Ok(Ok(Outcome::Written {
             path: target.path.clone(),
             hash: hash.to_owned(),
@@ -621,12 +622,7 @@ impl Mutator {
         unlink_at(target.parent(), scratch, &target.path)?;
         self.step_done(session, &Record::step(intent, Step::Unlinked), Point::Unlinked, Point::UnlinkedLogged)?;
         let synced = dir_sync(target.parent(), &target.path)?;
-        self.step_done(
-            session,
-            &Record { dir_sync: Some(synced), ..Record::step(intent, Step::DirSynced) },
-            Point::DirSynced,
-            Point::DirSyncedLogged,
-        )?;
+        self.dir_synced(session, intent, synced)?;
         Ok(Ok(Outcome::Deleted { path: target.path.clone(), dir_sync: synced }))
     }
 
@@ -723,12 +719,7 @@ impl Mutator {
                 synced = source_synced;
             }
         }
-        self.step_done(
-            session,
-            &Record { dir_sync: Some(synced), ..Record::step(intent, Step::DirSynced) },
-            Point::DirSynced,
-            Point::DirSyncedLogged,
-        )?;
+        self.dir_synced(session, intent, synced)?;
         Ok(Ok(Outcome::Renamed { from: source.path.clone(), to: destination.path.clone(), dir_sync: synced }))
     }
 
