@@ -139,19 +139,46 @@ fn zero_byte(word: u64) -> u64 {
     word.wrapping_sub(ONES) & !word & HIGHS
 }
 
+/// The bytes of `word` that stop a string's fast scan: a quote, a backslash or a control
+/// character. Like [`zero_byte`], only the lowest set bit is meaningful.
+#[inline]
+fn stops(word: u64) -> u64 {
+    zero_byte(word ^ (ONES * u64::from(b'"')))
+        | zero_byte(word ^ (ONES * u64::from(b'\\')))
+        | (word.wrapping_sub(ONES * 0x20) & !word & HIGHS)
+}
+
 /// The end (just past the closing quote) of a string whose contents start at `i`, and whether it
 /// held an escape. `None` for what `serde_json` refuses (a control character, a bad escape, no
 /// closing quote) and for surrogate escapes, which the general path handles.
 #[inline]
 fn string_end(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
-    let mut escaped = false;
+    // The usual string holds no escape: find its quote eight bytes at a time, inline, and leave
+    // everything else to the out-of-line loop.
+    while let Some(word) = b.get(i..i + 8) {
+        let word = u64::from_le_bytes(word.try_into().ok()?);
+        let quotes = zero_byte(word ^ (ONES * u64::from(b'"')));
+        let hits = stops(word);
+        if hits != 0 {
+            // Each mask's lowest bit is exact, so the first hit is a quote iff `quotes` has it.
+            let first = hits.trailing_zeros();
+            let at = i + (first / 8) as usize;
+            if quotes & (1 << first) != 0 {
+                return Some((at + 1, false));
+            }
+            return string_end_slow(b, at, false);
+        }
+        i += 8;
+    }
+    string_end_slow(b, i, false)
+}
+
+/// [`string_end`] from `i` onwards, for strings with escapes and the last few bytes of a text.
+#[inline(never)]
+fn string_end_slow(b: &[u8], mut i: usize, mut escaped: bool) -> Option<(usize, bool)> {
     loop {
-        // Eight bytes at a time until one is a quote, a backslash or a control character.
         while let Some(word) = b.get(i..i + 8) {
-            let word = u64::from_le_bytes(word.try_into().ok()?);
-            let hits = zero_byte(word ^ (ONES * u64::from(b'"')))
-                | zero_byte(word ^ (ONES * u64::from(b'\\')))
-                | (word.wrapping_sub(ONES * 0x20) & !word & HIGHS);
+            let hits = stops(u64::from_le_bytes(word.try_into().ok()?));
             if hits != 0 {
                 i += (hits.trailing_zeros() / 8) as usize;
                 break;
