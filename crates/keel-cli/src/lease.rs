@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use clap::Subcommand;
 use keel_journal::{AcquireOutcome, AcquireRequest, Beat, Journal, JournalError, JournalOptions};
 use keel_kernel::json::to_line;
@@ -45,8 +45,15 @@ pub struct AcquireArgs {
     #[arg(long)]
     force: bool,
     /// Retry until granted or this many seconds pass (exit 3 on timeout).
-    #[arg(long)]
-    wait_s: Option<f64>,
+    #[arg(long, value_parser = wait_seconds)]
+    wait_s: Option<Duration>,
+}
+
+/// `--wait-s`: a non-negative number of seconds that fits a `Duration` (not NaN, not infinite).
+fn wait_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| "takes a non-negative number of seconds (at most ~1.8e19)".to_owned())
 }
 
 impl AcquireArgs {
@@ -283,10 +290,7 @@ pub fn run(command: &LeaseCommand, path: &Path, options: JournalOptions, output:
 fn acquire(journal: &Journal, args: &AcquireArgs) -> Result<AcquireOutcome, Failure> {
     let request = args.request();
     match args.wait_s {
-        Some(wait_s) if wait_s.is_finite() && wait_s >= 0.0 => {
-            journal.acquire_wait(&request, Duration::from_secs_f64(wait_s)).map_err(failure)
-        }
-        Some(_) => Err(Failure::usage(anyhow!("--wait-s takes a non-negative number of seconds"))),
+        Some(wait) => journal.acquire_wait(&request, wait).map_err(failure),
         None => journal.acquire(&request).map_err(failure),
     }
 }

@@ -112,6 +112,15 @@ fn usage_errors_exit_2() {
         "no --owner"
     );
     assert_eq!(keel(&["journal", "frobnicate"], None).status.code(), Some(2));
+    // Beyond what a `Duration` holds: once a panic (exit 101) before any I/O.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().to_str().expect("UTF-8 temp path");
+    for wait in ["1e20", "NaN", "inf", "-0.5"] {
+        let wait_s = format!("--wait-s={wait}");
+        let out =
+            keel(&["--root", root, "lease", "acquire", "--lane", "a", "--tree", "a/", "--owner", "o", &wait_s], None);
+        assert_eq!(out.status.code(), Some(2), "--wait-s {wait}: {}", text(&out.stderr));
+    }
 }
 
 #[test]
