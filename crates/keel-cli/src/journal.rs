@@ -206,18 +206,26 @@ fn tail(out: &mut impl Write, path: &Path, count: usize) -> Result<(), Failure> 
 }
 
 fn verify(out: &mut impl Write, path: &Path, as_json: bool) -> Result<Status, Failure> {
-    let replayed = replay_file(path)?;
+    let read = keel_journal::replay_path(path).map_err(Failure::io)?;
+    let replayed = &read.replayed;
     let state = &replayed.state;
+    // A review (an operator's, or the writer's for a crashed writer's fragment) lets grants go on,
+    // but the line stays corrupt: the spec never erases an integrity breach, so neither does verify.
     let corrupt: Vec<Value> = state
         .corrupt()
         .iter()
         .map(|sentinel| {
             let index = sentinel.get("_line").and_then(Value::as_u64);
-            json!({"line_number": index.map(|i| i + 1), "line_index": index, "raw": sentinel.get("_raw")})
+            let reviewed = state.is_excused(sentinel);
+            json!({"line_number": index.map(|i| i + 1), "line_index": index, "raw": sentinel.get("_raw"), "reviewed": reviewed})
         })
         .collect();
-    let torn =
-        replayed.torn_tail.as_ref().map(|t| json!({"line_number": t.line + 1, "line_index": t.line, "raw": t.raw}));
+    // Replay ignores an unparseable last line either way (the spec's torn tail), but only one
+    // without its `\n` can be a write cut short; a whole one stops grants until it is reviewed.
+    let torn = replayed
+        .torn_tail
+        .as_ref()
+        .map(|t| json!({"line_number": t.line + 1, "line_index": t.line, "raw": t.raw, "terminated": read.terminated}));
     let mis_keyed = state.compact_checked().err().map(|e| e.to_string());
     let clean = corrupt.is_empty();
     if as_json {
@@ -242,13 +250,17 @@ fn verify(out: &mut impl Write, path: &Path, as_json: bool) -> Result<Status, Fa
             format!("corrupt records: {}", corrupt.len()),
         ];
         for bad in &corrupt {
-            report.push(format!("  line {}: {}", bad["line_number"], bad["raw"]));
+            let reviewed = if bad["reviewed"] == true { " (reviewed)" } else { "" };
+            report.push(format!("  line {}{reviewed}: {}", bad["line_number"], bad["raw"]));
         }
         if let Some(torn) = &torn {
-            report.push(format!(
-                "torn tail: line {}: {} (an unacknowledged write cut short; it did not happen)",
-                torn["line_number"], torn["raw"]
-            ));
+            let what = if read.terminated {
+                "a whole line that does not parse: replay ignores it, but `keel lease` grants nothing \
+                 until `keel journal review --accept`"
+            } else {
+                "an unacknowledged write cut short; it did not happen"
+            };
+            report.push(format!("torn tail: line {}: {} ({what})", torn["line_number"], torn["raw"]));
         }
         if let Some(reason) = &mis_keyed {
             report.push(format!("compaction would be refused: {reason}"));

@@ -77,6 +77,27 @@ fn verify_reports_corrupt_lines_and_torn_tail_and_exits_1_on_corruption() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     assert_eq!(report["clean"], false);
     assert!(report["corrupt"][0]["line_number"].as_u64().is_some());
+    assert_eq!(report["corrupt"][0]["reviewed"], false);
+}
+
+#[test]
+fn verify_tells_a_cut_write_from_a_whole_bad_last_line_and_marks_reviewed_lines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let journal = path.to_str().expect("UTF-8 temp path");
+    let verify = || -> serde_json::Value {
+        let out = keel(&["--journal", journal, "journal", "verify", "--json"], None);
+        serde_json::from_slice(&out.stdout).expect("JSON report")
+    };
+    let acquire = r#"{"lane": "a", "lease": {"lane": "a", "loop_ts": "t"}, "loop_ts": "t", "op": "ACQUIRE", "seq": 1}"#;
+    std::fs::write(&path, format!("{acquire}\n{{\"op\": \"ACQ")).expect("write");
+    assert_eq!(verify()["torn_tail"]["terminated"], false);
+    std::fs::write(&path, format!("{acquire}\n{{not json\n")).expect("write");
+    assert_eq!(verify()["torn_tail"]["terminated"], true);
+    let accepted = keel(&["--journal", journal, "journal", "review", "--accept", "--by", "test"], None);
+    assert_eq!(accepted.status.code(), Some(0), "{}", text(&accepted.stderr));
+    let report = verify();
+    assert_eq!((report["corrupt"][0]["reviewed"].as_bool(), report["clean"].as_bool()), (Some(true), Some(false)));
 }
 
 #[test]

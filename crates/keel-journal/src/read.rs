@@ -30,6 +30,9 @@ pub struct ReadOutcome {
     pub replayed: Replayed,
     /// The file's length when it was read (the offset just past its last byte).
     pub end_offset: u64,
+    /// Whether the file ended with `\n` (or held nothing from the offset): a torn tail that was
+    /// terminated is a whole line that does not parse, not a write cut short.
+    pub terminated: bool,
 }
 
 /// Replays the whole journal at `path`. A missing file is [`FsError::Io`] with `NotFound`.
@@ -59,8 +62,8 @@ pub fn replay_from(mut file: File, path: &Path, replay: Replay, offset: u64) -> 
         let reader = scope.spawn(move || read_chunks(file, path, offset, &chunk_tx));
         let folded = fold_in_order(replay, &parsed_rx);
         // Reading ends first (or fails); parsers end when the chunk channel closes.
-        let end_offset = reader.join().map_err(|_| reader_panicked(path))??;
-        Ok(ReadOutcome { replayed: folded.finish(), end_offset })
+        let (end_offset, terminated) = reader.join().map_err(|_| reader_panicked(path))??;
+        Ok(ReadOutcome { replayed: folded.finish(), end_offset, terminated })
     })
 }
 
@@ -93,8 +96,13 @@ fn fold_in_order(mut replay: Replay, parsed: &Receiver<(u64, ParsedChunk)>) -> R
 }
 
 /// Reads `file` in chunks that end at a newline (the last may be an unterminated fragment) and
-/// sends them in order. Returns the end offset.
-fn read_chunks(mut file: File, path: &Path, offset: u64, chunks: &SyncSender<(u64, Vec<u8>)>) -> Result<u64, FsError> {
+/// sends them in order. Returns the end offset and whether the last byte read was `\n`.
+fn read_chunks(
+    mut file: File,
+    path: &Path,
+    offset: u64,
+    chunks: &SyncSender<(u64, Vec<u8>)>,
+) -> Result<(u64, bool), FsError> {
     let mut carry: Vec<u8> = Vec::new();
     let mut index = 0u64;
     let mut position = offset;
@@ -104,11 +112,12 @@ fn read_chunks(mut file: File, path: &Path, offset: u64, chunks: &SyncSender<(u6
         let read = read_into_spare(&mut file, &mut chunk, CHUNK_BYTES).map_err(|e| FsError::io("read", path, e))?;
         position += read as u64;
         if read == 0 {
-            if !chunk.is_empty() {
-                // The final, unterminated fragment is a line of its own.
-                let _ = chunks.send((index, chunk));
+            if chunk.is_empty() {
+                return Ok((position, true));
             }
-            return Ok(position);
+            // The final, unterminated fragment is a line of its own.
+            let _ = chunks.send((index, chunk));
+            return Ok((position, false));
         }
         let Some(last) = memchr::memrchr(b'\n', &chunk) else {
             if chunk.len() > LINE_BYTES_MAX_DEFAULT {
@@ -131,7 +140,8 @@ fn read_chunks(mut file: File, path: &Path, offset: u64, chunks: &SyncSender<(u6
             });
         }
         if chunks.send((index, chunk)).is_err() {
-            return Ok(position);
+            // The fold stopped early (it cannot; this only ends the thread cleanly).
+            return Ok((position, carry.is_empty()));
         }
         index += 1;
     }
@@ -154,11 +164,13 @@ fn read_into_spare(file: &mut File, buffer: &mut Vec<u8>, want: usize) -> std::i
 /// One thread: the same fold, for machines with a single core.
 fn replay_serial(file: File, path: &Path, mut replay: Replay, offset: u64) -> Result<ReadOutcome, FsError> {
     let mut reader = keel_fs::LineReader::new(file, path, offset);
+    let mut terminated = true;
     while let Some(line) = reader.next_line()? {
+        terminated = line.terminated;
         replay.push_line(line.bytes);
     }
     let end_offset = reader.offset();
-    Ok(ReadOutcome { replayed: replay.finish(), end_offset })
+    Ok(ReadOutcome { replayed: replay.finish(), end_offset, terminated })
 }
 
 #[cfg(test)]
@@ -192,6 +204,7 @@ mod tests {
         let read = replay_path(&path).expect("replay");
         let expected = whole(&journal);
         assert_eq!(read.end_offset, journal.len() as u64);
+        assert!(!read.terminated, "the journal ends in a fragment");
         assert_eq!(read.replayed.state.snapshot(), expected.state.snapshot());
         assert_eq!(read.replayed.torn_tail, expected.torn_tail);
         assert_eq!(read.replayed.lines, expected.lines);

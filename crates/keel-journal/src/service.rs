@@ -613,22 +613,13 @@ impl<S: Storage + Clone> Journal<S> {
     }
 
     fn damage_check(&self, folded: &Folded) -> Result<(), JournalError> {
-        let damage = folded.state.damage();
+        let damage = unreviewed(folded);
         if let Some(first) = damage.first() {
             return Err(JournalError::Damaged {
                 path: self.path.clone(),
                 line_number: first.get("_line").and_then(Value::as_u64).map_or(0, |l| l + 1),
                 raw: first.get("_raw").and_then(Value::as_str).unwrap_or("").to_owned(),
                 more: damage.len() - 1,
-            });
-        }
-        // A complete last line that does not parse is damage too, once anything follows it.
-        if let Some((bad, false)) = &folded.tail {
-            return Err(JournalError::Damaged {
-                path: self.path.clone(),
-                line_number: bad.line + 1,
-                raw: bad.raw.clone(),
-                more: 0,
             });
         }
         Ok(())
@@ -987,8 +978,9 @@ impl<S: Storage + Clone> Journal<S> {
                 records: folded.state.record_count(),
                 bytes: folded.end_offset,
                 live_leases: folded.state.live_count(),
-                corrupt: folded.state.corrupt().len(),
-                unreviewed_corrupt: folded.state.damage().len(),
+                // A complete last line that does not parse counts here as in `unreviewed`.
+                corrupt: folded.state.corrupt().len() + usize::from(matches!(folded.tail, Some((_, false)))),
+                unreviewed_corrupt: unreviewed(folded).len(),
                 ops: folded.state.op_counts(),
                 last_compaction: cache.last_compaction.clone(),
             })
@@ -998,7 +990,7 @@ impl<S: Storage + Clone> Journal<S> {
     /// The unreviewed corrupt lines; with `accept`, records a `REVIEW` by `by` excusing them.
     pub fn review(&self, by: &str, accept: bool) -> Result<Vec<Object>, JournalError> {
         self.locked(|this, cache| {
-            let damage: Vec<Object> = Self::folded(cache).state.damage().into_iter().cloned().collect();
+            let damage = unreviewed(Self::folded(cache));
             if accept && !damage.is_empty() {
                 let excuses: Vec<Excuse> = damage.iter().filter_map(Excuse::of_sentinel).collect();
                 this.append(cache, vec![review_record(&excuses, "reviewed by an operator", by)])?;
@@ -1052,6 +1044,18 @@ impl<S: Storage + Clone> Journal<S> {
         let _ = self.write_head(cache);
         Ok(compaction)
     }
+}
+
+/// The damage that stops grants, as corrupt sentinels: the unreviewed corrupt lines, then a
+/// complete last line that does not parse. Replay calls that line a torn tail, but it was written
+/// whole (a crashed writer leaves no `\n`), and the next append would make it a corrupt line; so it
+/// is damage to review like any other, and a review's excuse for it holds once the review follows it.
+fn unreviewed(folded: &Folded) -> Vec<Object> {
+    let mut damage: Vec<Object> = folded.state.damage().into_iter().cloned().collect();
+    if let Some((bad, false)) = &folded.tail {
+        damage.push(bad.sentinel());
+    }
+    damage
 }
 
 fn scavenge_record(identity: &Identity, reason: &str) -> Object {

@@ -121,6 +121,41 @@ fn adopt_transfers_a_live_lease_and_never_creates_one() {
 }
 
 #[test]
+fn a_crashed_writers_fragment_is_excused_but_a_complete_bad_line_waits_for_a_review() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let append = |bytes: &[u8]| {
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).expect("journal");
+        file.write_all(bytes).expect("append");
+    };
+    granted(Journal::open(&path, options(&clock)).acquire(&request("a", "a/", "agent-a")).expect("acquire"));
+
+    // No `\n`: what a writer killed mid-append leaves. The next writer excuses it on its own.
+    append(b"{\"op\": \"ACQ");
+    let journal = Journal::open(&path, options(&clock));
+    granted(journal.acquire(&request("b", "b/", "agent-b")).expect("acquire after a fragment"));
+    assert!(journal.review("test", false).expect("review").is_empty());
+
+    // A whole line that does not parse: grants stop, and the review names that very line. It once
+    // named nothing, while acquire kept pointing at it: no way to grant again short of compaction.
+    append(b"{not json\n");
+    let journal = Journal::open(&path, options(&clock));
+    let refused = journal.acquire(&request("c", "c/", "agent-c"));
+    assert!(matches!(refused, Err(JournalError::Damaged { line_number: 5, .. })), "{refused:?}");
+    assert_eq!(journal.stats().expect("stats").unreviewed_corrupt, 1);
+    let listed = journal.review("test", false).expect("review");
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0]["_line"].as_u64(), listed[0]["_raw"].as_str()), (Some(4), Some("{not json")));
+    assert!(journal.acquire(&request("c", "c/", "agent-c")).is_err(), "listing is not accepting");
+    assert_eq!(journal.review("operator", true).expect("accept").len(), 1);
+    granted(journal.acquire(&request("c", "c/", "agent-c")).expect("acquire after the review"));
+    let stats = Journal::open(&path, options(&clock)).stats().expect("stats");
+    assert_eq!((stats.corrupt, stats.unreviewed_corrupt), (2, 0), "both lines stay on record, both excused");
+}
+
+#[test]
 fn a_named_loop_ts_that_is_live_is_refused_rather_than_replacing_its_lease() {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = Arc::new(AtomicU64::new(START_S));

@@ -559,10 +559,12 @@ impl LiveState {
     /// Corrupt sentinels no `REVIEW` record has excused: damage that must stop new grants, since a
     /// corrupted `ACQUIRE` would otherwise silently free a region.
     pub fn damage(&self) -> Vec<&Object> {
-        self.corrupt
-            .iter()
-            .filter(|sentinel| Excuse::of_sentinel(sentinel).is_none_or(|e| !self.excused.contains(&e)))
-            .collect()
+        self.corrupt.iter().filter(|sentinel| !self.is_excused(sentinel)).collect()
+    }
+
+    /// Whether a `REVIEW` record has excused this corrupt sentinel.
+    pub fn is_excused(&self, sentinel: &Object) -> bool {
+        Excuse::of_sentinel(sentinel).is_some_and(|e| self.excused.contains(&e))
     }
 
     /// The excuses recorded so far that still name a sentinel of this journal (what a compaction
