@@ -443,6 +443,15 @@ impl FsRuntimeStore {
         if runtime.next_worker_seq == 0 || runtime.next_event_id == 0 || runtime.next_diagnostic_id == 0 {
             return Err(StoreError::corrupt(op, path, None, "a next_* counter is 0 (they start at 1)"));
         }
+        // Every increment follows this check, so a counter never wraps to 0 behind a success.
+        if [runtime.next_worker_seq, runtime.next_event_id, runtime.next_diagnostic_id].contains(&u64::MAX) {
+            return Err(StoreError::corrupt(
+                op,
+                path,
+                None,
+                "a next_* counter is at u64::MAX (no id is left to hand out)",
+            ));
+        }
         if runtime.diagnostics.iter().any(|d| d.id >= runtime.next_diagnostic_id) {
             return Err(StoreError::corrupt(op, path, None, "a diagnostic id is not below next_diagnostic_id"));
         }

@@ -178,3 +178,16 @@ fn oversized_records_and_limits_are_refused_before_writing() {
     let err = FsRuntimeStore::open_or_create(&options).expect_err("above the ceiling");
     assert!(matches!(err, StoreError::InvalidInput { what: "limits", .. }), "{err}");
 }
+
+#[test]
+fn a_counter_with_no_id_left_is_refused_before_it_can_wrap() {
+    // Once accepted: `worker add` succeeded, the counter wrapped to 0, and every later command
+    // on the runtime failed.
+    let (_dir, store) = two_workers();
+    let runtime = store.dir().join("runtime.json");
+    edit_json(&runtime, |v| v["next_worker_seq"] = json!(u64::MAX));
+    let before = std::fs::read(&runtime).expect("read");
+    let err = FsRuntimeStore::open(&root_of(&store), "r").expect_err("refused");
+    assert!(matches!(&err, StoreError::Corrupt { .. }) && err.to_string().contains("u64::MAX"), "{err}");
+    assert_eq!(std::fs::read(&runtime).expect("read"), before, "nothing was written");
+}
