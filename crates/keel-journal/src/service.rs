@@ -129,6 +129,21 @@ pub enum JournalError {
         /// Why.
         source: CompactError,
     },
+    /// A number the journal hands out (`seq`, or the fencing generation) has reached `u64::MAX`,
+    /// which no real journal does (it takes a hand-edited or damaged line). Saturating would hand
+    /// out the same value twice, and a repeated generation lets a stale writer pass the fence.
+    #[error(
+        "{}: the journal's {counter} has reached its limit ({}); nothing more is appended, so no \
+         {counter} is handed out twice (a line with an out-of-range value was written by hand or damaged)",
+        path.display(),
+        u64::MAX
+    )]
+    Exhausted {
+        /// The journal.
+        path: PathBuf,
+        /// `"seq"` or `"generation"`.
+        counter: &'static str,
+    },
     /// A request is malformed.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -567,6 +582,9 @@ impl<S: Storage + Clone> Journal<S> {
         }
         let (dev, ino) = (folded.dev, folded.ino);
         let seq = folded.state.next_seq();
+        if seq.checked_add(records.len() as u64).is_none_or(|end| end == u64::MAX) {
+            return Err(JournalError::Exhausted { path: self.path.clone(), counter: "seq" });
+        }
         let ts = now_ts(&self.options.clock);
         // The cached handle is reused only if this process wrote the journal's last byte: after
         // another process appended, its idea of the tail is stale and it must be reopened.
@@ -707,6 +725,9 @@ impl<S: Storage + Clone> Journal<S> {
         if decision.outcome == Outcome::Refuse {
             let recorded = record_refusal && self.record_refusal(cache, request, &decision, now);
             return Ok(AcquireOutcome::Refuse { decision, recorded });
+        }
+        if folded.state.next_generation() == u64::MAX {
+            return Err(JournalError::Exhausted { path: self.path.clone(), counter: "generation" });
         }
         let identity = self.new_identity(folded, request, &decision.lane, now)?;
         let lease = self.lease_body(request, &decision, &identity, now);

@@ -219,3 +219,25 @@ fn a_torn_or_foreign_head_snapshot_is_ignored_and_the_journal_replayed() {
     let fresh = Journal::open(&path, options);
     assert_eq!(fresh.live().expect("live").len(), 1, "the stale head was not trusted");
 }
+
+#[test]
+fn a_generation_or_seq_at_its_limit_is_refused_rather_than_handed_out_twice() {
+    // Saturating once gave three grants in a row the same fencing generation.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    for (name, line, counter) in [
+        (
+            "g.jsonl",
+            json!({"op": "CHECKPOINT", "leases": [], "generations": [{"generation": u64::MAX - 1, "lane": "z", "loop_ts": "t0"}]}),
+            "generation",
+        ),
+        ("s.jsonl", json!({"op": "HALT", "seq": u64::MAX}), "seq"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{}\n", to_line(line.as_object().expect("object")))).expect("write");
+        let before = std::fs::read(&path).expect("read");
+        let refused = Journal::open(&path, options(&clock)).acquire(&request("a", "a/", "agent-a"));
+        assert!(matches!(&refused, Err(JournalError::Exhausted { counter: c, .. }) if *c == counter), "{refused:?}");
+        assert_eq!(std::fs::read(&path).expect("read"), before, "{name}: nothing appended");
+    }
+}
