@@ -999,8 +999,7 @@ impl<S: Storage + Clone> Journal<S> {
                 records: folded.state.record_count(),
                 bytes: folded.end_offset,
                 live_leases: folded.state.live_count(),
-                // A complete last line that does not parse counts here as in `unreviewed`.
-                corrupt: folded.state.corrupt().len() + usize::from(matches!(folded.tail, Some((_, false)))),
+                corrupt: folded.state.corrupt().len() + usize::from(whole_bad_last_line(folded).is_some()),
                 unreviewed_corrupt: unreviewed(folded).len(),
                 ops: folded.state.op_counts(),
                 last_compaction: cache.last_compaction.clone(),
@@ -1073,10 +1072,16 @@ impl<S: Storage + Clone> Journal<S> {
 /// is damage to review like any other, and a review's excuse for it holds once the review follows it.
 fn unreviewed(folded: &Folded) -> Vec<Object> {
     let mut damage: Vec<Object> = folded.state.damage().into_iter().cloned().collect();
-    if let Some((bad, false)) = &folded.tail {
-        damage.push(bad.sentinel());
-    }
+    damage.extend(whole_bad_last_line(folded).map(BadLine::sentinel));
     damage
+}
+
+/// The last line, if it does not parse and ends with `\n` (see [`unreviewed`]).
+fn whole_bad_last_line(folded: &Folded) -> Option<&BadLine> {
+    match &folded.tail {
+        Some((bad, false)) => Some(bad),
+        _ => None,
+    }
 }
 
 fn scavenge_record(identity: &Identity, reason: &str) -> Object {

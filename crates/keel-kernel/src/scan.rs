@@ -139,13 +139,14 @@ fn zero_byte(word: u64) -> u64 {
     word.wrapping_sub(ONES) & !word & HIGHS
 }
 
-/// The bytes of `word` that stop a string's fast scan: a quote, a backslash or a control
-/// character. Like [`zero_byte`], only the lowest set bit is meaningful.
+/// The bytes of `word` that stop a string's fast scan, as (quotes, all stops: a quote, a
+/// backslash or a control character). Like [`zero_byte`], only each mask's lowest set bit is
+/// meaningful.
 #[inline]
-fn stops(word: u64) -> u64 {
-    zero_byte(word ^ (ONES * u64::from(b'"')))
-        | zero_byte(word ^ (ONES * u64::from(b'\\')))
-        | (word.wrapping_sub(ONES * 0x20) & !word & HIGHS)
+fn stops(word: u64) -> (u64, u64) {
+    let quotes = zero_byte(word ^ (ONES * u64::from(b'"')));
+    let others = zero_byte(word ^ (ONES * u64::from(b'\\'))) | (word.wrapping_sub(ONES * 0x20) & !word & HIGHS);
+    (quotes, quotes | others)
 }
 
 /// The end (just past the closing quote) of a string whose contents start at `i`, and whether it
@@ -156,9 +157,7 @@ fn string_end(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
     // The usual string holds no escape: find its quote eight bytes at a time, inline, and leave
     // everything else to the out-of-line loop.
     while let Some(word) = b.get(i..i + 8) {
-        let word = u64::from_le_bytes(word.try_into().ok()?);
-        let quotes = zero_byte(word ^ (ONES * u64::from(b'"')));
-        let hits = stops(word);
+        let (quotes, hits) = stops(u64::from_le_bytes(word.try_into().ok()?));
         if hits != 0 {
             // Each mask's lowest bit is exact, so the first hit is a quote iff `quotes` has it.
             let first = hits.trailing_zeros();
@@ -166,19 +165,20 @@ fn string_end(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
             if quotes & (1 << first) != 0 {
                 return Some((at + 1, false));
             }
-            return string_end_slow(b, at, false);
+            return string_end_slow(b, at);
         }
         i += 8;
     }
-    string_end_slow(b, i, false)
+    string_end_slow(b, i)
 }
 
 /// [`string_end`] from `i` onwards, for strings with escapes and the last few bytes of a text.
 #[inline(never)]
-fn string_end_slow(b: &[u8], mut i: usize, mut escaped: bool) -> Option<(usize, bool)> {
+fn string_end_slow(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
+    let mut escaped = false;
     loop {
         while let Some(word) = b.get(i..i + 8) {
-            let hits = stops(u64::from_le_bytes(word.try_into().ok()?));
+            let (_, hits) = stops(u64::from_le_bytes(word.try_into().ok()?));
             if hits != 0 {
                 i += (hits.trailing_zeros() / 8) as usize;
                 break;
