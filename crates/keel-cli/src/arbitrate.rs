@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use keel_kernel::Object;
-use keel_kernel::arbiter::{Outcome, Request, Taxonomy, decide};
+use keel_kernel::arbiter::{Mode, Outcome, Request, Taxonomy, decide};
 use keel_kernel::json::to_line;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{Failure, Status};
+use crate::{Failure, Status, StdoutError};
 
 /// The longest input line accepted; a longer one gets an error object and is skipped.
 const INPUT_LINE_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -78,21 +78,30 @@ pub fn run(args: &ArbitrateArgs) -> Result<Status, Failure> {
                 continue;
             }
             match serde_json::from_str::<Case>(text.trim()) {
-                Ok(case) => {
-                    let taxonomy = case.taxonomy.as_ref().unwrap_or(&default_taxonomy);
-                    let decision = decide(&case.request, &case.live_leases, taxonomy);
-                    refused |= decision.outcome == Outcome::Refuse;
-                    serde_json::to_value(&decision).expect("decisions serialise")
-                }
+                Ok(case) => match Mode::requested(&case.request.mode) {
+                    // A request's mode is read strictly, a live lease's leniently (arbiter-v1:
+                    // unknown recorded text is exclusive); a misspelt `shraed` is the caller's
+                    // mistake, not a request for an exclusive lease.
+                    Err(error) => {
+                        malformed = true;
+                        json!({"error": format!("stdin line {number}: request: {error}"), "line": number})
+                    }
+                    Ok(_) => {
+                        let taxonomy = case.taxonomy.as_ref().unwrap_or(&default_taxonomy);
+                        let decision = decide(&case.request, &case.live_leases, taxonomy);
+                        refused |= decision.outcome == Outcome::Refuse;
+                        serde_json::to_value(&decision).expect("decisions serialise")
+                    }
+                },
                 Err(error) => {
                     malformed = true;
                     json!({"error": format!("stdin line {number}: {error}"), "line": number})
                 }
             }
         };
-        writeln!(out, "{}", to_line(&response)).context("writing stdout").map_err(Failure::io)?;
+        writeln!(out, "{}", to_line(&response)).map_err(StdoutError)?;
     }
-    out.flush().context("writing stdout").map_err(Failure::io)?;
+    out.flush().map_err(StdoutError)?;
     Ok(if malformed {
         Status::Usage
     } else if refused {

@@ -6,7 +6,7 @@ use keel_lockfile::{ConfigError, ConfigOptions, ConfigStore, Snapshot};
 use serde_json::json;
 
 use crate::lock::{FileArgs, ValueSource};
-use crate::{Failure, Status};
+use crate::{Failure, Status, StdoutError};
 
 // `keel config` subcommands. (A plain comment: see `Command` in main.rs.)
 #[derive(Debug, Subcommand)]
@@ -57,13 +57,13 @@ fn store(file: &FileArgs) -> ConfigStore {
     ConfigStore::open_with(keel_fs::OsStorage, &file.file, options)
 }
 
-fn print_snapshot(json: bool, snapshot: &Snapshot, verb: &str) {
+fn print_snapshot(json: bool, snapshot: &Snapshot, verb: &str) -> Result<(), StdoutError> {
     if json {
-        println!("{}", to_line(&json!({"config": snapshot.config, "generation": snapshot.generation})));
+        outln!("{}", to_line(&json!({"config": snapshot.config, "generation": snapshot.generation})))
     } else if verb.is_empty() {
-        println!("generation {}: {}", snapshot.generation, snapshot.config);
+        outln!("generation {}: {}", snapshot.generation, snapshot.config)
     } else {
-        println!("{verb} generation {}: {}", snapshot.generation, snapshot.config);
+        outln!("{verb} generation {}: {}", snapshot.generation, snapshot.config)
     }
 }
 
@@ -72,11 +72,11 @@ fn print_snapshot(json: bool, snapshot: &Snapshot, verb: &str) {
 fn written(json: bool, result: Result<Snapshot, ConfigError>) -> Result<Status, Failure> {
     match result {
         Ok(snapshot) => {
-            print_snapshot(json, &snapshot, "wrote");
+            print_snapshot(json, &snapshot, "wrote")?;
             Ok(Status::Ok)
         }
         Err(ConfigError::GenerationConflict { path, expected, current }) if json => {
-            println!("{}", to_line(&json!({"outcome": "conflict", "expected": expected, "current": current})));
+            outln!("{}", to_line(&json!({"outcome": "conflict", "expected": expected, "current": current})))?;
             Err(failure(ConfigError::GenerationConflict { path, expected, current }))
         }
         Err(other) => Err(failure(other)),
@@ -88,7 +88,7 @@ pub fn run(command: &ConfigCommand, json: bool) -> Result<Status, Failure> {
     match command {
         ConfigCommand::Get { file } => {
             let snapshot = store(file).get().map_err(failure)?;
-            print_snapshot(json, &snapshot, "");
+            print_snapshot(json, &snapshot, "")?;
             Ok(Status::Ok)
         }
         ConfigCommand::Set { file, source, expected_generation } => {

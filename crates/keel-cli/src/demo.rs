@@ -33,19 +33,19 @@ impl Demo {
 
     /// Runs `keel ARGS`, echoing the command line and its output.
     fn run(&self, who: &str, args: &[&str]) -> anyhow::Result<Output> {
-        println!("\n{who}$ keel {}", args.join(" "));
+        outln!("\n{who}$ keel {}", args.join(" "))?;
         let output = self.command().args(args).output().with_context(|| format!("running keel {}", args.join(" ")))?;
         for line in
             String::from_utf8_lossy(&output.stdout).lines().chain(String::from_utf8_lossy(&output.stderr).lines())
         {
-            println!("    {line}");
+            outln!("    {line}")?;
         }
-        println!("    (exit {})", output.status.code().unwrap_or(-1));
+        outln!("    (exit {})", output.status.code().unwrap_or(-1))?;
         Ok(output)
     }
 
     fn spawn(&self, who: &str, args: &[&str]) -> anyhow::Result<Child> {
-        println!("\n{who}$ keel {} &", args.join(" "));
+        outln!("\n{who}$ keel {} &", args.join(" "))?;
         let mut command = self.command();
         // Its own process group, so the demo can kill the agent and its command together.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
@@ -79,10 +79,10 @@ pub fn run() -> Result<Status, Failure> {
 }
 
 fn walk_through(demo: &Demo) -> anyhow::Result<Status> {
-    println!("A workspace shared by agents: {}", demo.dir.display());
-    println!("Every decision lands in the journal {}", demo.journal.display());
+    outln!("A workspace shared by agents: {}", demo.dir.display())?;
+    outln!("Every decision lands in the journal {}", demo.journal.display())?;
 
-    println!("\n1. agent-a takes src/api/ for a long job (TTL {DEMO_TTL_MINUTES} min, no heartbeats).");
+    outln!("\n1. agent-a takes src/api/ for a long job (TTL {DEMO_TTL_MINUTES} min, no heartbeats).")?;
     let mut agent_a = demo.spawn(
         "agent-a",
         &[
@@ -105,13 +105,13 @@ fn walk_through(demo: &Demo) -> anyhow::Result<Status> {
     )?;
     demo.wait_for_lease("agent-a")?;
 
-    println!("\n2. agent-b wants a file inside that region: refused, and told who holds it.");
+    outln!("\n2. agent-b wants a file inside that region: refused, and told who holds it.")?;
     demo.run(
         "agent-b",
         &["lease", "acquire", "--lane", "handlers", "--tree", "src/api/handlers.rs", "--owner", "agent-b"],
     )?;
 
-    println!("\n3. agent-c works elsewhere at the same time: granted, runs, releases.");
+    outln!("\n3. agent-c works elsewhere at the same time: granted, runs, releases.")?;
     demo.run(
         "agent-c",
         &[
@@ -133,7 +133,7 @@ fn walk_through(demo: &Demo) -> anyhow::Result<Status> {
         ],
     )?;
 
-    println!("\n4. agent-a crashes (SIGKILL) while holding src/api/. Its lease stays: nothing is assumed.");
+    outln!("\n4. agent-a crashes (SIGKILL) while holding src/api/. Its lease stays: nothing is assumed.")?;
     // The agent leads its own process group: kill exactly that group (agent-a and its command).
     let group = i32::try_from(agent_a.id()).ok().and_then(rustix::process::Pid::from_raw);
     match group {
@@ -144,8 +144,8 @@ fn walk_through(demo: &Demo) -> anyhow::Result<Status> {
     let _ = agent_a.wait();
     demo.run("operator", &["lease", "live"])?;
 
-    println!("\n5. agent-b waits for the region. agent-a's lease is reclaimed once provably dead: past its TTL");
-    println!("   and the grace ({DEMO_GRACE_S} s here) since its last sign of life.");
+    outln!("\n5. agent-b waits for the region. agent-a's lease is reclaimed once provably dead: past its TTL")?;
+    outln!("   and the grace ({DEMO_GRACE_S} s here) since its last sign of life.")?;
     let waited = Instant::now();
     demo.run(
         "agent-b",
@@ -162,15 +162,15 @@ fn walk_through(demo: &Demo) -> anyhow::Result<Status> {
             "30",
         ],
     )?;
-    println!("    (waited {:.1} s)", waited.elapsed().as_secs_f64());
+    outln!("    (waited {:.1} s)", waited.elapsed().as_secs_f64())?;
     demo.run("agent-b", &["lease", "release", "--lane", "handlers", "--owner", "agent-b"])?;
 
-    println!("\n6. The journal is compacted in place (crash-safe), and checked.");
+    outln!("\n6. The journal is compacted in place (crash-safe), and checked.")?;
     demo.run("operator", &["journal", "stats"])?;
     demo.run("operator", &["journal", "compact"])?;
     demo.run("operator", &["journal", "verify"])?;
 
-    println!("\n7. The journal at the end (one JSON record per line):");
+    outln!("\n7. The journal at the end (one JSON record per line):")?;
     show_journal(&demo.journal)?;
     Ok(Status::Ok)
 }
@@ -180,7 +180,7 @@ fn show_journal(path: &Path) -> anyhow::Result<()> {
     for line in text.lines() {
         let shown: String = line.chars().take(160).collect();
         let more = if line.chars().count() > 160 { " ..." } else { "" };
-        println!("    {shown}{more}");
+        outln!("    {shown}{more}")?;
     }
     Ok(())
 }

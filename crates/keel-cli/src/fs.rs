@@ -13,7 +13,7 @@ use keel_mutator::{
 };
 use serde_json::json;
 
-use crate::{Failure, Status};
+use crate::{Failure, Status, StdoutError};
 
 // The pre-state the caller last read: exactly one is required. (A plain comment, as on every
 // flattened argument struct: see `Command` in main.rs.)
@@ -166,15 +166,15 @@ fn read_content(source: &SourceArgs) -> Result<Vec<u8>, Failure> {
     Ok(content)
 }
 
-fn print_outcome(json: bool, outcome: &Outcome, request: &Request) -> Status {
+fn print_outcome(json: bool, outcome: &Outcome, request: &Request) -> Result<Status, StdoutError> {
     if json {
         let mut value = serde_json::to_value(outcome).expect("outcomes serialise");
         value["intent"] = json!(request.intent.as_str());
-        println!("{}", to_line(&value));
+        outln!("{}", to_line(&value))?;
     } else {
-        println!("{outcome}");
+        outln!("{outcome}")?;
     }
-    if outcome.is_success() { Status::Ok } else { Status::Refused }
+    Ok(if outcome.is_success() { Status::Ok } else { Status::Refused })
 }
 
 fn hash(root: &Path, path: &str, json: bool) -> Result<Status, Failure> {
@@ -183,9 +183,9 @@ fn hash(root: &Path, path: &str, json: bool) -> Result<Status, Failure> {
         return Err(Failure::io(anyhow!("{path}: does not exist")));
     };
     if json {
-        println!("{}", to_line(&json!({"path": path, "hash": hash})));
+        outln!("{}", to_line(&json!({"path": path, "hash": hash})))?;
     } else {
-        println!("{hash}  {path}");
+        outln!("{hash}  {path}")?;
     }
     Ok(Status::Ok)
 }
@@ -201,17 +201,17 @@ pub fn run(command: &FsCommand, root: &Path, journal: &Path, json: bool) -> Resu
             let request = gate.request()?;
             let content = read_content(source)?;
             let outcome = open()?.write(path, &content, &request).map_err(failure)?;
-            Ok(print_outcome(json, &outcome, &request))
+            Ok(print_outcome(json, &outcome, &request)?)
         }
         FsCommand::Delete { path, gate } => {
             let request = gate.request()?;
             let outcome = open()?.delete(path, &request).map_err(failure)?;
-            Ok(print_outcome(json, &outcome, &request))
+            Ok(print_outcome(json, &outcome, &request)?)
         }
         FsCommand::Rename { from, to, gate } => {
             let request = gate.request()?;
             let outcome = open()?.rename(from, to, &request).map_err(failure)?;
-            Ok(print_outcome(json, &outcome, &request))
+            Ok(print_outcome(json, &outcome, &request)?)
         }
         FsCommand::Hash { path } => hash(root, path, json),
     }

@@ -4,7 +4,6 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::path::Path;
 
-use anyhow::Context;
 use clap::Subcommand;
 use keel_fs::LineReader;
 use keel_kernel::Replayed;
@@ -12,7 +11,7 @@ use keel_kernel::json::to_line;
 use keel_kernel::line::{LineClass, LineDecoder};
 use serde_json::{Value, json};
 
-use crate::{Failure, Status};
+use crate::{Failure, Status, StdoutError};
 
 #[derive(Debug, Subcommand)]
 #[command(defer = true)]
@@ -70,7 +69,7 @@ pub fn replay_file(path: &Path) -> Result<Replayed, Failure> {
 }
 
 fn print_line(out: &mut impl Write, text: &str) -> Result<(), Failure> {
-    writeln!(out, "{text}").context("writing to stdout").map_err(Failure::io)
+    Ok(writeln!(out, "{text}").map_err(StdoutError)?)
 }
 
 pub fn run(command: &JournalCommand, path: &Path, options: &keel_journal::JournalOptions) -> Result<Status, Failure> {
@@ -172,7 +171,7 @@ pub fn run(command: &JournalCommand, path: &Path, options: &keel_journal::Journa
         }
         JournalCommand::Verify { json } => verify(&mut out, path, *json)?,
     };
-    out.flush().context("writing to stdout").map_err(Failure::io)?;
+    out.flush().map_err(StdoutError)?;
     Ok(status)
 }
 

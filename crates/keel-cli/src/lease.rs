@@ -13,21 +13,22 @@ use keel_journal::{AcquireOutcome, AcquireRequest, Beat, Journal, JournalError, 
 use keel_kernel::json::to_line;
 use serde_json::{Value, json};
 
-use crate::{Failure, Output, Status, print};
+use crate::{Failure, Output, Status, StdoutError, non_blank, print};
 
 #[derive(Debug, clap::Args)]
 pub struct AcquireArgs {
-    /// The lane (omit to let the arbiter pick one from the auto-pick ladder).
-    #[arg(long, default_value = "")]
-    lane: String,
-    /// The region: paths, globs and lock://NAME entries (repeatable).
-    #[arg(long = "tree", num_args = 1..)]
+    /// The lane. Omitted: with --tree the lease holds lane "", without it the arbiter picks one
+    /// from the auto-pick ladder.
+    #[arg(long, value_parser = non_blank)]
+    lane: Option<String>,
+    /// The region: paths, globs and lock://NAME entries inside the workspace (repeatable).
+    #[arg(long = "tree", num_args = 1.., value_parser = tree_entry)]
     tree: Vec<String>,
     /// Who holds the lease.
-    #[arg(long)]
+    #[arg(long, value_parser = non_blank)]
     owner: String,
     /// shared or exclusive.
-    #[arg(long, default_value = "exclusive")]
+    #[arg(long, default_value = "exclusive", value_parser = ["shared", "exclusive"])]
     mode: String,
     /// keyword, cluster, global, or an exclusive lane's name.
     #[arg(long, default_value = "keyword")]
@@ -36,7 +37,7 @@ pub struct AcquireArgs {
     #[arg(long)]
     ttl_minutes: Option<f64>,
     /// The lease's loop timestamp (its key with the lane); generated when omitted.
-    #[arg(long)]
+    #[arg(long, value_parser = non_blank)]
     loop_ts: Option<String>,
     /// A run id to record with the lease.
     #[arg(long)]
@@ -49,6 +50,14 @@ pub struct AcquireArgs {
     wait_s: Option<Duration>,
 }
 
+/// `--tree`: an entry inside the workspace, by the kernel's rule (the lease service applies it
+/// too; here it becomes a usage error that names the entry).
+fn tree_entry(text: &str) -> Result<String, String> {
+    keel_kernel::tree::confined(text)
+        .map(|()| text.to_owned())
+        .map_err(|why| format!("a tree entry must be inside the workspace ({why})"))
+}
+
 /// `--wait-s`: a non-negative number of seconds that fits a `Duration` (not NaN, not infinite).
 fn wait_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text.parse().map_err(|e| format!("{e}"))?;
@@ -59,7 +68,7 @@ fn wait_seconds(text: &str) -> Result<Duration, String> {
 impl AcquireArgs {
     fn request(&self) -> AcquireRequest {
         AcquireRequest {
-            lane: self.lane.clone(),
+            lane: self.lane.clone().unwrap_or_default(),
             kind: self.kind.clone(),
             tree: self.tree.clone(),
             mode: self.mode.clone(),
@@ -81,18 +90,18 @@ pub enum LeaseCommand {
     Release {
         #[arg(long)]
         lane: String,
-        #[arg(long)]
+        #[arg(long, value_parser = non_blank)]
         owner: String,
-        #[arg(long)]
+        #[arg(long, value_parser = non_blank)]
         loop_ts: Option<String>,
     },
     /// Record that the holder is alive (only the exact holder may).
     Heartbeat {
         #[arg(long)]
         lane: String,
-        #[arg(long)]
+        #[arg(long, value_parser = non_blank)]
         owner: String,
-        #[arg(long)]
+        #[arg(long, value_parser = non_blank)]
         loop_ts: Option<String>,
         /// Skip the write when the last beat is younger than this many seconds.
         #[arg(long)]
@@ -102,16 +111,16 @@ pub enum LeaseCommand {
     Adopt {
         #[arg(long)]
         lane: String,
-        #[arg(long)]
+        #[arg(long, value_parser = non_blank)]
         loop_ts: String,
-        #[arg(long)]
+        #[arg(long, value_parser = non_blank)]
         owner: String,
     },
     /// Record an intent to stop the work on a lane (kills nothing).
     Halt {
         #[arg(long)]
         lane: String,
-        #[arg(long)]
+        #[arg(long, value_parser = non_blank)]
         owner: String,
         #[arg(long, default_value = "stop")]
         reason: String,
@@ -120,12 +129,15 @@ pub enum LeaseCommand {
     Spawn {
         #[arg(long)]
         lane: String,
-        #[arg(long)]
+        #[arg(long, value_parser = non_blank)]
         owner: String,
         #[arg(long, default_value = "")]
         command: String,
     },
     /// Evict a live lease (an operator's tool; --only-dead refuses a lease that may be alive).
+    // `--lane` (here and on every command that names a live lease) and scavenge's `--loop-ts`
+    // name a recorded identity exactly as `keel lease live` shows it, so they are not checked for
+    // blanks: an acquire with a tree and no lane holds lane "", as may a dos-kernel journal.
     Scavenge {
         #[arg(long)]
         lane: String,
@@ -169,19 +181,19 @@ pub fn run(command: &LeaseCommand, path: &Path, options: JournalOptions, output:
     match command {
         LeaseCommand::Acquire(args) => {
             let outcome = acquire(&journal, args)?;
-            Ok(print_acquire(json, &outcome, args.wait_s.is_some()))
+            Ok(print_acquire(json, &outcome, args.wait_s.is_some())?)
         }
         LeaseCommand::Release { lane, owner, loop_ts } => {
             let released = journal.release(lane, owner, loop_ts.as_deref()).map_err(failure)?;
             Ok(match released {
                 Some(id) => {
                     let object = json!({"outcome": "released", "lane": id.lane, "loop_ts": id.loop_ts});
-                    print(json, &object, &format!("released lane {:?} (loop_ts {})", id.lane, id.loop_ts));
+                    print(json, &object, &format!("released lane {:?} (loop_ts {})", id.lane, id.loop_ts))?;
                     Status::Ok
                 }
                 None => {
                     let object = json!({"outcome": "no_lease", "lane": lane, "owner": owner});
-                    print(json, &object, &format!("no live lease on lane {lane:?} held by {owner:?}"));
+                    print(json, &object, &format!("no live lease on lane {lane:?} held by {owner:?}"))?;
                     Status::Refused
                 }
             })
@@ -198,12 +210,12 @@ pub fn run(command: &LeaseCommand, path: &Path, options: JournalOptions, output:
                             format!("lane {:?} beat recently ({heartbeat_at}); nothing written", identity.lane)
                         }
                     };
-                    print(json, &serde_json::to_value(&beat).expect("beats serialise"), &sentence);
+                    print(json, &serde_json::to_value(&beat).expect("beats serialise"), &sentence)?;
                     Status::Ok
                 }
                 None => {
                     let object = json!({"outcome": "no_lease", "lane": lane, "owner": owner});
-                    print(json, &object, &format!("no live lease on lane {lane:?} held by {owner:?}"));
+                    print(json, &object, &format!("no live lease on lane {lane:?} held by {owner:?}"))?;
                     Status::Refused
                 }
             })
@@ -217,7 +229,7 @@ pub fn run(command: &LeaseCommand, path: &Path, options: JournalOptions, output:
             } else {
                 format!("no live lease (loop_ts {loop_ts}, lane {lane:?})")
             };
-            print(json, &object, &sentence);
+            print(json, &object, &sentence)?;
             Ok(if ok { Status::Ok } else { Status::Refused })
         }
         LeaseCommand::Halt { lane, owner, reason } => {
@@ -226,7 +238,7 @@ pub fn run(command: &LeaseCommand, path: &Path, options: JournalOptions, output:
                 json,
                 &json!({"outcome": "recorded", "op": "HALT", "lane": lane}),
                 &format!("recorded HALT for lane {lane:?}"),
-            );
+            )?;
             Ok(Status::Ok)
         }
         LeaseCommand::Spawn { lane, owner, command } => {
@@ -235,7 +247,7 @@ pub fn run(command: &LeaseCommand, path: &Path, options: JournalOptions, output:
                 json,
                 &json!({"outcome": "recorded", "op": "SPAWN", "lane": lane}),
                 &format!("recorded SPAWN for lane {lane:?}"),
-            );
+            )?;
             Ok(Status::Ok)
         }
         LeaseCommand::Scavenge { lane, loop_ts, reason, only_dead } => {
@@ -250,15 +262,15 @@ pub fn run(command: &LeaseCommand, path: &Path, options: JournalOptions, output:
                     if *only_dead { " that is provably dead" } else { "" }
                 )
             };
-            print(json, &object, &sentence);
+            print(json, &object, &sentence)?;
             Ok(if ok { Status::Ok } else { Status::Refused })
         }
         LeaseCommand::Live => {
             let live = journal.live().map_err(failure)?;
             if json {
-                println!("{}", to_line(&json!({"leases": live})));
+                outln!("{}", to_line(&json!({"leases": live})))?;
             } else if live.is_empty() {
-                println!("no live leases");
+                outln!("no live leases")?;
             } else {
                 for lease in &live {
                     let field = |k: &str| {
@@ -268,7 +280,7 @@ pub fn run(command: &LeaseCommand, path: &Path, options: JournalOptions, output:
                             .map_or_else(String::new, |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
                     };
                     let dead = if lease.verdict.is_dead() { "  (provably dead)" } else { "" };
-                    println!(
+                    outln!(
                         "{:<12} {:<10} gen {:<4} {:<9} {:<30} loop_ts {}{dead}",
                         field("holder"),
                         lease.identity.lane,
@@ -276,7 +288,7 @@ pub fn run(command: &LeaseCommand, path: &Path, options: JournalOptions, output:
                         field("mode"),
                         field("tree"),
                         lease.identity.loop_ts
-                    );
+                    )?;
                 }
             }
             Ok(Status::Ok)
@@ -295,7 +307,7 @@ fn acquire(journal: &Journal, args: &AcquireArgs) -> Result<AcquireOutcome, Fail
     }
 }
 
-fn print_acquire(json: bool, outcome: &AcquireOutcome, waited: bool) -> Status {
+fn print_acquire(json: bool, outcome: &AcquireOutcome, waited: bool) -> Result<Status, StdoutError> {
     match outcome {
         AcquireOutcome::Acquire(grant) => {
             let d = &grant.decision;
@@ -314,14 +326,11 @@ fn print_acquire(json: bool, outcome: &AcquireOutcome, waited: bool) -> Status {
                 grant.generation
             );
             for (id, verdict) in &grant.reclaimed {
-                let _ = write!(
-                    sentence,
-                    "\n  reclaimed dead lease lane {:?} (loop_ts {}): {verdict:?}",
-                    id.lane, id.loop_ts
-                );
+                let _ =
+                    write!(sentence, "\n  reclaimed dead lease lane {:?} (loop_ts {}): {verdict}", id.lane, id.loop_ts);
             }
-            print(json, &object, &sentence);
-            Status::Ok
+            print(json, &object, &sentence)?;
+            Ok(Status::Ok)
         }
         AcquireOutcome::Refuse { decision, .. } => {
             let object = json!({
@@ -329,8 +338,8 @@ fn print_acquire(json: bool, outcome: &AcquireOutcome, waited: bool) -> Status {
                 "mode": decision.mode, "loop_ts": null, "holder": null, "generation": null,
                 "reason": decision.reason, "reason_class": decision.reason_class, "blocking": decision.blocking,
             });
-            print(json, &object, &format!("refused: {}", decision.reason));
-            if waited { Status::Busy } else { Status::Refused }
+            print(json, &object, &format!("refused: {}", decision.reason))?;
+            Ok(if waited { Status::Busy } else { Status::Refused })
         }
     }
 }
@@ -345,7 +354,7 @@ fn run_holding(
 ) -> Result<Status, Failure> {
     let outcome = acquire(journal, args)?;
     let AcquireOutcome::Acquire(grant) = &outcome else {
-        return Ok(print_acquire(json, &outcome, args.wait_s.is_some()));
+        return Ok(print_acquire(json, &outcome, args.wait_s.is_some())?);
     };
     if !json {
         eprintln!(

@@ -118,28 +118,28 @@ pub fn run(command: &LockCommand, json: bool) -> Result<Status, Failure> {
     match command {
         LockCommand::Get { file, section: None } => {
             let document = open(file)?.document();
-            println!(
+            outln!(
                 "{}",
                 if json {
                     to_line(&json!({"file": shown(&file.file), "document": document}))
                 } else {
                     document.to_string()
                 }
-            );
+            )?;
             Ok(Status::Ok)
         }
         LockCommand::Get { file, section: Some(section) } => {
             let value = open(file)?.section::<Value>(section).map_err(failure)?;
             let present = value.is_some();
             if json {
-                println!(
+                outln!(
                     "{}",
                     to_line(
                         &json!({"file": shown(&file.file), "section": section, "present": present, "value": value})
                     )
-                );
+                )?;
             } else if let Some(value) = value {
-                println!("{value}");
+                outln!("{value}")?;
             } else {
                 eprintln!("keel: no section {section:?} in {}", file.file.display());
             }
@@ -155,13 +155,13 @@ pub fn run(command: &LockCommand, json: bool) -> Result<Status, Failure> {
                 json,
                 &object,
                 &format!("set section {section:?} in {} ({} bytes)", file.file.display(), report.bytes),
-            );
+            )?;
             Ok(Status::Ok)
         }
         LockCommand::Digest { file, set: None } => {
             let digest = open(file)?.inputs_digest();
             let object = json!({"file": shown(&file.file), "inputs_digest": digest});
-            print(json, &object, digest.as_deref().unwrap_or(""));
+            print(json, &object, digest.as_deref().unwrap_or(""))?;
             Ok(Status::Ok)
         }
         LockCommand::Digest { file, set: Some(digest) } => {
@@ -174,7 +174,7 @@ pub fn run(command: &LockCommand, json: bool) -> Result<Status, Failure> {
                 Some(d) => format!("inputs digest of {} is now {d}", file.file.display()),
                 None => format!("cleared the inputs digest of {}", file.file.display()),
             };
-            print(json, &object, &sentence);
+            print(json, &object, &sentence)?;
             Ok(Status::Ok)
         }
         LockCommand::Unset { file, section } => {
@@ -188,7 +188,7 @@ pub fn run(command: &LockCommand, json: bool) -> Result<Status, Failure> {
             } else {
                 format!("no section {section:?} in {}; nothing to remove", file.file.display())
             };
-            print(json, &object, &sentence);
+            print(json, &object, &sentence)?;
             Ok(Status::Ok)
         }
     }

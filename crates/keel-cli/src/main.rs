@@ -10,6 +10,14 @@
 // Command dispatch is one match arm per subcommand; splitting it hides the map of the CLI.
 #![allow(clippy::too_many_lines, clippy::single_match_else)]
 
+/// `println!` that returns a [`StdoutError`] instead of panicking when stdout cannot be written
+/// (`println!` panics, exit 101, on a reader that has gone away).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_line(format_args!($($arg)*))
+    };
+}
+
 mod arbitrate;
 mod config;
 mod demo;
@@ -19,6 +27,8 @@ mod lease;
 mod lock;
 mod store;
 
+use std::fmt;
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -128,12 +138,53 @@ pub(crate) struct Output {
 }
 
 /// Prints `object` as one JSON line with `--json`, else the sentence for people.
-pub fn print(json: bool, object: &serde_json::Value, sentence: &str) {
-    if json {
-        println!("{}", keel_kernel::json::to_line(object));
-    } else {
-        println!("{sentence}");
+pub fn print(json: bool, object: &serde_json::Value, sentence: &str) -> Result<(), StdoutError> {
+    if json { outln!("{}", keel_kernel::json::to_line(object)) } else { outln!("{sentence}") }
+}
+
+/// Writes one line to stdout (line-buffered: the write reaches the reader, or fails, here).
+pub fn write_line(line: fmt::Arguments<'_>) -> Result<(), StdoutError> {
+    writeln!(io::stdout().lock(), "{line}").map_err(StdoutError)
+}
+
+/// A write to stdout failed. A type of its own, so that `main` tells a closed stdout apart
+/// from every other error that carries an `io::Error`.
+#[derive(Debug)]
+pub struct StdoutError(pub io::Error);
+
+impl StdoutError {
+    /// The reader went away (`EPIPE`: `keel journal tail | head -1`). Like ripgrep, keel then
+    /// stops quietly with status 0: nobody is left to read more, and that is not a failure.
+    fn is_closed(&self) -> bool {
+        self.0.kind() == io::ErrorKind::BrokenPipe
     }
+}
+
+impl fmt::Display for StdoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "writing to stdout: {}", self.0)
+    }
+}
+
+impl std::error::Error for StdoutError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl From<StdoutError> for Failure {
+    fn from(error: StdoutError) -> Self {
+        Failure::io(error)
+    }
+}
+
+/// A value parser for names (lanes, owners, loop timestamps): an empty or blank one is a usage
+/// error that names the argument, before anything is read or written.
+pub fn non_blank(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("must not be empty or blank".to_owned());
+    }
+    Ok(text.to_owned())
 }
 
 /// Exit statuses, shared by every command.
@@ -207,6 +258,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(status) => ExitCode::from(status as u8),
+        Err(failure) if failure.error.downcast_ref::<StdoutError>().is_some_and(StdoutError::is_closed) => {
+            ExitCode::SUCCESS
+        }
         Err(failure) => {
             eprintln!("keel: {}", describe(&failure.error));
             ExitCode::from(failure.status as u8)

@@ -14,7 +14,7 @@ use keel_store::{EventCursor, FsRuntimeStore, StoreError, StoreOptions};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::{Failure, Status};
+use crate::{Failure, Status, StdoutError};
 
 // Names the runtime a command works on. (A plain comment, as on every flattened argument
 // struct: see `Command` in main.rs.)
@@ -49,8 +49,8 @@ pub enum StoreCommand {
         /// The first event id to return (a cursor's `next_event_id`).
         #[arg(long)]
         from: Option<u64>,
-        /// The most events to return (at most the runtime's page limit).
-        #[arg(long, default_value_t = 100)]
+        /// The most events to return (at least 1, at most the runtime's page limit).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
         limit: u64,
     },
     /// Append to and read a worker's transcript.
@@ -130,8 +130,8 @@ pub enum TranscriptCommand {
         /// The first entry to return (0-based; a page's `next_start`).
         #[arg(long, default_value_t = 0)]
         start: u64,
-        /// The most entries to return (at most the runtime's page limit).
-        #[arg(long, default_value_t = 100)]
+        /// The most entries to return (at least 1, at most the runtime's page limit).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
         limit: u64,
     },
 }
@@ -161,11 +161,11 @@ fn parse_json(flag: &str, text: &str) -> Result<Value, Failure> {
     serde_json::from_str(text).map_err(|e| Failure::usage(anyhow!("{flag} is not JSON: {e}")))
 }
 
-fn print<T: Serialize>(json: bool, value: &T, sentence: impl FnOnce() -> String) {
+fn print<T: Serialize>(json: bool, value: &T, sentence: impl FnOnce() -> String) -> Result<(), StdoutError> {
     if json {
-        println!("{}", to_line(&serde_json::to_value(value).expect("store records serialise")));
+        outln!("{}", to_line(&serde_json::to_value(value).expect("store records serialise")))
     } else {
-        println!("{}", sentence());
+        outln!("{}", sentence())
     }
 }
 
@@ -195,27 +195,27 @@ pub fn run(command: &StoreCommand, root: &Path, json: bool) -> Result<Status, Fa
                     state.workers.len(),
                     state.runtime.next_event_id
                 )
-            });
+            })?;
             Ok(Status::Ok)
         }
         StoreCommand::Worker(WorkerCommand::Add { runtime, worker, request }) => {
             let request = request.as_deref().map_or(Ok(json!({})), |text| parse_json("--request", text))?;
             let mut store = open(root, runtime)?;
             let created = store.create_worker(worker, request).map_err(failure)?;
-            print(json, &created, || format!("created worker {worker:?} in runtime {:?}", runtime.runtime));
+            print(json, &created, || format!("created worker {worker:?} in runtime {:?}", runtime.runtime))?;
             Ok(Status::Ok)
         }
         StoreCommand::Worker(WorkerCommand::Status { runtime, worker, status }) => {
             let mut store = open(root, runtime)?;
             let updated = store.set_worker_status(worker, status).map_err(failure)?;
-            print(json, &updated, || format!("worker {worker:?} is now {status}"));
+            print(json, &updated, || format!("worker {worker:?} is now {status}"))?;
             Ok(Status::Ok)
         }
         StoreCommand::Event(EventCommand::Append { runtime, worker, payload }) => {
             let payload = parse_json("the event", payload)?;
             let mut store = open(root, runtime)?;
             let event = store.append_event(worker.as_deref(), payload).map_err(failure)?;
-            print(json, &event, || format!("appended event {}", event.id));
+            print(json, &event, || format!("appended event {}", event.id))?;
             Ok(Status::Ok)
         }
         StoreCommand::Events { runtime, from, limit } => {
@@ -224,16 +224,16 @@ pub fn run(command: &StoreCommand, root: &Path, json: bool) -> Result<Status, Fa
             let page_limit_max = store.limits().page_limit_max;
             let page = store.read_events(cursor.as_ref(), *limit, page_limit_max).map_err(failure)?;
             if json {
-                print(true, &page, String::new);
+                print(true, &page, String::new)?;
             } else {
                 for event in &page.events {
                     let worker = event.worker_id.as_deref().unwrap_or("-");
-                    println!("{:<8} {worker:<16} {}", event.id, brief(&event.payload));
+                    outln!("{:<8} {worker:<16} {}", event.id, brief(&event.payload))?;
                 }
                 if page.has_more {
-                    println!("more: --from {}", page.cursor.next_event_id);
+                    outln!("more: --from {}", page.cursor.next_event_id)?;
                 } else {
-                    println!("end of log (next event id {})", page.cursor.next_event_id);
+                    outln!("end of log (next event id {})", page.cursor.next_event_id)?;
                 }
             }
             Ok(Status::Ok)
@@ -243,7 +243,7 @@ pub fn run(command: &StoreCommand, root: &Path, json: bool) -> Result<Status, Fa
             let mut store = open(root, runtime)?;
             let worker_ref = store.worker_ref(worker);
             let stored = store.append_transcript_entry(&worker_ref, entry).map_err(failure)?;
-            print(json, &stored, || format!("appended transcript entry {} for worker {worker:?}", stored.seq));
+            print(json, &stored, || format!("appended transcript entry {} for worker {worker:?}", stored.seq))?;
             Ok(Status::Ok)
         }
         StoreCommand::Transcript(TranscriptCommand::Read { runtime, worker, start, limit }) => {
@@ -252,14 +252,14 @@ pub fn run(command: &StoreCommand, root: &Path, json: bool) -> Result<Status, Fa
             let page =
                 store.read_transcript(&store.worker_ref(worker), *start, *limit, page_limit_max).map_err(failure)?;
             if json {
-                print(true, &page, String::new);
+                print(true, &page, String::new)?;
             } else {
                 for item in &page.items {
-                    println!("{:<8} {}", item.seq, brief(&item.entry));
+                    outln!("{:<8} {}", item.seq, brief(&item.entry))?;
                 }
                 match page.next_start {
-                    Some(next) => println!("more: --start {next} ({} entries in all)", page.total_items),
-                    None => println!("end of transcript ({} entries)", page.total_items),
+                    Some(next) => outln!("more: --start {next} ({} entries in all)", page.total_items)?,
+                    None => outln!("end of transcript ({} entries)", page.total_items)?,
                 }
             }
             Ok(Status::Ok)
@@ -270,21 +270,21 @@ pub fn run(command: &StoreCommand, root: &Path, json: bool) -> Result<Status, Fa
             if json {
                 let mut value = serde_json::to_value(&report).expect("reports serialise");
                 value["clean"] = Value::Bool(clean);
-                println!("{}", to_line(&value));
+                outln!("{}", to_line(&value))?;
             } else {
-                println!(
+                outln!(
                     "runtime {:?}: {} events, {} workers, {} transcript entries: {}",
                     report.runtime_id,
                     report.events,
                     report.workers,
                     report.transcript_entries,
                     if clean { "clean" } else { "DAMAGED" }
-                );
+                )?;
                 for problem in &report.problems {
-                    println!("problem: {problem}");
+                    outln!("problem: {problem}")?;
                 }
                 for note in &report.notes {
-                    println!("note: {note}");
+                    outln!("note: {note}")?;
                 }
             }
             Ok(if clean { Status::Ok } else { Status::Refused })

@@ -248,3 +248,109 @@ fn lease_run_exits_with_the_commands_code_and_releases_also_on_ctrl_c() {
     assert_eq!(status.code(), Some(130), "128 + SIGINT, the command's fate: {status:?}");
     assert_eq!(live(), 0, "released after Ctrl-C");
 }
+
+#[test]
+fn blank_names_unknown_modes_and_trees_outside_the_workspace_are_usage_errors_naming_the_argument() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().to_str().expect("UTF-8 temp path");
+    // `--lane L --tree T --owner O`, then `extra`.
+    let acquire = |lane: &'static str, tree: &'static str, owner: &'static str, extra: &[&'static str]| {
+        let mut args = vec!["--root", root, "lease", "acquire", "--lane", lane, "--tree", tree, "--owner", owner];
+        args.extend(extra);
+        args
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (acquire("", "a/", "o", &[]), "--lane"),
+        (acquire("  ", "a/", "o", &[]), "--lane"),
+        (acquire("a", "a/", "", &[]), "--owner"),
+        // Once "a lease (loop_ts "", lane "a") is already live".
+        (acquire("a", "a/", "o", &["--loop-ts", ""]), "--loop-ts"),
+        // Once granted as an exclusive lease.
+        (acquire("a", "a/", "o", &["--mode", "bogus"]), "--mode"),
+        // Once granted: regions outside the workspace collide with nothing inside it.
+        (acquire("a", "/etc/", "o", &[]), "'/etc/'"),
+        (acquire("a", "src/", "o", &["--tree", "../x"]), "'../x'"),
+        (vec!["--root", root, "lease", "heartbeat", "--lane", "a", "--owner", ""], "--owner"),
+        (vec!["--root", root, "lease", "adopt", "--lane", "a", "--loop-ts", "t", "--owner", ""], "--owner"),
+        (vec!["--root", root, "lease", "halt", "--lane", "a", "--owner", ""], "--owner"),
+        (vec!["--root", root, "lease", "spawn", "--lane", "a", "--owner", " "], "--owner"),
+    ];
+    for (args, named) in &cases {
+        let out = keel(args, None);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: invalid value "), "{args:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?}: the message names {named}: {stderr}");
+    }
+    assert!(!dir.path().join(".keel").exists(), "nothing was written");
+    let out = keel(&acquire("a", "/etc/", "o", &[]), None);
+    insta::assert_snapshot!(text(&out.stderr).lines().next().unwrap_or_default(), @"error: invalid value '/etc/' for '--tree <TREE>...': a tree entry must be inside the workspace (absolute path)");
+    // Globs, lock entries and a given mode still work.
+    let out = keel(&acquire("a", "src/**", "o", &["--tree", "lock://deploy", "--mode", "shared"]), None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // A tree with no lane is granted on lane "": commands that name a live lease must still
+    // reach it by that name, so their `--lane` takes "" as recorded.
+    let unnamed = ["--root", root, "lease", "acquire", "--tree", "docs/", "--owner", "p"];
+    assert_eq!(keel(&unnamed, None).status.code(), Some(0));
+    for verb in ["heartbeat", "release"] {
+        let out = keel(&["--root", root, "lease", verb, "--lane", "", "--owner", "p"], None);
+        assert_eq!(out.status.code(), Some(0), "{verb}: {}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn arbitrate_answers_an_unknown_request_mode_with_an_error_on_its_line_and_goes_on() {
+    let input = concat!(
+        r#"{"request": {"lane": "a", "tree": ["src/"], "mode": "shraed"}, "live_leases": []}"#,
+        "\n",
+        r#"{"request": {"lane": "b", "tree": ["src/"], "mode": ""}, "live_leases": [{"lane": "c", "tree": ["docs/"], "mode": "bogus", "loop_ts": "t"}]}"#,
+        "\n",
+    );
+    let out = keel(&["arbitrate"], Some(input));
+    assert_eq!(out.status.code(), Some(2), "a malformed line makes the stream's status 2");
+    // A live lease's unknown mode stays exclusive (arbiter-v1); an empty request mode is exclusive.
+    insta::assert_snapshot!(text(&out.stdout), @r#"
+    {"error": "stdin line 1: request: unknown mode \"shraed\" (expected \"shared\" or \"exclusive\")", "line": 1}
+    {"lane": "b", "lane_kind": "keyword", "mode": "exclusive", "outcome": "acquire", "reason": "region is free", "tree": ["src/"]}
+    "#);
+}
+
+#[test]
+fn a_reclaimed_lease_is_reported_as_text_not_as_debug_output() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().to_str().expect("UTF-8 temp path");
+    // No grace and a TTL under a second: the first lease is provably dead at once.
+    let first = ["--root", root, "--grace-s", "0", "lease", "acquire", "--lane", "old", "--tree", "src/"];
+    let out = keel(&[&first[..], &["--owner", "a", "--ttl-minutes", "0.001"]].concat(), None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let second = ["--root", root, "--grace-s", "0", "lease", "acquire", "--lane", "new", "--tree", "src/x"];
+    let out = keel(&[&second[..], &["--owner", "b"]].concat(), None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    let reclaim = shown.lines().nth(1).unwrap_or_default();
+    // It once ended in `Expired { idle_s: 0, ttl_s: 0 }`.
+    assert!(reclaim.starts_with("  reclaimed dead lease lane \"old\" (loop_ts "), "{shown}");
+    assert!(reclaim.ends_with(", past its ttl of 0s") && reclaim.contains("): idle "), "{shown}");
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_journal_tail_quietly_with_status_0() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let record = |seq: usize| format!(r#"{{"op": "HEARTBEAT", "lane": "a", "loop_ts": "t", "seq": {seq}}}"#);
+    let journal: String = (1..=20_000).map(|seq| record(seq) + "\n").collect();
+    std::fs::write(&path, journal).expect("journal");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["--journal", path.to_str().expect("UTF-8 temp path"), "journal", "tail", "-n", "100000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("keel starts");
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(child.stdout.as_mut().expect("piped"), &mut first).expect("some output");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("keel exits");
+    // It once said "keel: writing to stdout: Broken pipe (os error 32)" and exited 4.
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "quietly: {}", text(&out.stderr));
+}

@@ -137,3 +137,29 @@ fn fs_hash_refuses_an_escape_and_reports_a_missing_file() {
     assert_eq!(code(&keel(dir.path(), &["fs", "hash", "../etc/passwd"], "")), 1);
     assert_eq!(code(&keel(dir.path(), &["fs", "hash", "src/missing"], "")), 4);
 }
+
+#[test]
+fn a_wrong_owner_or_lane_is_refused_naming_it_not_as_a_stale_generation() {
+    let dir = workspace();
+    let root = dir.path();
+    let grant = keel(root, &["lease", "acquire", "--lane", "api", "--tree", "src/", "--owner", "a", "--json"], "");
+    assert_eq!(code(&grant), 0, "{grant:?}");
+    let generation = json(&grant)["generation"].to_string();
+    let write = |owner: &str, lane: &str| {
+        let args =
+            ["fs", "write", "src/x.rs", "--stdin", "--owner", owner, "--lane", lane, "--generation", &generation];
+        keel(root, &[&args[..], &["--expect-any"]].concat(), "x")
+    };
+    // Both once said "stale generation: presented 1, live 1".
+    let wrong_owner = write("b", "api");
+    assert_eq!(code(&wrong_owner), 1);
+    assert_eq!(String::from_utf8_lossy(&wrong_owner.stdout), "forbidden: the lease is held by \"a\", not \"b\"\n");
+    let wrong_lane = write("a", "apx");
+    assert_eq!(code(&wrong_lane), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&wrong_lane.stdout),
+        format!("forbidden: generation {generation} is the live lease with lane \"api\", not \"apx\"\n")
+    );
+    assert!(!root.join("src/x.rs").exists(), "refused: nothing written");
+    assert_eq!(code(&write("a", "api")), 0, "the right name still writes");
+}

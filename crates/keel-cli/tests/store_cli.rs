@@ -119,3 +119,63 @@ fn keel_store_encoded(id: &str) -> String {
         name
     })
 }
+
+#[test]
+fn a_limit_of_0_is_a_usage_error_not_a_page_whose_cursor_never_advances() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path();
+    ok(root, &["store", "init", "--runtime", "r"]);
+    ok(root, &["store", "worker", "add", "--runtime", "r", "--worker", "w"]);
+    ok(root, &["store", "event", "append", "--runtime", "r", "{}"]);
+    // Both once answered an empty page with `has_more: true` and the cursor they were given.
+    for args in [
+        &["store", "events", "--runtime", "r", "--limit", "0", "--json"][..],
+        &["store", "transcript", "read", "--runtime", "r", "--worker", "w", "--limit", "0", "--json"][..],
+    ] {
+        let output = keel(root, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--limit"), "the argument is named: {stderr}");
+        assert!(output.stdout.is_empty(), "no page is printed");
+    }
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_keel_quietly_with_status_0_and_a_full_disk_is_still_an_error() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path();
+    ok(root, &["store", "init", "--runtime", "r"]);
+    // Enough output to fill a pipe's buffer, so keel is still writing when the reader leaves.
+    let mut store = keel_store::FsRuntimeStore::open(root, "r").expect("store");
+    let padding = "x".repeat(200);
+    for n in 0..1_000 {
+        store.append_event(None, json!({"n": n, "padding": padding})).expect("event");
+    }
+    let args = ["store", "events", "--runtime", "r", "--limit", "1000"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .env("KEEL_ROOT", root)
+        .env_remove("KEEL_JOURNAL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("keel starts");
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(child.stdout.as_mut().expect("piped"), &mut first).expect("some output");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("keel exits");
+    // It once panicked ("failed printing to stdout", exit 101); `keel journal tail` exited 4.
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.stderr.is_empty(), "quietly: {}", String::from_utf8_lossy(&output.stderr));
+
+    let full = std::fs::File::create("/dev/full").expect("/dev/full");
+    let output = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .env("KEEL_ROOT", root)
+        .stdout(full)
+        .output()
+        .expect("keel runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "any other write error is an I/O error: {stderr}");
+    assert!(stderr.contains("writing to stdout"), "{stderr}");
+}

@@ -22,11 +22,12 @@ use std::time::{Duration, Instant};
 
 use keel_fs::seam::FileStat;
 use keel_fs::{Appender, FsError, KernelLock, LineReader, OsStorage, ReusableLock, Storage, write_atomic_with};
-use keel_kernel::arbiter::{Decision, Outcome, Request, decide};
+use keel_kernel::arbiter::{Decision, Mode, Outcome, Request, decide};
 use keel_kernel::expiry::{ExpiryPolicy, Verdict, assess, format_utc};
 use keel_kernel::json::to_line;
 use keel_kernel::line::BadLine;
 use keel_kernel::replay::{CompactError, Excuse, StateSnapshot, review_record};
+use keel_kernel::tree;
 use keel_kernel::value::casefold;
 use keel_kernel::{Identity, LiveState, Object, Replay, Taxonomy};
 use serde::{Deserialize, Serialize};
@@ -683,6 +684,23 @@ impl<S: Storage + Clone> Journal<S> {
         if request.ttl_minutes.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
             return Err(JournalError::InvalidRequest("ttl_minutes must be a positive number".into()));
         }
+        // Caller mistakes, refused before anything is decided: a blank lane would be granted
+        // under a name nobody can type, a blank loop_ts read as an identity already live, an
+        // unknown mode as exclusive, and a tree outside the workspace would collide with nothing.
+        if !request.lane.is_empty() && request.lane.trim().is_empty() {
+            return Err(JournalError::InvalidRequest(
+                "the lane must not be blank (leave it empty to let the arbiter pick)".into(),
+            ));
+        }
+        if request.loop_ts.as_deref().is_some_and(|ts| ts.trim().is_empty()) {
+            return Err(JournalError::InvalidRequest(
+                "loop_ts must not be blank (omit it to have one generated)".into(),
+            ));
+        }
+        Mode::requested(&request.mode).map_err(|e| JournalError::InvalidRequest(e.to_string()))?;
+        if let Some((entry, why)) = request.tree.iter().find_map(|e| tree::confined(e).err().map(|why| (e, why))) {
+            return Err(JournalError::InvalidRequest(format!("tree entry {entry:?} is outside the workspace: {why}")));
+        }
         let now = (self.options.clock)();
         let folded = Self::folded(cache);
         self.damage_check(folded)?;
@@ -731,10 +749,8 @@ impl<S: Storage + Clone> Journal<S> {
         }
         let identity = self.new_identity(folded, request, &decision.lane, now)?;
         let lease = self.lease_body(request, &decision, &identity, now);
-        let mut records: Vec<Object> = reclaimed
-            .iter()
-            .map(|(id, verdict)| scavenge_record(id, &format!("reclaimed: {}", describe(verdict))))
-            .collect();
+        let mut records: Vec<Object> =
+            reclaimed.iter().map(|(id, verdict)| scavenge_record(id, &format!("reclaimed: {verdict}"))).collect();
         records.push(self.acquire_record(&lease, &identity));
         self.append(cache, records)?;
         let generation = Self::folded(cache).state.generation(&identity).expect("a grant just folded has a generation");
@@ -899,6 +915,7 @@ impl<S: Storage + Clone> Journal<S> {
     /// Transfers a live lease to `new_owner` (this process becomes its holder process). Never
     /// creates a lease: `Ok(None)` when none is live at that identity.
     pub fn adopt(&self, lane: &str, loop_ts: &str, new_owner: &str) -> Result<Option<Identity>, JournalError> {
+        owner_named(new_owner)?;
         self.locked(|this, cache| {
             let identity = Identity { loop_ts: loop_ts.to_owned(), lane: lane.to_owned() };
             let Some(lease) = Self::folded(cache).state.lease(&identity) else {
@@ -920,6 +937,7 @@ impl<S: Storage + Clone> Journal<S> {
 
     /// Records an intent to stop whatever runs on `lane`. Grants nothing, kills nothing.
     pub fn halt(&self, lane: &str, owner: &str, reason: &str) -> Result<(), JournalError> {
+        owner_named(owner)?;
         self.locked(|this, cache| {
             let record = object(json!({
                 "op": "HALT", "command": null, "handle": owner, "host_id": this.options.host_id,
@@ -931,6 +949,7 @@ impl<S: Storage + Clone> Journal<S> {
 
     /// Records an intent to start work on `lane`. Grants nothing, starts nothing.
     pub fn spawn(&self, lane: &str, owner: &str, command: &str) -> Result<(), JournalError> {
+        owner_named(owner)?;
         self.locked(|this, cache| {
             let record = object(json!({
                 "op": "SPAWN", "holder": owner, "host_id": this.options.host_id, "lane": lane,
@@ -1088,13 +1107,12 @@ fn scavenge_record(identity: &Identity, reason: &str) -> Object {
     object(json!({"op": "SCAVENGE", "lane": identity.lane, "loop_ts": identity.loop_ts, "reason": reason}))
 }
 
-fn describe(verdict: &Verdict) -> String {
-    match verdict {
-        Verdict::Expired { idle_s, ttl_s } => format!("idle {idle_s}s, past its ttl of {ttl_s}s"),
-        Verdict::HolderGone { idle_s } => format!("holder process gone, idle {idle_s}s"),
-        Verdict::Alive { idle_s, .. } => format!("alive, idle {idle_s}s"),
-        Verdict::NoTimestamp => "no readable timestamp".into(),
+/// Refuses a blank owner: a record that names no one can be traced to no one.
+fn owner_named(owner: &str) -> Result<(), JournalError> {
+    if owner.trim().is_empty() {
+        return Err(JournalError::InvalidRequest("the owner must not be blank".into()));
     }
+    Ok(())
 }
 
 fn object(value: Value) -> Object {

@@ -241,3 +241,55 @@ fn a_generation_or_seq_at_its_limit_is_refused_rather_than_handed_out_twice() {
         assert_eq!(std::fs::read(&path).expect("read"), before, "{name}: nothing appended");
     }
 }
+
+#[test]
+fn blank_names_unknown_modes_and_trees_outside_the_workspace_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&path, options(&clock));
+    let a = granted(journal.acquire(&request("a", "src/", "agent-a")).expect("acquire"));
+    let before = std::fs::read(&path).expect("journal");
+    let bad_requests = [
+        AcquireRequest { lane: "  ".into(), ..request("", "docs/", "agent-b") },
+        // A blank loop_ts once came back as "a lease ... is already live".
+        AcquireRequest { loop_ts: Some(String::new()), ..request("b", "docs/", "agent-b") },
+        AcquireRequest { mode: "bogus".into(), ..request("b", "docs/", "agent-b") },
+        request("b", "/etc/", "agent-b"),
+        request("b", "../x", "agent-b"),
+    ];
+    for bad in &bad_requests {
+        let refused = journal.acquire(bad);
+        assert!(matches!(refused, Err(JournalError::InvalidRequest(_))), "{bad:?}: {refused:?}");
+    }
+    let refused = journal.acquire(&request("b", "/etc/", "agent-b")).expect_err("outside");
+    assert!(refused.to_string().contains("\"/etc/\""), "the entry is named: {refused}");
+    for owner in ["", " "] {
+        assert!(matches!(journal.adopt("a", &a.identity.loop_ts, owner), Err(JournalError::InvalidRequest(_))));
+        assert!(matches!(journal.halt("a", owner, "stop"), Err(JournalError::InvalidRequest(_))));
+        assert!(matches!(journal.spawn("a", owner, "make"), Err(JournalError::InvalidRequest(_))));
+    }
+    assert_eq!(std::fs::read(&path).expect("journal"), before, "nothing appended");
+    // Globs, lock entries, an explicit mode and an empty lane (the arbiter picks) still work.
+    let shared = AcquireRequest { mode: "Shared".into(), ..request("g", "docs/**", "agent-b") };
+    granted(journal.acquire(&shared).expect("a glob"));
+    granted(journal.acquire(&request("l", "lock://deploy", "agent-b")).expect("a lock entry"));
+    let fresh = Journal::open(&dir.path().join("fresh.jsonl"), options(&clock));
+    let picked =
+        granted(fresh.acquire(&AcquireRequest { tree: Vec::new(), ..request("", "", "agent-c") }).expect("pick"));
+    assert_eq!(picked.identity.lane, "main");
+}
+
+#[test]
+fn a_reclaim_is_journaled_with_its_verdict_as_text() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&path, options(&clock));
+    let first = AcquireRequest { ttl_minutes: Some(1.0), ..request("a", "src/", "agent-a") };
+    granted(journal.acquire(&first).expect("acquire"));
+    clock.store(START_S + 61, Ordering::SeqCst);
+    granted(journal.acquire(&request("b", "src/x", "agent-b")).expect("acquire"));
+    let text = std::fs::read_to_string(&path).expect("journal");
+    assert!(text.contains(r#""reason": "reclaimed: idle 61s, past its ttl of 60s""#), "{text}");
+}

@@ -32,6 +32,18 @@ impl Mode {
         if text.trim().eq_ignore_ascii_case("shared") { Mode::Shared } else { Mode::Exclusive }
     }
 
+    /// Reads the mode a caller asks for: `shared` or `exclusive` (trimmed, any case), and empty
+    /// text for the default, `exclusive`. Other text is refused rather than read as exclusive:
+    /// [`Mode::parse`]'s leniency is for recorded lease bodies (arbiter-v1's compatibility rule),
+    /// while a misspelt request mode (`shraed`) is a caller's mistake worth naming.
+    pub fn requested(text: &str) -> Result<Self, UnknownMode> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "shared" => Ok(Mode::Shared),
+            "exclusive" | "" => Ok(Mode::Exclusive),
+            _ => Err(UnknownMode(text.to_owned())),
+        }
+    }
+
     /// A lease's mode: its `mode` member, else its `lock_mode` member.
     pub fn of_lease(lease: &Object) -> Self {
         let member = ["mode", "lock_mode"].iter().filter_map(|k| lease.get(*k)).find(|v| crate::value::truthy(v));
@@ -49,6 +61,11 @@ impl Mode {
         }
     }
 }
+
+/// A requested mode that is neither `shared` nor `exclusive`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown mode {0:?} (expected \"shared\" or \"exclusive\")")]
+pub struct UnknownMode(pub String);
 
 /// A named lane with its default tree, as configured in the taxonomy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -505,6 +522,16 @@ mod tests {
             mode: mode.into(),
             force: false,
         }
+    }
+
+    #[test]
+    fn a_requested_mode_is_shared_exclusive_or_empty_and_anything_else_is_refused() {
+        assert_eq!(Mode::requested(" Shared "), Ok(Mode::Shared));
+        assert_eq!(Mode::requested("EXCLUSIVE"), Ok(Mode::Exclusive));
+        assert_eq!(Mode::requested(""), Ok(Mode::Exclusive));
+        assert_eq!(Mode::requested("bogus"), Err(UnknownMode("bogus".into())));
+        // A recorded lease body stays lenient: unknown text fails toward less concurrency.
+        assert_eq!(Mode::parse("bogus"), Mode::Exclusive);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! holder process is known to be gone: a dead holder only shortens the reclaim of a lease that is
 //! already past the grace, it never reclaims a fresh one (the pid may simply not be visible here).
 
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -71,6 +72,18 @@ impl Verdict {
     /// Whether the lease may be reclaimed.
     pub fn is_dead(self) -> bool {
         matches!(self, Verdict::Expired { .. } | Verdict::HolderGone { .. })
+    }
+}
+
+/// The verdict for people: the figures that decided it, as the `SCAVENGE` reason records them.
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Expired { idle_s, ttl_s } => write!(f, "idle {idle_s}s, past its ttl of {ttl_s}s"),
+            Verdict::HolderGone { idle_s } => write!(f, "holder process gone, idle {idle_s}s"),
+            Verdict::Alive { idle_s, .. } => write!(f, "alive, idle {idle_s}s"),
+            Verdict::NoTimestamp => f.write_str("no readable timestamp"),
+        }
     }
 }
 
@@ -173,6 +186,14 @@ mod tests {
         assert_eq!(assess(&l, beat + 600, &policy, HolderProcess::Alive), Verdict::Alive { idle_s: 600, ttl_s: 1800 });
         assert_eq!(assess(&l, beat + 600, &policy, HolderProcess::Gone), Verdict::HolderGone { idle_s: 600 });
         assert!(assess(&l, beat + 1800, &policy, HolderProcess::Alive).is_dead());
+    }
+
+    #[test]
+    fn verdicts_read_as_text_not_as_debug_output() {
+        assert_eq!(Verdict::HolderGone { idle_s: 0 }.to_string(), "holder process gone, idle 0s");
+        assert_eq!(Verdict::Expired { idle_s: 61, ttl_s: 60 }.to_string(), "idle 61s, past its ttl of 60s");
+        assert_eq!(Verdict::Alive { idle_s: 5, ttl_s: 60 }.to_string(), "alive, idle 5s");
+        assert_eq!(Verdict::NoTimestamp.to_string(), "no readable timestamp");
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //! 2. The holder's lease is live, and its generation is exactly the one presented; a missing
 //!    lease, a missing generation (unresolvable: fails closed) or another number is
 //!    [`Decision::StaleGeneration`]. A lease at the named identity held by someone else is
-//!    [`Refusal::NotHolder`]; a shared (read) lease grants no writes ([`Refusal::SharedLease`]).
+//!    [`Refusal::NotHolder`]. A generation that is live, but on a lease other than the one named
+//!    (a mistyped owner, lane or `loop_ts`), is not stale: the refusal names the part that did
+//!    not match ([`Refusal::NotHolder`], [`Refusal::NameMismatch`]). A shared (read) lease grants
+//!    no writes ([`Refusal::SharedLease`]).
 //! 3. No other live exclusive lease over the path carries a *higher* generation (or none at
 //!    all): a later grant supersedes the holder ([`Decision::StaleGeneration`], Kleppmann's
 //!    fencing token).
@@ -76,6 +79,18 @@ pub enum Refusal {
         /// The owner the lease records.
         recorded: String,
     },
+    /// The generation presented is live, but on another lease than the one named: its `lane` or
+    /// `loop_ts` is not the one presented (a wrong owner is [`Refusal::NotHolder`]).
+    NameMismatch {
+        /// The generation presented.
+        generation: u64,
+        /// The part of the name that did not match: `"lane"` or `"loop_ts"`.
+        field: String,
+        /// What the holder presented.
+        presented: String,
+        /// What the lease holding that generation records.
+        recorded: String,
+    },
     /// The holder's lease is shared (a read lease): it grants no writes.
     SharedLease {
         /// The holder's lane.
@@ -116,6 +131,9 @@ impl fmt::Display for Refusal {
             Refusal::Escapes { path, detail } => write!(f, "{path:?} escapes the workspace: {detail}"),
             Refusal::NotHolder { presented, recorded } => {
                 write!(f, "the lease is held by {recorded:?}, not {presented:?}")
+            }
+            Refusal::NameMismatch { generation, field, presented, recorded } => {
+                write!(f, "generation {generation} is the live lease with {field} {recorded:?}, not {presented:?}")
             }
             Refusal::SharedLease { lane } => write!(f, "the lease on lane {lane:?} is shared: it grants reads only"),
             Refusal::OutsideTree { path, tree } => write!(f, "{path:?} is outside the holder's lease tree {tree:?}"),
@@ -199,6 +217,25 @@ fn tree_entries(lease: &Object) -> Vec<String> {
     }
 }
 
+/// Why `grant`, the live lease holding the generation `holder` presented, is not the lease
+/// `holder` named: its lane, else its owner, else (both match) its `loop_ts`.
+fn name_mismatch(holder: &Holder, grant: &LiveGrant<'_>) -> Refusal {
+    let recorded_owner = holder_name(grant.lease);
+    let mismatch = |field: &str, presented: &str, recorded: &str| Refusal::NameMismatch {
+        generation: holder.generation,
+        field: field.to_owned(),
+        presented: presented.to_owned(),
+        recorded: recorded.to_owned(),
+    };
+    if casefold(&grant.identity.lane) != casefold(&holder.lane) {
+        mismatch("lane", &holder.lane, &grant.identity.lane)
+    } else if recorded_owner != holder.owner {
+        Refusal::NotHolder { presented: holder.owner.clone(), recorded: recorded_owner.to_owned() }
+    } else {
+        mismatch("loop_ts", holder.loop_ts.as_deref().unwrap_or_default(), &grant.identity.loop_ts)
+    }
+}
+
 /// Decides whether `holder` may change `path` (see the module documentation for the rules).
 /// `protected` is the taxonomy's protected entries plus whatever the caller protects itself.
 pub fn decide(path: &str, holder: &Holder, live: &[LiveGrant<'_>], protected: &Tree) -> Decision {
@@ -224,6 +261,12 @@ pub fn decide(path: &str, holder: &Holder, live: &[LiveGrant<'_>], protected: &T
                 presented: holder.owner.clone(),
                 recorded: holder_name(other.lease).to_owned(),
             });
+        }
+        // A live token on a lease the holder did not name: the token is good and the name is
+        // wrong (a mistyped owner or lane). Calling it stale would send the caller after the
+        // wrong problem ("presented 1, live 1"), so name the part that did not match.
+        if let Some(token_lease) = live.iter().find(|grant| grant.generation == Some(holder.generation)) {
+            return Decision::Forbidden(name_mismatch(holder, token_lease));
         }
         // The lease is gone: report the grant now in force over the path, if there is one.
         let live_over_path = live
@@ -390,6 +433,40 @@ mod tests {
             decide("src/x", &exact, &live, &Tree::default()),
             Decision::Forbidden(Refusal::NotHolder { .. })
         ));
+    }
+
+    #[test]
+    fn a_live_generation_presented_under_a_wrong_owner_lane_or_loop_ts_names_the_mismatch_not_staleness() {
+        let leases = [with_gen(lease("api", "t1", "a", &["src/"], "exclusive"), Some(1))];
+        let live = grants(&leases);
+        let wrong_owner = Holder { owner: "mallory".into(), ..holder(1) };
+        assert_eq!(
+            decide("src/x", &wrong_owner, &live, &Tree::default()),
+            Decision::Forbidden(Refusal::NotHolder { presented: "mallory".into(), recorded: "a".into() })
+        );
+        let wrong_lane = Holder { lane: "apx".into(), ..holder(1) };
+        let refused = decide("src/x", &wrong_lane, &live, &Tree::default());
+        assert_eq!(
+            refused,
+            Decision::Forbidden(Refusal::NameMismatch {
+                generation: 1,
+                field: "lane".into(),
+                presented: "apx".into(),
+                recorded: "api".into()
+            })
+        );
+        let Decision::Forbidden(refusal) = refused else { unreachable!("checked above") };
+        assert_eq!(refusal.to_string(), "generation 1 is the live lease with lane \"api\", not \"apx\"");
+        let wrong_loop_ts = Holder { loop_ts: Some("t9".into()), ..holder(1) };
+        assert!(matches!(
+            decide("src/x", &wrong_loop_ts, &live, &Tree::default()),
+            Decision::Forbidden(Refusal::NameMismatch { field, .. }) if field == "loop_ts"
+        ));
+        // A generation no live lease holds is still stale, whatever the name.
+        assert_eq!(
+            decide("src/x", &Holder { lane: "apx".into(), ..holder(2) }, &live, &Tree::default()),
+            Decision::StaleGeneration { presented: 2, live: Some(1) }
+        );
     }
 
     #[test]

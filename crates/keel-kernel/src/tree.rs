@@ -70,6 +70,28 @@ pub fn normalise(entry: &str) -> Option<Region> {
     if cut.is_empty() { Some(Region::Universal) } else { Some(Region::Prefix(cut.to_owned())) }
 }
 
+/// Whether an entry names a region inside the workspace; `Err` says why not: an absolute path or
+/// a `..` component, read the way [`normalise`] reads the entry (`\` as `/`, white space
+/// stripped). A `lock://NAME` entry names no path and passes; a glob is checked as written, so
+/// `src/**` passes and `../*` does not.
+///
+/// Replay and the arbiter never ask: a recorded tree is read as it is (such an entry collides
+/// with nothing inside the workspace). The lease service asks before it grants a request.
+pub fn confined(entry: &str) -> Result<(), &'static str> {
+    let replaced = entry.replace('\\', "/");
+    let stripped = python_strip(&replaced);
+    if casefold(stripped).starts_with(LOCK_SCHEME) {
+        return Ok(());
+    }
+    if stripped.starts_with('/') {
+        return Err("absolute path");
+    }
+    if stripped.split('/').any(|part| part == "..") {
+        return Err("path contains `..`");
+    }
+    Ok(())
+}
+
 /// A normalised tree: its non-blank entries as regions. Empty means "no known region".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tree {
@@ -155,6 +177,16 @@ mod tests {
         assert!(a.collides(&Region::Universal));
         assert_eq!(normalise("lock://"), Some(Region::Universal));
         assert_eq!(normalise("lock://db*"), Some(Region::Universal));
+    }
+
+    #[test]
+    fn entries_outside_the_workspace_are_not_confined_and_globs_and_locks_are() {
+        for outside in ["/etc/", " /etc/passwd", "\\etc", "../x", "src/../../x", "..\\x", "..", "/**"] {
+            assert!(confined(outside).is_err(), "{outside:?}");
+        }
+        for inside in ["src/", "src/**", "**/*", "*.toml", "./src/", "a..b/", "lock://deploy", "LOCK://../x", "", " "] {
+            assert_eq!(confined(inside), Ok(()), "{inside:?}");
+        }
     }
 
     #[test]

@@ -917,6 +917,15 @@ impl FsRuntimeStore {
     }
 
     fn check_limit(&self, limit: u64, max_limit: u64, op: &'static str) -> Result<()> {
+        // A page of nothing never advances its cursor: a client paging until `has_more` is
+        // false would ask for the same empty page forever.
+        if limit == 0 {
+            return Err(StoreError::InvalidInput {
+                op,
+                what: "limit",
+                reason: "a page holds at least 1 record (a limit of 0 never advances the cursor)".into(),
+            });
+        }
         let limit_max = max_limit.min(self.limits.page_limit_max).min(PAGE_LIMIT_CEILING);
         if limit > limit_max {
             return Err(StoreError::LimitTooLarge { op, limit, limit_max });
@@ -953,8 +962,8 @@ impl FsRuntimeStore {
     }
 
     /// One page of events from `cursor` (the start of the log when `None`): at most `limit`
-    /// events, refusing a `limit` above `max_limit` (or the runtime's `page_limit_max`) and a
-    /// cursor of another runtime. Seeks through the index: the cost does not grow with the
+    /// events, refusing a `limit` of 0 or above `max_limit` (or the runtime's `page_limit_max`)
+    /// and a cursor of another runtime. Seeks through the index: the cost does not grow with the
     /// cursor's position.
     pub fn read_events(&self, cursor: Option<&EventCursor>, limit: u64, max_limit: u64) -> Result<EventPage> {
         const OP: &str = "read events";
@@ -977,8 +986,8 @@ impl FsRuntimeStore {
     }
 
     /// One page of a worker's transcript from entry `start` (0-based): at most `limit` entries,
-    /// refusing a `limit` above `max_limit` (or the runtime's `page_limit_max`) and a worker of
-    /// another runtime.
+    /// refusing a `limit` of 0 or above `max_limit` (or the runtime's `page_limit_max`) and a
+    /// worker of another runtime.
     pub fn read_transcript(
         &self,
         worker_ref: &WorkerRef,

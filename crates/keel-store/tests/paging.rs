@@ -120,8 +120,21 @@ fn every_page_size_over_a_log_appended_through_the_api() {
     for page in 1..=events + 1 {
         follow(&store, events, page);
     }
-    let first = store.read_events(None, 0, 10).expect("limit 0");
-    assert!(first.events.is_empty() && first.has_more && first.cursor.next_event_id == 1);
+}
+
+#[test]
+fn a_limit_of_0_is_refused_rather_than_a_page_whose_cursor_never_advances() {
+    let (_dir, mut store) = crate::new_store("r");
+    store.create_worker("w", json!({})).expect("worker");
+    let worker = store.worker_ref("w");
+    store.append_event(None, json!({"n": 1})).expect("event");
+    store.append_transcript_entry(&worker, json!({"n": 1})).expect("entry");
+    // It once answered `has_more: true` with the cursor it was given: a client paging until
+    // `has_more` is false looped forever.
+    let err = store.read_events(None, 0, 10).expect_err("limit 0");
+    assert!(matches!(err, StoreError::InvalidInput { what: "limit", .. }), "{err}");
+    let err = store.read_transcript(&worker, 0, 0, 10).expect_err("limit 0");
+    assert!(matches!(err, StoreError::InvalidInput { what: "limit", .. }), "{err}");
 }
 
 #[test]
