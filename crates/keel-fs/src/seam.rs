@@ -54,6 +54,8 @@ pub enum Op {
     CreateNew,
     /// [`Storage::open_append`].
     OpenAppend,
+    /// [`Storage::open_read`].
+    OpenRead,
     /// [`Storage::write_all`] and [`Storage::write_once`].
     Write,
     /// [`Storage::read_at`].
@@ -84,6 +86,9 @@ pub trait Storage {
     /// Opens `path` for reading and `O_APPEND` writing, creating it if missing; `true` when this
     /// call created it.
     fn open_append(&self, path: &Path) -> io::Result<(Self::File, bool)>;
+    /// Opens an existing `path` for reading only: what a reader needs, and all a read-only
+    /// mount allows.
+    fn open_read(&self, path: &Path) -> io::Result<Self::File>;
     /// Writes all of `bytes` (possibly several `write` calls).
     fn write_all(&self, file: &mut Self::File, bytes: &[u8]) -> io::Result<()>;
     /// One `write` call (retried only on `EINTR`, which writes nothing); returns bytes written.
@@ -115,6 +120,9 @@ impl<S: Storage + ?Sized> Storage for &S {
     }
     fn open_append(&self, path: &Path) -> io::Result<(Self::File, bool)> {
         (**self).open_append(path)
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Self::File> {
+        (**self).open_read(path)
     }
     fn write_all(&self, file: &mut Self::File, bytes: &[u8]) -> io::Result<()> {
         (**self).write_all(file, bytes)
@@ -208,6 +216,10 @@ impl Storage for OsStorage {
             }
         }
         Err(io::Error::other("file kept appearing and vanishing while being opened"))
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<File> {
+        File::open(path)
     }
 
     fn write_all(&self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
@@ -352,6 +364,10 @@ impl<S: Storage> Storage for FailAfter<S> {
     fn open_append(&self, path: &Path) -> io::Result<(Self::File, bool)> {
         self.gate(Op::OpenAppend)?;
         self.inner.open_append(path)
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Self::File> {
+        self.gate(Op::OpenRead)?;
+        self.inner.open_read(path)
     }
     fn write_all(&self, file: &mut Self::File, bytes: &[u8]) -> io::Result<()> {
         self.gate(Op::Write)?;
@@ -620,6 +636,13 @@ impl Storage for CrashSim {
             None => (Self::create(&mut state, path), true),
         };
         Ok((SimFile { ino, append: true, position: 0 }, created))
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<SimFile> {
+        let mut state = self.lock();
+        Self::tick(&mut state)?;
+        let ino = *state.volatile_names.get(path).ok_or_else(|| io::Error::from(ErrorKind::NotFound))?;
+        Ok(SimFile { ino, append: false, position: 0 })
     }
 
     fn write_all(&self, file: &mut SimFile, bytes: &[u8]) -> io::Result<()> {

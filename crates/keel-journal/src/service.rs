@@ -410,12 +410,53 @@ impl<S: Storage + Clone> Journal<S> {
             // The journal's directory (`.keel/`) comes into being with its first operation.
             std::fs::create_dir_all(dir).map_err(|e| FsError::io("create directory", dir, e))?;
         }
-        let mut lock = match cache.lock.take() {
+        let lock = match cache.lock.take() {
             Some(lock) => lock,
             None => ReusableLock::open(&self.lock_path)?,
         };
+        self.under(lock, &mut cache, operation)
+    }
+
+    /// Runs a read-only `operation` on the state folded to the end of the journal, creating
+    /// nothing: under the writer lock where this process can take it, without it where it cannot
+    /// write (a read-only mount, a journal it may read but not lock). Unlocked, the fold sees the
+    /// journal as of one moment, which is all a locked read tells once its lock is released:
+    /// appends are whole lines (one still in flight is a fragment, left out as a torn tail) and
+    /// compaction replaces the file by rename.
+    fn observed<T>(
+        &self,
+        operation: impl FnOnce(&Self, &mut Cache<S>) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lock = match cache.lock.take() {
+            Some(lock) => Some(lock),
+            // No journal: the state is empty, and a look must not create `.keel/` or a lock file.
+            None if self.stat()?.is_none() => None,
+            None => match ReusableLock::open(&self.lock_path) {
+                Ok(lock) => Some(lock),
+                Err(FsError::Io { source, .. })
+                    if matches!(source.kind(), io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied) =>
+                {
+                    None
+                }
+                Err(error) => return Err(error.into()),
+            },
+        };
+        match lock {
+            Some(lock) => self.under(lock, &mut cache, operation),
+            None => self.fold(&mut cache).and_then(|()| operation(self, &mut cache)),
+        }
+    }
+
+    /// Takes `lock`, folds and runs `operation`, and keeps the lock's file open in the cache.
+    fn under<T>(
+        &self,
+        mut lock: ReusableLock,
+        cache: &mut Cache<S>,
+        operation: impl FnOnce(&Self, &mut Cache<S>) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
         let result = match lock.acquire_timeout(self.options.lock_timeout_ms) {
-            Ok(_guard) => self.fold(&mut cache).and_then(|()| operation(self, &mut cache)),
+            Ok(_guard) => self.fold(cache).and_then(|()| operation(self, cache)),
             Err(error) => Err(error.into()),
         };
         cache.lock = Some(lock);
@@ -452,7 +493,7 @@ impl<S: Storage + Clone> Journal<S> {
         };
         let file = match cache.reader.take() {
             Some((file, dev, ino)) if dev == stat.dev && ino == stat.ino => file,
-            _ => self.storage.open_append(&self.path).map_err(|e| FsError::io("open", &self.path, e))?.0,
+            _ => self.storage.open_read(&self.path).map_err(|e| FsError::io("open", &self.path, e))?,
         };
         let (state, offset, lines) = match resume {
             Some(resume) => resume,
@@ -509,7 +550,7 @@ impl<S: Storage + Clone> Journal<S> {
         if head_stat.len > HEAD_BYTES_MAX {
             return None;
         }
-        let (head_file, _) = self.storage.open_append(&self.head_path).ok()?;
+        let head_file = self.storage.open_read(&self.head_path).ok()?;
         let mut bytes = Vec::new();
         StorageRead { storage: &self.storage, file: &head_file, offset: 0 }.read_to_end(&mut bytes).ok()?;
         let head: Head = serde_json::from_slice(&bytes).ok()?;
@@ -528,7 +569,7 @@ impl<S: Storage + Clone> Journal<S> {
 
     fn write_head(&self, cache: &mut Cache<S>) -> Result<(), JournalError> {
         let folded = cache.folded.as_ref().expect("folded before writing a head");
-        let (file, _) = self.storage.open_append(&self.path).map_err(|e| FsError::io("open", &self.path, e))?;
+        let file = self.storage.open_read(&self.path).map_err(|e| FsError::io("open", &self.path, e))?;
         let window_blake3 =
             self.read_window(&file, folded.safe_offset).map_err(|e| FsError::io("read", &self.path, e))?;
         let head = Head {
@@ -986,7 +1027,7 @@ impl<S: Storage + Clone> Journal<S> {
     /// The live leases in first-acquired order, with generations and expiry verdicts. The
     /// admission view is those whose verdict is not dead.
     pub fn live(&self) -> Result<Vec<LiveLease>, JournalError> {
-        self.with_live(<[LiveLease]>::to_vec)
+        self.observed(|this, cache| Ok(this.live_leases(cache)))
     }
 
     /// Runs `fence` on the live leases *while holding the writer lock*, so that no grant, release
@@ -994,25 +1035,26 @@ impl<S: Storage + Clone> Journal<S> {
     /// makes its last check and its commit one step: a lease cannot be re-granted in between.
     /// Keep `fence` short (a check and a rename): every other writer waits for it.
     pub fn with_live<R>(&self, fence: impl FnOnce(&[LiveLease]) -> R) -> Result<R, JournalError> {
-        self.locked(|this, cache| {
-            let now = (this.options.clock)();
-            let state = &Self::folded(cache).state;
-            let live: Vec<LiveLease> = state
-                .live_with_identity()
-                .map(|(identity, lease)| LiveLease {
-                    identity: identity.clone(),
-                    lease: lease.clone(),
-                    generation: state.generation(identity),
-                    verdict: this.verdict(lease, now),
-                })
-                .collect();
-            Ok(fence(&live))
-        })
+        self.locked(|this, cache| Ok(fence(&this.live_leases(cache))))
+    }
+
+    fn live_leases(&self, cache: &Cache<S>) -> Vec<LiveLease> {
+        let now = (self.options.clock)();
+        let state = &Self::folded(cache).state;
+        state
+            .live_with_identity()
+            .map(|(identity, lease)| LiveLease {
+                identity: identity.clone(),
+                lease: lease.clone(),
+                generation: state.generation(identity),
+                verdict: self.verdict(lease, now),
+            })
+            .collect()
     }
 
     /// The journal's figures.
     pub fn stats(&self) -> Result<Stats, JournalError> {
-        self.locked(|_, cache| {
+        self.observed(|_, cache| {
             let folded = Self::folded(cache);
             Ok(Stats {
                 records: folded.state.record_count(),
@@ -1028,9 +1070,12 @@ impl<S: Storage + Clone> Journal<S> {
 
     /// The unreviewed corrupt lines; with `accept`, records a `REVIEW` by `by` excusing them.
     pub fn review(&self, by: &str, accept: bool) -> Result<Vec<Object>, JournalError> {
+        if !accept {
+            return self.observed(|_, cache| Ok(unreviewed(Self::folded(cache))));
+        }
         self.locked(|this, cache| {
             let damage = unreviewed(Self::folded(cache));
-            if accept && !damage.is_empty() {
+            if !damage.is_empty() {
                 let excuses: Vec<Excuse> = damage.iter().filter_map(Excuse::of_sentinel).collect();
                 this.append(cache, vec![review_record(&excuses, "reviewed by an operator", by)])?;
             }

@@ -243,6 +243,33 @@ fn a_generation_or_seq_at_its_limit_is_refused_rather_than_handed_out_twice() {
 }
 
 #[test]
+fn looking_at_a_journal_creates_nothing_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keel_dir = dir.path().join(".keel");
+    let path = keel_dir.join("lane-journal.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&path, options(&clock));
+    // A look at a workspace with no journal yet: empty, and no `.keel/` left behind (it once
+    // created the directory and a lock file wherever it was pointed).
+    assert!(journal.live().expect("live").is_empty());
+    assert_eq!(journal.stats().expect("stats").records, 0);
+    assert!(journal.review("test", false).expect("review").is_empty());
+    assert!(!keel_dir.exists(), "a read created {}", keel_dir.display());
+
+    granted(journal.acquire(&request("a", "a/", "agent-a")).expect("acquire"));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"{bad\n"))
+        .expect("append a bad line");
+    let before = std::fs::read(&path).expect("journal");
+    let looker = Journal::open(&path, options(&clock));
+    assert_eq!(looker.live().expect("live").len(), 1);
+    assert_eq!(looker.review("test", false).expect("review").len(), 1);
+    assert_eq!(std::fs::read(&path).expect("journal"), before, "listing the damage is not accepting it");
+}
+
+#[test]
 fn blank_names_unknown_modes_and_trees_outside_the_workspace_are_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("j.jsonl");
