@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command as Process;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -12,6 +11,10 @@ use clap::Subcommand;
 use keel_journal::{AcquireOutcome, AcquireRequest, Beat, Journal, JournalError, JournalOptions};
 use keel_kernel::json::to_line;
 use serde_json::{Value, json};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::iterator::SignalsInfo;
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use signal_hook::low_level::siginfo::Cause;
 
 use crate::{Failure, Output, Status, StdoutError, non_blank, print};
 
@@ -152,6 +155,10 @@ pub enum LeaseCommand {
     Live,
     /// Run a command while holding a lease: heartbeat while it runs, release when it exits
     /// (also on Ctrl-C), exit with its code.
+    ///
+    /// A signal sent to keel alone (SIGTERM, SIGHUP, SIGINT, SIGQUIT) is passed on to the command,
+    /// and keel releases when the command ends. SIGKILL cannot be passed on: the command then
+    /// runs on unheld, and its lease ends by expiry.
     Run {
         #[command(flatten)]
         acquire: AcquireArgs,
@@ -344,6 +351,19 @@ fn print_acquire(json: bool, outcome: &AcquireOutcome, waited: bool) -> Result<S
     }
 }
 
+/// Signals that would end keel while it holds a lease for a child. keel catches them from before
+/// the lease is taken until it is released: it must outlive the child to release after it.
+const ENDING_SIGNALS: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
+
+/// How a `lease run` child ended, or why it never ran.
+enum Run {
+    Exited(std::process::ExitStatus),
+    /// A signal came while the lease was being taken: the work was not started.
+    Cancelled(i32),
+    /// The command could not be started (already reported), or waiting for it failed.
+    Failed(Option<anyhow::Error>),
+}
+
 /// `keel lease run`: hold a lease for the life of a child process.
 fn run_holding(
     journal: &Journal,
@@ -352,6 +372,10 @@ fn run_holding(
     command: &[String],
     json: bool,
 ) -> Result<Status, Failure> {
+    // Installed before the grant, so no signal can end keel between the grant and the handler,
+    // leaving a lease held with no work and no holder to release it.
+    let mut signals = SignalsInfo::<WithOrigin>::new(ENDING_SIGNALS)
+        .map_err(|e| Failure::io(anyhow::Error::from(e).context("installing signal handlers")))?;
     let outcome = acquire(journal, args)?;
     let AcquireOutcome::Acquire(grant) = &outcome else {
         return Ok(print_acquire(json, &outcome, args.wait_s.is_some())?);
@@ -362,28 +386,33 @@ fn run_holding(
             grant.identity.lane, grant.identity.loop_ts, command
         );
     }
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let interrupted = Arc::clone(&interrupted);
-        // Ctrl-C reaches the child too (same process group); keel waits for it, then releases.
-        let _ = ctrlc::set_handler(move || interrupted.store(true, Ordering::SeqCst));
-    }
     let (program, arguments) = command.split_first().expect("clap requires a command");
-    let child = Process::new(program).args(arguments).spawn().with_context(|| format!("starting {program}"));
-    let status = match child {
-        Ok(mut child) => {
-            let done = AtomicBool::new(false);
-            let exit = std::thread::scope(|scope| {
-                scope.spawn(|| beat_while_running(journal, grant, heartbeat_s, &done));
-                let exit = child.wait();
-                done.store(true, Ordering::SeqCst);
-                exit
-            });
-            Some(exit.with_context(|| format!("waiting for {program}")))
-        }
-        Err(error) => {
-            eprintln!("keel: {error:#}");
-            None
+    let run = if let Some(origin) = signals.pending().next() {
+        eprintln!("keel: signal {} while taking the lease; {program} was not started", origin.signal);
+        Run::Cancelled(origin.signal)
+    } else {
+        match Process::new(program).args(arguments).spawn().with_context(|| format!("starting {program}")) {
+            Ok(mut child) => {
+                let done = AtomicBool::new(false);
+                let forward = Forward::to(&child);
+                let closer = signals.handle();
+                let exit = std::thread::scope(|scope| {
+                    scope.spawn(|| beat_while_running(journal, grant, heartbeat_s, &done));
+                    scope.spawn(|| forward.all(&mut signals));
+                    let exit = child.wait();
+                    done.store(true, Ordering::SeqCst);
+                    closer.close();
+                    exit
+                });
+                match exit.with_context(|| format!("waiting for {program}")) {
+                    Ok(exit) => Run::Exited(exit),
+                    Err(error) => Run::Failed(Some(error)),
+                }
+            }
+            Err(error) => {
+                eprintln!("keel: {error:#}");
+                Run::Failed(None)
+            }
         }
     };
     let released =
@@ -391,13 +420,47 @@ fn run_holding(
     if released.is_none() {
         eprintln!("keel: the lease was no longer live when the command ended (reclaimed or scavenged)");
     }
-    match status {
-        None => Ok(Status::Io),
-        Some(Err(error)) => Err(Failure::io(error)),
-        Some(Ok(exit)) => {
+    match run {
+        Run::Failed(None) => Ok(Status::Io),
+        Run::Failed(Some(error)) => Err(Failure::io(error)),
+        Run::Cancelled(signal) => std::process::exit(128 + signal),
+        Run::Exited(exit) => {
             use std::os::unix::process::ExitStatusExt;
             let code = exit.code().or_else(|| exit.signal().map(|s| 128 + s)).unwrap_or(1);
             std::process::exit(code);
+        }
+    }
+}
+
+/// Passes signals sent to keel on to its child.
+struct Forward {
+    pid: rustix::process::Pid,
+    /// A pidfd names the child itself: once it is reaped, a late signal fails instead of reaching
+    /// whatever process reuses the pid. Absent on kernels before 5.3, where the pid is used.
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Forward {
+    fn to(child: &std::process::Child) -> Self {
+        let pid = rustix::process::Pid::from_child(child);
+        Self { pid, pidfd: rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok() }
+    }
+
+    /// Runs until the iterator's handle is closed.
+    fn all(&self, signals: &mut SignalsInfo<WithOrigin>) {
+        for origin in signals.forever() {
+            // The terminal signals its whole foreground process group (Ctrl-C, a hangup), so the
+            // child has that one already. One sent to keel alone (`kill`, a supervisor stopping
+            // it) is passed on: stopping keel stops the work its lease covers, and keel releases
+            // the lease when the child ends. A signal sent to the group reaches the child twice.
+            if matches!(origin.cause, Cause::Kernel) {
+                continue;
+            }
+            let Some(signal) = rustix::process::Signal::from_named_raw(origin.signal) else { continue };
+            let _ = match &self.pidfd {
+                Some(pidfd) => rustix::process::pidfd_send_signal(pidfd, signal),
+                None => rustix::process::kill_process(self.pid, signal),
+            };
         }
     }
 }

@@ -187,7 +187,7 @@ fn demo_runs_and_shows_a_refusal_naming_the_holder() {
 }
 
 #[test]
-fn lease_run_exits_with_the_commands_code_and_releases_also_on_ctrl_c() {
+fn lease_run_exits_with_the_commands_code_and_releases_also_on_ctrl_c_and_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
     let journal = dir.path().join("j.jsonl");
     let journal = journal.to_str().expect("UTF-8 temp path");
@@ -247,6 +247,38 @@ fn lease_run_exits_with_the_commands_code_and_releases_also_on_ctrl_c() {
     let status = child.wait().expect("keel exits");
     assert_eq!(status.code(), Some(130), "128 + SIGINT, the command's fate: {status:?}");
     assert_eq!(live(), 0, "released after Ctrl-C");
+
+    // SIGTERM to keel alone (a supervisor stopping it) is passed on to the command, which may
+    // clean up; keel releases and exits with the command's status. keel once caught it and went
+    // on waiting: the work ran on under a lease nobody could stop short of SIGKILL.
+    let started = dir.path().join("started");
+    let script = format!("trap 'kill $!; exit 7' TERM; sleep 30 & touch '{}'; wait", started.display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["--journal", journal, "lease", "run", "--lane", "t", "--tree", "t/", "--owner", "o", "--", "sh", "-c"])
+        .arg(&script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("keel lease run");
+    while !started.exists() {
+        assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(10), "the command never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let keel_pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(keel_pid, rustix::process::Signal::TERM).expect("SIGTERM keel alone");
+    let stop_by = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("keel's status") {
+            break status;
+        }
+        if std::time::Instant::now() > stop_by {
+            let _ = child.kill();
+            panic!("keel did not pass SIGTERM on: the command was still running 10 s later");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(7), "the command's own exit after its TERM trap: {status:?}");
+    assert_eq!(live(), 0, "released after SIGTERM");
 }
 
 #[test]
