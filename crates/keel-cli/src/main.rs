@@ -50,12 +50,26 @@ struct Location {
 }
 
 impl Location {
-    fn journal(&self) -> PathBuf {
-        if let Some(journal) = &self.journal {
-            return journal.clone();
+    /// The workspace root. A named one must be an existing directory: a mistyped `--root` or
+    /// `$KEEL_ROOT` would otherwise start a workspace of its own, whose leases exclude nobody
+    /// working in the real one.
+    fn root(&self) -> Result<PathBuf, Failure> {
+        let Some(root) = &self.root else { return Ok(PathBuf::from(".")) };
+        match std::fs::metadata(root) {
+            Ok(meta) if meta.is_dir() => Ok(root.clone()),
+            Ok(_) => Err(Failure::usage(anyhow::anyhow!("workspace root {}: not a directory", root.display()))),
+            Err(e) => {
+                let failure = if e.kind() == std::io::ErrorKind::NotFound { Failure::usage } else { Failure::io };
+                Err(failure(anyhow::Error::from(e).context(format!("workspace root {}", root.display()))))
+            }
         }
-        let root = self.root.clone().unwrap_or_else(|| PathBuf::from("."));
-        root.join(".keel").join("lane-journal.jsonl")
+    }
+
+    fn journal(&self) -> Result<PathBuf, Failure> {
+        match &self.journal {
+            Some(journal) => Ok(journal.clone()),
+            None => Ok(self.root()?.join(".keel").join("lane-journal.jsonl")),
+        }
     }
 
     fn journal_options(&self) -> keel_journal::JournalOptions {
@@ -235,28 +249,25 @@ fn describe(error: &anyhow::Error) -> String {
     text
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match &cli.command {
-        Command::Journal(command) => journal::run(command, &cli.location.journal(), &cli.location.journal_options()),
+fn dispatch(cli: &Cli) -> Result<Status, Failure> {
+    let location = &cli.location;
+    match &cli.command {
+        Command::Journal(command) => journal::run(command, &location.journal()?, &location.journal_options()),
         Command::Lease { command, output } => {
-            lease::run(command, &cli.location.journal(), cli.location.journal_options(), output)
+            lease::run(command, &location.journal()?, location.journal_options(), output)
         }
         Command::Lock { command, output } => lock::run(command, output.json),
         Command::Config { command, output } => config::run(command, output.json),
-        Command::Store { command, output } => {
-            store::run(command, cli.location.root.as_deref().unwrap_or(std::path::Path::new(".")), output.json)
-        }
-        Command::Fs { command, output } => fs::run(
-            command,
-            &cli.location.root.clone().unwrap_or_else(|| PathBuf::from(".")),
-            &cli.location.journal(),
-            output.json,
-        ),
+        Command::Store { command, output } => store::run(command, &location.root()?, output.json),
+        Command::Fs { command, output } => fs::run(command, &location.root()?, &location.journal()?, output.json),
         Command::Arbitrate(args) => arbitrate::run(args),
         Command::Demo => demo::run(),
-    };
-    match result {
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(&cli) {
         Ok(status) => ExitCode::from(status as u8),
         Err(failure) if failure.error.downcast_ref::<StdoutError>().is_some_and(StdoutError::is_closed) => {
             ExitCode::SUCCESS

@@ -386,3 +386,40 @@ fn a_reader_that_goes_away_ends_journal_tail_quietly_with_status_0() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(out.stderr.is_empty(), "quietly: {}", text(&out.stderr));
 }
+
+#[test]
+fn a_named_root_that_is_not_a_directory_is_a_usage_error_and_creates_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("typo");
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").expect("a plain file");
+    // A mistyped root once started a workspace of its own there, whose leases excluded nobody.
+    for root in [&missing, &file] {
+        let root = root.to_str().expect("UTF-8 temp path");
+        for args in [
+            vec!["--root", root, "lease", "acquire", "--lane", "a", "--tree", "a/", "--owner", "o"],
+            vec!["--root", root, "journal", "stats"],
+            vec!["--root", root, "store", "init", "--runtime", "r"],
+        ] {
+            let out = keel(&args, None);
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(stderr.contains(&format!("workspace root {root}")), "{args:?}: {stderr}");
+        }
+    }
+    assert!(!missing.exists(), "nothing was created at the mistyped root");
+    // A journal named outright needs no root.
+    let journal = dir.path().join("j.jsonl");
+    let out = keel(
+        &[
+            "--root",
+            missing.to_str().expect("UTF-8"),
+            "--journal",
+            journal.to_str().expect("UTF-8"),
+            "journal",
+            "stats",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
