@@ -10,7 +10,7 @@ use keel_kernel::json::to_line;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{Failure, Status, StdoutError};
+use crate::{Failure, Status, Stdout, StdoutError, stdout_closed};
 
 /// The longest input line accepted; a longer one gets an error object and is skipped.
 const INPUT_LINE_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -52,7 +52,7 @@ pub fn run(args: &ArbitrateArgs) -> Result<Status, Failure> {
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
+    let mut out = io::BufWriter::new(Stdout(stdout.lock()));
     let (mut refused, mut malformed) = (false, false);
     let mut buffer = Vec::new();
     let mut number = 0u64;
@@ -100,6 +100,10 @@ pub fn run(args: &ArbitrateArgs) -> Result<Status, Failure> {
             }
         };
         writeln!(out, "{}", to_line(&response)).map_err(StdoutError)?;
+        if stdout_closed() {
+            // Nobody reads the decisions: stop taking requests (the status covers those decided).
+            break;
+        }
     }
     out.flush().map_err(StdoutError)?;
     Ok(if malformed {

@@ -11,7 +11,7 @@ use keel_kernel::json::to_line;
 use keel_kernel::line::{LineClass, LineDecoder};
 use serde_json::{Value, json};
 
-use crate::{Failure, Status, StdoutError};
+use crate::{Failure, Status, Stdout, StdoutError};
 
 #[derive(Debug, Subcommand)]
 #[command(defer = true)]
@@ -74,7 +74,7 @@ fn print_line(out: &mut impl Write, text: &str) -> Result<(), Failure> {
 
 pub fn run(command: &JournalCommand, path: &Path, options: &keel_journal::JournalOptions) -> Result<Status, Failure> {
     let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
+    let mut out = io::BufWriter::new(Stdout(stdout.lock()));
     let status = match command {
         JournalCommand::Replay => {
             let state = replay_file(path)?.state;

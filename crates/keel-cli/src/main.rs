@@ -31,6 +31,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 
@@ -158,21 +159,54 @@ pub fn print(json: bool, object: &serde_json::Value, sentence: &str) -> Result<(
 
 /// Writes one line to stdout (line-buffered: the write reaches the reader, or fails, here).
 pub fn write_line(line: fmt::Arguments<'_>) -> Result<(), StdoutError> {
-    writeln!(io::stdout().lock(), "{line}").map_err(StdoutError)
+    writeln!(Stdout(io::stdout().lock()), "{line}").map_err(StdoutError)
 }
 
-/// A write to stdout failed. A type of its own, so that `main` tells a closed stdout apart
-/// from every other error that carries an `io::Error`.
-#[derive(Debug)]
-pub struct StdoutError(pub io::Error);
+/// Set once stdout's reader has gone away (`EPIPE`: `keel journal verify | head -1`).
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 
-impl StdoutError {
-    /// The reader went away (`EPIPE`: `keel journal tail | head -1`). Like ripgrep, keel then
-    /// stops quietly with status 0: nobody is left to read more, and that is not a failure.
-    fn is_closed(&self) -> bool {
-        self.0.kind() == io::ErrorKind::BrokenPipe
+/// Whether stdout's reader has gone away; a command that would only go on printing may stop.
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
+
+/// keel's stdout. A reader that goes away is not an error: later output is dropped, quietly, and
+/// the command ends with the status its work earned. Status is what scripts act on here, so a
+/// closed pipe must not turn a refused acquire or a damaged journal into a success (status 0),
+/// nor a success into an I/O error (4). Every other write error is still an error.
+pub struct Stdout<W>(pub W);
+
+impl<W: Write> Write for Stdout<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if stdout_closed() {
+            return Ok(bytes.len());
+        }
+        match self.0.write(bytes) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                STDOUT_CLOSED.store(true, Ordering::Relaxed);
+                Ok(bytes.len())
+            }
+            written => written,
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if stdout_closed() {
+            return Ok(());
+        }
+        match self.0.flush() {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                STDOUT_CLOSED.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            flushed => flushed,
+        }
     }
 }
+
+/// A write to stdout failed (other than its reader going away, which [`Stdout`] absorbs).
+#[derive(Debug)]
+pub struct StdoutError(pub io::Error);
 
 impl fmt::Display for StdoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -269,9 +303,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(&cli) {
         Ok(status) => ExitCode::from(status as u8),
-        Err(failure) if failure.error.downcast_ref::<StdoutError>().is_some_and(StdoutError::is_closed) => {
-            ExitCode::SUCCESS
-        }
         Err(failure) => {
             eprintln!("keel: {}", describe(&failure.error));
             ExitCode::from(failure.status as u8)

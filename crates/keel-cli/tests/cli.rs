@@ -366,7 +366,7 @@ fn a_reclaimed_lease_is_reported_as_text_not_as_debug_output() {
 }
 
 #[test]
-fn a_reader_that_goes_away_ends_journal_tail_quietly_with_status_0() {
+fn a_reader_that_goes_away_ends_keel_quietly_with_the_status_its_work_earned() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("j.jsonl");
     let record = |seq: usize| format!(r#"{{"op": "HEARTBEAT", "lane": "a", "loop_ts": "t", "seq": {seq}}}"#);
@@ -385,6 +385,36 @@ fn a_reader_that_goes_away_ends_journal_tail_quietly_with_status_0() {
     // It once said "keel: writing to stdout: Broken pipe (os error 32)" and exited 4.
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(out.stderr.is_empty(), "quietly: {}", text(&out.stderr));
+
+    // With no reader at all, a command still ends with the status its work earned: scripts act
+    // on it (`keel journal verify | head` under pipefail must not pass a damaged journal).
+    let mut damaged = std::fs::read(&path).expect("journal");
+    damaged.extend_from_slice(b"{not json\n");
+    damaged.extend_from_slice(record(20_001).as_bytes());
+    damaged.push(b'\n');
+    std::fs::write(&path, damaged).expect("journal");
+    let unread = |args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("keel starts");
+        drop(child.stdout.take());
+        child.wait_with_output().expect("keel exits")
+    };
+    let journal = path.to_str().expect("UTF-8 temp path");
+    let out = unread(&["--journal", journal, "journal", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "corrupt, whoever reads: {}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "quietly: {}", text(&out.stderr));
+    let leases = dir.path().join("leases.jsonl");
+    let acquire = |owner| -> Vec<&str> {
+        let leases = leases.to_str().expect("UTF-8 temp path");
+        vec!["--journal", leases, "lease", "acquire", "--lane", owner, "--tree", "src/", "--owner", owner]
+    };
+    assert_eq!(keel(&acquire("a"), None).status.code(), Some(0));
+    let out = unread(&acquire("b"));
+    assert_eq!(out.status.code(), Some(1), "refused, whoever reads: {}", text(&out.stderr));
 }
 
 #[test]
