@@ -181,26 +181,25 @@ impl<W: Write> Write for Stdout<W> {
         if stdout_closed() {
             return Ok(bytes.len());
         }
-        match self.0.write(bytes) {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                STDOUT_CLOSED.store(true, Ordering::Relaxed);
-                Ok(bytes.len())
-            }
-            written => written,
-        }
+        absorb_closed(self.0.write(bytes), bytes.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         if stdout_closed() {
             return Ok(());
         }
-        match self.0.flush() {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                STDOUT_CLOSED.store(true, Ordering::Relaxed);
-                Ok(())
-            }
-            flushed => flushed,
+        absorb_closed(self.0.flush(), ())
+    }
+}
+
+/// `result`, except that a reader gone away marks stdout closed and reads as `done`.
+fn absorb_closed<T>(result: io::Result<T>, done: T) -> io::Result<T> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+            Ok(done)
         }
+        other => other,
     }
 }
 
