@@ -693,12 +693,14 @@ impl<S: Storage + Clone> Journal<S> {
     /// Takes a lease, or says why not (naming the blocking lease). On a grant the `ACQUIRE` is
     /// durable before this returns; a refusal appends a `REFUSE` on a best-effort basis.
     pub fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, JournalError> {
+        validate(request)?;
         self.locked(|this, cache| this.acquire_locked(cache, request, true))
     }
 
     /// [`acquire`](Self::acquire), retried with backoff until granted or `timeout` passes; only
     /// the final refusal is recorded.
     pub fn acquire_wait(&self, request: &AcquireRequest, timeout: Duration) -> Result<AcquireOutcome, JournalError> {
+        validate(request)?;
         let started = Instant::now();
         let mut backoff_ms = 10;
         loop {
@@ -719,29 +721,6 @@ impl<S: Storage + Clone> Journal<S> {
         request: &AcquireRequest,
         record_refusal: bool,
     ) -> Result<AcquireOutcome, JournalError> {
-        if request.owner.trim().is_empty() {
-            return Err(JournalError::InvalidRequest("a lease needs an owner".into()));
-        }
-        if request.ttl_minutes.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
-            return Err(JournalError::InvalidRequest("ttl_minutes must be a positive number".into()));
-        }
-        // Caller mistakes, refused before anything is decided: a blank lane would be granted
-        // under a name nobody can type, a blank loop_ts read as an identity already live, an
-        // unknown mode as exclusive, and a tree outside the workspace would collide with nothing.
-        if !request.lane.is_empty() && request.lane.trim().is_empty() {
-            return Err(JournalError::InvalidRequest(
-                "the lane must not be blank (leave it empty to let the arbiter pick)".into(),
-            ));
-        }
-        if request.loop_ts.as_deref().is_some_and(|ts| ts.trim().is_empty()) {
-            return Err(JournalError::InvalidRequest(
-                "loop_ts must not be blank (omit it to have one generated)".into(),
-            ));
-        }
-        Mode::requested(&request.mode).map_err(|e| JournalError::InvalidRequest(e.to_string()))?;
-        if let Some((entry, why)) = request.tree.iter().find_map(|e| tree::confined(e).err().map(|why| (e, why))) {
-            return Err(JournalError::InvalidRequest(format!("tree entry {entry:?} is outside the workspace: {why}")));
-        }
         let now = (self.options.clock)();
         let folded = Self::folded(cache);
         self.damage_check(folded)?;
@@ -1150,6 +1129,32 @@ fn whole_bad_last_line(folded: &Folded) -> Option<&BadLine> {
 
 fn scavenge_record(identity: &Identity, reason: &str) -> Object {
     object(json!({"op": "SCAVENGE", "lane": identity.lane, "loop_ts": identity.loop_ts, "reason": reason}))
+}
+
+/// Refuses a request that is wrong whatever the journal holds: checked once, before the writer
+/// lock, and not again on each retry of a wait. A blank lane would be granted under a name nobody
+/// can type, a blank `loop_ts` read as an identity already live, an unknown mode as exclusive, and a
+/// tree outside the workspace would collide with nothing.
+fn validate(request: &AcquireRequest) -> Result<(), JournalError> {
+    if request.owner.trim().is_empty() {
+        return Err(JournalError::InvalidRequest("a lease needs an owner".into()));
+    }
+    if request.ttl_minutes.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
+        return Err(JournalError::InvalidRequest("ttl_minutes must be a positive number".into()));
+    }
+    if !request.lane.is_empty() && request.lane.trim().is_empty() {
+        return Err(JournalError::InvalidRequest(
+            "the lane must not be blank (leave it empty to let the arbiter pick)".into(),
+        ));
+    }
+    if request.loop_ts.as_deref().is_some_and(|ts| ts.trim().is_empty()) {
+        return Err(JournalError::InvalidRequest("loop_ts must not be blank (omit it to have one generated)".into()));
+    }
+    Mode::requested(&request.mode).map_err(|e| JournalError::InvalidRequest(e.to_string()))?;
+    if let Some((entry, why)) = request.tree.iter().find_map(|e| tree::confined(e).err().map(|why| (e, why))) {
+        return Err(JournalError::InvalidRequest(format!("tree entry {entry:?} is outside the workspace: {why}")));
+    }
+    Ok(())
 }
 
 /// Refuses a blank owner: a record that names no one can be traced to no one.
