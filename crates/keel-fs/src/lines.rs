@@ -47,6 +47,17 @@ pub struct Line<'a> {
     pub terminated: bool,
 }
 
+/// A line [`LineReader::skip_line`] discarded unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skipped {
+    /// Byte offset of the line's first byte.
+    pub offset: u64,
+    /// The line's length, without the `\n`.
+    pub bytes: u64,
+    /// Whether the line ended with `\n` (false only for a final fragment).
+    pub terminated: bool,
+}
+
 impl LineReader<File> {
     /// Opens `path` for reading from its start.
     pub fn open(path: &Path) -> Result<Self> {
@@ -109,6 +120,29 @@ impl<R: Read> LineReader<R> {
                     return Ok(None);
                 }
                 return Ok(Some(self.take(self.end, 0, false)));
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Discards the line [`next_line`](Self::next_line) refused as too long, through its `\n`,
+    /// in bounded memory, so a reader that treats such a line as damage can go on past it.
+    /// Returns where the line started, its length without the `\n`, and whether it had one.
+    pub fn skip_line(&mut self) -> Result<Skipped> {
+        let offset = self.offset;
+        let mut bytes = 0_u64;
+        loop {
+            if let Some(at) = memchr::memchr(b'\n', &self.buffer[self.start..self.end]) {
+                self.start += at + 1;
+                self.offset += at as u64 + 1;
+                return Ok(Skipped { offset, bytes: bytes + at as u64, terminated: true });
+            }
+            let unread = (self.end - self.start) as u64;
+            bytes += unread;
+            self.offset += unread;
+            self.start = self.end;
+            if self.eof {
+                return Ok(Skipped { offset, bytes, terminated: false });
             }
             self.fill()?;
         }
@@ -212,5 +246,23 @@ mod tests {
         let err = reader.next_line().expect_err("too long");
         assert!(matches!(err, FsError::LineTooLong { offset: 0, line_bytes_max: 10, .. }), "{err}");
         assert!(err.to_string().contains("big.jsonl"));
+    }
+
+    #[test]
+    fn a_line_over_the_limit_can_be_skipped_in_bounded_memory_and_reading_goes_on() {
+        let mut data = vec![b'x'; 100];
+        data.extend_from_slice(b"\nok\n");
+        data.extend_from_slice(&[b'y'; 50]);
+        let mut reader = LineReader::new(&data[..], Path::new("big.jsonl"), 0).with_line_bytes_max(10);
+        reader.buffer = vec![0; 4];
+        reader.next_line().expect_err("too long");
+        assert_eq!(reader.skip_line().expect("skip"), Skipped { offset: 0, bytes: 100, terminated: true });
+        assert!(reader.buffer.len() <= 11, "skipping grew the buffer to {}", reader.buffer.len());
+        let line = reader.next_line().expect("read").expect("a line");
+        assert_eq!((line.offset, line.bytes, line.terminated), (101, &b"ok"[..], true));
+        reader.next_line().expect_err("the unterminated tail is too long as well");
+        assert_eq!(reader.skip_line().expect("skip"), Skipped { offset: 104, bytes: 50, terminated: false });
+        assert_eq!(reader.offset(), 154);
+        assert!(reader.next_line().expect("end").is_none());
     }
 }

@@ -70,6 +70,23 @@ pub enum MutateError {
         /// The path.
         path: PathBuf,
     },
+    /// The mutation log holds whole lines that are not its records, and no review has excused
+    /// them. Every operation (and opening) is refused until one does
+    /// ([`Mutator::review_log`](crate::Mutator::review_log)): a lost line may have been an
+    /// intent's, and acting without it could apply that intent twice or undo it wrongly.
+    #[error(
+        "{}: {first} is damaged ({more} more damaged lines); no mutation runs until an operator \
+         reviews the log (Mutator::review_log)",
+        path.display()
+    )]
+    LogDamaged {
+        /// The mutation log.
+        path: PathBuf,
+        /// The first damaged line.
+        first: crate::log::DamagedLine,
+        /// How many more there are.
+        more: u64,
+    },
     /// A mutation-log line could not be written as JSON (a bug).
     #[error("encoding a mutation-log record: {0}")]
     Encode(#[from] serde_json::Error),

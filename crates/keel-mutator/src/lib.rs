@@ -23,6 +23,9 @@
 //! - [`Mutator::open`] (and every operation) rolls incomplete intents forward (their effect
 //!   happened) or back (their temporary or trash file removed), so a retry after `kill -9`
 //!   at any step has exactly one effect.
+//! - A whole log line that is not a record (damage, not a torn tail, which is cut off) stops
+//!   every operation with [`MutateError::LogDamaged`] until [`Mutator::review_log`] records an
+//!   operator's review: a lost `intent` line would otherwise let a retry apply twice.
 //!
 //! # Limitations
 //! - A window of a few system calls remains between the commit-time checks and the `rename`:
@@ -69,6 +72,7 @@ pub mod mutator;
 pub mod request;
 
 pub use error::MutateError;
+pub use log::{Damage, DamagedLine};
 pub use mutator::{
     CONTENT_BYTES_MAX_DEFAULT, LOCK_NAME, LOG_NAME, Mutator, MutatorOptions, Point, Recovery, STATE_DIR, StepHook,
     hash_path,

@@ -14,7 +14,7 @@ use std::io::{ErrorKind, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use keel_fs::{LineReader, RECORD_BYTES_MAX};
+use keel_fs::{AppendReport, LineReader, RECORD_BYTES_MAX};
 use serde::{Deserialize, Serialize};
 
 use crate::error::MutateError;
@@ -48,6 +48,9 @@ pub enum Step {
     RolledForward,
     /// Terminal, written by compaction: the attempt's identity and whether it was applied.
     Summary,
+    /// Not a step of an intent (its `intent` is empty): an operator reviewed the damaged lines
+    /// before this record and excused them (`note` names who). See [`Index::damage`].
+    Excused,
 }
 
 /// One line of the mutation log.
@@ -211,6 +214,65 @@ impl Entry {
     }
 }
 
+/// At most this many damaged lines are kept for the report; the rest are only counted.
+pub const DAMAGE_KEPT_MAX: usize = 16;
+
+/// How much of a damaged line a report quotes.
+const EXCERPT_BYTES_MAX: usize = 160;
+
+/// A whole line of the log that is not a record this log can hold: it does not parse, or it is
+/// a step of an intent the log never recorded (its `intent` line was damaged), or it is longer
+/// than any record. Torn tails are not damage: they are cut off before the next append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedLine {
+    /// 1-based line number in the log as it is now.
+    pub line: u64,
+    /// Byte offset of the line's first byte.
+    pub offset: u64,
+    /// Why it cannot be folded.
+    pub reason: String,
+    /// The line's first bytes, decoded lossily.
+    pub excerpt: String,
+}
+
+impl std::fmt::Display for DamagedLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {} (byte {}): {}: {:?}", self.line, self.offset, self.reason, self.excerpt)
+    }
+}
+
+/// The damaged lines no review has excused: the first [`DAMAGE_KEPT_MAX`], and how many in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Damage {
+    /// The first damaged lines, in file order.
+    pub first: Vec<DamagedLine>,
+    /// How many damaged lines there are.
+    pub count: u64,
+}
+
+impl Damage {
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn note(&mut self, line: u64, offset: u64, reason: String, bytes: &[u8]) {
+        self.count += 1;
+        if self.first.len() < DAMAGE_KEPT_MAX {
+            let mut end = bytes.len().min(EXCERPT_BYTES_MAX);
+            let excerpt = loop {
+                // Cut on a character boundary when the bytes are UTF-8; lossy otherwise.
+                match std::str::from_utf8(&bytes[..end]) {
+                    Ok(text) => break text.to_owned(),
+                    Err(e) if e.error_len().is_none() && end > 0 => end = e.valid_up_to(),
+                    Err(_) => break String::from_utf8_lossy(&bytes[..end]).into_owned(),
+                }
+            };
+            self.first.push(DamagedLine { line, offset, reason, excerpt });
+        }
+    }
+}
+
 /// The index folded from the log, and how far it has read.
 #[derive(Debug, Default)]
 pub struct Index {
@@ -222,21 +284,26 @@ pub struct Index {
     pub offset: u64,
     /// The log file's identity when last read: a different one (compaction) means read again.
     file: Option<(u64, u64)>,
-    /// Lines that were not records (torn tails of crashed appends, damage).
-    pub bad_lines: u64,
+    /// Damaged lines since the last review excused them. While there is any, the mutator
+    /// refuses to act: the lost line may have been an intent's record, and folding without it
+    /// would apply that intent a second time.
+    pub damage: Damage,
+    /// Records folded (the order of intents, for compaction).
     lines: u64,
+    /// Whole lines read, damaged ones included (for line numbers in reports).
+    line_number: u64,
 }
 
 impl Index {
-    /// Folds one record in.
-    pub fn apply(&mut self, record: &Record) {
+    /// Folds one record in; `Err` says why the record cannot belong to this log.
+    pub fn apply(&mut self, record: &Record) -> Result<(), String> {
         self.lines += 1;
         let id = record.intent.clone();
         match record.step {
+            Step::Excused => self.damage = Damage::default(),
             Step::Intent | Step::Summary => {
                 let (Some(op), Some(path)) = (record.op, record.path.clone()) else {
-                    self.bad_lines += 1;
-                    return;
+                    return Err(format!("an {:?} record without an operation and a path", record.step));
                 };
                 let key = IntentKey { op, path, to: record.to.clone(), hash: record.hash.clone() };
                 let mut steps = BTreeSet::from([Step::Intent]);
@@ -254,8 +321,7 @@ impl Index {
             }
             step => {
                 let Some(entry) = self.intents.get_mut(&id) else {
-                    self.bad_lines += 1;
-                    return;
+                    return Err(format!("step {step:?} of intent {id:?}, which the log never recorded"));
                 };
                 entry.steps.insert(step);
                 if step == Step::Checked {
@@ -266,10 +332,24 @@ impl Index {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Folds one whole line that starts at `offset`.
+    fn fold_line(&mut self, offset: u64, bytes: &[u8]) {
+        self.line_number += 1;
+        let folded = match serde_json::from_slice::<Record>(bytes) {
+            Ok(record) => self.apply(&record),
+            Err(e) => Err(format!("not a record: {e}")),
+        };
+        if let Err(reason) = folded {
+            self.damage.note(self.line_number, offset, reason, bytes);
+        }
     }
 
     /// Folds whatever the log gained since the last call (or all of it, if the file was
-    /// replaced). Only whole lines are folded: a torn tail waits for the appender's repair.
+    /// replaced). Only whole lines are folded: [`offset`](Self::offset) stops before a torn
+    /// tail, which the next holder of the lock cuts off ([`cut_torn_tail`]).
     pub fn catch_up(&mut self, path: &Path) -> Result<(), MutateError> {
         let file = match File::open(path) {
             Ok(file) => file,
@@ -294,11 +374,18 @@ impl Index {
             let line = match reader.next_line() {
                 Ok(Some(line)) => line,
                 Ok(None) => break,
-                // A line longer than any record: damage. Skip nothing silently; stop here and
-                // let the next append (which starts on a fresh line) move past it.
-                Err(keel_fs::FsError::LineTooLong { .. }) => {
-                    self.bad_lines += 1;
-                    break;
+                // Longer than any record: damage, reported like any other; the lines after it
+                // are still folded.
+                Err(keel_fs::FsError::LineTooLong { offset, line_bytes_max, .. }) => {
+                    let skipped = reader.skip_line()?;
+                    if !skipped.terminated {
+                        break;
+                    }
+                    self.line_number += 1;
+                    let reason = format!("{} bytes, longer than any record ({line_bytes_max})", skipped.bytes);
+                    self.damage.note(self.line_number, offset, reason, b"");
+                    self.offset = reader.offset();
+                    continue;
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -306,24 +393,49 @@ impl Index {
                 break;
             }
             let next = line.offset + line.bytes.len() as u64 + 1;
-            match serde_json::from_slice::<Record>(line.bytes) {
-                Ok(record) => self.apply(&record),
-                Err(_) => self.bad_lines += 1,
-            }
+            self.fold_line(line.offset, line.bytes);
             self.offset = next;
         }
         Ok(())
     }
 
-    /// Notes that the log now ends at `offset` after this process appended `record`.
-    pub fn appended(&mut self, record: &Record, offset: u64, path: &Path) -> Result<(), MutateError> {
+    /// Notes that this process appended `record` (its bytes, which are re-read as any reader
+    /// would, so the index is exactly what a fresh fold gives) as `report` describes.
+    pub fn appended(&mut self, record: &[u8], report: &AppendReport, path: &Path) -> Result<(), MutateError> {
         if self.file.is_none() {
             let meta = std::fs::metadata(path).map_err(|e| MutateError::io("stat mutation log", path, e))?;
             self.file = Some((meta.dev(), meta.ino()));
         }
-        self.apply(record);
-        self.offset = offset;
+        if report.repaired_torn_tail {
+            // Something wrote a fragment while the lock was held (the session cut any before it
+            // opened its appender): fold it as a fresh reader would, as a damaged line.
+            self.line_number += 1;
+            self.damage.note(self.line_number, self.offset, "a torn line inside the log".to_owned(), b"");
+        }
+        self.fold_line(report.record_offset, record);
+        self.offset = report.offset_after;
         Ok(())
+    }
+
+    /// Cuts off an unterminated fragment after the last whole line folded: what an append
+    /// killed mid-write leaves, never acknowledged (an append is acknowledged after its `\n`
+    /// is durable). Only the holder of the mutator lock may call this, after
+    /// [`catch_up`](Self::catch_up): no one else can be appending. Removing the fragment,
+    /// rather than terminating it as a shared journal's appender must, keeps every whole line of
+    /// this log a record, so a whole line that is not one is damage. Returns whether it cut.
+    pub fn cut_torn_tail(&self, path: &Path) -> Result<bool, MutateError> {
+        let file = match std::fs::OpenOptions::new().write(true).open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(MutateError::io("open mutation log", path, e)),
+        };
+        let meta = file.metadata().map_err(|e| MutateError::io("fstat mutation log", path, e))?;
+        if meta.len() <= self.offset || self.file != Some((meta.dev(), meta.ino())) {
+            return Ok(false);
+        }
+        file.set_len(self.offset).map_err(|e| MutateError::io("truncate the torn tail of mutation log", path, e))?;
+        file.sync_data().map_err(|e| MutateError::io("fdatasync mutation log", path, e))?;
+        Ok(true)
     }
 
     /// Summary records of the newest `keep` terminal intents, oldest first (for compaction).
@@ -364,34 +476,91 @@ mod tests {
     #[test]
     fn an_attempt_is_incomplete_until_a_terminal_step_and_a_new_attempt_resets_it() {
         let mut index = Index::default();
-        index.apply(&intent("x"));
-        index.apply(&Record::step("x", Step::Checked));
+        let apply = |index: &mut Index, record: Record| index.apply(&record).expect("fits");
+        apply(&mut index, intent("x"));
+        apply(&mut index, Record::step("x", Step::Checked));
         assert_eq!(index.intents["x"].standing(), Standing::Incomplete);
         assert!(index.incomplete.contains("x"));
-        index.apply(&Record::noted("x", Step::Aborted, "precondition_failed"));
+        apply(&mut index, Record::noted("x", Step::Aborted, "precondition_failed"));
         assert_eq!(index.intents["x"].standing(), Standing::NotApplied);
         assert!(index.incomplete.is_empty());
-        index.apply(&intent("x"));
+        apply(&mut index, intent("x"));
         assert_eq!(index.intents["x"].standing(), Standing::Incomplete);
-        index.apply(&Record::step("x", Step::Complete));
+        apply(&mut index, Record::step("x", Step::Complete));
         assert_eq!(index.intents["x"].standing(), Standing::Applied);
-        index.apply(&Record::step("unknown", Step::Complete));
-        assert_eq!(index.bad_lines, 1);
+        let err = index.apply(&Record::step("unknown", Step::Complete)).expect_err("no such intent");
+        assert!(err.contains("\"unknown\""), "{err}");
+    }
+
+    /// Writes `lines` (each terminated) plus `tail` as a log and folds it from the start.
+    fn fold(lines: &[Vec<u8>], tail: &[u8]) -> (tempfile::TempDir, std::path::PathBuf, Index) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mutations.jsonl");
+        let mut bytes: Vec<u8> = lines.iter().flat_map(|l| l.iter().copied().chain([b'\n'])).collect();
+        bytes.extend_from_slice(tail);
+        std::fs::write(&path, bytes).expect("write log");
+        let mut index = Index::default();
+        index.catch_up(&path).expect("fold");
+        (dir, path, index)
+    }
+
+    fn line(record: &Record) -> Vec<u8> {
+        serde_json::to_vec(record).expect("encode")
+    }
+
+    #[test]
+    fn whole_lines_that_are_not_records_are_damage_named_by_line_until_an_excuse_follows_them() {
+        let lines = [
+            line(&intent("a")),
+            b"{\"intent\":\"b\",\"step\":\"int\x00ent\"}".to_vec(),
+            line(&Record::step("b", Step::Complete)),
+            vec![b'x'; RECORD_BYTES_MAX + 1],
+            line(&Record::step("a", Step::Complete)),
+        ];
+        let (_dir, path, index) = fold(&lines, b"");
+        assert_eq!(index.damage.count, 3);
+        let at: Vec<(u64, u64)> = index.damage.first.iter().map(|d| (d.line, d.offset)).collect();
+        let offset = |n: usize| lines[..n].iter().map(|l| l.len() as u64 + 1).sum::<u64>();
+        assert_eq!(at, [(2, offset(1)), (3, offset(2)), (4, offset(3))]);
+        assert!(index.damage.first[0].reason.starts_with("not a record"), "{:?}", index.damage.first[0]);
+        assert!(index.damage.first[1].reason.contains("never recorded"), "{:?}", index.damage.first[1]);
+        assert!(index.damage.first[2].reason.contains("longer than any record"), "{:?}", index.damage.first[2]);
+        // The overlong line does not stop the fold: the record after it counts.
+        assert_eq!(index.intents["a"].standing(), Standing::Applied);
+        assert_eq!(index.offset, std::fs::metadata(&path).expect("stat").len());
+
+        let mut excused = lines.to_vec();
+        excused.push(line(&Record::noted("", Step::Excused, "ops")));
+        excused.push(b"not json".to_vec());
+        let (_dir, _path, index) = fold(&excused, b"");
+        assert_eq!(index.damage.count, 1, "only the line after the excuse: {:?}", index.damage);
+        assert_eq!(index.damage.first[0].line, 7);
+    }
+
+    #[test]
+    fn a_torn_tail_is_not_damage_and_the_lock_holder_cuts_it_off() {
+        let lines = [line(&intent("a"))];
+        let (_dir, path, index) = fold(&lines, b"{\"intent\":\"a\",\"st");
+        assert!(index.damage.is_empty(), "{:?}", index.damage);
+        assert_eq!(index.offset, lines[0].len() as u64 + 1);
+        assert!(index.cut_torn_tail(&path).expect("cut"));
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), index.offset);
+        assert!(!index.cut_torn_tail(&path).expect("nothing left to cut"));
     }
 
     #[test]
     fn summaries_keep_the_newest_terminal_intents_and_refold_to_the_same_standing() {
         let mut index = Index::default();
         for id in ["a", "b", "c"] {
-            index.apply(&intent(id));
-            index.apply(&Record::step(id, if id == "b" { Step::RolledBack } else { Step::Complete }));
+            index.apply(&intent(id)).expect("fits");
+            index.apply(&Record::step(id, if id == "b" { Step::RolledBack } else { Step::Complete })).expect("fits");
         }
-        index.apply(&intent("pending"));
+        index.apply(&intent("pending")).expect("fits");
         let kept = index.summary(2);
         assert_eq!(kept.iter().map(|r| r.intent.as_str()).collect::<Vec<_>>(), ["b", "c"]);
         let mut refolded = Index::default();
         for record in &kept {
-            refolded.apply(record);
+            refolded.apply(record).expect("a summary fits");
         }
         assert_eq!(refolded.intents["b"].standing(), Standing::NotApplied);
         assert_eq!(refolded.intents["c"].standing(), Standing::Applied);

@@ -20,7 +20,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use crate::error::MutateError;
-use crate::log::{Entry, Index, IntentKey, Record, Standing, Step};
+use crate::log::{Damage, Entry, Index, IntentKey, Record, Standing, Step};
 use crate::request::{DirSyncStatus, Expect, IntentId, Op, Outcome, PreState, Request, content_hash};
 
 /// The largest content written or hashed, in bytes.
@@ -248,7 +248,18 @@ impl Session<'_> {
     fn log(&mut self, record: &Record) -> Result<(), MutateError> {
         let line = serde_json::to_vec(record)?;
         let report = self.appender.append(&line)?;
-        self.index.appended(record, report.offset_after, self.log_path)
+        self.index.appended(&line, &report, self.log_path)
+    }
+}
+
+fn refuse_damage(index: &Index, log_path: &Path) -> Result<(), MutateError> {
+    match index.damage.first.first() {
+        Some(first) => Err(MutateError::LogDamaged {
+            path: log_path.to_owned(),
+            first: first.clone(),
+            more: index.damage.count - 1,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -411,6 +422,37 @@ impl Mutator {
         Ok(mutator)
     }
 
+    /// The mutation log's damaged lines that no review has excused (the reason
+    /// [`MutateError::LogDamaged`] refuses every operation). With `accept_by` (who reviewed
+    /// them), also records an `excused` record after them, so operations run again. Without it,
+    /// changes nothing. Needs no open [`Mutator`], since opening is refused while damage stands;
+    /// takes the mutator lock like any operation.
+    pub fn review_log(root: &Path, accept_by: Option<&str>, options: &MutatorOptions) -> Result<Damage, MutateError> {
+        let state_dir = root.join(STATE_DIR);
+        let log_path = state_dir.join(LOG_NAME);
+        match std::fs::symlink_metadata(&log_path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Damage::default()),
+            Err(e) => return Err(MutateError::io("stat mutation log", &log_path, e)),
+        }
+        if accept_by.is_some_and(|by| by.trim().is_empty()) {
+            return Err(MutateError::InvalidRequest {
+                what: "reviewer".to_owned(),
+                reason: "must name who reviewed the damage",
+            });
+        }
+        let _lock = KernelLock::acquire_timeout(&state_dir.join(LOCK_NAME), options.lock_timeout_ms)?;
+        let mut index = Index::default();
+        index.catch_up(&log_path)?;
+        if let Some(by) = accept_by.filter(|_| !index.damage.is_empty()) {
+            index.cut_torn_tail(&log_path)?;
+            let line = serde_json::to_vec(&Record::noted("", Step::Excused, by))?;
+            // The log exists and its torn tail is cut: the report has nothing to say.
+            let _report = Appender::open(&log_path)?.append(&line)?;
+        }
+        Ok(index.damage)
+    }
+
     /// What opening found and did.
     pub fn recovery(&self) -> Recovery {
         self.recovery
@@ -469,6 +511,8 @@ impl Mutator {
         let lock = KernelLock::acquire_timeout(&self.lock_path, self.options.lock_timeout_ms)?;
         let mut index = self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         index.catch_up(&self.log_path)?;
+        refuse_damage(&index, &self.log_path)?;
+        index.cut_torn_tail(&self.log_path)?;
         let appender = Appender::open(&self.log_path)?;
         Ok(Session { _lock: lock, index, appender, log_path: &self.log_path })
     }
