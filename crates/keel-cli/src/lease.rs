@@ -176,7 +176,9 @@ pub fn failure(error: JournalError) -> Failure {
     let status = match &error {
         JournalError::Fs(keel_fs::FsError::LockBusy { .. }) => Status::Busy,
         JournalError::IdentityInUse { .. } | JournalError::CompactRefused { .. } => Status::Refused,
-        JournalError::InvalidRequest(_) => Status::Usage,
+        // A caller's value or path that cannot be used (a journal in a directory that is not
+        // there, an owner name over the limit) is a usage error, like a mistyped `--root`.
+        JournalError::InvalidRequest(_) | JournalError::Fs(keel_fs::FsError::Invalid { .. }) => Status::Usage,
         _ => Status::Io,
     };
     Failure { status, error: error.into() }

@@ -69,7 +69,7 @@ impl Location {
     fn journal(&self) -> Result<PathBuf, Failure> {
         match &self.journal {
             Some(journal) => Ok(journal.clone()),
-            None => Ok(self.root()?.join(".keel").join("lane-journal.jsonl")),
+            None => Ok(self.root()?.join(keel_journal::STATE_DIR).join("lane-journal.jsonl")),
         }
     }
 

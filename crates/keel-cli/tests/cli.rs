@@ -453,3 +453,33 @@ fn a_named_root_that_is_not_a_directory_is_a_usage_error_and_creates_nothing() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_journal_in_a_mistyped_directory_is_a_usage_error_and_no_lease_is_granted_there() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let typo = dir.path().join(".kel/lane-journal.jsonl");
+    let typo = typo.to_str().expect("UTF-8 temp path");
+    let args = ["--journal", typo, "lease", "acquire", "--lane", "a", "--tree", "a/", "--owner", "o"];
+    let out = keel(&args, None);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(!dir.path().join(".kel").exists());
+    // keel's own state directory comes into being with the first lease.
+    let journal = dir.path().join(".keel/lane-journal.jsonl");
+    let args = [
+        "--journal",
+        journal.to_str().expect("UTF-8"),
+        "lease",
+        "acquire",
+        "--lane",
+        "a",
+        "--tree",
+        "a/",
+        "--owner",
+        "o",
+    ];
+    let out = keel(&args, None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(journal.is_file());
+}

@@ -36,5 +36,5 @@ pub mod service;
 pub use read::{ReadOutcome, replay_from, replay_path};
 pub use service::{
     AcquireOutcome, AcquireRequest, Beat, Clock, Compaction, Grant, Journal, JournalError, JournalOptions, LiveLease,
-    Stats, system_clock,
+    STATE_DIR, Stats, system_clock,
 };

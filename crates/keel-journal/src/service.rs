@@ -35,6 +35,9 @@ use serde_json::{Value, json};
 
 use crate::process;
 
+/// keel's state directory in a workspace root: the one directory a journal creates for itself.
+pub const STATE_DIR: &str = ".keel";
+
 /// Reads the clock: seconds since the Unix epoch. Injected so tests can move time.
 pub type Clock = Arc<dyn Fn() -> f64 + Send + Sync>;
 
@@ -407,14 +410,46 @@ impl<S: Storage + Clone> Journal<S> {
     ) -> Result<T, JournalError> {
         let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(dir) = self.lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // The journal's directory (`.keel/`) comes into being with its first operation.
-            std::fs::create_dir_all(dir).map_err(|e| FsError::io("create directory", dir, e))?;
+            self.ensure_dir(dir)?;
         }
         let lock = match cache.lock.take() {
             Some(lock) => lock,
             None => ReusableLock::open(&self.lock_path)?,
         };
         self.under(lock, &mut cache, operation)
+    }
+
+    /// The journal's directory must exist, except keel's own state directory ([`STATE_DIR`]),
+    /// which comes into being with the first operation, in a parent that exists. Creating
+    /// whatever directories a path names would let a mistyped journal path start a journal no
+    /// one else reads, whose grants exclude no one.
+    fn ensure_dir(&self, dir: &Path) -> Result<(), JournalError> {
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => return Ok(()),
+            Ok(_) => return Err(FsError::Invalid { path: dir.to_owned(), reason: "not a directory" }.into()),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(FsError::io("stat", dir, e).into()),
+            Err(_) if dir.file_name() != Some(STATE_DIR.as_ref()) => {
+                return Err(FsError::Invalid {
+                    path: dir.to_owned(),
+                    reason: "the journal's directory does not exist (keel creates only a `.keel` directory, \
+                             in an existing one)",
+                }
+                .into());
+            }
+            Err(_) => {}
+        }
+        match std::fs::create_dir(dir) {
+            Ok(()) => {
+                // The new name must outlive a power loss, or so could every grant made in it. A
+                // file system that cannot fsync a directory promises no more whatever we do.
+                let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let _status = keel_fs::seam::dir_sync_status(self.storage.sync_dir(parent))
+                    .map_err(|e| FsError::io("fsync directory", parent, e))?;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(FsError::io("create directory", dir, e).into()),
+        }
     }
 
     /// Runs a read-only `operation` on the state folded to the end of the journal, creating

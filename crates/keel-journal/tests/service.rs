@@ -270,6 +270,27 @@ fn looking_at_a_journal_creates_nothing_and_changes_nothing() {
 }
 
 #[test]
+fn a_journal_creates_only_a_keel_directory_so_a_mistyped_path_starts_no_second_journal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    for typo in [dir.path().join(".kel/lane-journal.jsonl"), dir.path().join("wrok/.keel/lane-journal.jsonl")] {
+        let refused = Journal::open(&typo, options(&clock)).acquire(&request("a", "a/", "agent-a"));
+        assert!(refused.is_err(), "{}: {refused:?}", typo.display());
+        let message = refused.expect_err("refused").to_string();
+        let parent = typo.parent().expect("parent");
+        assert!(message.contains(&parent.display().to_string()), "names the directory: {message}");
+        assert!(!parent.exists(), "{}", parent.display());
+    }
+    let keel_dir = dir.path().join(".keel");
+    let journal = Journal::open(&keel_dir.join("lane-journal.jsonl"), options(&clock));
+    granted(journal.acquire(&request("a", "a/", "agent-a")).expect("the first lease creates .keel"));
+    assert!(keel_dir.is_dir());
+    // A directory that exists is used whatever its name.
+    let plain = Journal::open(&dir.path().join("j.jsonl"), options(&clock));
+    granted(plain.acquire(&request("b", "b/", "agent-b")).expect("acquire"));
+}
+
+#[test]
 fn blank_names_unknown_modes_and_trees_outside_the_workspace_are_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("j.jsonl");

@@ -32,7 +32,7 @@ pub const LOG_COMPACT_BYTES_DEFAULT: u64 = 8 * 1024 * 1024;
 /// How many finished intents compaction remembers (a retry of an older one is a new intent).
 pub const INTENTS_REMEMBERED_MAX: usize = 100_000;
 /// The directory beneath the root that holds keel's own files; always protected.
-pub const STATE_DIR: &str = ".keel";
+pub use keel_journal::STATE_DIR;
 /// The mutation log's name in [`STATE_DIR`].
 pub const LOG_NAME: &str = "mutations.jsonl";
 /// The mutator lock's name in [`STATE_DIR`].
