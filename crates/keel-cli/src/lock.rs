@@ -180,9 +180,14 @@ pub fn run(command: &LockCommand, json: bool) -> Result<Status, Failure> {
         LockCommand::Unset { file, section } => {
             let lockfile = open(file)?;
             let present = lockfile.section::<Value>(section).map_err(failure)?.is_some();
-            lockfile.remove_section(section).map_err(failure)?;
-            let report = lockfile.flush().map_err(failure)?;
-            let object = json!({"outcome": "unset", "file": shown(&file.file), "section": section, "was_present": present, "written": report.written});
+            // Removing nothing writes nothing: no file appears where there was none.
+            let written = if present {
+                lockfile.remove_section(section).map_err(failure)?;
+                lockfile.flush().map_err(failure)?.written
+            } else {
+                false
+            };
+            let object = json!({"outcome": "unset", "file": shown(&file.file), "section": section, "was_present": present, "written": written});
             let sentence = if present {
                 format!("removed section {section:?} from {}", file.file.display())
             } else {

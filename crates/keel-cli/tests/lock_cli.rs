@@ -64,6 +64,19 @@ fn lock_set_get_digest_and_unset_round_trip_and_keep_foreign_sections() {
     let on_disk: Value = serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("JSON");
     assert_eq!(on_disk["other-tool"], json!({"kept": [1]}));
     assert_eq!(on_disk["inputs_digest"], json!("abc"));
+
+    // Removing an absent section writes nothing, and creates no file where there was none.
+    let before = std::fs::read(&file).expect("read");
+    let again = keel(&["lock", "unset", "--file", f, "pins", "--json"]);
+    assert_eq!(
+        (stdout_json(&again)["was_present"].clone(), stdout_json(&again)["written"].clone()),
+        (json!(false), json!(false))
+    );
+    assert_eq!(std::fs::read(&file).expect("read"), before);
+    let missing = dir.path().join("missing.lock");
+    let none = keel(&["lock", "unset", "--file", path_str(&missing), "pins"]);
+    assert_eq!(none.status.code(), Some(0), "{}", text(&none.stderr));
+    assert!(!missing.exists(), "unset created {}", missing.display());
 }
 
 #[test]
