@@ -82,7 +82,7 @@ pub struct Tail {
     pub valid_end: u64,
     /// The torn tail after it, if any.
     pub torn: Option<Torn>,
-    /// The file's identity and length when the scan ended.
+    /// The file's identity, and the length the scan read through.
     pub identity: FileIdentity,
 }
 
@@ -145,12 +145,15 @@ pub struct Scanner<R> {
     /// Offset and length of the unparseable line held back by the decoder.
     held: Option<(u64, u64)>,
     peeked: Option<Step<R>>,
+    /// Device and inode of the file this scanner reads.
+    file_id: (u64, u64),
 }
 
 impl<R: DeserializeOwned + Keyed> Scanner<R> {
     /// A scanner at byte `offset` of `log`, where the record with key `key` starts.
     pub fn open(log: &Log, offset: u64, key: u64, op: &'static str) -> Result<Self> {
         let mut file = File::open(&log.path).map_err(|e| missing_or_io(op, &log.path, e))?;
+        let meta = file.metadata().map_err(|e| StoreError::io(op, &log.path, e))?;
         file.seek(SeekFrom::Start(offset)).map_err(|e| StoreError::io(op, &log.path, e))?;
         let reader = LineReader::new(file, &log.path, offset).with_line_bytes_max(log.line_bytes_max);
         Ok(Self {
@@ -161,7 +164,15 @@ impl<R: DeserializeOwned + Keyed> Scanner<R> {
             next_key: key,
             held: None,
             peeked: None,
+            file_id: (meta.dev(), meta.ino()),
         })
+    }
+
+    /// The file as this scanner has read it: its device and inode, and the length it read
+    /// through. Never a length read afterwards, which could count another writer's record the
+    /// scan did not see.
+    fn seen(&self) -> FileIdentity {
+        FileIdentity { dev: self.file_id.0, ino: self.file_id.1, len: self.reader.offset() }
     }
 
     /// The key of the record the next call to [`next`](Self::next) returns (if it returns one).
@@ -434,8 +445,7 @@ impl Log {
             // Derived data: a failure here leaves the index behind, which the next scan repairs.
             let _ = self.write_index(first_entry, &new_entries, op);
         }
-        let identity = FileIdentity::of(&self.path, op)?;
-        Ok(Tail { next_key: scanner.next_key(), valid_end, torn, identity })
+        Ok(Tail { next_key: scanner.next_key(), valid_end, torn, identity: scanner.seen() })
     }
 
     /// Cuts a torn tail off: truncates the log to `valid_end` and makes that durable.
@@ -443,5 +453,44 @@ impl Log {
         let file = OpenOptions::new().write(true).open(&self.path).map_err(|e| StoreError::io(op, &self.path, e))?;
         file.set_len(valid_end).map_err(|e| StoreError::io(op, &self.path, e))?;
         file.sync_all().map_err(|e| StoreError::io(op, &self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Rec {
+        k: u64,
+    }
+
+    impl Keyed for Rec {
+        fn key(&self) -> u64 {
+            self.k
+        }
+    }
+
+    /// A scan's tail describes what the scan read, whatever the file holds by the time it is
+    /// asked: the tail once carried a length stat-ed after the scan, which could include another
+    /// writer's record, and the next append under the lock, trusting it, reused that record's key.
+    #[test]
+    fn a_scan_reports_the_length_it_read_not_the_length_the_file_has_grown_to() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, b"{\"k\":1}\n{\"k\":2}\n").expect("write");
+        let log =
+            Log { path: path.clone(), index_path: dir.path().join("events.idx"), first_key: 1, line_bytes_max: 1024 };
+        let mut scanner = Scanner::<Rec>::open(&log, 0, 1, "test").expect("open");
+        while !matches!(scanner.next("test").expect("scan"), Step::End) {}
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"k\":3}\n"))
+            .expect("another writer appends");
+        let seen = scanner.seen();
+        assert_eq!(seen.len, 16, "{seen:?}");
+        assert_eq!(scanner.next_key(), 3);
+        assert_ne!(seen, FileIdentity::of(&path, "test").expect("stat"), "the grown file no longer matches");
     }
 }

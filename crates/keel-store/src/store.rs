@@ -365,10 +365,12 @@ impl FsRuntimeStore {
             dir,
         };
         store.validate_runtime(&runtime, OP)?;
+        let workers = store.validate_workers(&runtime, OP)?;
         let tail = store.scan_events_tail(OP)?;
         store.check_event_checkpoint(&runtime, &tail, OP)?;
+        store.check_last_event_ids(&workers, &tail, OP)?;
         store.events.tail = Some(tail);
-        for (worker, tail) in store.validate_workers(&runtime, OP)? {
+        for (worker, tail) in workers {
             let log = store.transcript_log(&worker.worker_ref.worker_id, OP)?;
             store.transcripts.insert(worker.worker_ref.worker_id.clone(), LogHandle::new(log, Some(tail)));
         }
@@ -603,7 +605,6 @@ impl FsRuntimeStore {
                 ),
             ));
         }
-        let next_event_id = self.events.tail.as_ref().map_or(u64::MAX, |t| t.next_key);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let worker = self.read_worker(&id, op)?;
@@ -621,12 +622,22 @@ impl FsRuntimeStore {
                     ),
                 ));
             }
-            if worker.last_event_id.is_some_and(|last| last >= next_event_id) {
-                return Err(StoreError::corrupt(op, path, None, "last_event_id is past the end of the event log"));
-            }
             out.push((worker, tail));
         }
         Ok(out)
+    }
+
+    /// No worker names an event past the end of the event log. `events` must be scanned after
+    /// the workers were read: a writer appends the event before it updates `worker.json`, so a
+    /// log scanned earlier could lack an event a worker read later rightly names.
+    fn check_last_event_ids(&self, workers: &[(WorkerSnapshot, Tail)], events: &Tail, op: &'static str) -> Result<()> {
+        for (worker, _) in workers {
+            if worker.last_event_id.is_some_and(|last| last >= events.next_key) {
+                let path = self.worker_dir(&worker.worker_ref.worker_id, op)?.join(WORKER_FILE);
+                return Err(StoreError::corrupt(op, path, None, "last_event_id is past the end of the event log"));
+            }
+        }
+        Ok(())
     }
 
     /// The whole persisted state (snapshots with live counters), validated as on open. Events
@@ -637,11 +648,12 @@ impl FsRuntimeStore {
         require_dir(&self.dir, OP)?;
         let (mut runtime, _) = read_snapshot::<RuntimeSnapshot>(&self.runtime_path(), OP)?;
         self.validate_runtime(&runtime, OP)?;
+        let workers = self.validate_workers(&runtime, OP)?;
         let tail = self.scan_events_tail(OP)?;
         self.check_event_checkpoint(&runtime, &tail, OP)?;
+        self.check_last_event_ids(&workers, &tail, OP)?;
         runtime.next_event_id = tail.next_key;
-        let workers = self
-            .validate_workers(&runtime, OP)?
+        let workers = workers
             .into_iter()
             .map(|(mut worker, tail)| {
                 worker.next_transcript_seq = tail.next_key;
