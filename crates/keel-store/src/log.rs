@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use keel_fs::{FsError, LineReader};
 use keel_kernel::line::{LineClass, LineDecoder, classify};
+use rustix::fs::{Mode, OFlags};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Result, StoreError};
@@ -352,12 +353,16 @@ impl Log {
             bytes.extend_from_slice(&key.to_le_bytes());
             bytes.extend_from_slice(&offset.to_le_bytes());
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.index_path)
-            .map_err(|e| StoreError::io(op, &self.index_path, e))?;
+        // Readers write the index too (it is derived data), so it must never follow a link out
+        // of the store, nor block on a FIFO put in its place.
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let file = rustix::fs::open(&self.index_path, flags, Mode::from_raw_mode(0o644))
+            .map(File::from)
+            .map_err(|e| StoreError::io(op, &self.index_path, std::io::Error::from(e)))?;
+        let meta = file.metadata().map_err(|e| StoreError::io(op, &self.index_path, e))?;
+        if !meta.is_file() {
+            return Err(StoreError::io(op, &self.index_path, std::io::Error::other("not a regular file")));
+        }
         file.write_all_at(&bytes, first_entry * INDEX_ENTRY_BYTES).map_err(|e| StoreError::io(op, &self.index_path, e))
     }
 

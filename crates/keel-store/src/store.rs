@@ -956,7 +956,13 @@ impl FsRuntimeStore {
         let mut scanner = log.scanner_near::<R>(start, op)?.0;
         while scanner.next_key() < start {
             if !scanner.skip(op)? {
-                return Ok((Vec::new(), false));
+                // No page of this log ever ended there: a follower that took this start as "up
+                // to date" would skip every record from the real end up to it.
+                return Err(StoreError::InvalidInput {
+                    op,
+                    what: "start",
+                    reason: format!("{start} is past the end of the log, whose next record is {}", scanner.next_key()),
+                });
             }
         }
         let mut items = Vec::with_capacity(limit.min(PAGE_LIMIT_CEILING) as usize);
@@ -974,8 +980,8 @@ impl FsRuntimeStore {
     }
 
     /// One page of events from `cursor` (the start of the log when `None`): at most `limit`
-    /// events, refusing a `limit` of 0 or above `max_limit` (or the runtime's `page_limit_max`)
-    /// and a cursor of another runtime. Seeks through the index: the cost does not grow with the
+    /// events, refusing a `limit` of 0 or above `max_limit` (or the runtime's `page_limit_max`),
+    /// a cursor of another runtime and one past the end of the log. Seeks through the index: the cost does not grow with the
     /// cursor's position.
     pub fn read_events(&self, cursor: Option<&EventCursor>, limit: u64, max_limit: u64) -> Result<EventPage> {
         const OP: &str = "read events";
@@ -998,8 +1004,8 @@ impl FsRuntimeStore {
     }
 
     /// One page of a worker's transcript from entry `start` (0-based): at most `limit` entries,
-    /// refusing a `limit` of 0 or above `max_limit` (or the runtime's `page_limit_max`) and a
-    /// worker of another runtime.
+    /// refusing a `limit` of 0 or above `max_limit` (or the runtime's `page_limit_max`), a
+    /// worker of another runtime and a `start` past the end of the transcript.
     pub fn read_transcript(
         &self,
         worker_ref: &WorkerRef,
@@ -1133,7 +1139,8 @@ impl FsRuntimeStore {
             }
         }
         let entries = log.index_entries(OP)?;
-        let stored = read_index_file(&log.index_path, entries, OP)?;
+        // Only the entries the log accounts for are read: a huge index costs no memory.
+        let stored = read_index_file(&log.index_path, entries.min(offsets.len() as u64), OP)?;
         for (i, expected) in offsets.iter().enumerate() {
             match stored.get(i) {
                 Some(entry) if entry == expected => {}
@@ -1152,22 +1159,26 @@ impl FsRuntimeStore {
                 }
             }
         }
-        if stored.len() > offsets.len() {
+        if entries > offsets.len() as u64 {
             report.notes.push(format!(
                 "{}: {} index entries past the end of the log (ignored)",
                 log.index_path.display(),
-                stored.len() - offsets.len()
+                entries - offsets.len() as u64
             ));
         }
         Ok(count)
     }
 }
 
+/// The first `entries` entries of the index at `path` (fewer if it is shorter).
 fn read_index_file(path: &Path, entries: u64, op: &'static str) -> Result<Vec<(u64, u64)>> {
     if entries == 0 {
         return Ok(Vec::new());
     }
-    let bytes = fs::read(path).map_err(|e| StoreError::io(op, path, e))?;
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .and_then(|file| file.take(entries.saturating_mul(16)).read_to_end(&mut bytes))
+        .map_err(|e| StoreError::io(op, path, e))?;
     Ok(bytes
         .chunks_exact(16)
         .map(|c| {

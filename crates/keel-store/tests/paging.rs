@@ -138,6 +138,28 @@ fn a_limit_of_0_is_refused_rather_than_a_page_whose_cursor_never_advances() {
 }
 
 #[test]
+fn a_start_past_the_end_of_the_log_is_refused_and_the_end_itself_is_an_empty_page() {
+    let (_dir, mut store) = crate::new_store("r");
+    store.create_worker("w", json!({})).expect("worker");
+    let worker = store.worker_ref("w");
+    for n in 0..2 {
+        store.append_event(None, json!({"n": n})).expect("event");
+        store.append_transcript_entry(&worker, json!({"n": n})).expect("entry");
+    }
+    let at = |next_event_id| EventCursor { runtime_id: "r".into(), next_event_id };
+    let end = store.read_events(Some(&at(3)), 10, 10).expect("the end");
+    assert!(end.events.is_empty() && !end.has_more && end.cursor.next_event_id == 3, "{end:?}");
+    // It once answered an empty page with the cursor it was given: a follower then waited at
+    // id 50 and never saw events 3 to 49 once they were appended.
+    let err = store.read_events(Some(&at(50)), 10, 10).expect_err("past the end");
+    assert!(matches!(&err, StoreError::InvalidInput { what: "start", .. }), "{err}");
+    assert!(err.to_string().contains("next record is 3"), "{err}");
+    assert!(store.read_transcript(&worker, 2, 10, 10).expect("the end").items.is_empty());
+    let err = store.read_transcript(&worker, 3, 10, 10).expect_err("past the end");
+    assert!(matches!(&err, StoreError::InvalidInput { what: "start", .. }), "{err}");
+}
+
+#[test]
 fn a_cursor_of_another_runtime_and_a_limit_above_the_maximum_are_refused() {
     let (_dir, store) = crate::new_store("r");
     let foreign = EventCursor { runtime_id: "other".into(), next_event_id: 1 };
@@ -175,8 +197,9 @@ fn transcript_pages_report_total_and_next_start() {
         }
         assert_eq!(seen, (0..total).collect::<Vec<_>>());
     }
-    let past = store.read_transcript(&worker, total + 5, 10, 10).expect("past the end");
-    assert!(past.items.is_empty() && past.next_start.is_none() && past.total_items == total);
+    let end = store.read_transcript(&worker, total, 10, 10).expect("the end");
+    assert!(end.items.is_empty() && end.next_start.is_none() && end.total_items == total);
+    store.read_transcript(&worker, total + 5, 10, 10).expect_err("past the end");
     let state = FsRuntimeStore::open(store.dir().parent().and_then(|p| p.parent()).expect("root"), "r")
         .expect("reopened")
         .load()
