@@ -13,6 +13,9 @@ pub const PAGE_LIMIT_CEILING: u64 = 10_000;
 /// The hard ceiling on one record (event or transcript line), in bytes: keel-fs's append limit.
 pub const RECORD_BYTES_CEILING: u64 = keel_fs::RECORD_BYTES_MAX as u64;
 
+/// The least `record_bytes_max` a runtime may have: room for an event's envelope and a payload.
+pub const RECORD_BYTES_FLOOR: u64 = 1024;
+
 /// The hard ceiling on workers per runtime.
 pub const WORKERS_CEILING: u64 = 1_000_000;
 
@@ -42,16 +45,25 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The first limit above its ceiling, as `(name, value, ceiling)`.
-    pub fn first_above_ceiling(&self) -> Option<(&'static str, u64, u64)> {
+    /// Why the first limit out of its range is, as text (`"page_limit_max 0 is below the floor
+    /// of 1"`). A page limit of 0 would serve no page, a record limit below the floor no record.
+    pub fn first_out_of_range(&self) -> Option<String> {
         [
-            ("page_limit_max", self.page_limit_max, PAGE_LIMIT_CEILING),
-            ("record_bytes_max", self.record_bytes_max, RECORD_BYTES_CEILING),
-            ("workers_max", self.workers_max, WORKERS_CEILING),
-            ("diagnostics_max", self.diagnostics_max, DIAGNOSTICS_CEILING),
+            ("page_limit_max", self.page_limit_max, 1, PAGE_LIMIT_CEILING),
+            ("record_bytes_max", self.record_bytes_max, RECORD_BYTES_FLOOR, RECORD_BYTES_CEILING),
+            ("workers_max", self.workers_max, 0, WORKERS_CEILING),
+            ("diagnostics_max", self.diagnostics_max, 0, DIAGNOSTICS_CEILING),
         ]
         .into_iter()
-        .find(|(_, value, ceiling)| value > ceiling)
+        .find_map(|(name, value, floor, ceiling)| {
+            if value > ceiling {
+                Some(format!("{name} {value} is above the ceiling of {ceiling}"))
+            } else if value < floor {
+                Some(format!("{name} {value} is below the floor of {floor}"))
+            } else {
+                None
+            }
+        })
     }
 }
 

@@ -283,12 +283,8 @@ impl FsRuntimeStore {
     pub fn open_or_create(options: &StoreOptions) -> Result<Self> {
         const OP: &str = "open or create runtime";
         let encoded = encode(OP, "runtime id", &options.runtime_id)?;
-        if let Some((name, value, ceiling)) = options.limits.first_above_ceiling() {
-            return Err(StoreError::InvalidInput {
-                op: OP,
-                what: "limits",
-                reason: format!("{name} {value} is above the ceiling of {ceiling}"),
-            });
+        if let Some(reason) = options.limits.first_out_of_range() {
+            return Err(StoreError::InvalidInput { op: OP, what: "limits", reason });
         }
         let display_name = options.display_name.clone().unwrap_or_else(|| options.runtime_id.clone());
         if display_name.len() > LABEL_BYTES_MAX {
@@ -436,8 +432,8 @@ impl FsRuntimeStore {
                 found: runtime.runtime_id.clone(),
             });
         }
-        if let Some((name, value, ceiling)) = runtime.limits.first_above_ceiling() {
-            return Err(StoreError::corrupt(op, path, None, format!("{name} {value} is above the ceiling {ceiling}")));
+        if let Some(reason) = runtime.limits.first_out_of_range() {
+            return Err(StoreError::corrupt(op, path, None, reason));
         }
         if runtime.diagnostics.len() as u64 > runtime.limits.diagnostics_max {
             return Err(StoreError::corrupt(op, path, None, "more diagnostics than diagnostics_max"));

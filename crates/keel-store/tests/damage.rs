@@ -177,6 +177,25 @@ fn oversized_records_and_limits_are_refused_before_writing() {
     options.limits.page_limit_max = keel_store::PAGE_LIMIT_CEILING + 1;
     let err = FsRuntimeStore::open_or_create(&options).expect_err("above the ceiling");
     assert!(matches!(err, StoreError::InvalidInput { what: "limits", .. }), "{err}");
+    options.limits.page_limit_max = 0;
+    let err = FsRuntimeStore::open_or_create(&options).expect_err("a page limit of 0 serves no page");
+    assert!(err.to_string().contains("page_limit_max 0 is below the floor of 1"), "{err}");
+}
+
+#[test]
+fn a_runtime_json_whose_limits_serve_nothing_is_corrupt() {
+    // `page_limit_max: 0` was accepted: every read was refused as a usage error (exit 2), and
+    // `keel store check` called the runtime clean.
+    for (limit, value) in [("page_limit_max", 0), ("record_bytes_max", 10)] {
+        let (_dir, store) = two_workers();
+        let runtime = store.dir().join("runtime.json");
+        edit_json(&runtime, |v| v["limits"][limit] = json!(value));
+        let err = FsRuntimeStore::open(&root_of(&store), "r").expect_err("refused");
+        assert!(matches!(&err, StoreError::Corrupt { path, .. } if *path == runtime), "{err}");
+        assert!(err.to_string().contains(&format!("{limit} {value} is below the floor")), "{err}");
+        let report = FsRuntimeStore::check(&root_of(&store), "r").expect("checked");
+        assert!(!report.is_clean(), "{limit}: {report:?}");
+    }
 }
 
 #[test]
