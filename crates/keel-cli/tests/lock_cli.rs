@@ -140,3 +140,28 @@ fn config_get_set_patch_print_the_snapshot_and_a_stale_generation_exits_1_with_b
     std::fs::write(&file, b"{").expect("corrupt");
     assert_eq!(keel(&["config", "get", "--file", f]).status.code(), Some(4));
 }
+
+#[test]
+fn a_symlinked_lockfile_or_config_is_updated_at_its_target_and_stays_a_link() {
+    // Both once replaced the link with a regular file, leaving the target stale, and locked
+    // `<link>.lock` while writers of the target locked `<target>.lock`.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("real")).expect("mkdir");
+    let target = dir.path().join("real/t.json");
+    std::fs::write(&target, br#"{"lock_version": 1, "a": 1}"#).expect("seed");
+    let link = dir.path().join("live.json");
+    std::os::unix::fs::symlink("real/t.json", &link).expect("link");
+    let set = keel(&["lock", "set", "--file", path_str(&link), "b", "--value", "2"]);
+    assert_eq!(set.status.code(), Some(0), "{}", text(&set.stderr));
+    assert!(link.is_symlink(), "the link was replaced");
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&target).expect("read")).expect("JSON");
+    assert_eq!((on_disk["a"].clone(), on_disk["b"].clone()), (json!(1), json!(2)));
+
+    let config_link = dir.path().join("config.json");
+    std::os::unix::fs::symlink("real/config.json", &config_link).expect("dangling link");
+    let set = keel(&["config", "set", "--file", path_str(&config_link), "--value", r#"{"x": 1}"#]);
+    assert_eq!(set.status.code(), Some(0), "{}", text(&set.stderr));
+    assert!(config_link.is_symlink(), "the link was replaced");
+    let get = keel(&["config", "get", "--file", path_str(&dir.path().join("real/config.json")), "--json"]);
+    assert_eq!(stdout_json(&get)["config"], json!({"x": 1}), "{}", text(&get.stdout));
+}

@@ -37,6 +37,31 @@ pub struct WriteReport {
     pub dir_sync: DirSync,
 }
 
+/// How many symbolic links [`resolve_symlinks`] follows: the kernel's own limit (`MAXSYMLINKS`).
+pub const SYMLINK_HOPS_MAX: u32 = 40;
+
+/// The path an atomic write of `path` must replace so that a symbolic link stays a link and its
+/// target gets the content (what git does for a symlinked config): `path` itself unless it is a
+/// link, else the link's target, followed to the first path that is not a link (which may not
+/// exist yet: a dangling link names the file to create). A lock that guards the file must be
+/// taken on this path too, or writers through the link and through the target would not
+/// exclude each other.
+pub fn resolve_symlinks(path: &Path) -> Result<PathBuf> {
+    let mut at = path.to_owned();
+    for _ in 0..SYMLINK_HOPS_MAX {
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = std::fs::read_link(&at).map_err(|e| FsError::io("read symlink", &at, e))?;
+                at = parent_dir(&at).join(target);
+            }
+            Ok(_) => return Ok(at),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(at),
+            Err(e) => return Err(FsError::io("stat", &at, e)),
+        }
+    }
+    Err(FsError::Invalid { path: path.to_owned(), reason: "too many levels of symbolic links" })
+}
+
 /// Replaces `path` with `bytes` atomically and durably on the real file system.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<WriteReport> {
     write_atomic_with(&OsStorage, path, bytes)
@@ -96,4 +121,27 @@ fn create_temp<S: Storage>(storage: &S, dir: &Path, name: &[u8]) -> Result<(Path
     let (temp_path, e) =
         last_error.unwrap_or_else(|| (dir.to_owned(), std::io::Error::other("no temporary name attempted")));
     Err(FsError::io("create temporary", temp_path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_resolve_to_their_final_target_even_a_dangling_one_and_loops_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir(root.join("real")).expect("mkdir");
+        std::fs::write(root.join("real/t.json"), b"{}").expect("target");
+        std::os::unix::fs::symlink("real/t.json", root.join("one")).expect("link");
+        std::os::unix::fs::symlink(root.join("one"), root.join("two")).expect("link to a link");
+        std::os::unix::fs::symlink("missing.json", root.join("real/dangling")).expect("dangling");
+        std::os::unix::fs::symlink("loop", root.join("loop")).expect("loop");
+        assert_eq!(resolve_symlinks(&root.join("two")).expect("resolved"), root.join("real/t.json"));
+        assert_eq!(resolve_symlinks(&root.join("real/t.json")).expect("a file"), root.join("real/t.json"));
+        assert_eq!(resolve_symlinks(&root.join("new.json")).expect("absent"), root.join("new.json"));
+        assert_eq!(resolve_symlinks(&root.join("real/dangling")).expect("dangling"), root.join("real/missing.json"));
+        let err = resolve_symlinks(&root.join("loop")).expect_err("a loop");
+        assert!(matches!(err, FsError::Invalid { .. }), "{err}");
+    }
 }

@@ -80,7 +80,13 @@ impl<S: Storage> ConfigStore<S> {
 
     /// The current config and generation (an empty object and 0 for a store never written).
     pub fn get(&self) -> Result<Snapshot, ConfigError> {
-        self.read("read").map(|(_, snapshot)| snapshot)
+        self.read(&self.target()?, "read").map(|(_, snapshot)| snapshot)
+    }
+
+    /// The file every operation reads, locks and replaces: a symlinked store's target, so the
+    /// link survives a write and writers through it and through the target exclude each other.
+    fn target(&self) -> Result<PathBuf, ConfigError> {
+        keel_fs::resolve_symlinks(&self.path).map_err(ConfigError::Fs)
     }
 
     /// Replaces the config. With `expected_generation`, only if the store is still at it
@@ -106,19 +112,18 @@ impl<S: Storage> ConfigStore<S> {
         expected_generation: Option<u64>,
         change: impl FnOnce(&Value) -> Result<Value, ConfigError>,
     ) -> Result<Snapshot, ConfigError> {
-        let _writer = KernelLock::acquire_timeout(&KernelLock::path_for(&self.path), self.options.lock_timeout_ms)?;
-        let (mut envelope, current) = self.read(op)?;
+        let path = self.target()?;
+        let _writer = KernelLock::acquire_timeout(&KernelLock::path_for(&path), self.options.lock_timeout_ms)?;
+        let (mut envelope, current) = self.read(&path, op)?;
         let generation = next_generation(expected_generation, current.generation).map_err(|e| match e {
             GenerationError::Conflict { expected, current } => {
-                ConfigError::GenerationConflict { path: self.path.clone(), expected, current }
+                ConfigError::GenerationConflict { path: path.clone(), expected, current }
             }
-            GenerationError::Exhausted { current } => {
-                ConfigError::GenerationExhausted { path: self.path.clone(), current }
-            }
+            GenerationError::Exhausted { current } => ConfigError::GenerationExhausted { path: path.clone(), current },
         })?;
         let config = change(&current.config)?;
         if !config.is_object() {
-            return Err(ConfigError::NotAnObject { op, path: self.path.clone(), found: json_type_name(&config) });
+            return Err(ConfigError::NotAnObject { op, path: path.clone(), found: json_type_name(&config) });
         }
         envelope.insert(VERSION_KEY.to_owned(), Value::from(CONFIG_VERSION));
         envelope.insert(GENERATION_KEY.to_owned(), Value::from(generation));
@@ -127,26 +132,26 @@ impl<S: Storage> ConfigStore<S> {
         bytes.push(b'\n');
         if bytes.len() as u64 > self.options.document_bytes_max {
             let bytes_max = self.options.document_bytes_max;
-            return Err(ConfigError::TooLarge { op, path: self.path.clone(), bytes: bytes.len() as u64, bytes_max });
+            return Err(ConfigError::TooLarge { op, path: path.clone(), bytes: bytes.len() as u64, bytes_max });
         }
         // A file system that cannot fsync a directory (`DirSync::Unsupported`) is accepted as keel-fs
         // accepts it: the write is still atomic, only its survival of a power cut is not promised.
-        let _dir_sync = write_atomic_with(&self.storage, &self.path, &bytes).map_err(ConfigError::Fs)?.dir_sync;
+        let _dir_sync = write_atomic_with(&self.storage, &path, &bytes).map_err(ConfigError::Fs)?.dir_sync;
         Ok(Snapshot { config, generation })
     }
 
     /// The file's envelope (every key kept, so a newer writer's extra keys survive a rewrite) and
     /// the snapshot it holds.
-    fn read(&self, op: &'static str) -> Result<(Map<String, Value>, Snapshot), ConfigError> {
-        let bytes = match read_document(&self.storage, &self.path, self.options.document_bytes_max)? {
+    fn read(&self, path: &Path, op: &'static str) -> Result<(Map<String, Value>, Snapshot), ConfigError> {
+        let bytes = match read_document(&self.storage, path, self.options.document_bytes_max)? {
             Found::Missing => return Ok((Map::new(), Snapshot { config: Value::Object(Map::new()), generation: 0 })),
             Found::TooLarge { bytes } => {
                 let bytes_max = self.options.document_bytes_max;
-                return Err(ConfigError::TooLarge { op, path: self.path.clone(), bytes, bytes_max });
+                return Err(ConfigError::TooLarge { op, path: path.to_owned(), bytes, bytes_max });
             }
             Found::Bytes(bytes) => bytes,
         };
-        let corrupt = |reason: String| ConfigError::Corrupt { op, path: self.path.clone(), reason };
+        let corrupt = |reason: String| ConfigError::Corrupt { op, path: path.to_owned(), reason };
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| corrupt(format!("invalid JSON at line {}, column {}: {e}", e.line(), e.column())))?;
         let Value::Object(envelope) = value else {

@@ -96,7 +96,9 @@ impl<S: Storage> Lockfile<S> {
     /// A missing file is a fresh document holding only `lock_version`; nothing is created until a
     /// flush. A present file must parse as a lockfile this code understands.
     pub fn open_with(storage: S, path: impl AsRef<Path>, options: LockfileOptions) -> Result<Self, LockfileError> {
-        let path = path.as_ref().to_owned();
+        // A symlinked lockfile is read, locked and replaced at its target, so the link survives
+        // and writers through the link and through the target exclude each other.
+        let path = keel_fs::resolve_symlinks(path.as_ref())?;
         let view = read_lockfile(&storage, &path, &options, "open")?.unwrap_or_else(fresh_lockfile);
         Ok(Self { path, storage, options, state: Mutex::new(State { view, staged: Staged::new() }) })
     }
