@@ -1107,7 +1107,7 @@ impl<S: Storage + Clone> Journal<S> {
         let folded = Self::folded(cache);
         let mut records = folded
             .state
-            .compact_checked()
+            .compact_fenced()
             .map_err(|source| JournalError::CompactRefused { path: self.path.clone(), source })?;
         let ts = now_ts(&self.options.clock);
         if let Some(checkpoint) = records.first_mut() {
@@ -1184,6 +1184,12 @@ fn validate(request: &AcquireRequest) -> Result<(), JournalError> {
     }
     if request.loop_ts.as_deref().is_some_and(|ts| ts.trim().is_empty()) {
         return Err(JournalError::InvalidRequest("loop_ts must not be blank (omit it to have one generated)".into()));
+    }
+    if request.loop_ts.as_deref() == Some(keel_kernel::GENERATION_WATERMARK) {
+        return Err(JournalError::InvalidRequest(format!(
+            "loop_ts {:?} is reserved (it carries the grant counter through compaction)",
+            keel_kernel::GENERATION_WATERMARK
+        )));
     }
     Mode::requested(&request.mode).map_err(|e| JournalError::InvalidRequest(e.to_string()))?;
     if let Some((entry, why)) = request.tree.iter().find_map(|e| tree::confined(e).err().map(|why| (e, why))) {

@@ -341,3 +341,28 @@ fn a_reclaim_is_journaled_with_its_verdict_as_text() {
     let text = std::fs::read_to_string(&path).expect("journal");
     assert!(text.contains(r#""reason": "reclaimed: idle 61s, past its ttl of 60s""#), "{text}");
 }
+
+/// Found by a race sweep: a compaction restarted the grant counter from the largest live
+/// generation, so the next tenure of a lane got the token its released predecessor had held, and
+/// a late write from the predecessor (owner, lane and generation all matching) passed the gate.
+#[test]
+fn a_token_is_never_issued_twice_across_a_compaction() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&path, options(&clock));
+    let keeper = granted(journal.acquire(&request("docs", "docs/", "agent-k")).expect("acquire"));
+    let first = granted(journal.acquire(&request("api", "src/", "agent-w")).expect("acquire"));
+    assert!(first.generation > keeper.generation);
+    journal.release("api", "agent-w", None).expect("release");
+    journal.compact().expect("compact");
+    // Another process, replaying the compacted file from scratch, hands out the next token.
+    let again = Journal::open(&path, options(&clock));
+    let second = granted(again.acquire(&request("api", "src/", "agent-w")).expect("acquire"));
+    assert!(second.generation > first.generation, "{} after {}", second.generation, first.generation);
+    let refused = again.acquire(&AcquireRequest {
+        loop_ts: Some(keel_kernel::GENERATION_WATERMARK.to_owned()),
+        ..request("x", "x/", "agent-x")
+    });
+    assert!(matches!(refused, Err(JournalError::InvalidRequest(_))), "{refused:?}");
+}

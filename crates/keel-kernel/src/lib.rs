@@ -50,5 +50,7 @@ pub mod tree;
 pub mod value;
 
 pub use arbiter::{Decision, Request, Taxonomy};
-pub use replay::{Generation, Identity, LiveState, ParsedChunk, Replay, Replayed, replay_bytes, replay_records};
+pub use replay::{
+    GENERATION_WATERMARK, Generation, Identity, LiveState, ParsedChunk, Replay, Replayed, replay_bytes, replay_records,
+};
 pub use value::Object;

@@ -649,7 +649,35 @@ pub enum CompactError {
     },
 }
 
+/// The `loop_ts` and `lane` of the generation row a rewrite adds so that the counter survives it
+/// ([`LiveState::compact_fenced`]). Reserved: no lease may have this identity.
+pub const GENERATION_WATERMARK: &str = "keel:generation-watermark";
+
 impl LiveState {
+    /// What a rewrite of a real journal writes: [`compact_checked`](Self::compact_checked), with
+    /// the grant counter kept. The spec's checkpoint keeps generation rows of live leases only,
+    /// and a replay restarts the counter from the largest; a released lease's token would then be
+    /// issued again, and a writer still holding it could pass a gate that compares owner, lane and
+    /// generation. So when the counter is above every row, the checkpoint also carries an orphan
+    /// row for the reserved identity [`GENERATION_WATERMARK`] at the counter: a replay by the spec
+    /// (dos-kernel's included) continues from it, and nothing else reads it.
+    pub fn compact_fenced(&self) -> Result<Vec<Object>, CompactError> {
+        let mut records = self.compact_checked()?;
+        let Some(checkpoint) = records.first_mut() else { return Ok(records) };
+        let mut rows = self.generations();
+        rows.retain(|row| !(row.loop_ts == GENERATION_WATERMARK && row.lane == GENERATION_WATERMARK));
+        if self.counter > 0 && rows.iter().all(|row| row.generation < self.counter) {
+            let watermark = GENERATION_WATERMARK.to_owned();
+            rows.push(Generation { loop_ts: watermark.clone(), lane: watermark, generation: self.counter });
+        }
+        if rows.is_empty() {
+            checkpoint.remove("generations");
+        } else {
+            checkpoint.insert("generations".to_owned(), serde_json::to_value(rows).expect("generation rows serialize"));
+        }
+        Ok(records)
+    }
+
     /// [`compact`](Self::compact), or an error when the result would not replay to this state.
     /// Every rewrite of a real journal goes through this: a compaction never changes meaning.
     pub fn compact_checked(&self) -> Result<Vec<Object>, CompactError> {

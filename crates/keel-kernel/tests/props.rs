@@ -12,7 +12,9 @@
 use keel_kernel::arbiter::{LaneSpec, Mode, Outcome, Request, Taxonomy, decide};
 use keel_kernel::tree::{Region, Tree, normalise};
 use keel_kernel::value::seq_number;
-use keel_kernel::{LiveState, Object, ParsedChunk, Replay, Replayed, replay_bytes, replay_records};
+use keel_kernel::{
+    GENERATION_WATERMARK, LiveState, Object, ParsedChunk, Replay, Replayed, replay_bytes, replay_records,
+};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{Value, json};
@@ -442,6 +444,36 @@ proptest! {
             // Compacting a compacted journal changes nothing.
             prop_assert_eq!(again.compact(), compacted);
         }
+    }
+
+    /// A rewrite keeps the grant counter: the next grant after it gets the token it would have
+    /// got without it, never one a released lease held. (The spec's checkpoint restarted the
+    /// counter from the largest live generation.) Apart from the watermark row, it is the spec's
+    /// compaction, and compacting again changes nothing.
+    #[test]
+    fn a_fenced_compaction_keeps_the_counter_and_otherwise_is_the_spec_compaction(journal in journal()) {
+        let state = replay_bytes(&journal.bytes()).state;
+        let Ok(fenced) = state.compact_fenced() else {
+            prop_assert!(state.compact_checked().is_err());
+            return Ok(());
+        };
+        let again = replay_records(&fenced);
+        prop_assert_eq!(again.next_generation(), state.next_generation());
+        prop_assert_eq!(live(&again), live(&state));
+        prop_assert_eq!(again.next_seq(), state.next_seq());
+        let not_watermark = |rows: Vec<keel_kernel::Generation>| -> Vec<keel_kernel::Generation> {
+            rows.into_iter().filter(|row| row.loop_ts != GENERATION_WATERMARK).collect()
+        };
+        prop_assert_eq!(not_watermark(again.generations()), not_watermark(state.generations()));
+        prop_assert_eq!(again.compact_fenced(), Ok(fenced.clone()));
+        let mut spec = state.compact();
+        let mut ours = fenced;
+        for records in [&mut spec, &mut ours] {
+            if let Some(checkpoint) = records.first_mut() {
+                checkpoint.remove("generations");
+            }
+        }
+        prop_assert_eq!(ours, spec);
     }
 
     /// Regression: `compact_checked` compared the re-keyed live set by bodies only, so it accepted
