@@ -229,7 +229,8 @@ fn verify(out: &mut impl Write, path: &Path, as_json: bool) -> Result<Status, Fa
         .as_ref()
         .map(|t| json!({"line_number": t.line + 1, "line_index": t.line, "raw": t.raw, "terminated": read.terminated}));
     let mis_keyed = state.compact_checked().err().map(|e| e.to_string());
-    let clean = corrupt.is_empty();
+    // A whole bad last line is damage to the service (grants stop), so it is to verify as well.
+    let clean = corrupt.is_empty() && !(torn.is_some() && read.terminated);
     if as_json {
         let report = json!({
             "path": path.display().to_string(),

@@ -87,13 +87,19 @@ fn verify_tells_a_cut_write_from_a_whole_bad_last_line_and_marks_reviewed_lines(
     let journal = path.to_str().expect("UTF-8 temp path");
     let verify = || -> serde_json::Value {
         let out = keel(&["--journal", journal, "journal", "verify", "--json"], None);
-        serde_json::from_slice(&out.stdout).expect("JSON report")
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+        let status = i32::from(report["clean"] != true);
+        assert_eq!(out.status.code(), Some(status), "{report}");
+        report
     };
     let acquire = r#"{"lane": "a", "lease": {"lane": "a", "loop_ts": "t"}, "loop_ts": "t", "op": "ACQUIRE", "seq": 1}"#;
     std::fs::write(&path, format!("{acquire}\n{{\"op\": \"ACQ")).expect("write");
-    assert_eq!(verify()["torn_tail"]["terminated"], false);
+    let cut = verify();
+    assert_eq!((cut["torn_tail"]["terminated"].as_bool(), cut["clean"].as_bool()), (Some(false), Some(true)));
+    // A whole bad last line stops grants, so verify calls it damage too (it once said "ok").
     std::fs::write(&path, format!("{acquire}\n{{not json\n")).expect("write");
-    assert_eq!(verify()["torn_tail"]["terminated"], true);
+    let whole = verify();
+    assert_eq!((whole["torn_tail"]["terminated"].as_bool(), whole["clean"].as_bool()), (Some(true), Some(false)));
     let accepted = keel(&["--journal", journal, "journal", "review", "--accept", "--by", "test"], None);
     assert_eq!(accepted.status.code(), Some(0), "{}", text(&accepted.stderr));
     let report = verify();

@@ -1113,6 +1113,9 @@ impl<S: Storage + Clone> Journal<S> {
         if let Some(checkpoint) = records.first_mut() {
             checkpoint.insert("ts".into(), Value::from(ts.clone()));
         }
+        // A whole last line that does not parse is damage the fold holds back as a tail, not a
+        // sentinel: carried as one, it stays damage until reviewed instead of vanishing.
+        records.extend(whole_bad_last_line(folded).map(BadLine::sentinel));
         let excuses = folded.state.excuses_in_force();
         if !excuses.is_empty() {
             let mut review = review_record(&excuses, "carried forward by compaction", &self.writer_name());

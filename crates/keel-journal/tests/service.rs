@@ -366,3 +366,31 @@ fn a_token_is_never_issued_twice_across_a_compaction() {
     });
     assert!(matches!(refused, Err(JournalError::InvalidRequest(_))), "{refused:?}");
 }
+
+/// Found by a race sweep: a compaction rewrote the journal from the fold, which holds a whole bad
+/// last line back as a tail rather than a sentinel, so the damage vanished without a review and
+/// the next acquire was granted.
+#[test]
+fn compaction_carries_a_whole_bad_last_line_as_damage_until_it_is_reviewed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&path, options(&clock));
+    granted(journal.acquire(&request("a", "a/", "agent-a")).expect("acquire"));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"op\": \"ACQUIRE\", \"lane\": \"b\"\n"))
+        .expect("a damaged whole last line");
+    let journal = Journal::open(&path, options(&clock));
+    let damaged = |journal: &Journal| {
+        matches!(journal.acquire(&request("c", "c/", "agent-c")), Err(JournalError::Damaged { .. }))
+    };
+    assert!(damaged(&journal));
+    journal.compact().expect("compact");
+    assert!(String::from_utf8_lossy(&std::fs::read(&path).expect("journal")).contains("\\\"lane\\\": \\\"b\\\""));
+    let reopened = Journal::open(&path, options(&clock));
+    assert!(damaged(&reopened), "compaction erased the damage");
+    assert_eq!(reopened.review("operator", true).expect("review").len(), 1);
+    granted(reopened.acquire(&request("c", "c/", "agent-c")).expect("acquire after the review"));
+}
