@@ -489,3 +489,60 @@ fn a_journal_in_a_mistyped_directory_is_a_usage_error_and_no_lease_is_granted_th
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(journal.is_file());
 }
+
+/// `keel` with the file-size limit at `limit` bytes (`prlimit --fsize`): a write that crosses it
+/// is cut short at that byte, exactly what a power cut or a full disk leaves.
+fn keel_limited(root: &str, limit: u64, args: &[&str]) -> Output {
+    let limit = format!("--fsize={limit}");
+    Command::new("prlimit")
+        .args([limit.as_str(), "--", env!("CARGO_BIN_EXE_keel"), "--root", root])
+        .args(args)
+        .env_remove("KEEL_ROOT")
+        .env_remove("KEEL_JOURNAL")
+        .output()
+        .expect("prlimit (util-linux) runs")
+}
+
+/// Found by a crash sweep: a writer that repairs a crashed writer's fragment terminates it and
+/// writes the `REVIEW` excusing it in one write. When that write was cut short too, the fragment
+/// was left a whole line nobody excused, and every later acquire was refused as damaged until an
+/// operator reviewed it. Cut at every point from "only the newline" to "all but the last byte".
+#[test]
+fn a_repair_cut_short_is_finished_by_the_next_writer_and_wedges_nobody() {
+    fn acquire<'a>(lane: &'a str, owner: &'a str) -> [&'a str; 8] {
+        ["lease", "acquire", "--lane", lane, "--tree", lane, "--owner", owner]
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().to_str().expect("UTF-8 temp path");
+    let journal = dir.path().join(".keel/lane-journal.jsonl");
+    let size = || std::fs::metadata(&journal).expect("journal").len();
+    let first = keel_limited(root, u64::MAX >> 1, &acquire("l1/", "agent-1"));
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let seed = std::fs::read(&journal).expect("journal");
+
+    let tear = || {
+        std::fs::write(&journal, &seed).expect("reset the journal");
+        let _ = std::fs::remove_file(dir.path().join(".keel/lane-journal.jsonl.head"));
+        let torn = keel_limited(root, size() + 100, &acquire("l2/", "agent-a"));
+        assert_eq!(torn.status.code(), Some(4), "the first write is cut: {}", text(&torn.stderr));
+        size()
+    };
+    // The repair write is "\n" + REVIEW + "\n" (then the record it came for): measure it uncut.
+    let fragment_end = tear();
+    let uncut = keel_limited(root, u64::MAX >> 1, &acquire("l3/", "agent-b"));
+    assert_eq!(uncut.status.code(), Some(0), "{}", text(&uncut.stderr));
+    let bytes = std::fs::read(&journal).expect("journal");
+    let review = bytes[fragment_end as usize + 1..].split(|&b| b == b'\n').next().expect("a REVIEW").len() as u64;
+    assert!(String::from_utf8_lossy(&bytes).contains("\"op\": \"REVIEW\""));
+
+    // Only the newline lands; part of the REVIEW; all of it but its last byte; all but its newline.
+    for cut in [1, 2, 40, review, review + 1] {
+        let fragment_end = tear();
+        let cut_repair = keel_limited(root, fragment_end + cut, &acquire("l3/", "agent-b"));
+        assert_eq!(cut_repair.status.code(), Some(4), "cut {cut}: {}", text(&cut_repair.stderr));
+        assert_eq!(size(), fragment_end + cut);
+        let next = keel_limited(root, u64::MAX >> 1, &acquire("l4/", "agent-c"));
+        assert_eq!(next.status.code(), Some(0), "cut {cut}: {}", text(&next.stderr));
+        assert!(!dir.path().join(".keel/lane-journal.jsonl.torn").exists(), "cut {cut}: the sidecar was removed");
+    }
+}

@@ -328,9 +328,20 @@ pub struct Journal<S: Storage + Clone = OsStorage> {
     path: PathBuf,
     lock_path: PathBuf,
     head_path: PathBuf,
+    /// `<journal>.torn`: the fragments a repair began to terminate (see [`Journal::append`]).
+    torn_path: PathBuf,
     options: JournalOptions,
     cache: Mutex<Cache<S>>,
 }
+
+/// The repair sidecar's content, bounded like any file keel reads.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RepairsBegun {
+    excuses: Vec<Excuse>,
+}
+
+/// Larger than any sidecar a run of repairs leaves (one excuse each, about 100 bytes).
+const TORN_BYTES_MAX: u64 = 64 * 1024;
 
 impl Journal<OsStorage> {
     /// A service over the journal at `path` on the real file system. Nothing is read until the
@@ -380,6 +391,7 @@ impl<S: Storage + Clone> Journal<S> {
             path: path.to_owned(),
             lock_path: KernelLock::path_for(path),
             head_path: with_suffix(path, ".head"),
+            torn_path: with_suffix(path, ".torn"),
             options,
             cache: Mutex::new(Cache {
                 lock: None,
@@ -644,14 +656,35 @@ impl<S: Storage + Clone> Journal<S> {
 
     /// Appends `records` (stamping `seq` and `ts`), durably, then folds them in. A torn tail left
     /// by a crashed writer is terminated by the appender and excused by a `REVIEW` first.
+    ///
+    /// The newline that terminates the fragment and that `REVIEW` go out in one write; if it is
+    /// cut short (a power cut, a full disk), the fragment is left a whole line nobody excused,
+    /// which would stop grants until an operator reviews it. So before that write, the fragment's
+    /// excuse is made durable in `<journal>.torn`: a later writer excuses the lines it names (as
+    /// the cut writer meant to) in the `REVIEW` of its own append, then removes it.
     fn append(&self, cache: &mut Cache<S>, mut records: Vec<Object>) -> Result<(), JournalError> {
         let folded = Self::folded(cache);
-        if let Some((bad, true)) = &folded.tail {
-            let excuse = Excuse::of_sentinel(&bad.sentinel()).expect("a sentinel has a line and raw text");
+        let begun = self.repairs_begun();
+        let mut excuses: Vec<Excuse> =
+            unreviewed(folded).iter().filter_map(Excuse::of_sentinel).filter(|e| begun.contains(e)).collect();
+        let fragment = match &folded.tail {
+            Some((bad, true)) => {
+                Some(Excuse::of_sentinel(&bad.sentinel()).expect("a sentinel has a line and raw text"))
+            }
+            _ => None,
+        };
+        if let Some(fragment) = &fragment {
+            let mut pending = begun.clone();
+            pending.push(fragment.clone());
+            let bytes = serde_json::to_vec(&RepairsBegun { excuses: pending }).expect("excuses serialise");
+            let _report = write_atomic_with(&self.storage, &self.torn_path, &bytes)?;
+            excuses.push(fragment.clone());
+        }
+        if !excuses.is_empty() {
             records.insert(
                 0,
                 review_record(
-                    &[excuse],
+                    &excuses,
                     "torn tail: an unterminated fragment a crashed writer left, never acknowledged",
                     &self.writer_name(),
                 ),
@@ -684,8 +717,29 @@ impl<S: Storage + Clone> Journal<S> {
                 return Err(error.into());
             }
         }
+        if fragment.is_some() || !begun.is_empty() {
+            // Every line it named is excused in the journal now (or was not damage after all); a
+            // sidecar left by a crash here excuses only those same lines, which were fragments.
+            let _ = self.storage.remove_file(&self.torn_path);
+        }
         self.fold(cache)?;
         self.after_append(cache)
+    }
+
+    /// The excuses in `<journal>.torn`; none when it is missing or unreadable (a sidecar that
+    /// cannot be read excuses nothing, which fails closed).
+    fn repairs_begun(&self) -> Vec<Excuse> {
+        let read = || -> Option<Vec<Excuse>> {
+            let stat = self.storage.path_stat(&self.torn_path).ok()?;
+            if stat.len > TORN_BYTES_MAX {
+                return None;
+            }
+            let file = self.storage.open_read(&self.torn_path).ok()?;
+            let mut bytes = Vec::new();
+            StorageRead { storage: &self.storage, file: &file, offset: 0 }.read_to_end(&mut bytes).ok()?;
+            serde_json::from_slice::<RepairsBegun>(&bytes).ok().map(|r| r.excuses)
+        };
+        read().unwrap_or_default()
     }
 
     /// Keeps the head fresh and the journal bounded.
@@ -708,7 +762,9 @@ impl<S: Storage + Clone> Journal<S> {
     }
 
     fn damage_check(&self, folded: &Folded) -> Result<(), JournalError> {
-        let damage = unreviewed(folded);
+        let begun = self.repairs_begun();
+        let mut damage = unreviewed(folded);
+        damage.retain(|sentinel| !Excuse::of_sentinel(sentinel).is_some_and(|e| begun.contains(&e)));
         if let Some(first) = damage.first() {
             return Err(JournalError::Damaged {
                 path: self.path.clone(),
