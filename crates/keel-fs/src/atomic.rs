@@ -101,6 +101,39 @@ pub fn write_atomic_with<S: Storage>(storage: &S, path: &Path, bytes: &[u8]) -> 
     Ok(WriteReport { bytes: bytes.len() as u64, mode_kept, dir_sync })
 }
 
+/// Removes what atomic writes of `path` killed mid-way left behind: its temporary siblings,
+/// `.<name>.<32 hex digits>.tmp`. Only for a caller that holds the lock every writer of `path`
+/// takes, so that no write of it is in flight. A name longer than the part of it that goes into
+/// temporary names is left alone, since its temporaries cannot be told from another file's.
+/// Returns how many it removed.
+pub fn remove_stale_temporaries(path: &Path) -> Result<usize> {
+    let Some(name) = path.file_name().map(OsStrExt::as_bytes) else { return Ok(0) };
+    if name.len() > TEMP_NAME_STEM_BYTES_MAX {
+        return Ok(0);
+    }
+    let dir = parent_dir(path);
+    let mut removed = 0;
+    for entry in std::fs::read_dir(&dir).map_err(|e| FsError::io("read directory", &dir, e))? {
+        let entry = entry.map_err(|e| FsError::io("read directory", &dir, e))?;
+        let file_name = entry.file_name();
+        let temp = file_name
+            .as_bytes()
+            .strip_prefix(b".")
+            .and_then(|rest| rest.strip_prefix(name))
+            .and_then(|rest| rest.strip_prefix(b"."))
+            .and_then(|rest| rest.strip_suffix(b".tmp"))
+            .is_some_and(|nonce| nonce.len() == 32 && nonce.iter().all(u8::is_ascii_hexdigit));
+        if temp {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(FsError::io("remove stale temporary", entry.path(), e)),
+            }
+        }
+    }
+    Ok(removed)
+}
+
 fn create_temp<S: Storage>(storage: &S, dir: &Path, name: &[u8]) -> Result<(PathBuf, S::File)> {
     let stem = &name[..name.len().min(TEMP_NAME_STEM_BYTES_MAX)];
     let mut last_error = None;
@@ -126,6 +159,22 @@ fn create_temp<S: Storage>(storage: &S, dir: &Path, name: &[u8]) -> Result<(Path
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temporaries_of_a_file_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("j.jsonl");
+        let _report = write_atomic(&target, b"x\n").expect("write");
+        let stale = dir.path().join(format!(".j.jsonl.{}.tmp", "0123456789abcdef".repeat(2)));
+        let kept = [".j.jsonl.notes.tmp", ".j.jsonl2.0123456789abcdef0123456789abcdef.tmp", "j.jsonl"];
+        std::fs::write(&stale, b"half a compaction").expect("stale");
+        for name in &kept[..2] {
+            std::fs::write(dir.path().join(name), b"not ours").expect("other file");
+        }
+        assert_eq!(remove_stale_temporaries(&target).expect("clean"), 1);
+        assert!(!stale.exists());
+        assert!(kept.iter().all(|name| dir.path().join(name).exists()));
+    }
 
     #[test]
     fn symlinks_resolve_to_their_final_target_even_a_dangling_one_and_loops_are_refused() {

@@ -55,7 +55,9 @@ pub mod resolve;
 pub mod seam;
 
 pub use append::{AppendReport, Appender, RECORD_BYTES_MAX, append_record, append_record_with};
-pub use atomic::{SYMLINK_HOPS_MAX, WriteReport, resolve_symlinks, write_atomic, write_atomic_with};
+pub use atomic::{
+    SYMLINK_HOPS_MAX, WriteReport, remove_stale_temporaries, resolve_symlinks, write_atomic, write_atomic_with,
+};
 pub use error::{FsError, Result};
 pub use lines::{LINE_BYTES_MAX_DEFAULT, Line, LineReader, Skipped};
 pub use lock::{ExclusiveFileLock, KernelLock, Release, ReusableLock, SidecarDirLock};

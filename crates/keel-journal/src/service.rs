@@ -1186,6 +1186,9 @@ impl<S: Storage + Clone> Journal<S> {
         let bytes_before = folded.end_offset;
         cache.appender = None;
         cache.folded = None;
+        // A compaction killed mid-way leaves a temporary copy of the journal; under the writer
+        // lock none is in flight, so any found is such a leftover. Best effort: disk, not meaning.
+        let _ = keel_fs::remove_stale_temporaries(&self.path);
         let report = write_atomic_with(&self.storage, &self.path, &bytes)?;
         let compaction = Compaction {
             ts,

@@ -394,3 +394,21 @@ fn compaction_carries_a_whole_bad_last_line_as_damage_until_it_is_reviewed() {
     assert_eq!(reopened.review("operator", true).expect("review").len(), 1);
     granted(reopened.acquire(&request("c", "c/", "agent-c")).expect("acquire after the review"));
 }
+
+/// A compaction killed mid-way leaves a temporary copy of the journal (up to its whole size);
+/// the next compaction removes such leftovers, and nothing else.
+#[test]
+fn compaction_removes_the_temporaries_of_killed_compactions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&path, options(&clock));
+    granted(journal.acquire(&request("a", "a/", "agent-a")).expect("acquire"));
+    let leftover = dir.path().join(".j.jsonl.00112233445566778899aabbccddeeff.tmp");
+    let unrelated = dir.path().join(".j.jsonl.backup.tmp");
+    std::fs::write(&leftover, b"half a compaction").expect("leftover");
+    std::fs::write(&unrelated, b"someone else's").expect("unrelated");
+    journal.compact().expect("compact");
+    assert!(!leftover.exists());
+    assert!(unrelated.exists());
+}
