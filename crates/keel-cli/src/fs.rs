@@ -100,6 +100,18 @@ pub enum FsCommand {
         /// The file, relative to the workspace root.
         path: String,
     },
+    /// List the mutation log's damaged lines; --accept records a review so mutations run again.
+    ///
+    /// Every `keel fs` mutation is refused while a damaged line is unreviewed: it may have been
+    /// an intent's record, and acting without it could apply that intent twice.
+    Review {
+        /// Record that the lines were reviewed.
+        #[arg(long)]
+        accept: bool,
+        /// Who reviewed them.
+        #[arg(long, default_value = "operator", value_parser = crate::non_blank)]
+        by: String,
+    },
 }
 
 fn failure(error: MutateError) -> Failure {
@@ -214,5 +226,36 @@ pub fn run(command: &FsCommand, root: &Path, journal: &Path, json: bool) -> Resu
             Ok(print_outcome(json, &outcome, &request)?)
         }
         FsCommand::Hash { path } => hash(root, path, json),
+        FsCommand::Review { accept, by } => review(root, accept.then_some(by.as_str()), json),
     }
+}
+
+fn review(root: &Path, accept_by: Option<&str>, json: bool) -> Result<Status, Failure> {
+    let damage = Mutator::review_log(root, accept_by, &MutatorOptions::default()).map_err(failure)?;
+    let accepted = accept_by.is_some() && !damage.is_empty();
+    if json {
+        let lines: Vec<_> = damage
+            .first
+            .iter()
+            .map(|d| json!({"line": d.line, "offset": d.offset, "reason": d.reason, "excerpt": d.excerpt}))
+            .collect();
+        outln!("{}", to_line(&json!({"damaged": damage.count, "first": lines, "accepted": accepted})))?;
+        return Ok(Status::Ok);
+    }
+    if damage.is_empty() {
+        outln!("no damaged lines in the mutation log")?;
+        return Ok(Status::Ok);
+    }
+    for line in &damage.first {
+        outln!("{line}")?;
+    }
+    if damage.count > damage.first.len() as u64 {
+        outln!("... and {} more", damage.count - damage.first.len() as u64)?;
+    }
+    if accepted {
+        outln!("recorded a review by {:?}: mutations run again", accept_by.unwrap_or_default())?;
+    } else {
+        outln!("not reviewed: rerun with --accept once these lines are understood")?;
+    }
+    Ok(Status::Ok)
 }

@@ -163,3 +163,39 @@ fn a_wrong_owner_or_lane_is_refused_naming_it_not_as_a_stale_generation() {
     assert!(!root.join("src/x.rs").exists(), "refused: nothing written");
     assert_eq!(code(&write("a", "api")), 0, "the right name still writes");
 }
+
+#[test]
+fn a_damaged_mutation_log_stops_fs_writes_until_keel_fs_review_accepts_it() {
+    let dir = workspace();
+    let root = dir.path();
+    let grant = keel(root, &["lease", "acquire", "--lane", "api", "--tree", "src/", "--owner", "a", "--json"], "");
+    assert_eq!(code(&grant), 0, "{grant:?}");
+    let generation = json(&grant)["generation"].to_string();
+    let write = |intent: &str| {
+        let args = ["fs", "write", "src/x.rs", "--owner", "a", "--lane", "api", "--generation", &generation];
+        let mut args: Vec<&str> = args.to_vec();
+        args.extend(["--expect-any", "--stdin", "--intent", intent]);
+        keel(root, &args, "content\n")
+    };
+    assert_eq!(code(&write("w1")), 0);
+    let log = root.join(".keel/mutations.jsonl");
+    let mut bytes = std::fs::read(&log).expect("log");
+    bytes[0] = b'#';
+    std::fs::write(&log, &bytes).expect("damage the log");
+
+    let refused = write("w2");
+    let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert_eq!(code(&refused), 4, "{stderr}");
+    assert!(stderr.contains("line 1") && stderr.contains("keel fs review"), "{stderr}");
+    let listed = keel(root, &["fs", "review", "--json"], "");
+    assert_eq!(code(&listed), 0, "{listed:?}");
+    let listed = json(&listed);
+    assert_eq!((listed["first"][0]["line"].as_u64(), listed["accepted"].as_bool()), (Some(1), Some(false)), "{listed}");
+    assert!(listed["damaged"].as_u64() > Some(1), "w1's later steps are orphaned too: {listed}");
+    assert_eq!(std::fs::read(&log).expect("log"), bytes, "listing is not accepting");
+    assert_eq!(code(&keel(root, &["fs", "review", "--accept", "--by", " "], "")), 2, "a blank reviewer");
+    let accepted = keel(root, &["fs", "review", "--accept", "--by", "ops"], "");
+    assert_eq!(code(&accepted), 0, "{accepted:?}");
+    assert!(String::from_utf8_lossy(&accepted.stdout).contains("recorded a review by \"ops\""));
+    assert_eq!(code(&write("w2")), 0);
+}

@@ -76,7 +76,7 @@ pub enum MutateError {
     /// intent's, and acting without it could apply that intent twice or undo it wrongly.
     #[error(
         "{}: {first} is damaged ({more} more damaged lines); no mutation runs until an operator \
-         reviews the log (Mutator::review_log)",
+         reviews the log (`keel fs review`, Mutator::review_log)",
         path.display()
     )]
     LogDamaged {
