@@ -593,14 +593,7 @@ impl<S: Storage + Clone> Journal<S> {
 
     /// The head snapshot, if it describes this very journal; anything else means "replay".
     fn load_head(&self, stat: &FileStat, file: &S::File, cache: &mut Cache<S>) -> Option<(LiveState, u64, u64)> {
-        let head_stat = self.storage.path_stat(&self.head_path).ok()?;
-        if head_stat.len > HEAD_BYTES_MAX {
-            return None;
-        }
-        let head_file = self.storage.open_read(&self.head_path).ok()?;
-        let mut bytes = Vec::new();
-        StorageRead { storage: &self.storage, file: &head_file, offset: 0 }.read_to_end(&mut bytes).ok()?;
-        let head: Head = serde_json::from_slice(&bytes).ok()?;
+        let head: Head = serde_json::from_slice(&self.read_sidecar(&self.head_path, HEAD_BYTES_MAX)?).ok()?;
         let valid = head.version == HEAD_VERSION
             && head.dev == stat.dev
             && head.ino == stat.ino
@@ -729,17 +722,22 @@ impl<S: Storage + Clone> Journal<S> {
     /// The excuses in `<journal>.torn`; none when it is missing or unreadable (a sidecar that
     /// cannot be read excuses nothing, which fails closed).
     fn repairs_begun(&self) -> Vec<Excuse> {
-        let read = || -> Option<Vec<Excuse>> {
-            let stat = self.storage.path_stat(&self.torn_path).ok()?;
-            if stat.len > TORN_BYTES_MAX {
-                return None;
-            }
-            let file = self.storage.open_read(&self.torn_path).ok()?;
-            let mut bytes = Vec::new();
-            StorageRead { storage: &self.storage, file: &file, offset: 0 }.read_to_end(&mut bytes).ok()?;
-            serde_json::from_slice::<RepairsBegun>(&bytes).ok().map(|r| r.excuses)
-        };
-        read().unwrap_or_default()
+        self.read_sidecar(&self.torn_path, TORN_BYTES_MAX)
+            .and_then(|bytes| serde_json::from_slice::<RepairsBegun>(&bytes).ok())
+            .map(|repairs| repairs.excuses)
+            .unwrap_or_default()
+    }
+
+    /// The bytes of a sidecar file (head snapshot, repairs begun), if it is there, readable and
+    /// at most `bytes_max` long. Its reader treats anything else as "no sidecar".
+    fn read_sidecar(&self, path: &Path, bytes_max: u64) -> Option<Vec<u8>> {
+        if self.storage.path_stat(path).ok()?.len > bytes_max {
+            return None;
+        }
+        let file = self.storage.open_read(path).ok()?;
+        let mut bytes = Vec::new();
+        StorageRead { storage: &self.storage, file: &file, offset: 0 }.read_to_end(&mut bytes).ok()?;
+        Some(bytes)
     }
 
     /// Keeps the head fresh and the journal bounded.
