@@ -8,7 +8,7 @@
 //! - [`generate`] writes realistic lane journals, the way `dos-kernel` writes them, from a seed: the
 //!   same seed gives the same bytes on every platform. Faults (corrupt and non-object lines, blank
 //!   lines, torn tails, odd payloads) are opt-in, kind by kind ([`generate::Faults`]).
-//! - [`reference`] folds a journal straight from `journal-format-v1.md` with the simplest data
+//! - [`reference`](mod@reference) folds a journal straight from `journal-format-v1.md` with the simplest data
 //!   structures there are: a `Vec` searched linearly, a `BTreeMap` of generations, one
 //!   `serde_json::Value` per line. It shares with the kernel only the spec's definitions of Python
 //!   values (`identity_text`, `seq_number`, `truthy`), never its fold.

@@ -119,9 +119,10 @@ fn failure(error: MutateError) -> Failure {
     let status = match &error {
         MutateError::Fs(FsError::LockBusy { .. })
         | MutateError::Journal(keel_journal::JournalError::Fs(FsError::LockBusy { .. })) => Status::Busy,
-        MutateError::IntentConflict { .. } | MutateError::InvalidRequest { .. } | MutateError::TooLarge { .. } => {
-            Status::Usage
-        }
+        MutateError::IntentConflict { .. }
+        | MutateError::InvalidRequest { .. }
+        | MutateError::TooLarge { .. }
+        | MutateError::JournalMismatch { .. } => Status::Usage,
         MutateError::Resolve(
             ResolveError::Escapes { .. } | ResolveError::Symlink { .. } | ResolveError::Invalid { .. },
         ) => Status::Refused,

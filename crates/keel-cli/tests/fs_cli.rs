@@ -199,3 +199,31 @@ fn a_damaged_mutation_log_stops_fs_writes_until_keel_fs_review_accepts_it() {
     assert!(String::from_utf8_lossy(&accepted.stdout).contains("recorded a review by \"ops\""));
     assert_eq!(code(&write("w2")), 0);
 }
+
+#[test]
+fn fs_with_another_journal_than_the_workspace_is_bound_to_is_a_usage_error() {
+    let dir = workspace();
+    let root = dir.path();
+    // The first mutator binds the workspace to the journal it was given (the default here); a
+    // write without a lease is refused, but it opened the mutator.
+    let args = ["fs", "write", "src/x.rs", "--stdin", "--owner", "a", "--lane", "api", "--generation", "1"];
+    let mut args = args.to_vec();
+    args.extend(["--expect-any", "--intent", "w0"]);
+    assert_eq!(code(&keel(root, &args, "x")), 1);
+    let other = root.join("old-copy.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--root")
+        .arg(root)
+        .arg("--journal")
+        .arg(&other)
+        .args(["fs", "write", "src/x.rs", "--stdin", "--owner", "a", "--lane", "api", "--generation", "1"])
+        .args(["--expect-any", "--intent", "w1"])
+        .env_remove("KEEL_ROOT")
+        .env_remove("KEEL_JOURNAL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("keel runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 2, "{stderr}");
+    assert!(stderr.contains("is bound to the lease journal"), "{stderr}");
+}

@@ -4,7 +4,7 @@
 //! requests, an empty keyword tree falling back to the auto-pick ladder, per-kind budgets,
 //! protected paths) are designed so that nothing except an explicit `force` ever admits a region
 //! that collides with a live lease held in a conflicting mode: every such path ends in the same
-//! [`admission`] over every live lease.
+//! `admission` over every live lease.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -6,7 +6,7 @@
 //! be vendored alone. A tidy test in `cargo xtask ci` enforces that.
 //!
 //! # The model
-//! - A journal is JSON lines ([`line`]); a [`Replay`] folds them into a [`LiveState`]: the live
+//! - A journal is JSON lines ([`line`](mod@line)); a [`Replay`] folds them into a [`LiveState`]: the live
 //!   leases in first-acquired order, their [`Generation`]s (fencing tokens) and `next_seq`.
 //!   [`LiveState::compact`] turns the state back into records that replay to the same state.
 //! - [`arbiter::decide`] admits or refuses a [`Request`] against the live leases under a

@@ -87,6 +87,25 @@ pub enum MutateError {
         /// How many more there are.
         more: u64,
     },
+    /// The workspace is bound to another lease journal than the one given (see
+    /// [`JOURNAL_BINDING_NAME`](crate::JOURNAL_BINDING_NAME)).
+    #[error(
+        "workspace {} is bound to the lease journal {bound}, not {given}: a stale copy or a wrong \
+         $KEEL_JOURNAL would let a released lease's generation through the gate (if the journal \
+         really moved, remove {})",
+        root.display(),
+        binding.display()
+    )]
+    JournalMismatch {
+        /// The workspace root.
+        root: PathBuf,
+        /// The journal it is bound to.
+        bound: String,
+        /// The journal given.
+        given: String,
+        /// The binding file.
+        binding: PathBuf,
+    },
     /// A mutation-log line could not be written as JSON (a bug).
     #[error("encoding a mutation-log record: {0}")]
     Encode(#[from] serde_json::Error),

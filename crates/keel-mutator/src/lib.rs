@@ -30,9 +30,17 @@
 //! # Limitations
 //! - A window of a few system calls remains between the commit-time checks and the `rename`:
 //!   the journal's writer lock is not held across it, and a process that ignores keel can still
-//!   swap the file in that window (it cannot make keel write outside the root: every `*at()`
-//!   call goes through the parent directory held open and never follows a symlink).
+//!   swap the file in that window. It cannot redirect keel outside the root through a symlink:
+//!   every `*at()` call goes through the parent directory held open and never follows one. It
+//!   can move that directory itself out of the root during the commit; the write then lands in
+//!   the directory it was checked in, now outside, as it would have had the move come a moment
+//!   later (a race sweep saw this in 3 of 1,500 writes against a mover). Keeping the workspace
+//!   from processes that ignore keel is not this crate's job.
 //! - Paths are UTF-8 and workspace-relative; parent directories must exist (no implicit mkdir).
+//! - A workspace is bound to the lease journal its first mutator used
+//!   ([`JOURNAL_BINDING_NAME`]): a stale copy or another journal would let a released
+//!   generation pass the gate, so opening with one is [`MutateError::JournalMismatch`]. A
+//!   journal kept in the workspace (outside `.keel/`) is protected with its sibling files.
 //! - Only regular files: a directory, FIFO or device at the path is an error.
 //! - Every step is an `fdatasync` of the log: durability first; `cargo xtask bench` reports the
 //!   cost against a plain atomic write.
@@ -74,7 +82,7 @@ pub mod request;
 pub use error::MutateError;
 pub use log::{Damage, DamagedLine};
 pub use mutator::{
-    CONTENT_BYTES_MAX_DEFAULT, LOCK_NAME, LOG_NAME, Mutator, MutatorOptions, Point, Recovery, STATE_DIR, StepHook,
-    hash_path,
+    CONTENT_BYTES_MAX_DEFAULT, JOURNAL_BINDING_NAME, LOCK_NAME, LOG_NAME, Mutator, MutatorOptions, Point, Recovery,
+    STATE_DIR, StepHook, hash_path,
 };
 pub use request::{DirSyncStatus, Expect, INTENT_BYTES_MAX, IntentId, Op, Outcome, PreState, Request, content_hash};

@@ -349,7 +349,7 @@ impl Index {
 
     /// Folds whatever the log gained since the last call (or all of it, if the file was
     /// replaced). Only whole lines are folded: [`offset`](Self::offset) stops before a torn
-    /// tail, which the next holder of the lock cuts off ([`cut_torn_tail`]).
+    /// tail, which the next holder of the lock cuts off ([`Self::cut_torn_tail`]).
     pub fn catch_up(&mut self, path: &Path) -> Result<(), MutateError> {
         let file = match File::open(path) {
             Ok(file) => file,

@@ -37,6 +37,8 @@ pub use keel_journal::STATE_DIR;
 pub const LOG_NAME: &str = "mutations.jsonl";
 /// The mutator lock's name in [`STATE_DIR`].
 pub const LOCK_NAME: &str = "mutator.lock";
+/// The name in [`STATE_DIR`] of the file that binds the workspace to its lease journal.
+pub const JOURNAL_BINDING_NAME: &str = "journal-binding";
 /// How much of a file name goes into its scratch name, so the scratch name fits `NAME_MAX`.
 const SCRATCH_STEM_BYTES_MAX: usize = 64;
 /// Read buffer for hashing.
@@ -252,6 +254,48 @@ impl Session<'_> {
     }
 }
 
+/// Marks a journal path beneath the workspace root in [`journal_place`].
+const INSIDE_ROOT: &str = "root:";
+
+/// Where `journal` is, as the binding records it: `root:<path beneath the root>` or its absolute
+/// path, with symbolic links resolved in its directory (the file itself may not exist yet).
+fn journal_place(root: &Path, journal: &Path) -> Result<String, MutateError> {
+    let canonical = |path: &Path| std::fs::canonicalize(path).map_err(|e| MutateError::io("resolve", path, e));
+    let root = canonical(root)?;
+    let Some(name) = journal.file_name() else {
+        return Err(MutateError::InvalidRequest {
+            what: journal.display().to_string(),
+            reason: "a journal path needs a file name",
+        });
+    };
+    let dir = journal.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let full = canonical(dir)?.join(name);
+    Ok(match full.strip_prefix(&root) {
+        Ok(inside) => format!("{INSIDE_ROOT}{}", inside.to_string_lossy()),
+        Err(_) => full.to_string_lossy().into_owned(),
+    })
+}
+
+/// Binds the workspace to the journal its first mutator used, and refuses any other: the gate
+/// checks generations against the journal it is given, so a stale copy of the journal, or a
+/// wrong `$KEEL_JOURNAL`, would let a released lease's generation land. Under the mutator lock.
+fn bind_journal(binding: &Path, place: &str, root: &Path) -> Result<(), MutateError> {
+    match std::fs::read(binding) {
+        Ok(bound) if bound == place.as_bytes() => Ok(()),
+        Ok(bound) => Err(MutateError::JournalMismatch {
+            root: root.to_owned(),
+            bound: String::from_utf8_lossy(&bound).into_owned(),
+            given: place.to_owned(),
+            binding: binding.to_owned(),
+        }),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let _report = keel_fs::write_atomic(binding, place.as_bytes())?;
+            Ok(())
+        }
+        Err(e) => Err(MutateError::io("read journal binding", binding, e)),
+    }
+}
+
 fn refuse_damage(index: &Index, log_path: &Path) -> Result<(), MutateError> {
     match index.damage.first.first() {
         Some(first) => Err(MutateError::LogDamaged {
@@ -399,9 +443,19 @@ impl Mutator {
             },
             Err(e) => return Err(MutateError::io("stat state directory", &state_dir, e)),
         }
+        let place = journal_place(root_dir.path(), journal.path())?;
         let mut protected: Vec<String> = journal.options().taxonomy.protected.clone();
         protected.extend(options.protected.iter().cloned());
         protected.push(format!("{STATE_DIR}/"));
+        if let Some(journal_file) = place.strip_prefix(INSIDE_ROOT) {
+            // A journal kept in the workspace, outside `.keel/`: neither it nor its lock, head,
+            // repair sidecar or temporaries may be written through the gate, or a holder could
+            // erase every lease and the counter with them.
+            let (dir, name) = journal_file.rsplit_once('/').map_or(("", journal_file), |(d, n)| (d, n));
+            let dir = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+            protected.push(format!("{journal_file}*"));
+            protected.push(format!("{dir}.{name}*"));
+        }
         let mut mutator = Self {
             root: root_dir,
             protected: Tree::new(&protected),
@@ -414,6 +468,7 @@ impl Mutator {
         };
         let recovery = {
             let mut session = mutator.session()?;
+            bind_journal(&state_dir.join(JOURNAL_BINDING_NAME), &place, root)?;
             let mut recovery = mutator.recover_all(&mut session)?;
             recovery.compacted = mutator.compact_if_large(&mut session)?;
             recovery

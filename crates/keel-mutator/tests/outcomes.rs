@@ -208,3 +208,47 @@ fn a_lease_named_by_lane_alone_is_the_owners_newest_and_another_owner_cannot_use
     assert!(matches!(refused, Outcome::Forbidden { refusal: Refusal::NotHolder { .. } }), "{refused:?}");
     assert_eq!(ws.read("src/l.rs").as_deref(), Some(&b"l"[..]));
 }
+
+/// Found by a race sweep: with the journal kept in the workspace (outside `.keel/`), a holder
+/// whose tree covered it emptied it through the gate, erasing every lease and the counter.
+#[test]
+fn a_journal_kept_in_the_workspace_and_its_siblings_are_protected() {
+    let ws = Workspace::new();
+    let journal_path = ws.root.join("leases.jsonl");
+    let journal = keel_journal::Journal::open(&journal_path, keel_journal::JournalOptions::default());
+    let mutator =
+        keel_mutator::Mutator::open(&ws.root, journal, keel_mutator::MutatorOptions::default()).expect("open");
+    let lease = AcquireRequest {
+        lane: "all".into(),
+        tree: vec!["leases*".into(), ".leases*".into()],
+        owner: "agent-a".into(),
+        ..AcquireRequest::default()
+    };
+    let AcquireOutcome::Acquire(grant) = mutator.journal().acquire(&lease).expect("acquire") else {
+        panic!("an empty journal grants")
+    };
+    let before = std::fs::read(&journal_path).expect("journal");
+    for (n, path) in
+        ["leases.jsonl", "leases.jsonl.lock", "leases.jsonl.torn", ".leases.jsonl.0123.tmp"].iter().enumerate()
+    {
+        let outcome =
+            mutator.write(path, b"", &request(&grant, "agent-a", Expect::Any, &format!("w{n}"))).expect("write");
+        assert!(matches!(outcome, Outcome::Forbidden { refusal: Refusal::Protected { .. } }), "{path}: {outcome:?}");
+    }
+    assert_eq!(std::fs::read(&journal_path).expect("journal"), before);
+}
+
+/// Found by a race sweep: `keel fs` with an old copy of the journal let a released lease's
+/// generation land over the newer holder's work. A workspace is bound to its first journal.
+#[test]
+fn a_workspace_is_bound_to_its_journal_and_refuses_another() {
+    let ws = Workspace::new();
+    drop(ws.mutator());
+    let copy = ws.journal_path.with_file_name("old-copy.jsonl");
+    let other = keel_journal::Journal::open(&copy, keel_journal::JournalOptions::default());
+    let err = keel_mutator::Mutator::open(&ws.root, other, keel_mutator::MutatorOptions::default())
+        .expect_err("another journal");
+    assert!(matches!(err, MutateError::JournalMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("old-copy.jsonl"), "{err}");
+    drop(ws.mutator());
+}
