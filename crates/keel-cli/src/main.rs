@@ -299,6 +299,11 @@ fn dispatch(cli: &Cli) -> Result<Status, Failure> {
 }
 
 fn main() -> ExitCode {
+    // A write past a file-size limit (RLIMIT_FSIZE) raises SIGXFSZ, whose default action kills
+    // keel in the middle of an append. With a handler in place the write fails with EFBIG
+    // instead, and keel cuts the partial record off and reports it, as it does a full disk.
+    // (Handlers do not survive `exec`: a command run under `keel lease run` keeps the default.)
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGXFSZ, std::sync::Arc::default());
     let cli = Cli::parse();
     match dispatch(&cli) {
         Ok(status) => ExitCode::from(status as u8),

@@ -503,46 +503,72 @@ fn keel_limited(root: &str, limit: u64, args: &[&str]) -> Output {
         .expect("prlimit (util-linux) runs")
 }
 
-/// Found by a crash sweep: a writer that repairs a crashed writer's fragment terminates it and
-/// writes the `REVIEW` excusing it in one write. When that write was cut short too, the fragment
-/// was left a whole line nobody excused, and every later acquire was refused as damaged until an
-/// operator reviewed it. Cut at every point from "only the newline" to "all but the last byte".
+/// Found by disk-full and crash sweeps. A write cut short (a full disk, a file-size limit) left
+/// its bytes in the journal: a record whose JSON was whole and only the newline missing then
+/// replayed as written although the command had failed (exit 4). And a writer that repairs a
+/// crashed writer's fragment terminates it and writes the `REVIEW` excusing it in one write; when
+/// a power cut tore that write too, the fragment became a whole line nobody excused, and every
+/// later acquire was refused as damaged until an operator reviewed it.
 #[test]
-fn a_repair_cut_short_is_finished_by_the_next_writer_and_wedges_nobody() {
+fn a_cut_write_leaves_nothing_and_a_torn_repair_is_finished_by_the_next_writer() {
     fn acquire<'a>(lane: &'a str, owner: &'a str) -> [&'a str; 8] {
         ["lease", "acquire", "--lane", lane, "--tree", lane, "--owner", owner]
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().to_str().expect("UTF-8 temp path");
     let journal = dir.path().join(".keel/lane-journal.jsonl");
+    let sidecar = dir.path().join(".keel/lane-journal.jsonl.torn");
     let size = || std::fs::metadata(&journal).expect("journal").len();
-    let first = keel_limited(root, u64::MAX >> 1, &acquire("l1/", "agent-1"));
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let unlimited = u64::MAX >> 1;
+    // Two leases: the journal is then longer than the lock file's 512-byte note, which every
+    // limit below must let through.
+    for lane in ["l0/", "l1/"] {
+        let granted = keel_limited(root, unlimited, &acquire(lane, "agent-1"));
+        assert_eq!(granted.status.code(), Some(0), "{}", text(&granted.stderr));
+    }
     let seed = std::fs::read(&journal).expect("journal");
+    assert!(seed.len() > 600, "{}", seed.len());
 
-    let tear = || {
+    // A write cut anywhere, up to all but its newline, fails and leaves the journal as it was.
+    let record = {
+        let granted = keel_limited(root, unlimited, &acquire("l2/", "agent-2"));
+        assert_eq!(granted.status.code(), Some(0), "{}", text(&granted.stderr));
+        std::fs::read(&journal).expect("journal").len() as u64 - seed.len() as u64
+    };
+    for cut in [1, 100, record - 1] {
         std::fs::write(&journal, &seed).expect("reset the journal");
         let _ = std::fs::remove_file(dir.path().join(".keel/lane-journal.jsonl.head"));
-        let torn = keel_limited(root, size() + 100, &acquire("l2/", "agent-a"));
-        assert_eq!(torn.status.code(), Some(4), "the first write is cut: {}", text(&torn.stderr));
-        size()
-    };
-    // The repair write is "\n" + REVIEW + "\n" (then the record it came for): measure it uncut.
-    let fragment_end = tear();
-    let uncut = keel_limited(root, u64::MAX >> 1, &acquire("l3/", "agent-b"));
-    assert_eq!(uncut.status.code(), Some(0), "{}", text(&uncut.stderr));
-    let bytes = std::fs::read(&journal).expect("journal");
-    let review = bytes[fragment_end as usize + 1..].split(|&b| b == b'\n').next().expect("a REVIEW").len() as u64;
-    assert!(String::from_utf8_lossy(&bytes).contains("\"op\": \"REVIEW\""));
+        let cut_short = keel_limited(root, seed.len() as u64 + cut, &acquire("l2/", "agent-2"));
+        let stderr = text(&cut_short.stderr);
+        assert_eq!(cut_short.status.code(), Some(4), "cut {cut}: {stderr}");
+        assert!(stderr.contains("the partial record was cut off again"), "cut {cut}: {stderr}");
+        assert_eq!(std::fs::read(&journal).expect("journal"), seed, "cut {cut}");
+        let live = keel_limited(root, unlimited, &["lease", "live", "--json"]);
+        assert!(!text(&live.stdout).contains("agent-2"), "cut {cut}: the failed acquire holds a lease");
+    }
 
-    // Only the newline lands; part of the REVIEW; all of it but its last byte; all but its newline.
-    for cut in [1, 2, 40, review, review + 1] {
-        let fragment_end = tear();
-        let cut_repair = keel_limited(root, fragment_end + cut, &acquire("l3/", "agent-b"));
-        assert_eq!(cut_repair.status.code(), Some(4), "cut {cut}: {}", text(&cut_repair.stderr));
-        assert_eq!(size(), fragment_end + cut);
-        let next = keel_limited(root, u64::MAX >> 1, &acquire("l4/", "agent-c"));
-        assert_eq!(next.status.code(), Some(0), "cut {cut}: {}", text(&next.stderr));
-        assert!(!dir.path().join(".keel/lane-journal.jsonl.torn").exists(), "cut {cut}: the sidecar was removed");
+    // A crashed writer's fragment; the next writer's repair is cut short, then a power cut is
+    // simulated by putting back a prefix of "\n" + REVIEW, as a torn page would leave it.
+    for torn_bytes in [&b"\n"[..], b"\n{\"by\": \"keel", b"\n{"] {
+        std::fs::write(&journal, &seed).expect("reset the journal");
+        let _ = std::fs::remove_file(dir.path().join(".keel/lane-journal.jsonl.head"));
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&journal)
+            .and_then(|mut f| f.write_all(br#"{"host_id": "vm", "lane": "l9/", "op": "ACQ"#))
+            .expect("a crashed writer's fragment");
+        let fragment_end = size();
+        let repair = keel_limited(root, fragment_end + 2, &acquire("l3/", "agent-b"));
+        assert_eq!(repair.status.code(), Some(4), "{}", text(&repair.stderr));
+        assert_eq!(size(), fragment_end, "the cut repair was cut off again");
+        assert!(sidecar.exists(), "the repair made its excuse durable before writing");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&journal)
+            .and_then(|mut f| f.write_all(torn_bytes))
+            .expect("what a power cut left of the repair");
+        let next = keel_limited(root, unlimited, &acquire("l4/", "agent-c"));
+        assert_eq!(next.status.code(), Some(0), "{torn_bytes:?}: {}", text(&next.stderr));
+        assert!(!sidecar.exists(), "{torn_bytes:?}: the sidecar was removed");
     }
 }

@@ -174,17 +174,27 @@ impl<S: Storage> Appender<S> {
         self.buffer.extend_from_slice(record);
         self.buffer.push(b'\n');
 
-        let written = match self.storage.write_once(&mut self.file, &self.buffer) {
-            Ok(written) => written,
-            Err(e) => return Err(self.latch("write", e)),
+        // One write puts the whole record down; a short one (a full disk, a file-size limit) is
+        // continued under the same lock, so the record stays contiguous, until it is whole or
+        // the file system says why not.
+        let mut written = 0;
+        let failure = loop {
+            match self.storage.write_once(&mut self.file, &self.buffer[written..]) {
+                Ok(0) => break Some(std::io::Error::new(std::io::ErrorKind::WriteZero, "no more bytes accepted")),
+                Ok(n) => {
+                    written += n;
+                    if written == self.buffer.len() {
+                        break None;
+                    }
+                }
+                Err(e) => break Some(e),
+            }
         };
-        if written != self.buffer.len() {
-            self.failed = Some("write");
-            return Err(FsError::ShortWrite {
-                path: self.path.clone(),
-                written_bytes: written,
-                expected_bytes: self.buffer.len(),
-            });
+        if let Some(cause) = failure {
+            if written == 0 {
+                return Err(self.latch("write", cause));
+            }
+            return Err(self.cut_back(written, cause));
         }
         if let Err(e) = self.storage.sync_data(&self.file) {
             return Err(self.latch("fdatasync", e));
@@ -199,6 +209,25 @@ impl<S: Storage> Appender<S> {
             repaired_torn_tail,
             dir_sync: self.created_dir_sync.take(),
         })
+    }
+
+    /// After a write that put down `written` bytes of the record and then failed: cuts them off
+    /// again, so no part of a record reported as failed is ever read as a record (one whose JSON
+    /// is whole and only the `\n` missing would replay as written). Only when the file is just
+    /// this handle's length plus those bytes: anything else appended after them is not ours to
+    /// cut, and they stay a torn tail for the next writer to repair. Latches the handle failed.
+    fn cut_back(&mut self, written: usize, cause: std::io::Error) -> FsError {
+        self.failed = Some("write");
+        let ours = self.storage.file_stat(&self.file).is_ok_and(|stat| stat.len == self.len + written as u64);
+        let cut_back =
+            ours && self.storage.set_len(&self.file, self.len).is_ok() && self.storage.sync_data(&self.file).is_ok();
+        FsError::ShortWrite {
+            path: self.path.clone(),
+            written_bytes: written,
+            expected_bytes: self.buffer.len(),
+            source: cause,
+            cut_back,
+        }
     }
 
     fn latch(&mut self, op: &'static str, e: std::io::Error) -> FsError {

@@ -57,9 +57,15 @@ pub enum FsError {
         /// Index of the first `\n` inside the record.
         at: usize,
     },
-    /// A single `write` wrote fewer bytes than the record (disk full, quota): the file now ends
-    /// in a torn tail that the next opener repairs. The handle latched failed.
-    #[error("{}: short write, {written_bytes} of {expected_bytes} bytes", path.display())]
+    /// An append put down part of the record and then failed (a full disk, a file-size limit).
+    /// The part was cut off again when nothing else had been appended after it; otherwise it is
+    /// a torn tail the next writer repairs. Either way the record did not happen. The handle
+    /// latched failed.
+    #[error(
+        "{}: append: wrote {written_bytes} of {expected_bytes} bytes, then: {source}; {}",
+        path.display(),
+        if *cut_back { "the partial record was cut off again" } else { "the partial record stays as a torn tail" }
+    )]
     ShortWrite {
         /// The file.
         path: PathBuf,
@@ -67,6 +73,11 @@ pub enum FsError {
         written_bytes: usize,
         /// Bytes handed to it.
         expected_bytes: usize,
+        /// Why the rest was not written.
+        #[source]
+        source: std::io::Error,
+        /// Whether the partial bytes were removed.
+        cut_back: bool,
     },
     /// The handle failed earlier and refuses further use: close it and reopen.
     #[error("{}: handle failed earlier during {op}; close and reopen", path.display())]

@@ -74,6 +74,8 @@ pub enum Op {
     SyncDir,
     /// [`Storage::remove_file`].
     Remove,
+    /// [`Storage::set_len`].
+    SetLen,
 }
 
 /// The operations atomic write and durable append need. Paths are used as given; callers pass
@@ -111,6 +113,8 @@ pub trait Storage {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// `unlink`.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// `ftruncate`: cuts the file to `len` bytes (needs no free space).
+    fn set_len(&self, file: &Self::File, len: u64) -> io::Result<()>;
 }
 
 impl<S: Storage + ?Sized> Storage for &S {
@@ -156,6 +160,9 @@ impl<S: Storage + ?Sized> Storage for &S {
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         (**self).remove_file(path)
+    }
+    fn set_len(&self, file: &Self::File, len: u64) -> io::Result<()> {
+        (**self).set_len(file, len)
     }
 }
 
@@ -276,6 +283,10 @@ impl Storage for OsStorage {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
+    }
+
+    fn set_len(&self, file: &File, len: u64) -> io::Result<()> {
+        file.set_len(len)
     }
 }
 
@@ -412,6 +423,10 @@ impl<S: Storage> Storage for FailAfter<S> {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.gate(Op::Remove)?;
         self.inner.remove_file(path)
+    }
+    fn set_len(&self, file: &Self::File, len: u64) -> io::Result<()> {
+        self.gate(Op::SetLen)?;
+        self.inner.set_len(file, len)
     }
 }
 
@@ -723,6 +738,14 @@ impl Storage for CrashSim {
         let mut state = self.lock();
         Self::tick(&mut state)?;
         state.volatile_names.remove(path).map(|_| ()).ok_or_else(|| io::Error::from(ErrorKind::NotFound))
+    }
+
+    fn set_len(&self, file: &SimFile, len: u64) -> io::Result<()> {
+        let mut state = self.lock();
+        Self::tick(&mut state)?;
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        Self::inode_mut(&mut state, file.ino)?.volatile.resize(len, 0);
+        Ok(())
     }
 }
 
