@@ -745,7 +745,11 @@ impl<S: Storage + Clone> Journal<S> {
         let end = Self::folded(cache).end_offset;
         let over = self.options.compact_threshold_bytes.is_some_and(|threshold| end > threshold);
         if over && end > cache.compacted_bytes.saturating_mul(2) && Self::folded(cache).state.is_self_keyed() {
-            self.compact_locked(cache)?;
+            // The record is durable: a compaction that fails (a full disk: it needs room for a
+            // copy) must not make the operation report failure. The next append tries again.
+            if self.compact_locked(cache).is_err() && cache.folded.is_none() {
+                self.fold(cache)?;
+            }
             return Ok(());
         }
         if Self::folded(cache).safe_offset >= cache.head_offset + self.options.head_every_bytes {

@@ -412,3 +412,24 @@ fn compaction_removes_the_temporaries_of_killed_compactions() {
     assert!(!leftover.exists());
     assert!(unrelated.exists());
 }
+
+/// Found by a disk-full sweep: an append past the compaction threshold compacts in the same
+/// operation, and when the compaction failed for want of room for its copy, the acquire or
+/// release, already durable, reported failure (exit 4) although it had happened.
+#[test]
+fn a_failed_automatic_compaction_does_not_fail_the_durable_operation_before_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    // Every new file fails: the compaction's temporary copy (and the head snapshot, derived).
+    let storage = keel_fs::FailAfter::sticky(keel_fs::OsStorage, 0).only(keel_fs::seam::Op::CreateNew);
+    let options = JournalOptions { compact_threshold_bytes: Some(1), ..options(&clock) };
+    let journal = Journal::with_storage(&storage, &path, options.clone());
+    let grant = granted(journal.acquire(&request("a", "a/", "agent-a")).expect("the grant is durable"));
+    granted(journal.acquire(&request("b", "b/", "agent-b")).expect("and so is the next"));
+    journal.release("a", "agent-a", None).expect("the release is durable");
+    assert!(storage.tripped(), "the compaction was tried and failed");
+    let live = Journal::open(&path, options).live().expect("live");
+    assert_eq!(live.iter().map(|l| l.identity.lane.as_str()).collect::<Vec<_>>(), ["b"]);
+    assert!(grant.generation > 0);
+}
