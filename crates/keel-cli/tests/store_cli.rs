@@ -179,3 +179,30 @@ fn a_reader_that_goes_away_ends_keel_quietly_with_status_0_and_a_full_disk_is_st
     assert_eq!(output.status.code(), Some(4), "any other write error is an I/O error: {stderr}");
     assert!(stderr.contains("writing to stdout"), "{stderr}");
 }
+
+/// Found by a disk-full sweep: an event about a worker is durable before the worker's snapshot
+/// is rewritten, and when that rewrite failed (no room for its copy) the append exited 4: a
+/// retry then recorded the event twice. The rewrite is cut off here by a file-size limit that
+/// lets the small event through but not the large snapshot.
+#[test]
+fn an_event_is_reported_appended_when_only_the_worker_snapshot_could_not_be_rewritten() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    ok(root, &["store", "init", "--runtime", "r"]);
+    let big = json!({"pad": "x".repeat(3000)}).to_string();
+    ok(root, &["store", "worker", "add", "--runtime", "r", "--worker", "w", "--request", &big]);
+    let limited = Command::new("prlimit")
+        .args(["--fsize=1024", "--", env!("CARGO_BIN_EXE_keel"), "--root"])
+        .arg(root)
+        .args(["store", "event", "append", "--runtime", "r", "--worker", "w", "--json", r#"{"n": 1}"#])
+        .env_remove("KEEL_ROOT")
+        .output()
+        .expect("prlimit (util-linux) runs");
+    assert_eq!(limited.status.code(), Some(0), "{}", String::from_utf8_lossy(&limited.stderr));
+    // The next append, in another process, brings the snapshot up to date.
+    ok(root, &["store", "event", "append", "--runtime", "r", r#"{"n": 2}"#]);
+    let page = json_of(root, &["store", "events", "--runtime", "r", "--json"]);
+    assert_eq!(page["events"].as_array().map(Vec::len), Some(2), "{page}");
+    let check = keel(root, &["store", "check", "--runtime", "r"]);
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
+}

@@ -855,7 +855,15 @@ impl FsRuntimeStore {
             if let Some(tail) = self.transcripts.get(worker_id).and_then(|h| h.tail.as_ref()) {
                 worker.next_transcript_seq = worker.next_transcript_seq.max(tail.next_key);
             }
-            write_snapshot(&self.worker_dir(worker_id, OP)?.join(WORKER_FILE), worker, OP)?;
+            let snapshot =
+                self.worker_dir(worker_id, OP).and_then(|dir| write_snapshot(&dir.join(WORKER_FILE), worker, OP));
+            if snapshot.is_err() {
+                // The event is durable and its id taken: reporting failure now (a full disk has
+                // no room for the snapshot's copy) would have a retry append it twice. The
+                // snapshot only caches the log's last event for the worker; the next refresh
+                // under the lock, forced here, writes it again.
+                self.events.tail_locked = false;
+            }
         }
         Ok(event)
     }
