@@ -175,7 +175,9 @@ pub enum LeaseCommand {
 pub fn failure(error: JournalError) -> Failure {
     let status = match &error {
         JournalError::Fs(keel_fs::FsError::LockBusy { .. }) => Status::Busy,
-        JournalError::IdentityInUse { .. } | JournalError::CompactRefused { .. } => Status::Refused,
+        JournalError::IdentityInUse { .. }
+        | JournalError::CompactRefused { .. }
+        | JournalError::CompactTooLong { .. } => Status::Refused,
         // A caller's value or path that cannot be used (a journal in a directory that is not
         // there, an owner name over the limit) is a usage error, like a mistyped `--root`.
         JournalError::InvalidRequest(_) | JournalError::Fs(keel_fs::FsError::Invalid { .. }) => Status::Usage,

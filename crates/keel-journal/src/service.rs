@@ -21,7 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keel_fs::seam::FileStat;
-use keel_fs::{Appender, FsError, KernelLock, LineReader, OsStorage, ReusableLock, Storage, write_atomic_with};
+use keel_fs::{
+    Appender, FsError, KernelLock, LINE_BYTES_MAX_DEFAULT, LineReader, OsStorage, ReusableLock, Storage,
+    write_atomic_with,
+};
 use keel_kernel::arbiter::{Decision, Mode, Outcome, Request, decide};
 use keel_kernel::expiry::{ExpiryPolicy, Verdict, assess, format_utc};
 use keel_kernel::json::to_line;
@@ -132,6 +135,20 @@ pub enum JournalError {
         path: PathBuf,
         /// Why.
         source: CompactError,
+    },
+    /// Compaction would write a line (the checkpoint) longer than any reader accepts.
+    #[error(
+        "{}: not compacted: the checkpoint would be a line of {line_bytes} bytes, over the readers' \
+         limit of {line_bytes_max}",
+        path.display()
+    )]
+    CompactTooLong {
+        /// The journal.
+        path: PathBuf,
+        /// The checkpoint line's length.
+        line_bytes: usize,
+        /// The limit.
+        line_bytes_max: usize,
     },
     /// A number the journal hands out (`seq`, or the fencing generation) has reached `u64::MAX`,
     /// which no real journal does (it takes a hand-edited or damaged line). Saturating would hand
@@ -1182,7 +1199,17 @@ impl<S: Storage + Clone> Journal<S> {
         }
         let mut bytes = Vec::new();
         for record in &records {
-            bytes.extend_from_slice(to_line(record).as_bytes());
+            let line = to_line(record);
+            // A checkpoint holds every live lease on one line: past the readers' line limit it
+            // would leave a journal no keel can read, so the rewrite is refused instead.
+            if line.len() > LINE_BYTES_MAX_DEFAULT {
+                return Err(JournalError::CompactTooLong {
+                    path: self.path.clone(),
+                    line_bytes: line.len(),
+                    line_bytes_max: LINE_BYTES_MAX_DEFAULT,
+                });
+            }
+            bytes.extend_from_slice(line.as_bytes());
             bytes.push(b'\n');
         }
         let bytes_before = folded.end_offset;

@@ -433,3 +433,32 @@ fn a_failed_automatic_compaction_does_not_fail_the_durable_operation_before_it()
     assert_eq!(live.iter().map(|l| l.identity.lane.as_str()).collect::<Vec<_>>(), ["b"]);
     assert!(grant.generation > 0);
 }
+
+/// Found by a hostile-input sweep: the checkpoint holds every live lease on one line, and with
+/// enough large trees it outgrew the readers' 16 MiB line limit: the rename happened, and every
+/// later command failed on the journal it left.
+#[test]
+fn a_compaction_whose_checkpoint_no_reader_could_read_is_refused_before_writing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let options = JournalOptions { compact_threshold_bytes: None, ..options(&clock) };
+    // Forty leases of 440 KB each, as another writer might have left them (written directly:
+    // granting them one by one takes a minute in a debug build).
+    let long = "x".repeat(440_000);
+    let mut lines = String::new();
+    for i in 0..40 {
+        let lease = json!({"lane": format!("l{i}"), "loop_ts": format!("t{i}"), "tree": [format!("d{i}/{long}")]});
+        let record =
+            json!({"op": "ACQUIRE", "seq": i + 1, "lane": format!("l{i}"), "loop_ts": format!("t{i}"), "lease": lease});
+        lines.push_str(&to_line(record.as_object().expect("object")));
+        lines.push('\n');
+    }
+    std::fs::write(&path, lines).expect("write the journal");
+    let journal = Journal::open(&path, options.clone());
+    let before = std::fs::read(&path).expect("journal");
+    let refused = journal.compact();
+    assert!(matches!(refused, Err(JournalError::CompactTooLong { .. })), "{refused:?}");
+    assert_eq!(std::fs::read(&path).expect("journal"), before);
+    granted(Journal::open(&path, options).acquire(&request("n", "n/", "agent-n")).expect("still readable"));
+}
