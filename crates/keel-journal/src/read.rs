@@ -30,8 +30,10 @@ pub struct ReadOutcome {
     pub replayed: Replayed,
     /// The file's length when it was read (the offset just past its last byte).
     pub end_offset: u64,
-    /// Whether the file ended with `\n` (or held nothing from the offset): a torn tail that was
-    /// terminated is a whole line that does not parse, not a write cut short.
+    /// Whether the last line is whole: it ended with `\n` (or the file held nothing from the
+    /// offset), or it holds a `\r` no writer leaves in a cut-short record
+    /// ([`keel_kernel::line::cut_short`]). A torn tail that is whole is a line that does not
+    /// parse, not a write cut short.
     pub terminated: bool,
 }
 
@@ -116,8 +118,9 @@ fn read_chunks(
                 return Ok((position, true));
             }
             // The final, unterminated fragment is a line of its own.
+            let whole = !keel_kernel::line::cut_short(&chunk, false);
             let _ = chunks.send((index, chunk));
-            return Ok((position, false));
+            return Ok((position, whole));
         }
         let Some(last) = memchr::memrchr(b'\n', &chunk) else {
             if chunk.len() > LINE_BYTES_MAX_DEFAULT {
@@ -166,7 +169,7 @@ fn replay_serial(file: File, path: &Path, mut replay: Replay, offset: u64) -> Re
     let mut reader = keel_fs::LineReader::new(file, path, offset);
     let mut terminated = true;
     while let Some(line) = reader.next_line()? {
-        terminated = line.terminated;
+        terminated = !keel_kernel::line::cut_short(line.bytes, line.terminated);
         replay.push_line(line.bytes);
     }
     let end_offset = reader.offset();

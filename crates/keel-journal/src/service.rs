@@ -570,7 +570,7 @@ impl<S: Storage + Clone> Journal<S> {
         let (mut safe_offset, mut safe_lines, mut terminated) = (offset, lines, true);
         while let Some(line) = lines_reader.next_line()? {
             let end = line.offset + line.bytes.len() as u64 + u64::from(line.terminated);
-            terminated = line.terminated;
+            terminated = !keel_kernel::line::cut_short(line.bytes, line.terminated);
             replay.push_line(line.bytes);
             if replay.pending().is_none() {
                 safe_offset = end;

@@ -462,3 +462,24 @@ fn a_compaction_whose_checkpoint_no_reader_could_read_is_refused_before_writing(
     assert_eq!(std::fs::read(&path).expect("journal"), before);
     granted(Journal::open(&path, options).acquire(&request("n", "n/", "agent-n")).expect("still readable"));
 }
+
+/// Found by a hostile-input sweep: a journal whose records are separated by `\r` (a CR-only
+/// writer) ended in a "line" that looked like a crashed writer's fragment; the next writer
+/// excused it automatically, lane b's lease vanished, and a colliding grant went through.
+#[test]
+fn a_last_line_holding_a_carriage_return_is_damage_not_a_fragment_to_excuse() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    std::fs::write(
+        &path,
+        "{\"op\":\"ACQUIRE\",\"seq\":1,\"loop_ts\":\"t1\",\"lane\":\"a\",\"tree\":[\"src/\"]}\n\
+         {\"op\":\"ACQUIRE\",\"seq\":2,\"loop_ts\":\"t2\",\"lane\":\"b\",\"tree\":[\"lib/\"]}\r\
+         {\"op\":\"HEARTBEAT\",\"seq\":3,\"loop_ts\":\"t2\",\"lane\":\"b\"}\r",
+    )
+    .expect("write");
+    let journal = Journal::open(&path, options(&clock));
+    let refused = journal.acquire(&request("z", "lib/x", "agent-z"));
+    assert!(matches!(refused, Err(JournalError::Damaged { line_number: 2, .. })), "{refused:?}");
+    assert!(replay_path(&path).expect("read").terminated, "verify calls it whole, not cut short");
+}

@@ -41,6 +41,14 @@ pub fn line_text(line: &[u8]) -> Cow<'_, str> {
     }
 }
 
+/// Whether a journal's last line can be a write cut short: it has no `\n`, and no `\r` either.
+/// Writers append whole records ending in `\n` and never write a raw `\r` (dos-kernel counts a
+/// final `\r` as a terminator), so a last line holding one is a whole line, damage if it does not
+/// parse, never a crashed writer's fragment to excuse.
+pub fn cut_short(line: &[u8], terminated: bool) -> bool {
+    !terminated && memchr::memchr(b'\r', line).is_none()
+}
+
 /// Classifies one line (without its `\n`).
 pub fn classify(line: &[u8]) -> LineClass {
     classify_text(&line_text(line))
