@@ -45,7 +45,7 @@ pub enum ConfigCommand {
 pub fn failure(error: ConfigError) -> Failure {
     let status = match &error {
         ConfigError::GenerationConflict { .. } => Status::Refused,
-        ConfigError::NotAnObject { .. } => Status::Usage,
+        ConfigError::NotAnObject { .. } | ConfigError::Unreadable { .. } => Status::Usage,
         e if e.is_lock_busy() => Status::Busy,
         _ => Status::Io,
     };

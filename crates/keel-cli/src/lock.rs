@@ -92,11 +92,11 @@ pub enum LockCommand {
     },
 }
 
-/// Maps a lockfile error to its exit status: 3 lock busy, 2 a bad section name, 4 the rest.
+/// Maps a lockfile error to its exit status: 3 lock busy, 2 a bad section name or value, 4 the rest.
 pub fn failure(error: LockfileError) -> Failure {
     let status = if error.is_lock_busy() {
         Status::Busy
-    } else if matches!(error, LockfileError::Name { .. }) {
+    } else if matches!(error, LockfileError::Name { .. } | LockfileError::Encode { .. }) {
         Status::Usage
     } else {
         Status::Io

@@ -165,3 +165,30 @@ fn a_symlinked_lockfile_or_config_is_updated_at_its_target_and_stays_a_link() {
     let get = keel(&["config", "get", "--file", path_str(&dir.path().join("real/config.json")), "--json"]);
     assert_eq!(stdout_json(&get)["config"], json!({"x": 1}), "{}", text(&get.stdout));
 }
+
+/// Found by a hostile-input sweep: a value nested 127 deep parses alone, so it was accepted, but
+/// inside the document it is 128 deep, past every JSON reader's limit: the whole lockfile (or
+/// config) became unreadable. It is refused now, and the file keeps its content.
+#[test]
+fn a_value_too_deep_to_read_back_once_stored_is_refused_and_the_file_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let deep = format!("{}{}", "[".repeat(127), "]".repeat(127));
+    let lock = dir.path().join("tools.lock");
+    let f = path_str(&lock);
+    assert_eq!(keel(&["lock", "set", "--file", f, "a", "--value", "1"]).status.code(), Some(0));
+    let before = std::fs::read(&lock).expect("lockfile");
+    let refused = keel(&["lock", "set", "--file", f, "deep", "--value", &deep]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert_eq!(std::fs::read(&lock).expect("lockfile"), before);
+    assert_eq!(keel(&["lock", "get", "--file", f, "a"]).status.code(), Some(0));
+
+    let config = dir.path().join("config.json");
+    let c = path_str(&config);
+    assert_eq!(keel(&["config", "set", "--file", c, "--value", r#"{"a": 1}"#]).status.code(), Some(0));
+    let before = std::fs::read(&config).expect("config");
+    let deep_config = format!("{{\"a\": {}{}}}", "[".repeat(126), "]".repeat(126));
+    let refused = keel(&["config", "set", "--file", c, "--value", &deep_config]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert_eq!(std::fs::read(&config).expect("config"), before);
+    assert_eq!(keel(&["config", "get", "--file", c]).status.code(), Some(0));
+}

@@ -206,3 +206,23 @@ fn an_event_is_reported_appended_when_only_the_worker_snapshot_could_not_be_rewr
     let check = keel(root, &["store", "check", "--runtime", "r"]);
     assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
 }
+
+/// Found by a hostile-input sweep: an event nested 127 deep was acknowledged, then read back as a
+/// torn tail (one level deeper in its record, past the reader's limit), cut off, and its id given
+/// again. It is refused now, before anything is written.
+#[test]
+fn an_event_too_deep_to_read_back_once_stored_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    ok(root, &["store", "init", "--runtime", "r"]);
+    let deep = format!("{}{}", "[".repeat(127), "]".repeat(127));
+    let (status, stderr) = code(root, &["store", "event", "append", "--runtime", "r", &deep]);
+    assert_eq!(status, Some(2), "{stderr}");
+    let (status, stderr) =
+        code(root, &["store", "worker", "add", "--runtime", "r", "--worker", "w", "--request", &deep]);
+    assert_eq!(status, Some(2), "{stderr}");
+    ok(root, &["store", "event", "append", "--runtime", "r", r#"{"n": 1}"#]);
+    let page = json_of(root, &["store", "events", "--runtime", "r", "--json"]);
+    assert_eq!(page["events"][0]["id"], json!(1), "{page}");
+    assert_eq!(keel(root, &["store", "check", "--runtime", "r"]).status.code(), Some(0));
+}

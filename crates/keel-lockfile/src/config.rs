@@ -129,6 +129,11 @@ impl<S: Storage> ConfigStore<S> {
         envelope.insert(GENERATION_KEY.to_owned(), Value::from(generation));
         envelope.insert(CONFIG_KEY.to_owned(), config.clone());
         let mut bytes = serde_json::to_vec_pretty(&envelope).expect("JSON values serialise into memory");
+        // A config nested 127 deep parses alone but not inside its envelope: refuse it rather
+        // than write a file no reader can open.
+        if let Err(e) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            return Err(ConfigError::Unreadable { op, path: path.clone(), reason: e.to_string() });
+        }
         bytes.push(b'\n');
         if bytes.len() as u64 > self.options.document_bytes_max {
             let bytes_max = self.options.document_bytes_max;

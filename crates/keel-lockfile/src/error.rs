@@ -121,6 +121,17 @@ pub enum ConfigError {
         /// What is wrong, with the position for invalid JSON.
         reason: String,
     },
+    /// A config (given, or produced by a patch) would not read back once written: it nests
+    /// deeper than a JSON reader goes. Nothing was written.
+    #[error("{op} {}: the config could not be read back once written ({reason}); nothing was written", path.display())]
+    Unreadable {
+        /// `"set"` or `"patch"`.
+        op: &'static str,
+        /// The config file.
+        path: PathBuf,
+        /// What the reader said.
+        reason: String,
+    },
     /// A config (given, or produced by a patch) is not a JSON object. Nothing was written.
     #[error("{op} {}: the config must be a JSON object, got {found}", path.display())]
     NotAnObject {

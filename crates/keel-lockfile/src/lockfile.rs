@@ -157,6 +157,14 @@ impl<S: Storage> Lockfile<S> {
                 bytes_max: self.options.document_bytes_max,
             });
         }
+        // The document holds the section one level deeper: it must still read back there (a
+        // value nested 127 deep parses alone, and would make the whole lockfile unreadable).
+        let nested = [&b"["[..], &encoded, b"]"].concat();
+        serde_json::from_slice::<serde_json::Value>(&nested).map_err(|source| LockfileError::Encode {
+            path: self.path.clone(),
+            section: name.to_owned(),
+            source,
+        })?;
         let value: Value = serde_json::from_slice(&encoded).map_err(|source| LockfileError::Encode {
             path: self.path.clone(),
             section: name.to_owned(),

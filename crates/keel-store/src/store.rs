@@ -189,11 +189,24 @@ fn to_json_line<T: Serialize>(value: &T, limits: &Limits, op: &'static str, what
             reason: format!("{} bytes as a JSON line; the limit is {}", line.len(), limits.record_bytes_max),
         });
     }
+    readable_back(&line, op, what)?;
     Ok(line)
+}
+
+/// Refuses bytes about to be stored that `serde_json` would not read back: a value nested 127
+/// deep is accepted as input, then sits one level deeper in its record, past the reader's limit
+/// of 128, and the acknowledged record would read as damage.
+fn readable_back(bytes: &[u8], op: &'static str, what: &'static str) -> Result<()> {
+    serde_json::from_slice::<serde_json::Value>(bytes).map(|_| ()).map_err(|e| StoreError::InvalidInput {
+        op,
+        what,
+        reason: format!("it could not be read back once stored: {e}"),
+    })
 }
 
 fn write_snapshot<T: Serialize>(path: &Path, snapshot: &T, op: &'static str) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(snapshot).expect("snapshots serialise");
+    readable_back(&bytes, op, "snapshot")?;
     bytes.push(b'\n');
     let _report = write_atomic(path, &bytes).map_err(|e| StoreError::fs(op, e))?;
     Ok(())
