@@ -67,9 +67,8 @@ pub fn run(args: &ArbitrateArgs) -> Result<Status, Failure> {
         }
         number += 1;
         let response = if buffer.len() > INPUT_LINE_BYTES_MAX && !buffer.ends_with(b"\n") {
-            // Skip the rest of the oversized line so the stream stays in step.
-            let mut rest = Vec::new();
-            input.read_until(b'\n', &mut rest).context("reading stdin").map_err(Failure::io)?;
+            // Skip the rest of the oversized line so the stream stays in step, in bounded memory.
+            skip_line(&mut input).context("reading stdin").map_err(Failure::io)?;
             malformed = true;
             json!({"error": format!("stdin line {number}: longer than {INPUT_LINE_BYTES_MAX} bytes"), "line": number})
         } else {
@@ -113,4 +112,28 @@ pub fn run(args: &ArbitrateArgs) -> Result<Status, Failure> {
     } else {
         Status::Ok
     })
+}
+
+/// Discards input through the next `\n` (or the end), a buffer at a time.
+fn skip_line(input: &mut impl BufRead) -> io::Result<()> {
+    loop {
+        let buffer = match input.fill_buf() {
+            Ok(buffer) => buffer,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        match buffer.iter().position(|&b| b == b'\n') {
+            Some(at) => {
+                input.consume(at + 1);
+                return Ok(());
+            }
+            None => {
+                let all = buffer.len();
+                input.consume(all);
+            }
+        }
+    }
 }

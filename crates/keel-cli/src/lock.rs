@@ -44,9 +44,17 @@ impl ValueSource {
                 serde_json::from_str(text).map_err(|e| Failure::usage(anyhow!("--value is not valid JSON: {e}")))
             }
             (None, Some(path)) => {
-                let bytes = std::fs::read(path)
+                // No document may be larger, so no value is read past that (a huge file once
+                // cost gigabytes before the limit refused it).
+                let limit = keel_lockfile::DOCUMENT_BYTES_MAX_DEFAULT;
+                let mut bytes = Vec::new();
+                std::fs::File::open(path)
+                    .and_then(|file| std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut bytes))
                     .with_context(|| format!("read --from {}", path.display()))
                     .map_err(Failure::io)?;
+                if bytes.len() as u64 > limit {
+                    return Err(Failure::usage(anyhow!("--from {}: larger than {limit} bytes", path.display())));
+                }
                 serde_json::from_slice(&bytes)
                     .map_err(|e| Failure::io(anyhow!("--from {}: invalid JSON: {e}", path.display())))
             }

@@ -192,3 +192,18 @@ fn a_value_too_deep_to_read_back_once_stored_is_refused_and_the_file_kept() {
     assert_eq!(std::fs::read(&config).expect("config"), before);
     assert_eq!(keel(&["config", "get", "--file", c]).status.code(), Some(0));
 }
+
+/// Found by a hostile-input sweep: `--from` read the whole file, and a 16 MB value cost 5.6 GB
+/// and 12 s before the document limit refused it. No more than the limit is read now.
+#[test]
+fn a_from_file_larger_than_any_document_is_refused_without_reading_it_whole() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let big = dir.path().join("big.json");
+    let file = std::fs::File::create(&big).expect("create");
+    file.set_len(keel_lockfile::DOCUMENT_BYTES_MAX_DEFAULT + 1).expect("a sparse file over the limit");
+    let lock = dir.path().join("tools.lock");
+    let out = keel(&["lock", "set", "--file", path_str(&lock), "s", "--from", path_str(&big)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("larger than"), "{}", text(&out.stderr));
+    assert!(!lock.exists());
+}
