@@ -354,6 +354,18 @@ fn arbitrate_answers_an_unknown_request_mode_with_an_error_on_its_line_and_goes_
 }
 
 #[test]
+fn arbitrate_refuses_a_tree_over_the_entry_limit_on_its_line_and_goes_on() {
+    let tree: Vec<String> = (0..=keel_kernel::tree::TREE_ENTRIES_MAX).map(|i| format!("d{i}/")).collect();
+    let big = serde_json::json!({"request": {"lane": "a", "tree": tree}, "live_leases": []});
+    let input = format!("{big}\n{}\n", r#"{"request": {"lane": "b", "tree": ["src/"]}, "live_leases": []}"#);
+    let out = keel(&["arbitrate"], Some(&input));
+    assert_eq!(out.status.code(), Some(2));
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).expect("UTF-8").lines().collect();
+    assert!(lines[0].contains("at most 1024 are accepted") && lines[0].contains("\"line\": 1"), "{}", lines[0]);
+    assert!(lines[1].contains("\"outcome\": \"acquire\""), "{}", lines[1]);
+}
+
+#[test]
 fn a_reclaimed_lease_is_reported_as_text_not_as_debug_output() {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().to_str().expect("UTF-8 temp path");

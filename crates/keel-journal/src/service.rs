@@ -1283,6 +1283,13 @@ fn validate(request: &AcquireRequest) -> Result<(), JournalError> {
         )));
     }
     Mode::requested(&request.mode).map_err(|e| JournalError::InvalidRequest(e.to_string()))?;
+    if request.tree.len() > tree::TREE_ENTRIES_MAX {
+        return Err(JournalError::InvalidRequest(format!(
+            "a tree of {} entries; at most {} are accepted",
+            request.tree.len(),
+            tree::TREE_ENTRIES_MAX
+        )));
+    }
     if let Some((entry, why)) = request.tree.iter().find_map(|e| tree::confined(e).err().map(|why| (e, why))) {
         return Err(JournalError::InvalidRequest(format!("tree entry {entry:?} is outside the workspace: {why}")));
     }

@@ -483,3 +483,19 @@ fn a_last_line_holding_a_carriage_return_is_damage_not_a_fragment_to_excuse() {
     assert!(matches!(refused, Err(JournalError::Damaged { line_number: 2, .. })), "{refused:?}");
     assert!(replay_path(&path).expect("read").terminated, "verify calls it whole, not cut short");
 }
+
+/// Found by a hostile-input sweep: the collision check compares every entry with every entry of
+/// each live lease, and a request of 40,000 entries held the writer lock for 12 s.
+#[test]
+fn a_tree_of_more_entries_than_the_limit_is_refused_before_the_lock() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&dir.path().join("j.jsonl"), options(&clock));
+    let max = keel_kernel::tree::TREE_ENTRIES_MAX;
+    let tree = |n: usize| (0..n).map(|i| format!("d{i}/")).collect::<Vec<_>>();
+    let refused = journal.acquire(&AcquireRequest { tree: tree(max + 1), ..request("a", "unused/", "agent-a") });
+    assert!(matches!(&refused, Err(JournalError::InvalidRequest(why)) if why.contains("at most")), "{refused:?}");
+    granted(
+        journal.acquire(&AcquireRequest { tree: tree(max), ..request("a", "unused/", "agent-a") }).expect("acquire"),
+    );
+}

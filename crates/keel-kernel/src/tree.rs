@@ -70,6 +70,11 @@ pub fn normalise(entry: &str) -> Option<Region> {
     if cut.is_empty() { Some(Region::Universal) } else { Some(Region::Prefix(cut.to_owned())) }
 }
 
+/// The most entries a requested tree may have. Finding a collision compares every entry with
+/// every entry of each live lease, so an unbounded request could hold the writer lock for
+/// seconds (40,000 entries took 12 s); no real region needs more.
+pub const TREE_ENTRIES_MAX: usize = 1024;
+
 /// Whether an entry names a region inside the workspace; `Err` says why not: an absolute path or
 /// a `..` component, read the way [`normalise`] reads the entry (`\` as `/`, white space
 /// stripped). A `lock://NAME` entry names no path and passes; a glob is checked as written, so
