@@ -760,3 +760,18 @@ proptest! {
         }
     }
 }
+
+/// Found by a hostile-input sweep: `serde_json`'s default float parsing can be one ulp off, so a
+/// compaction rewrote `2.2250738585072011e-308` in a lease body as a different number.
+#[test]
+fn a_float_in_a_lease_body_survives_compaction_exactly() {
+    let text = "2.2250738585072011e-308";
+    let journal = format!(
+        "{{\"op\": \"ACQUIRE\", \"seq\": 1, \"loop_ts\": \"t\", \"lane\": \"a\", \"lease\": {{\"lane\": \"a\", \"loop_ts\": \"t\", \"x\": {text}}}}}\n"
+    );
+    let state = replay_bytes(journal.as_bytes()).state;
+    let compacted = serde_json::to_string(&state.compact()).expect("serialise");
+    let written = compacted.split("\"x\":").nth(1).expect("x").split(['}', ',']).next().expect("number");
+    let exact: f64 = text.parse().expect("std parses exactly");
+    assert_eq!(written.trim().parse::<f64>().expect("a number").to_bits(), exact.to_bits(), "{written}");
+}
