@@ -79,8 +79,11 @@ pub fn run(args: &ArbitrateArgs) -> Result<Status, Failure> {
             match serde_json::from_str::<Case>(text.trim()) {
                 Ok(case) if case.request.tree.len() > keel_kernel::tree::TREE_ENTRIES_MAX => {
                     malformed = true;
-                    let max = keel_kernel::tree::TREE_ENTRIES_MAX;
-                    json!({"error": format!("stdin line {number}: request: a tree of {} entries; at most {max} are accepted", case.request.tree.len()), "line": number})
+                    let (entries, max) = (case.request.tree.len(), keel_kernel::tree::TREE_ENTRIES_MAX);
+                    let error = format!(
+                        "stdin line {number}: request: a tree of {entries} entries; at most {max} are accepted"
+                    );
+                    json!({"error": error, "line": number})
                 }
                 Ok(case) => match Mode::requested(&case.request.mode) {
                     // A request's mode is read strictly, a live lease's leniently (arbiter-v1:

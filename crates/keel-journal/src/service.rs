@@ -675,8 +675,13 @@ impl<S: Storage + Clone> Journal<S> {
     fn append(&self, cache: &mut Cache<S>, mut records: Vec<Object>) -> Result<(), JournalError> {
         let folded = Self::folded(cache);
         let begun = self.repairs_begun();
-        let mut excuses: Vec<Excuse> =
-            unreviewed(folded).iter().filter_map(Excuse::of_sentinel).filter(|e| begun.contains(e)).collect();
+        // Only a repair cut short leaves a sidecar: without one there is nothing to finish, and
+        // the damage list is not scanned on every append.
+        let mut excuses: Vec<Excuse> = if begun.is_empty() {
+            Vec::new()
+        } else {
+            unreviewed(folded).iter().filter_map(Excuse::of_sentinel).filter(|e| begun.contains(e)).collect()
+        };
         let fragment = match &folded.tail {
             Some((bad, true)) => {
                 Some(Excuse::of_sentinel(&bad.sentinel()).expect("a sentinel has a line and raw text"))

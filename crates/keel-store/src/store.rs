@@ -998,8 +998,8 @@ impl FsRuntimeStore {
 
     /// One page of events from `cursor` (the start of the log when `None`): at most `limit`
     /// events, refusing a `limit` of 0 or above `max_limit` (or the runtime's `page_limit_max`),
-    /// a cursor of another runtime and one past the end of the log. Seeks through the index: the cost does not grow with the
-    /// cursor's position.
+    /// a cursor of another runtime and one past the end of the log. Seeks through the index: the
+    /// cost does not grow with the cursor's position.
     pub fn read_events(&self, cursor: Option<&EventCursor>, limit: u64, max_limit: u64) -> Result<EventPage> {
         const OP: &str = "read events";
         if let Some(cursor) = cursor
