@@ -137,7 +137,7 @@ pub fn run(command: &LockCommand, json: bool) -> Result<Status, Failure> {
             Ok(Status::Ok)
         }
         LockCommand::Get { file, section: Some(section) } => {
-            let value = open(file)?.section::<Value>(section).map_err(failure)?;
+            let value = open(file)?.section_value(section).map_err(failure)?;
             let present = value.is_some();
             if json {
                 outln!(
@@ -187,7 +187,7 @@ pub fn run(command: &LockCommand, json: bool) -> Result<Status, Failure> {
         }
         LockCommand::Unset { file, section } => {
             let lockfile = open(file)?;
-            let present = lockfile.section::<Value>(section).map_err(failure)?.is_some();
+            let present = lockfile.section_value(section).map_err(failure)?.is_some();
             // Removing nothing writes nothing: no file appears where there was none.
             let written = if present {
                 lockfile.remove_section(section).map_err(failure)?;

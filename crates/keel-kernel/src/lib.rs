@@ -17,8 +17,11 @@
 //! the deliberate deviations those specs list.
 //!
 //! # Limitations
-//! - Lease bodies are `serde_json` objects: members keep their values, not their byte spelling
-//!   (key order becomes sorted; numbers beyond `f64` precision lose digits).
+//! - Lease bodies are `serde_json` objects: members keep their values and numbers keep their digits
+//!   (`arbitrary_precision`), but not the body's byte spelling (key order becomes sorted, white
+//!   space and escapes are rewritten).
+//! - `NaN`, `Infinity` and `-Infinity`, which Python's `json` reads and writes, are not JSON: a
+//!   line holding one is corrupt here.
 //! - Case folding follows the Unicode tables of the `caseless` crate, which may be a newer Unicode
 //!   version than the Python that wrote a journal; they differ only on newly assigned characters.
 //!

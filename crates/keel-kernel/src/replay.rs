@@ -1014,17 +1014,48 @@ mod tests {
 
     #[test]
     fn a_line_serde_json_refuses_is_corrupt_on_every_path() {
-        // Lone surrogates and numbers beyond f64, in a lease body or a member replay never reads.
-        // The fast path once accepted these lines, and reading the lease body later panicked.
+        // Lone surrogates, in a lease body or a member replay never reads. The fast path once
+        // accepted these lines, and reading the lease body later panicked.
         for line in [
             r#"{"op": "ACQUIRE", "loop_ts": "t", "lane": "l", "lease": {"k": "\ud800"}}"#,
-            r#"{"op": "ACQUIRE", "loop_ts": "t", "lane": "l", "lease": {"k": 1e400}}"#,
             r#"{"op": "HALT", "x": "\udc00\ud800"}"#,
         ] {
             let journal = format!("{line}\n{{\"op\": \"HALT\"}}\n");
             let state = replay_bytes(journal.as_bytes()).state;
             assert_eq!(state.corrupt().len(), 1, "{line}");
             assert_eq!(state.live().count(), 0, "{line}");
+        }
+    }
+
+    #[test]
+    fn numbers_in_a_lease_body_survive_replay_and_compaction_as_written() {
+        // Python reads these as an exact int, a float or infinity (`1e400`), and so a record;
+        // keel keeps their digits (`serde_json` respells only an exponent's marker and sign).
+        let numbers = [
+            ("123456789012345678901234567890", "123456789012345678901234567890"),
+            ("18446744073709551616", "18446744073709551616"),
+            ("-0", "-0"),
+            ("1.10", "1.10"),
+            ("1E5", "1e+5"),
+            ("1e400", "1e+400"),
+        ];
+        let body: Vec<String> = numbers.iter().enumerate().map(|(i, (n, _))| format!("\"n{i}\": {n}")).collect();
+        let body = body.join(", ");
+        // The second record has a surrogate pair, which sends it down the general path.
+        let journal = format!(
+            "{{\"op\": \"ACQUIRE\", \"loop_ts\": \"t\", \"lane\": \"a\", \"lease\": {{\"lane\": \"a\", {body}}}, \"seq\": 1}}\n\
+             {{\"op\": \"ACQUIRE\", \"loop_ts\": \"t\", \"lane\": \"b\", \"lease\": {{\"lane\": \"b\", {body}}}, \"seq\": 2, \"x\": \"\\ud83d\\ude00\"}}\n"
+        );
+        let state = replay_bytes(journal.as_bytes()).state;
+        assert_eq!((state.live_count(), state.corrupt().len()), (2, 0));
+        let compacted = serde_json::to_string(&state.compact()).expect("serialise");
+        for lease in state.live() {
+            let written = serde_json::to_string(lease).expect("serialise");
+            for (i, (_, n)) in numbers.iter().enumerate() {
+                let member = format!("\"n{i}\":{n}");
+                assert!(written.contains(&member), "{member} in {written}");
+                assert_eq!(compacted.matches(&member).count(), 2, "{member} in {compacted}");
+            }
         }
     }
 

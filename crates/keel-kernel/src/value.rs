@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 /// A JSON object: a journal record or a lease body. Unknown members are carried unchanged.
 pub type Object = Map<String, Value>;
@@ -16,7 +16,7 @@ pub fn truthy(value: &Value) -> bool {
     match value {
         Value::Null => false,
         Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::Number(n) => python_float(n) != 0.0,
         Value::String(s) => !s.is_empty(),
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
@@ -46,15 +46,7 @@ fn python_repr(value: &Value) -> String {
         Value::Null => "None".to_owned(),
         Value::Bool(true) => "True".to_owned(),
         Value::Bool(false) => "False".to_owned(),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                i.to_string()
-            } else if let Some(u) = n.as_u64() {
-                u.to_string()
-            } else {
-                python_float_repr(n.as_f64().unwrap_or(f64::NAN))
-            }
-        }
+        Value::Number(n) => python_int(n).unwrap_or_else(|| python_float_repr(python_float(n))),
         Value::String(s) => python_string_repr(s),
         Value::Array(items) => {
             let inner: Vec<String> = items.iter().map(python_repr).collect();
@@ -66,6 +58,22 @@ fn python_repr(value: &Value) -> String {
             format!("{{{}}}", inner.join(", "))
         }
     }
+}
+
+/// How Python reads a JSON number written without a fraction or exponent: as an `int`, of any
+/// size. Its text then is its `str()` (JSON has no leading zeros), except that `-0` is `0`.
+fn python_int(n: &Number) -> Option<String> {
+    let text = n.as_str();
+    if text.contains(['.', 'e', 'E']) {
+        return None;
+    }
+    Some(if text == "-0" { "0".to_owned() } else { text.to_owned() })
+}
+
+/// How Python reads any other JSON number: as the nearest `float`, infinite beyond its range
+/// (`1e400`). Rust's parser rounds the same way.
+fn python_float(n: &Number) -> f64 {
+    n.as_str().parse().unwrap_or(f64::NAN)
 }
 
 /// Python's `repr(float)`: shortest round-trip digits, scientific outside `1e-4 <= |x| < 1e16`.
@@ -135,13 +143,15 @@ pub fn python_eq(a: &Value, b: &Value) -> bool {
     fn number(value: &Value) -> Option<f64> {
         match value {
             Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
-            Value::Number(n) => n.as_f64(),
+            Value::Number(n) => Some(python_float(n)),
             _ => None,
         }
     }
     match (a, b) {
         // Integers compare exactly (f64 would merge neighbours above 2^53).
-        (Value::Number(x), Value::Number(y)) if !x.is_f64() && !y.is_f64() => x == y,
+        (Value::Number(x), Value::Number(y)) if python_int(x).is_some() && python_int(y).is_some() => {
+            python_int(x) == python_int(y)
+        }
         (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| python_eq(x, y)),
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| python_eq(v, w)))
@@ -203,6 +213,24 @@ mod tests {
         assert_eq!(identity_text(Some(&json!("0"))), "0");
         assert_eq!(identity_text(Some(&json!(["a", 1, null]))), "['a', 1, None]");
         assert_eq!(identity_text(Some(&json!({"k": "it's"}))), "{'k': \"it's\"}");
+    }
+
+    #[test]
+    fn numbers_read_as_python_reads_their_text() {
+        let read = |text: &str| serde_json::from_str::<Value>(text).expect("JSON");
+        // An integer of any size is an exact `int`; `-0` is `0`.
+        assert_eq!(identity_text(Some(&read("123456789012345678901234567890"))), "123456789012345678901234567890");
+        assert_eq!(identity_text(Some(&read("-18446744073709551617"))), "-18446744073709551617");
+        assert_eq!(identity_text(Some(&read("-0"))), "");
+        // Anything else is the nearest float, infinite past its range.
+        assert_eq!(identity_text(Some(&read("1E5"))), "100000.0");
+        assert_eq!(identity_text(Some(&read("1e400"))), "inf");
+        assert_eq!(identity_text(Some(&read("-0.0"))), "");
+        assert!(python_eq(&read("123456789012345678901234567890"), &read("123456789012345678901234567890")));
+        assert!(!python_eq(&read("123456789012345678901234567890"), &read("123456789012345678901234567891")));
+        assert!(python_eq(&read("-0"), &read("0")));
+        assert!(python_eq(&read("7"), &read("7.0")));
+        assert!(python_eq(&read("1e400"), &read("2e400")));
     }
 
     #[test]

@@ -131,6 +131,13 @@ impl<S: Storage> Lockfile<S> {
         })
     }
 
+    /// Section `name` as the JSON value it holds, numbers spelled as in the file (reading it
+    /// through [`section`](Self::section) as a `Value` would respell `1.10` as `1.1`).
+    pub fn section_value(&self, name: &str) -> Result<Option<Value>, LockfileError> {
+        self.check_name("read section", name)?;
+        Ok(self.state().view.get(name).cloned())
+    }
+
     /// The names of every section in this handle's view, sorted (reserved keys excluded).
     pub fn section_names(&self) -> Vec<String> {
         self.state().view.keys().filter(|k| check_section_name(k).is_ok()).cloned().collect()

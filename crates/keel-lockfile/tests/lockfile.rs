@@ -312,3 +312,20 @@ fn documents_and_sections_beyond_the_size_limit_are_refused() {
     let error = Lockfile::open_with(OsStorage, &path, small).expect_err("refused unread");
     assert!(matches!(error, LockfileError::TooLarge { op: "open", .. }), "{error}");
 }
+
+/// A section's numbers are written and read back as the writer spelled them (an integer beyond
+/// u64 once became a float in the file, and `-0` came back as `0`).
+#[test]
+fn numbers_in_a_section_are_written_and_read_back_as_spelled() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tools.lock");
+    let text = r#"{"big":123456789012345678901234567890,"f":1.10,"neg":-0}"#;
+    let value: Value = serde_json::from_str(text).expect("JSON");
+    let writer = open(&path);
+    writer.set_section("s", &value).expect("set");
+    writer.flush().expect("flush");
+    let on_disk: String = fs::read_to_string(&path).expect("written").split_whitespace().collect();
+    assert!(on_disk.contains(r#""s":{"big":123456789012345678901234567890,"f":1.10,"neg":-0}"#), "{on_disk}");
+    let read = open(&path).section_value("s").expect("valid name").expect("present");
+    assert_eq!(serde_json::to_string(&read).expect("serialise"), text);
+}

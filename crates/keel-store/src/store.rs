@@ -233,7 +233,9 @@ fn read_snapshot<T: DeserializeOwned>(path: &Path, op: &'static str) -> Result<(
     if version != SCHEMA_VERSION {
         return Err(StoreError::SchemaVersion { op, path: path.to_owned(), found: version, supported: SCHEMA_VERSION });
     }
-    let snapshot = serde_json::from_value(value).map_err(|e| StoreError::corrupt(op, path, None, e.to_string()))?;
+    // From the bytes again, not from `value`: `from_value` respells numbers (`1.10` as `1.1`),
+    // and a worker's request must read back as it was written.
+    let snapshot = serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(op, path, None, e.to_string()))?;
     Ok((snapshot, version))
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use keel_store::{Event, EventCursor, FsRuntimeStore, INDEX_EVERY_RECORDS, StoreError, StoreOptions};
 use proptest::prelude::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Writes `events` events straight into the runtime's log, as the store would have.
 fn bulk_log(root: &Path, runtime_id: &str, events: u64) {
@@ -205,4 +205,24 @@ fn transcript_pages_report_total_and_next_start() {
         .load()
         .expect("loaded");
     assert_eq!(state.workers[0].next_transcript_seq, total, "load returns the live counter");
+}
+
+/// Numbers in a request or a payload read back as they were written: the store keeps what the
+/// caller recorded, digits included (an integer beyond u64 once came back as a float).
+#[test]
+fn numbers_in_requests_and_payloads_read_back_as_written() {
+    let text = r#"{"big": 123456789012345678901234567890, "neg": -0, "f": 1.10}"#;
+    let recorded: Value = serde_json::from_str(text).expect("JSON");
+    let (dir, mut store) = crate::new_store("r");
+    store.create_worker("w", recorded.clone()).expect("worker");
+    store.append_event(Some("w"), recorded.clone()).expect("event");
+    let spelled = |value: &Value| serde_json::to_string(value).expect("serialise");
+    let want = spelled(&recorded);
+    assert_eq!(want, r#"{"big":123456789012345678901234567890,"f":1.10,"neg":-0}"#);
+
+    let reopened = FsRuntimeStore::open(dir.path(), "r").expect("reopen");
+    let state = reopened.load().expect("load");
+    assert_eq!(spelled(&state.workers[0].request), want);
+    let page = reopened.read_events(None, 10, 10).expect("page");
+    assert_eq!(spelled(&page.events[0].payload), want);
 }
