@@ -2,7 +2,7 @@
 //! reference fold, which reproduces every dos-kernel fixture): same live set, same generations.
 //! keel reading dos-kernel's journals is the kernel's conformance test.
 
-use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalOptions};
+use keel_journal::{AcquireOutcome, AcquireRequest, HolderPid, Journal, JournalOptions};
 use keel_tests::reference;
 
 fn request(lane: &str, tree: &str, owner: &str) -> AcquireRequest {
@@ -24,7 +24,7 @@ fn every_record_keel_writes_replays_the_same_in_the_reference_reader() {
     let refused = journal.acquire(&request("late", "src/api/x.rs", "agent9")).expect("acquire");
     assert!(matches!(refused, AcquireOutcome::Refuse { .. }));
     journal.heartbeat("lane0", "agent0", None, None).expect("beat");
-    journal.adopt("lane1", &loops[1].loop_ts, "agent7").expect("adopt");
+    journal.adopt("lane1", &loops[1].loop_ts, "agent7", HolderPid::None).expect("adopt");
     journal.release("lane2", "agent2", None).expect("release");
     journal.halt("lane3", "agent3", "stop").expect("halt");
     journal.spawn("lane3", "agent3", "make test").expect("spawn");

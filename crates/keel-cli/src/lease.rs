@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use keel_journal::{AcquireOutcome, AcquireRequest, Beat, Journal, JournalError, JournalOptions};
+use keel_journal::{AcquireOutcome, AcquireRequest, Beat, HolderPid, Journal, JournalError, JournalOptions};
 use keel_kernel::json::to_line;
 use serde_json::{Value, json};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
@@ -39,6 +39,11 @@ pub struct AcquireArgs {
     /// Minutes without a heartbeat after which the lease may be reclaimed.
     #[arg(long)]
     ttl_minutes: Option<f64>,
+    /// The process doing the work (say, the agent's own pid): once it has exited, the lease may
+    /// be reclaimed after the grace instead of after its TTL. Without it only the TTL frees a
+    /// lease taken by `acquire` (whose own process exits at once); `run` defaults to itself.
+    #[arg(long)]
+    pid: Option<u32>,
     /// The lease's loop timestamp (its key with the lane); generated when omitted.
     #[arg(long, value_parser = non_blank)]
     loop_ts: Option<String>,
@@ -69,7 +74,8 @@ fn wait_seconds(text: &str) -> Result<Duration, String> {
 }
 
 impl AcquireArgs {
-    fn request(&self) -> AcquireRequest {
+    /// The request, tied to `--pid` if given, else to `holder`.
+    fn request(&self, holder: HolderPid) -> AcquireRequest {
         AcquireRequest {
             lane: self.lane.clone().unwrap_or_default(),
             kind: self.kind.clone(),
@@ -80,6 +86,7 @@ impl AcquireArgs {
             loop_ts: self.loop_ts.clone(),
             run_id: self.run_id.clone(),
             force: self.force,
+            holder_pid: self.pid.map_or(holder, HolderPid::Pid),
         }
     }
 }
@@ -118,6 +125,10 @@ pub enum LeaseCommand {
         loop_ts: String,
         #[arg(long, value_parser = non_blank)]
         owner: String,
+        /// The process doing the work from now on (as `acquire --pid`); without it only the TTL
+        /// frees the lease.
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// Record an intent to stop the work on a lane (kills nothing).
     Halt {
@@ -191,7 +202,7 @@ pub fn run(command: &LeaseCommand, path: &Path, options: JournalOptions, output:
     let json = output.json;
     match command {
         LeaseCommand::Acquire(args) => {
-            let outcome = acquire(&journal, args)?;
+            let outcome = acquire(&journal, args, HolderPid::None)?;
             Ok(print_acquire(json, &outcome, args.wait_s.is_some())?)
         }
         LeaseCommand::Release { lane, owner, loop_ts } => {
@@ -231,8 +242,9 @@ pub fn run(command: &LeaseCommand, path: &Path, options: JournalOptions, output:
                 }
             })
         }
-        LeaseCommand::Adopt { lane, loop_ts, owner } => {
-            let adopted = journal.adopt(lane, loop_ts, owner).map_err(failure)?;
+        LeaseCommand::Adopt { lane, loop_ts, owner, pid } => {
+            let holder = pid.map_or(HolderPid::None, HolderPid::Pid);
+            let adopted = journal.adopt(lane, loop_ts, owner, holder).map_err(failure)?;
             let ok = adopted.is_some();
             let object = json!({"outcome": if ok { "adopted" } else { "no_lease" }, "lane": lane, "loop_ts": loop_ts, "holder": owner});
             let sentence = if ok {
@@ -310,8 +322,8 @@ pub fn run(command: &LeaseCommand, path: &Path, options: JournalOptions, output:
     }
 }
 
-fn acquire(journal: &Journal, args: &AcquireArgs) -> Result<AcquireOutcome, Failure> {
-    let request = args.request();
+fn acquire(journal: &Journal, args: &AcquireArgs, holder: HolderPid) -> Result<AcquireOutcome, Failure> {
+    let request = args.request(holder);
     match args.wait_s {
         Some(wait) => journal.acquire_wait(&request, wait).map_err(failure),
         None => journal.acquire(&request).map_err(failure),
@@ -380,7 +392,8 @@ fn run_holding(
     // leaving a lease held with no work and no holder to release it.
     let mut signals = SignalsInfo::<WithOrigin>::new(ENDING_SIGNALS)
         .map_err(|e| Failure::io(anyhow::Error::from(e).context("installing signal handlers")))?;
-    let outcome = acquire(journal, args)?;
+    // keel itself lives exactly as long as the command it runs.
+    let outcome = acquire(journal, args, HolderPid::This)?;
     let AcquireOutcome::Acquire(grant) = &outcome else {
         return Ok(print_acquire(json, &outcome, args.wait_s.is_some())?);
     };

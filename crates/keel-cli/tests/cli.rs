@@ -365,6 +365,37 @@ fn arbitrate_refuses_a_tree_over_the_entry_limit_on_its_line_and_goes_on() {
     assert!(lines[1].contains("\"outcome\": \"acquire\""), "{}", lines[1]);
 }
 
+/// Found by two sweeps: `lease acquire` recorded its own pid, and its process exits at once, so
+/// the next requester reclaimed a live agent's lease as "holder process gone" after the grace,
+/// whatever its TTL. Without `--pid` only the TTL frees it; with one, that process's exit does.
+#[test]
+fn a_lease_taken_by_acquire_outlives_the_acquire_command_until_its_ttl() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().to_str().expect("UTF-8 temp path");
+    let acquire = |lane: &str, tree: &str, extra: &[&str]| {
+        let args = ["--root", root, "--grace-s", "0", "lease", "acquire", "--lane", lane, "--tree", tree];
+        keel(&[&args[..], &["--owner", lane], extra].concat(), None)
+    };
+    let out = acquire("first", "src/", &["--ttl-minutes", "60"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // past a grace of 0 s
+    let out = acquire("second", "src/x", &[]);
+    assert_eq!(out.status.code(), Some(1), "the first agent still holds src/: {}", text(&out.stdout));
+
+    let mut agent = Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+    let pid = agent.id().to_string();
+    let out = acquire("third", "docs/", &["--ttl-minutes", "60", "--pid", &pid]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    agent.kill().expect("kill sleep");
+    agent.wait().expect("reaped");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = acquire("fourth", "docs/x", &[]);
+    assert_eq!(out.status.code(), Some(0), "the named process is gone: {}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("holder process gone"), "{}", text(&out.stdout));
+    let out = acquire("fifth", "lib/", &["--pid", &pid]);
+    assert_eq!(out.status.code(), Some(2), "no such process: {}", text(&out.stderr));
+}
+
 #[test]
 fn a_reclaimed_lease_is_reported_as_text_not_as_debug_output() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -35,6 +35,6 @@ pub mod service;
 
 pub use read::{ReadOutcome, replay_from, replay_path};
 pub use service::{
-    AcquireOutcome, AcquireRequest, Beat, Clock, Compaction, Grant, Journal, JournalError, JournalOptions, LiveLease,
-    STATE_DIR, Stats, system_clock,
+    AcquireOutcome, AcquireRequest, Beat, Clock, Compaction, Grant, HolderPid, Journal, JournalError, JournalOptions,
+    LiveLease, STATE_DIR, Stats, system_clock,
 };

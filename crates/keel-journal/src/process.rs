@@ -33,7 +33,9 @@ pub fn holder_process(lease: &Object, host: &str) -> HolderProcess {
     if lease.get("host_id").and_then(Value::as_str) != Some(host) {
         return HolderProcess::Unknown;
     }
-    let Some(pid) = lease.get("pid").and_then(Value::as_u64).and_then(|p| u32::try_from(p).ok()) else {
+    // Pid 0 is the kernel's idle task, never a holder: an ADOPT without a holder process records it.
+    let Some(pid) = lease.get("pid").and_then(Value::as_u64).and_then(|p| u32::try_from(p).ok()).filter(|&p| p != 0)
+    else {
         return HolderProcess::Unknown;
     };
     if !Path::new("/proc/self").exists() {

@@ -191,6 +191,39 @@ pub struct AcquireRequest {
     pub run_id: Option<String>,
     /// Acquire whatever else is live (never past an exclusive lane).
     pub force: bool,
+    /// The process whose exit frees the lease early.
+    #[serde(default)]
+    pub holder_pid: HolderPid,
+}
+
+/// The process a lease's life is tied to. Once it is provably gone (same host, no such process
+/// or a reused pid), the lease may be reclaimed as soon as it is past the grace instead of
+/// waiting out its TTL. It must be the process doing the work: naming one that exits at once
+/// (like a `keel lease acquire` command) lets the next requester take a live agent's region.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HolderPid {
+    /// This process: a program that holds leases through this library, or `keel lease run`.
+    #[default]
+    This,
+    /// Another process on this host, such as the agent that ran `keel lease acquire --pid`.
+    Pid(u32),
+    /// No process: only the TTL frees the lease.
+    None,
+}
+
+impl HolderPid {
+    /// The pid and start time to record; `Err` if `Pid` names no running process.
+    fn recorded(self) -> Result<(Option<u32>, Option<u64>), JournalError> {
+        match self {
+            Self::This => Ok((Some(std::process::id()), process::own_start_time())),
+            Self::Pid(pid) => match process::start_time(pid) {
+                Some(start) if pid != 0 => Ok((Some(pid), Some(start))),
+                _ => Err(JournalError::InvalidRequest(format!("no process {pid} is running on this host"))),
+            },
+            Self::None => Ok((None, None)),
+        }
+    }
 }
 
 /// A granted lease.
@@ -883,7 +916,7 @@ impl<S: Storage + Clone> Journal<S> {
             return Err(JournalError::Exhausted { path: self.path.clone(), counter: "generation" });
         }
         let identity = self.new_identity(folded, request, &decision.lane, now)?;
-        let lease = self.lease_body(request, &decision, &identity, now);
+        let lease = self.lease_body(request, &decision, &identity, now)?;
         let mut records: Vec<Object> =
             reclaimed.iter().map(|(id, verdict)| scavenge_record(id, &format!("reclaimed: {verdict}"))).collect();
         records.push(self.acquire_record(&lease, &identity));
@@ -935,8 +968,14 @@ impl<S: Storage + Clone> Journal<S> {
         Ok(identity)
     }
 
-    fn lease_body(&self, request: &AcquireRequest, decision: &Decision, identity: &Identity, now: f64) -> Object {
-        let pid = std::process::id();
+    fn lease_body(
+        &self,
+        request: &AcquireRequest,
+        decision: &Decision,
+        identity: &Identity,
+        now: f64,
+    ) -> Result<Object, JournalError> {
+        let (pid, start) = request.holder_pid.recorded()?;
         let mut lease = object(json!({
             "acquired_at": format_utc(now.floor() as i64),
             "holder": request.owner,
@@ -948,7 +987,7 @@ impl<S: Storage + Clone> Journal<S> {
             "pid": pid,
             "tree": decision.tree,
         }));
-        if let Some(start) = process::own_start_time() {
+        if let Some(start) = start {
             lease.insert("proc_starttime".into(), Value::from(start));
         }
         if let Some(ttl) = request.ttl_minutes {
@@ -957,7 +996,7 @@ impl<S: Storage + Clone> Journal<S> {
         if let Some(run_id) = &request.run_id {
             lease.insert("run_id".into(), Value::from(run_id.clone()));
         }
-        lease
+        Ok(lease)
     }
 
     fn acquire_record(&self, lease: &Object, identity: &Identity) -> Object {
@@ -1047,22 +1086,31 @@ impl<S: Storage + Clone> Journal<S> {
         })
     }
 
-    /// Transfers a live lease to `new_owner` (this process becomes its holder process). Never
-    /// creates a lease: `Ok(None)` when none is live at that identity.
-    pub fn adopt(&self, lane: &str, loop_ts: &str, new_owner: &str) -> Result<Option<Identity>, JournalError> {
+    /// Transfers a live lease to `new_owner`, tied to `holder` (see [`HolderPid`]). Never creates
+    /// a lease: `Ok(None)` when none is live at that identity.
+    pub fn adopt(
+        &self,
+        lane: &str,
+        loop_ts: &str,
+        new_owner: &str,
+        holder: HolderPid,
+    ) -> Result<Option<Identity>, JournalError> {
         owner_named(new_owner)?;
+        holder.recorded()?;
         self.locked(|this, cache| {
             let identity = Identity { loop_ts: loop_ts.to_owned(), lane: lane.to_owned() };
             let Some(lease) = Self::folded(cache).state.lease(&identity) else {
                 return Ok(None);
             };
-            let pid = std::process::id();
+            // An ADOPT can replace the pid but not remove it (a null pid keeps the old one), so "no
+            // process" is written as pid 0, which names none (`process::holder_process`).
+            let (pid, start) = holder.recorded()?;
             let mut record = object(json!({
                 "op": "ADOPT", "holder": new_owner, "host_id": this.options.host_id, "lane": lane,
-                "loop_ts": loop_ts, "pid": pid, "prev_holder": lease.get("holder"),
+                "loop_ts": loop_ts, "pid": pid.unwrap_or(0), "prev_holder": lease.get("holder"),
                 "reason": format!("adopt:{new_owner}"), "heartbeat_at": now_ts(&this.options.clock),
             }));
-            if let Some(start) = process::own_start_time() {
+            if let Some(start) = start {
                 record.insert("proc_starttime".into(), Value::from(start));
             }
             this.append(cache, vec![record])?;
@@ -1288,6 +1336,7 @@ fn validate(request: &AcquireRequest) -> Result<(), JournalError> {
         )));
     }
     Mode::requested(&request.mode).map_err(|e| JournalError::InvalidRequest(e.to_string()))?;
+    request.holder_pid.recorded()?;
     if request.tree.len() > tree::TREE_ENTRIES_MAX {
         return Err(JournalError::InvalidRequest(format!(
             "a tree of {} entries; at most {} are accepted",

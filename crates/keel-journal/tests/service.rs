@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use keel_journal::{AcquireOutcome, AcquireRequest, Beat, Journal, JournalError, JournalOptions, replay_path};
+use keel_journal::{
+    AcquireOutcome, AcquireRequest, Beat, HolderPid, Journal, JournalError, JournalOptions, replay_path,
+};
 use keel_kernel::expiry::{ExpiryPolicy, Verdict, format_utc};
 use keel_kernel::json::to_line;
 use serde_json::json;
@@ -86,6 +88,65 @@ fn a_gone_holders_lease_is_reclaimed_after_the_grace_but_never_within_it() {
     assert!(matches!(b.reclaimed.as_slice(), [(_, Verdict::HolderGone { .. })]), "{:?}", b.reclaimed);
 }
 
+/// Found by a sweep: every lease took the pid of the process that granted it. A `keel lease
+/// acquire` command exits at once, so its lease was "holder gone" from the start and the next
+/// requester took a live agent's region two minutes later, whatever its TTL said.
+#[test]
+fn a_lease_tied_to_no_process_lasts_its_ttl_past_the_grace() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&path, options(&clock));
+    let mut first = request("a", "src/", "agent-a");
+    first.ttl_minutes = Some(10.0);
+    first.holder_pid = HolderPid::None;
+    let a = granted(journal.acquire(&first).expect("acquire"));
+    assert_eq!((a.lease.get("pid"), a.lease.get("proc_starttime")), (Some(&serde_json::Value::Null), None));
+    clock.store(START_S + 61, Ordering::SeqCst);
+    let early = journal.acquire(&request("b", "src/x", "agent-b")).expect("ok");
+    assert!(matches!(early, AcquireOutcome::Refuse { .. }), "past the grace, within the TTL: {early:?}");
+    clock.store(START_S + 600, Ordering::SeqCst);
+    let b = granted(journal.acquire(&request("b", "src/x", "agent-b")).expect("ok"));
+    assert_eq!(b.reclaimed, vec![(a.identity, Verdict::Expired { idle_s: 600, ttl_s: 600 })]);
+
+    // Adopted without a process, the lease does not inherit its old holder's (gone) pid.
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+    let mut third = request("c", "docs/", "agent-c");
+    third.holder_pid = HolderPid::Pid(child.id());
+    let c = granted(journal.acquire(&third).expect("acquire"));
+    assert_eq!(c.lease.get("pid"), Some(&json!(child.id())));
+    journal.adopt("c", &c.identity.loop_ts, "agent-d", HolderPid::None).expect("adopt").expect("live");
+    child.kill().expect("kill sleep");
+    child.wait().expect("reaped");
+    clock.store(START_S + 600 + 61, Ordering::SeqCst);
+    let late = journal.acquire(&request("e", "docs/x", "agent-e")).expect("ok");
+    assert!(matches!(late, AcquireOutcome::Refuse { .. }), "the adopter holds it until its TTL: {late:?}");
+}
+
+#[test]
+fn a_lease_tied_to_a_process_is_freed_after_the_grace_once_that_process_exits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&path, options(&clock));
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+    let mut first = request("a", "src/", "agent-a");
+    first.holder_pid = HolderPid::Pid(child.id());
+    granted(journal.acquire(&first).expect("acquire"));
+    clock.store(START_S + 61, Ordering::SeqCst);
+    let alive = journal.acquire(&request("b", "src/x", "agent-b")).expect("ok");
+    assert!(matches!(alive, AcquireOutcome::Refuse { .. }), "its process still runs: {alive:?}");
+    child.kill().expect("kill sleep");
+    child.wait().expect("reaped");
+    let b = granted(journal.acquire(&request("b", "src/x", "agent-b")).expect("ok"));
+    assert!(matches!(b.reclaimed.as_slice(), [(_, Verdict::HolderGone { .. })]), "{:?}", b.reclaimed);
+
+    // A process that is not running cannot hold a lease.
+    let mut gone = request("c", "docs/", "agent-c");
+    gone.holder_pid = HolderPid::Pid(child.id());
+    assert!(matches!(journal.acquire(&gone), Err(JournalError::InvalidRequest(_))));
+}
+
 #[test]
 fn only_the_exact_holder_beats_and_a_floor_coalesces_beats() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -110,8 +171,11 @@ fn adopt_transfers_a_live_lease_and_never_creates_one() {
     let clock = Arc::new(AtomicU64::new(START_S));
     let journal = Journal::open(&path, options(&clock));
     let grant = granted(journal.acquire(&request("a", "src/", "agent-a")).expect("acquire"));
-    assert_eq!(journal.adopt("a", "no-such-loop", "agent-b").expect("ok"), None);
-    assert_eq!(journal.adopt("a", &grant.identity.loop_ts, "agent-b").expect("ok"), Some(grant.identity.clone()));
+    assert_eq!(journal.adopt("a", "no-such-loop", "agent-b", HolderPid::This).expect("ok"), None);
+    assert_eq!(
+        journal.adopt("a", &grant.identity.loop_ts, "agent-b", HolderPid::This).expect("ok"),
+        Some(grant.identity.clone())
+    );
     let live = journal.live().expect("live");
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].lease["holder"], "agent-b");
@@ -313,7 +377,10 @@ fn blank_names_unknown_modes_and_trees_outside_the_workspace_are_refused_before_
     let refused = journal.acquire(&request("b", "/etc/", "agent-b")).expect_err("outside");
     assert!(refused.to_string().contains("\"/etc/\""), "the entry is named: {refused}");
     for owner in ["", " "] {
-        assert!(matches!(journal.adopt("a", &a.identity.loop_ts, owner), Err(JournalError::InvalidRequest(_))));
+        assert!(matches!(
+            journal.adopt("a", &a.identity.loop_ts, owner, HolderPid::This),
+            Err(JournalError::InvalidRequest(_))
+        ));
         assert!(matches!(journal.halt("a", owner, "stop"), Err(JournalError::InvalidRequest(_))));
         assert!(matches!(journal.spawn("a", owner, "make"), Err(JournalError::InvalidRequest(_))));
     }
