@@ -3,6 +3,11 @@
 //! A tree is a list of workspace-relative paths and globs. Each entry normalises to a [`Region`]:
 //! a path prefix (cut at the first glob metacharacter), the universal region, or a named mutex
 //! `lock://NAME`. Two regions collide when one prefix starts with the other.
+//!
+//! Stricter than the reference on purpose: `.` and empty path segments are dropped before the
+//! cut (see [`normalise`]), so `./src/api`, `src//api` and `src/./api` collide with `src/api`, and
+//! `.` is the whole workspace. The reference compares the text as written, so it granted `.`
+//! next to a live `src/api/x.rs`. Dropping them only ever adds collisions.
 
 use serde_json::Value;
 
@@ -42,7 +47,7 @@ impl Region {
     pub fn text(&self) -> String {
         match self {
             Region::Universal => "*".to_owned(),
-            Region::Prefix(p) if p.ends_with(python_isspace) => format!("{p}*"),
+            Region::Prefix(p) if p.ends_with(python_isspace) || clean(p) != p.as_str() => format!("{p}*"),
             Region::Prefix(p) => p.clone(),
             Region::Lock(name) => format!("{LOCK_SCHEME}{name}"),
         }
@@ -66,8 +71,33 @@ pub fn normalise(entry: &str) -> Option<Region> {
         }
         return Some(Region::Lock(name.to_owned()));
     }
-    let cut = folded.find(GLOB_METACHARACTERS).map_or(folded.as_str(), |at| &folded[..at]);
+    let cleaned = clean(&folded);
+    let cut = cleaned.find(GLOB_METACHARACTERS).map_or(cleaned.as_str(), |at| &cleaned[..at]);
     if cut.is_empty() { Some(Region::Universal) } else { Some(Region::Prefix(cut.to_owned())) }
+}
+
+/// Drops the path segments that name nothing, `.` and the empty one between two slashes, so
+/// `./src//api` reads as `src/api` and `./` or `.` as the whole workspace. Only whole segments
+/// before the first glob metacharacter are dropped (`.*` is a glob of hidden files); a leading
+/// `/` and a trailing `/` stay, and `..` is kept as written ([`confined`] refuses it).
+fn clean(path: &str) -> String {
+    let glob_at = path.find(GLOB_METACHARACTERS).unwrap_or(path.len());
+    let (head, tail) = path.split_at(glob_at);
+    let mut segments: Vec<&str> = head.split('/').collect();
+    // The text after the last `/`: a whole segment only if no glob follows it.
+    let last = segments.pop().unwrap_or_default();
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in segments.into_iter().enumerate() {
+        if !matches!(segment, "" | ".") || (i == 0 && segment.is_empty()) {
+            out.push_str(segment);
+            out.push('/');
+        }
+    }
+    if !(tail.is_empty() && last == ".") {
+        out.push_str(last);
+    }
+    out.push_str(tail);
+    out
 }
 
 /// The most entries a requested tree may have. Finding a collision compares every entry with
@@ -169,6 +199,33 @@ mod tests {
         assert_eq!(normalise("STRAßE/x"), prefix("strasse/x"));
         assert_eq!(normalise("  "), None);
         assert_eq!(normalise("src/[ab]/x"), prefix("src/"));
+    }
+
+    /// Found by a sweep: `.` was granted next to a live `src/api/x.rs`, and `./src/api`,
+    /// `src//api` and `src/./api` next to a live `src/api`.
+    #[test]
+    fn segments_that_name_nothing_are_dropped_before_the_cut() {
+        assert_eq!(normalise("."), Some(Region::Universal));
+        assert_eq!(normalise("./"), Some(Region::Universal));
+        assert_eq!(normalise("./*"), Some(Region::Universal));
+        for same in ["./src/api", "src//api", "src/./api"] {
+            assert_eq!(normalise(same), prefix("src/api"), "{same}");
+        }
+        assert_eq!(normalise(".//src/api/."), prefix("src/api/"));
+        assert_eq!(normalise("src/./*.rs"), prefix("src/"));
+        assert_eq!(normalise("/abs//x"), prefix("/abs/x"));
+        // A glob of hidden files is not the workspace, and `..` is not resolved.
+        assert_eq!(normalise(".*"), prefix("."));
+        assert_eq!(normalise("./a/.*"), prefix("a/."));
+        assert_eq!(normalise("a/../b"), prefix("a/../b"));
+        // Each region's text normalises back to it.
+        for entry in [".*", "a/.*", "a/.?", "./.x"] {
+            let region = normalise(entry).expect("entry");
+            assert_eq!(normalise(&region.text()), Some(region), "{entry}");
+        }
+        let held = Tree::new(&["src/api/x.rs"]);
+        assert!(Tree::new(&["."]).intersects(&held));
+        assert!(Tree::new(&["./src/api/"]).intersects(&held));
     }
 
     #[test]
