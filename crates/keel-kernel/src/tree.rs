@@ -41,14 +41,21 @@ impl Region {
         }
     }
 
-    /// The region as entry text that normalises back to this very region: the prefix (with a
-    /// `*` after it when it ends in white space, which normalising would otherwise strip),
-    /// `lock://NAME`, or `*` for the universal region.
+    /// The region as entry text that normalises back to this very region: the prefix (guarded
+    /// where normalising would strip or drop something), `lock://NAME`, or `*` for the universal
+    /// region.
     pub fn text(&self) -> String {
         match self {
             Region::Universal => "*".to_owned(),
-            Region::Prefix(p) if p.ends_with(python_isspace) || clean(p) != p.as_str() => format!("{p}*"),
-            Region::Prefix(p) => p.clone(),
+            Region::Prefix(p) => {
+                // White space at either end would be stripped, and a last segment `.` dropped: a
+                // `./` in front and a `*` behind keep them.
+                let mut text = if p.starts_with(python_isspace) { format!("./{p}") } else { p.clone() };
+                if p.ends_with(python_isspace) || clean(p) != p.as_str() {
+                    text.push('*');
+                }
+                text
+            }
             Region::Lock(name) => format!("{LOCK_SCHEME}{name}"),
         }
     }
@@ -219,7 +226,7 @@ mod tests {
         assert_eq!(normalise("./a/.*"), prefix("a/."));
         assert_eq!(normalise("a/../b"), prefix("a/../b"));
         // Each region's text normalises back to it.
-        for entry in [".*", "a/.*", "a/.?", "./.x"] {
+        for entry in [".*", "a/.*", "a/.?", "./.x", "./ .", "./ x /"] {
             let region = normalise(entry).expect("entry");
             assert_eq!(normalise(&region.text()), Some(region), "{entry}");
         }
