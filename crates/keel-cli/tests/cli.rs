@@ -400,10 +400,11 @@ fn a_lease_taken_by_acquire_outlives_the_acquire_command_until_its_ttl() {
 fn a_reclaimed_lease_is_reported_as_text_not_as_debug_output() {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().to_str().expect("UTF-8 temp path");
-    // No grace and a TTL under a second: the first lease is provably dead at once.
+    // No grace and a TTL under a second: the first lease is provably dead a second later.
     let first = ["--root", root, "--grace-s", "0", "lease", "acquire", "--lane", "old", "--tree", "src/"];
     let out = keel(&[&first[..], &["--owner", "a", "--ttl-minutes", "0.001"]].concat(), None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let second = ["--root", root, "--grace-s", "0", "lease", "acquire", "--lane", "new", "--tree", "src/x"];
     let out = keel(&[&second[..], &["--owner", "b"]].concat(), None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

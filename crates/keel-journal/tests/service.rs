@@ -54,11 +54,12 @@ fn a_lease_past_its_ttl_is_reclaimed_by_a_colliding_acquire_and_the_reclaim_is_j
     let mut first = request("a", "src/", "agent-a");
     first.ttl_minutes = Some(1.0);
     let a = granted(journal.acquire(&first).expect("acquire"));
-    clock.store(START_S + 59, Ordering::SeqCst);
-    assert!(matches!(journal.acquire(&request("b", "src/x", "agent-b")).expect("ok"), AcquireOutcome::Refuse { .. }));
+    // Read in whole seconds, 60 s idle may truly be 59.1 s: only 61 s proves the TTL over.
     clock.store(START_S + 60, Ordering::SeqCst);
+    assert!(matches!(journal.acquire(&request("b", "src/x", "agent-b")).expect("ok"), AcquireOutcome::Refuse { .. }));
+    clock.store(START_S + 61, Ordering::SeqCst);
     let b = granted(journal.acquire(&request("b", "src/x", "agent-b")).expect("ok"));
-    assert_eq!(b.reclaimed, vec![(a.identity.clone(), Verdict::Expired { idle_s: 60, ttl_s: 60 })]);
+    assert_eq!(b.reclaimed, vec![(a.identity.clone(), Verdict::Expired { idle_s: 61, ttl_s: 60 })]);
     assert!(b.generation > a.generation, "the fence rises");
     assert!(ops(&path).contains(&"SCAVENGE".to_owned()), "the reclaim is in the journal");
     let live = journal.live().expect("live");
@@ -105,9 +106,9 @@ fn a_lease_tied_to_no_process_lasts_its_ttl_past_the_grace() {
     clock.store(START_S + 61, Ordering::SeqCst);
     let early = journal.acquire(&request("b", "src/x", "agent-b")).expect("ok");
     assert!(matches!(early, AcquireOutcome::Refuse { .. }), "past the grace, within the TTL: {early:?}");
-    clock.store(START_S + 600, Ordering::SeqCst);
+    clock.store(START_S + 601, Ordering::SeqCst);
     let b = granted(journal.acquire(&request("b", "src/x", "agent-b")).expect("ok"));
-    assert_eq!(b.reclaimed, vec![(a.identity, Verdict::Expired { idle_s: 600, ttl_s: 600 })]);
+    assert_eq!(b.reclaimed, vec![(a.identity, Verdict::Expired { idle_s: 601, ttl_s: 600 })]);
 
     // Adopted without a process, the lease does not inherit its old holder's (gone) pid.
     let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
@@ -118,7 +119,7 @@ fn a_lease_tied_to_no_process_lasts_its_ttl_past_the_grace() {
     journal.adopt("c", &c.identity.loop_ts, "agent-d", HolderPid::None).expect("adopt").expect("live");
     child.kill().expect("kill sleep");
     child.wait().expect("reaped");
-    clock.store(START_S + 600 + 61, Ordering::SeqCst);
+    clock.store(START_S + 601 + 61, Ordering::SeqCst);
     let late = journal.acquire(&request("e", "docs/x", "agent-e")).expect("ok");
     assert!(matches!(late, AcquireOutcome::Refuse { .. }), "the adopter holds it until its TTL: {late:?}");
 }

@@ -128,10 +128,13 @@ pub fn assess(lease: &Object, now_unix_s: i64, policy: &ExpiryPolicy, holder: Ho
     // A beat from the future (clock skew between hosts) counts as fresh.
     let idle_s = u64::try_from(now_unix_s.saturating_sub(last)).unwrap_or(0);
     let ttl_s = ttl_s(lease, policy);
-    if idle_s < policy.grace_s {
+    // Timestamps are whole seconds, cut down: a lease stamped `:10` may have been beaten at
+    // `:10.9`, so an idle time read as `n` may truly be just over `n - 1`. Only more than the
+    // grace (and more than the TTL) proves it: a lease beaten within the grace is never dead.
+    if idle_s <= policy.grace_s {
         return Verdict::Alive { idle_s, ttl_s };
     }
-    if idle_s >= ttl_s {
+    if idle_s > ttl_s {
         return Verdict::Expired { idle_s, ttl_s };
     }
     if holder == HolderProcess::Gone {
@@ -174,8 +177,9 @@ mod tests {
         let policy = ExpiryPolicy { default_ttl_s: 60, grace_s: 120 };
         let beat = parse_utc("2026-01-01T01:00:00Z").expect("valid");
         let l = lease("2026-01-01T01:00:00Z", &json!(null));
-        assert!(!assess(&l, beat + 119, &policy, HolderProcess::Gone).is_dead());
-        assert!(assess(&l, beat + 120, &policy, HolderProcess::Gone).is_dead());
+        // Read as 120 s idle, it may have been beaten 119.1 s ago: only 121 s proves the grace over.
+        assert!(!assess(&l, beat + 120, &policy, HolderProcess::Gone).is_dead());
+        assert!(assess(&l, beat + 121, &policy, HolderProcess::Gone).is_dead());
     }
 
     #[test]
@@ -185,7 +189,8 @@ mod tests {
         let l = lease("2026-01-01T01:00:00Z", &json!(30));
         assert_eq!(assess(&l, beat + 600, &policy, HolderProcess::Alive), Verdict::Alive { idle_s: 600, ttl_s: 1800 });
         assert_eq!(assess(&l, beat + 600, &policy, HolderProcess::Gone), Verdict::HolderGone { idle_s: 600 });
-        assert!(assess(&l, beat + 1800, &policy, HolderProcess::Alive).is_dead());
+        assert!(!assess(&l, beat + 1800, &policy, HolderProcess::Alive).is_dead());
+        assert!(assess(&l, beat + 1801, &policy, HolderProcess::Alive).is_dead());
     }
 
     #[test]
