@@ -88,12 +88,41 @@ impl fmt::Display for Verdict {
 }
 
 /// Parses a journal timestamp (`YYYY-MM-DDTHH:MM:SSZ`, RFC 3339) to seconds since the Unix epoch.
+///
+/// Any RFC 3339 time is read: a numeric offset (`+01:00`) and a lowercase `t` or `z`, which
+/// `humantime` does not take, are handled here. A heartbeat from a writer that uses an offset was
+/// once unreadable, so its lease looked idle since its acquisition and was reclaimed while live.
+/// A time with no zone at all is read as UTC.
 pub fn parse_utc(text: &str) -> Option<i64> {
-    let time = humantime::parse_rfc3339_weak(text.trim()).ok()?;
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_secs()).ok(),
-        Err(before) => i64::try_from(before.duration().as_secs()).ok().map(|s| -s),
+    let text = text.trim();
+    let (local, offset_s) = split_offset(text)?;
+    let mut local = local.to_owned();
+    if local.as_bytes().get(10) == Some(&b't') {
+        local.replace_range(10..11, "T");
     }
+    let time = humantime::parse_rfc3339_weak(&local).ok()?;
+    let local_s = match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).ok()?,
+        Err(before) => -i64::try_from(before.duration().as_secs()).ok()?,
+    };
+    local_s.checked_sub(offset_s)
+}
+
+/// `text` without its zone, and the zone's offset from UTC in seconds (`None` for a malformed
+/// numeric offset).
+fn split_offset(text: &str) -> Option<(&str, i64)> {
+    if let Some(local) = text.strip_suffix(['Z', 'z']) {
+        return Some((local, 0));
+    }
+    let b = text.as_bytes();
+    let n = b.len();
+    if n < 6 || !matches!(b[n - 6], b'+' | b'-') || b[n - 3] != b':' || !text.is_char_boundary(n - 6) {
+        return Some((text, 0));
+    }
+    let hours: i64 = text.get(n - 5..n - 3)?.parse().ok().filter(|h| (0..24).contains(h))?;
+    let minutes: i64 = text.get(n - 2..)?.parse().ok().filter(|m| (0..60).contains(m))?;
+    let sign = if b[n - 6] == b'-' { -1 } else { 1 };
+    Some((&text[..n - 6], sign * (hours * 3600 + minutes * 60)))
 }
 
 /// Formats seconds since the Unix epoch as a journal timestamp (`YYYY-MM-DDTHH:MM:SSZ`).
@@ -170,6 +199,25 @@ mod tests {
         let t = parse_utc("2026-11-23T07:47:52Z").expect("valid");
         assert_eq!(format_utc(t), "2026-11-23T07:47:52Z");
         assert_eq!(parse_utc("yesterday"), None);
+    }
+
+    /// Found by a sweep: a valid heartbeat with an offset was unreadable, so a live lease looked
+    /// idle since its acquisition and was reclaimed.
+    #[test]
+    fn any_rfc_3339_time_is_read() {
+        let utc = parse_utc("2026-11-23T20:31:15Z").expect("valid");
+        for same in [
+            "2026-11-23T21:31:15+01:00",
+            "2026-11-23T15:31:15-05:00",
+            "2026-11-23t20:31:15z",
+            "2026-11-23T20:31:15+00:00",
+            "2026-11-23T20:31:15.250Z",
+            "2026-11-23T20:31:15",
+        ] {
+            assert_eq!(parse_utc(same), Some(utc), "{same}");
+        }
+        assert_eq!(parse_utc("2026-11-23T21:31:15+25:00"), None);
+        assert_eq!(parse_utc("2026-11-23T21:31:15+01:60"), None);
     }
 
     #[test]
