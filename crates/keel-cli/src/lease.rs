@@ -113,7 +113,8 @@ pub enum LeaseCommand {
         owner: String,
         #[arg(long, value_parser = non_blank)]
         loop_ts: Option<String>,
-        /// Skip the write when the last beat is younger than this many seconds.
+        /// Skip the write when the last beat is younger than this many seconds (at most half of
+        /// --grace-s, so a skipped beat never lets the lease fall out of its grace).
         #[arg(long)]
         coalesce_s: Option<u64>,
     },

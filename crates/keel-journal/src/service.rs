@@ -1071,7 +1071,10 @@ impl<S: Storage + Clone> Journal<S> {
                 .filter_map(|k| lease.get(*k).and_then(Value::as_str))
                 .filter_map(|t| keel_kernel::expiry::parse_utc(t).map(|s| (s, t.to_owned())))
                 .max();
-            if let (Some(floor), Some((at, text))) = (coalesce_floor_s, &last)
+            // A beat is skipped only while the last one is under half a grace old: a floor past
+            // that would let the lease fall out of its grace, and a live lease be reclaimed.
+            let floor = coalesce_floor_s.map(|floor| floor.min(this.options.expiry.grace_s / 2));
+            if let (Some(floor), Some((at, text))) = (floor, &last)
                 && (now.floor() as i64).saturating_sub(*at) < i64::try_from(floor).unwrap_or(i64::MAX)
             {
                 return Ok(Some(Beat::Coalesced { identity, heartbeat_at: text.clone() }));

@@ -148,6 +148,23 @@ fn a_lease_tied_to_a_process_is_freed_after_the_grace_once_that_process_exits() 
     assert!(matches!(journal.acquire(&gone), Err(JournalError::InvalidRequest(_))));
 }
 
+/// Found by a sweep: `--coalesce-s 300` skipped a beat 121 s after the last one, past a grace of
+/// 120 s, and the next colliding request reclaimed the live lease.
+#[test]
+fn a_coalescing_floor_never_lets_a_lease_fall_out_of_its_grace() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&path, options(&clock)); // grace 60 s
+    granted(journal.acquire(&request("a", "src/", "agent-a")).expect("acquire"));
+    clock.store(START_S + 29, Ordering::SeqCst);
+    let beat = journal.heartbeat("a", "agent-a", None, Some(300)).expect("ok").expect("live");
+    assert!(matches!(beat, Beat::Coalesced { .. }), "under half a grace: {beat:?}");
+    clock.store(START_S + 30, Ordering::SeqCst);
+    let beat = journal.heartbeat("a", "agent-a", None, Some(300)).expect("ok").expect("live");
+    assert!(matches!(beat, Beat::Beaten { .. }), "half a grace old: written whatever the floor: {beat:?}");
+}
+
 #[test]
 fn only_the_exact_holder_beats_and_a_floor_coalesces_beats() {
     let dir = tempfile::tempdir().expect("temp dir");
