@@ -1099,7 +1099,7 @@ impl<S: Storage + Clone> Journal<S> {
         holder: HolderPid,
     ) -> Result<Option<Identity>, JournalError> {
         owner_named(new_owner)?;
-        holder.recorded()?;
+        let (pid, start) = holder.recorded()?;
         self.locked(|this, cache| {
             let identity = Identity { loop_ts: loop_ts.to_owned(), lane: lane.to_owned() };
             let Some(lease) = Self::folded(cache).state.lease(&identity) else {
@@ -1107,7 +1107,6 @@ impl<S: Storage + Clone> Journal<S> {
             };
             // An ADOPT can replace the pid but not remove it (a null pid keeps the old one), so "no
             // process" is written as pid 0, which names none (`process::holder_process`).
-            let (pid, start) = holder.recorded()?;
             let mut record = object(json!({
                 "op": "ADOPT", "holder": new_owner, "host_id": this.options.host_id, "lane": lane,
                 "loop_ts": loop_ts, "pid": pid.unwrap_or(0), "prev_holder": lease.get("holder"),

@@ -96,11 +96,11 @@ impl fmt::Display for Verdict {
 pub fn parse_utc(text: &str) -> Option<i64> {
     let text = text.trim();
     let (local, offset_s) = split_offset(text)?;
-    let mut local = local.to_owned();
-    if local.as_bytes().get(10) == Some(&b't') {
-        local.replace_range(10..11, "T");
+    let time = match local.as_bytes().get(10) {
+        Some(b't') => humantime::parse_rfc3339_weak(&format!("{}T{}", &local[..10], &local[11..])),
+        _ => humantime::parse_rfc3339_weak(local),
     }
-    let time = humantime::parse_rfc3339_weak(&local).ok()?;
+    .ok()?;
     let local_s = match time.duration_since(UNIX_EPOCH) {
         Ok(after) => i64::try_from(after.as_secs()).ok()?,
         Err(before) => -i64::try_from(before.duration().as_secs()).ok()?,

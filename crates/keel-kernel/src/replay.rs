@@ -295,20 +295,14 @@ impl LiveState {
     fn apply_owned(&mut self, mut record: Object) {
         let is_checkpoint = record_op(&record) == "CHECKPOINT";
         let leases = match record.get_mut("leases") {
-            Some(Value::Array(leases)) if is_checkpoint => {
-                let bodies = std::mem::take(leases).into_iter().filter_map(|lease| match lease {
-                    Value::Object(body) => Some(body),
-                    _ => None,
-                });
-                Some(bodies.collect())
-            }
+            Some(Value::Array(leases)) if is_checkpoint => Some(std::mem::take(leases)),
             _ => None,
         };
         self.apply_taking(&record, leases);
     }
 
     /// `checkpoint_leases`: a `CHECKPOINT`'s lease bodies, already taken out of `record`.
-    fn apply_taking(&mut self, record: &Object, checkpoint_leases: Option<Vec<Object>>) {
+    fn apply_taking(&mut self, record: &Object, checkpoint_leases: Option<Vec<Value>>) {
         self.records += 1;
         self.max_seq = self.max_seq.max(seq_number(record.get("seq"))).max(seq_number(record.get("seq_watermark")));
         let op = record_op(record);
@@ -410,13 +404,14 @@ impl LiveState {
         }
     }
 
-    fn checkpoint(&mut self, record: &Object, taken: Option<Vec<Object>>) {
+    fn checkpoint(&mut self, record: &Object, taken: Option<Vec<Value>>) {
         self.live.clear();
         let leases = taken.unwrap_or_else(|| match record.get("leases") {
-            Some(Value::Array(leases)) => leases.iter().filter_map(|lease| lease.as_object().cloned()).collect(),
+            Some(Value::Array(leases)) => leases.clone(),
             _ => Vec::new(),
         });
-        for body in leases {
+        for lease in leases {
+            let Value::Object(body) = lease else { continue };
             let identity = Identity::of(&body);
             if !identity.is_empty() {
                 self.live.upsert(Key::new(identity.as_ref()), Body::object(body), None);

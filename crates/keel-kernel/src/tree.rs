@@ -66,12 +66,10 @@ impl Region {
 /// `\` becomes `/`, white space is stripped, the text is case-folded, and it is cut at the first
 /// glob metacharacter. Normalising the text of a normalised entry gives the same region.
 pub fn normalise(entry: &str) -> Option<Region> {
-    let replaced = entry.replace('\\', "/");
-    let stripped = python_strip(&replaced);
-    if stripped.is_empty() {
+    let folded = folded(entry);
+    if folded.is_empty() {
         return None;
     }
-    let folded = casefold(stripped);
     if let Some(name) = folded.strip_prefix(LOCK_SCHEME) {
         if name.is_empty() || name.contains(GLOB_METACHARACTERS) {
             return Some(Region::Universal);
@@ -81,6 +79,12 @@ pub fn normalise(entry: &str) -> Option<Region> {
     let cleaned = clean(&folded);
     let cut = cleaned.find(GLOB_METACHARACTERS).map_or(cleaned.as_str(), |at| &cleaned[..at]);
     if cut.is_empty() { Some(Region::Universal) } else { Some(Region::Prefix(cut.to_owned())) }
+}
+
+/// An entry as both [`normalise`] and [`confined`] read it: `\` as `/`, white space stripped,
+/// case-folded.
+fn folded(entry: &str) -> String {
+    casefold(python_strip(&entry.replace('\\', "/")))
 }
 
 /// Drops the path segments that name nothing, `.` and the empty one between two slashes, so
@@ -120,15 +124,14 @@ pub const TREE_ENTRIES_MAX: usize = 1024;
 /// Replay and the arbiter never ask: a recorded tree is read as it is (such an entry collides
 /// with nothing inside the workspace). The lease service asks before it grants a request.
 pub fn confined(entry: &str) -> Result<(), &'static str> {
-    let replaced = entry.replace('\\', "/");
-    let stripped = python_strip(&replaced);
-    if casefold(stripped).starts_with(LOCK_SCHEME) {
+    let folded = folded(entry);
+    if folded.starts_with(LOCK_SCHEME) {
         return Ok(());
     }
-    if stripped.starts_with('/') {
+    if folded.starts_with('/') {
         return Err("absolute path");
     }
-    if stripped.split('/').any(|part| part == "..") {
+    if folded.split('/').any(|part| part == "..") {
         return Err("path contains `..`");
     }
     Ok(())

@@ -46,7 +46,7 @@ fn python_repr(value: &Value) -> String {
         Value::Null => "None".to_owned(),
         Value::Bool(true) => "True".to_owned(),
         Value::Bool(false) => "False".to_owned(),
-        Value::Number(n) => python_int(n).unwrap_or_else(|| python_float_repr(python_float(n))),
+        Value::Number(n) => python_int(n).map_or_else(|| python_float_repr(python_float(n)), str::to_owned),
         Value::String(s) => python_string_repr(s),
         Value::Array(items) => {
             let inner: Vec<String> = items.iter().map(python_repr).collect();
@@ -62,12 +62,12 @@ fn python_repr(value: &Value) -> String {
 
 /// How Python reads a JSON number written without a fraction or exponent: as an `int`, of any
 /// size. Its text then is its `str()` (JSON has no leading zeros), except that `-0` is `0`.
-fn python_int(n: &Number) -> Option<String> {
+fn python_int(n: &Number) -> Option<&str> {
     let text = n.as_str();
     if text.contains(['.', 'e', 'E']) {
         return None;
     }
-    Some(if text == "-0" { "0".to_owned() } else { text.to_owned() })
+    Some(if text == "-0" { "0" } else { text })
 }
 
 /// How Python reads any other JSON number: as the nearest `float`, infinite beyond its range
@@ -147,11 +147,13 @@ pub fn python_eq(a: &Value, b: &Value) -> bool {
             _ => None,
         }
     }
+    // Integers compare exactly (f64 would merge neighbours above 2^53).
+    if let (Value::Number(x), Value::Number(y)) = (a, b)
+        && let (Some(x), Some(y)) = (python_int(x), python_int(y))
+    {
+        return x == y;
+    }
     match (a, b) {
-        // Integers compare exactly (f64 would merge neighbours above 2^53).
-        (Value::Number(x), Value::Number(y)) if python_int(x).is_some() && python_int(y).is_some() => {
-            python_int(x) == python_int(y)
-        }
         (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| python_eq(x, y)),
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| python_eq(v, w)))
