@@ -287,6 +287,13 @@ pub fn replay(journal: &[u8]) -> Folded {
     for (index, line) in lines.iter().enumerate() {
         match classify(line) {
             Line::Blank | Line::NotObject => {}
+            // keel's deliberate deviation: a CHECKPOINT that no compaction writes is damage.
+            Line::Record(record) if is_malformed_checkpoint(&record) => {
+                let raw = line.trim_matches(is_python_space);
+                let sentinel = serde_json::json!({"op": "_CORRUPT", "_raw": raw, "_line": index});
+                let Value::Object(sentinel) = sentinel else { unreachable!("json! of an object literal is an object") };
+                folded.apply(&sentinel);
+            }
             Line::Record(record) => folded.apply(&record),
             Line::Unparseable(raw) if index + 1 == lines.len() => {
                 folded.torn_tail = Some((index as u64, raw));
@@ -299,6 +306,23 @@ pub fn replay(journal: &[u8]) -> Folded {
         }
     }
     folded
+}
+
+/// A `CHECKPOINT` whose `leases` is missing or holds a non-object, whose `generations` is not an
+/// array of objects with a non-negative integer `generation`, or whose `seq_watermark` is not a
+/// non-negative integer.
+fn is_malformed_checkpoint(record: &Object) -> bool {
+    if record.get("op").and_then(Value::as_str) != Some("CHECKPOINT") {
+        return false;
+    }
+    let leases_ok = matches!(record.get("leases"), Some(Value::Array(leases)) if leases.iter().all(Value::is_object));
+    let rows_ok = match record.get("generations") {
+        None => true,
+        Some(Value::Array(rows)) => rows.iter().all(|row| row.get("generation").and_then(Value::as_u64).is_some()),
+        Some(_) => false,
+    };
+    let watermark_ok = record.get("seq_watermark").is_none_or(|w| w.as_u64().is_some());
+    !(leases_ok && rows_ok && watermark_ok)
 }
 
 /// Folds records that are already parsed (for example the output of [`Folded::compact`]).

@@ -379,8 +379,13 @@ fn version_cycles(binary: &Path) -> anyhow::Result<Duration> {
     Ok(median(&mut times))
 }
 
+/// keel run in the journal's directory, its own workspace: a journal named from anywhere else
+/// would bind the workspace keel finds there (this repository) to it.
 fn keel_command(binary: &Path, journal: &Path) -> Command {
     let mut command = Command::new(binary);
+    if let Some(dir) = journal.parent().filter(|d| !d.as_os_str().is_empty()) {
+        command.current_dir(dir);
+    }
     command.arg("--journal").arg(journal).stdout(Stdio::null());
     command
 }

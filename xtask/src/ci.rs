@@ -40,6 +40,12 @@ pub fn run() -> anyhow::Result<()> {
     // The shipped binary is built differently (statically, on Linux): build it and run a lease
     // cycle through it.
     crate::dist::run()?;
+    // keel finds the repository as the workspace of any command run inside it: a test or smoke
+    // run that wrote keel state here would bind the repository to a temporary journal.
+    let state = workspace_root().join(".keel");
+    if state.exists() {
+        bail!("{} exists: a test ran a writing keel command inside the repository", state.display());
+    }
     println!("ci: all checks passed in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -63,11 +63,11 @@ fn smoke() -> anyhow::Result<()> {
     let dir = workspace_root().join("target/dist-smoke");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let journal = dir.join("journal.jsonl");
     let keel = |args: &[&str]| -> anyhow::Result<String> {
+        // Its own workspace root: from the repository, keel would find (and bind) the repository.
         let output = Command::new(binary())
-            .arg("--journal")
-            .arg(&journal)
+            .arg("--root")
+            .arg(&dir)
             .args(args)
             .output()
             .with_context(|| format!("running {} {}", binary().display(), args.join(" ")))?;

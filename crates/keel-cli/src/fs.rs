@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use clap::Subcommand;
-use keel_journal::{Journal, JournalOptions};
+use keel_journal::{Journal, JournalOptions, Workspace};
 use keel_kernel::gate::Holder;
 use keel_kernel::json::to_line;
 use keel_mutator::{
@@ -204,9 +204,11 @@ fn hash(root: &Path, path: &str, json: bool) -> Result<Status, Failure> {
 }
 
 /// Runs one `keel fs` command against the workspace at `root` and the lease journal at `journal`.
-pub fn run(command: &FsCommand, root: &Path, journal: &Path, json: bool) -> Result<Status, Failure> {
+pub fn run(command: &FsCommand, workspace: &Workspace, json: bool) -> Result<Status, Failure> {
+    let root = workspace.checkout();
     let open = || {
-        Mutator::open(root, Journal::open(journal, JournalOptions::default()), MutatorOptions::default())
+        workspace.bind().map_err(crate::workspace_failure)?;
+        Mutator::open(root, Journal::open(workspace.journal(), JournalOptions::default()), MutatorOptions::default())
             .map_err(failure)
     };
     match command {

@@ -4,6 +4,8 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::path::Path;
 
+use keel_journal::Workspace;
+
 use clap::Subcommand;
 use keel_fs::LineReader;
 use keel_kernel::Replayed;
@@ -72,7 +74,37 @@ fn print_line(out: &mut impl Write, text: &str) -> Result<(), Failure> {
     Ok(writeln!(out, "{text}").map_err(StdoutError)?)
 }
 
-pub fn run(command: &JournalCommand, path: &Path, options: &keel_journal::JournalOptions) -> Result<Status, Failure> {
+/// A damaged line's text as JSON (quoted and escaped, so control characters show).
+fn quoted(raw: &Value) -> String {
+    raw.to_string()
+}
+
+/// Why a damaged line that parses is damage anyway (a CHECKPOINT of a shape nobody writes), as
+/// ` (reason)`; empty for a line that does not parse.
+fn why_damaged(raw: &Value) -> String {
+    let Some(text) = raw.as_str() else { return String::new() };
+    match keel_kernel::line::classify_text(text) {
+        LineClass::Record(record) => {
+            keel_kernel::record::malformed(&record).map_or_else(String::new, |why| format!(" ({why})"))
+        }
+        _ => String::new(),
+    }
+}
+
+/// Most colliding pairs `verify` lists.
+const COLLISIONS_LISTED_MAX: usize = 100;
+
+pub fn run(
+    command: &JournalCommand,
+    workspace: &Workspace,
+    options: &keel_journal::JournalOptions,
+) -> Result<Status, Failure> {
+    let path = workspace.journal();
+    let writing =
+        matches!(command, JournalCommand::Compact { dry_run: false, .. } | JournalCommand::Review { accept: true, .. });
+    if writing {
+        workspace.bind().map_err(crate::workspace_failure)?;
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(Stdout(stdout.lock()));
     let status = match command {
@@ -110,13 +142,17 @@ pub fn run(command: &JournalCommand, path: &Path, options: &keel_journal::Journa
             let journal = keel_journal::Journal::open(path, options.clone());
             let stats = journal.stats().map_err(crate::lease::failure)?;
             if *json {
-                print_line(&mut out, &to_line(&stats))?;
+                let mut object = serde_json::to_value(&stats).expect("stats serialise");
+                object["root"] = Value::from(workspace.root().display().to_string());
+                object["journal"] = Value::from(path.display().to_string());
+                print_line(&mut out, &to_line(&object))?;
             } else {
                 let last = stats.last_compaction.as_ref().map_or_else(
                     || "none recorded (the head snapshot keeps the last one)".to_owned(),
                     |c| format!("{} ({} -> {} bytes)", c.ts, c.bytes_before, c.bytes_after),
                 );
                 for line in [
+                    format!("workspace: {}", workspace.root().display()),
                     format!("journal: {}", path.display()),
                     format!("records: {}, bytes: {}", stats.records, stats.bytes),
                     format!("live leases: {}", stats.live_leases),
@@ -130,21 +166,32 @@ pub fn run(command: &JournalCommand, path: &Path, options: &keel_journal::Journa
         }
         JournalCommand::Review { accept, by, json } => {
             let journal = keel_journal::Journal::open(path, options.clone());
-            let lines = journal.review(by, *accept).map_err(crate::lease::failure)?;
+            let (lines, raised) = if *accept {
+                let accepted = journal.accept_review(by).map_err(crate::lease::failure)?;
+                (accepted.lines, accepted.generations_raised)
+            } else {
+                (journal.unreviewed().map_err(crate::lease::failure)?, None)
+            };
             if *json {
-                let report = serde_json::json!({"unreviewed": lines, "accepted": *accept && !lines.is_empty()});
+                let report = serde_json::json!({
+                    "unreviewed": lines, "accepted": *accept && !lines.is_empty(),
+                    "generations_raised": raised.map(|(from, to)| json!({"from": from, "to": to})),
+                });
                 print_line(&mut out, &to_line(&report))?;
             } else if lines.is_empty() {
                 print_line(&mut out, "no unreviewed corrupt lines")?;
             } else {
                 for sentinel in &lines {
                     let number = sentinel.get("_line").and_then(Value::as_u64).map_or(0, |l| l + 1);
-                    print_line(&mut out, &format!("line {number}: {}", sentinel.get("_raw").unwrap_or(&Value::Null)))?;
+                    let raw = sentinel.get("_raw").unwrap_or(&Value::Null);
+                    print_line(&mut out, &format!("line {number}: {}{}", quoted(raw), why_damaged(raw)))?;
                 }
-                let verdict = if *accept {
-                    format!("recorded a review by {by:?}: leases can be granted again")
-                } else {
-                    "not reviewed: rerun with --accept once these lines are understood".to_owned()
+                let verdict = match raised {
+                    Some((from, to)) => format!(
+                        "recorded a review by {by:?}: leases can be granted again; the generation counter \
+                         was raised from {from} to {to}, past any token the damaged lines may have issued"
+                    ),
+                    None => "not reviewed: rerun with --accept once these lines are understood".to_owned(),
                 };
                 print_line(&mut out, &verdict)?;
             }
@@ -219,9 +266,15 @@ fn verify(out: &mut impl Write, path: &Path, as_json: bool) -> Result<Status, Fa
         .map(|sentinel| {
             let index = sentinel.get("_line").and_then(Value::as_u64);
             let reviewed = state.is_excused(sentinel);
-            json!({"line_number": index.map(|i| i + 1), "line_index": index, "raw": sentinel.get("_raw"), "reviewed": reviewed})
+            let why = sentinel.get("_raw").map(why_damaged).unwrap_or_default();
+            let why = why.trim_start_matches(" (").trim_end_matches(')');
+            json!({"line_number": index.map(|i| i + 1), "line_index": index, "raw": sentinel.get("_raw"), "reviewed": reviewed,
+                   "why": if why.is_empty() { Value::Null } else { Value::from(why) }})
         })
         .collect();
+    // Two live leases whose regions collide: the arbiter never admits that, so it is damage.
+    let live: Vec<(&keel_kernel::Identity, &keel_kernel::Object)> = state.live_with_identity().collect();
+    let (collisions, more_collisions) = keel_kernel::audit::collisions(&live, COLLISIONS_LISTED_MAX);
     // Replay ignores an unparseable last line either way (the spec's torn tail), but only one
     // without its `\n` can be a write cut short; a whole one stops grants until it is reviewed.
     let torn = replayed
@@ -230,7 +283,7 @@ fn verify(out: &mut impl Write, path: &Path, as_json: bool) -> Result<Status, Fa
         .map(|t| json!({"line_number": t.line + 1, "line_index": t.line, "raw": t.raw, "terminated": read.terminated}));
     let mis_keyed = state.compact_checked().err().map(|e| e.to_string());
     // A whole bad last line is damage to the service (grants stop), so it is to verify as well.
-    let clean = corrupt.is_empty() && !(torn.is_some() && read.terminated);
+    let clean = corrupt.is_empty() && !(torn.is_some() && read.terminated) && collisions.is_empty();
     if as_json {
         let report = json!({
             "path": path.display().to_string(),
@@ -241,6 +294,8 @@ fn verify(out: &mut impl Write, path: &Path, as_json: bool) -> Result<Status, Fa
             "torn_tail": torn,
             "live_leases": state.live_count(),
             "compaction_refused": mis_keyed,
+            "collisions": collisions,
+            "more_collisions": more_collisions,
             "clean": clean,
         });
         print_line(out, &to_line(&report))?;
@@ -254,7 +309,22 @@ fn verify(out: &mut impl Write, path: &Path, as_json: bool) -> Result<Status, Fa
         ];
         for bad in &corrupt {
             let reviewed = if bad["reviewed"] == true { " (reviewed)" } else { "" };
-            report.push(format!("  line {}{reviewed}: {}", bad["line_number"], bad["raw"]));
+            let why = bad["why"].as_str().map_or_else(String::new, |why| format!(" ({why})"));
+            report.push(format!("  line {}{reviewed}: {}{why}", bad["line_number"], bad["raw"]));
+        }
+        if !collisions.is_empty() {
+            report.push(format!(
+                "colliding live leases: {}{}",
+                collisions.len(),
+                if more_collisions { " (and more)" } else { "" }
+            ));
+            for c in &collisions {
+                report.push(format!(
+                    "  lane {:?} (loop_ts {}, holder {:?}) entry {:?} collides with lane {:?} (loop_ts {}, holder {:?}) entry {:?}",
+                    c.first.identity.lane, c.first.identity.loop_ts, c.first.holder, c.first.entry,
+                    c.second.identity.lane, c.second.identity.loop_ts, c.second.holder, c.second.entry
+                ));
+            }
         }
         if let Some(torn) = &torn {
             let what = if read.terminated {

@@ -1,14 +1,13 @@
 //! `keel lease ...`: taking and giving back leases through the durable journal.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::process::Command as Process;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use keel_journal::{AcquireOutcome, AcquireRequest, Beat, HolderPid, Journal, JournalError, JournalOptions};
+use keel_journal::{AcquireOutcome, AcquireRequest, Beat, HolderPid, Journal, JournalError, JournalOptions, Workspace};
 use keel_kernel::json::to_line;
 use serde_json::{Value, json};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
@@ -58,12 +57,14 @@ pub struct AcquireArgs {
     wait_s: Option<Duration>,
 }
 
-/// `--tree`: an entry inside the workspace, by the kernel's rule (the lease service applies it
-/// too; here it becomes a usage error that names the entry).
+/// `--tree`: an entry inside the workspace and spelled as its region, by the kernel's rules (the
+/// lease service applies them too; here they become a usage error that names the entry).
 fn tree_entry(text: &str) -> Result<String, String> {
-    keel_kernel::tree::confined(text)
-        .map(|()| text.to_owned())
-        .map_err(|why| format!("a tree entry must be inside the workspace ({why})"))
+    keel_kernel::tree::confined(text).map_err(|why| format!("a tree entry must be inside the workspace ({why})"))?;
+    match keel_kernel::tree::misspelling(text) {
+        Some(why) => Err(format!("a tree entry must be spelled as the region it names ({why})")),
+        None => Ok(text.to_owned()),
+    }
 }
 
 /// `--wait-s`: a non-negative number of seconds that fits a `Duration` (not NaN, not infinite).
@@ -198,8 +199,16 @@ pub fn failure(error: JournalError) -> Failure {
     Failure { status, error: error.into() }
 }
 
-pub fn run(command: &LeaseCommand, path: &Path, options: JournalOptions, output: &Output) -> Result<Status, Failure> {
-    let journal = Journal::open(path, options);
+pub fn run(
+    command: &LeaseCommand,
+    workspace: &Workspace,
+    options: JournalOptions,
+    output: &Output,
+) -> Result<Status, Failure> {
+    if !matches!(command, LeaseCommand::Live) {
+        workspace.bind().map_err(crate::workspace_failure)?;
+    }
+    let journal = Journal::open(workspace.journal(), options);
     let json = output.json;
     match command {
         LeaseCommand::Acquire(args) => {
@@ -246,15 +255,16 @@ pub fn run(command: &LeaseCommand, path: &Path, options: JournalOptions, output:
         LeaseCommand::Adopt { lane, loop_ts, owner, pid } => {
             let holder = pid.map_or(HolderPid::None, HolderPid::Pid);
             let adopted = journal.adopt(lane, loop_ts, owner, holder).map_err(failure)?;
-            let ok = adopted.is_some();
-            let object = json!({"outcome": if ok { "adopted" } else { "no_lease" }, "lane": lane, "loop_ts": loop_ts, "holder": owner});
-            let sentence = if ok {
-                format!("{owner} now holds lane {lane:?} (loop_ts {loop_ts})")
-            } else {
-                format!("no live lease (loop_ts {loop_ts}, lane {lane:?})")
+            let generation = adopted.as_ref().map(|a| a.generation);
+            let object = json!({"outcome": if adopted.is_some() { "adopted" } else { "no_lease" }, "lane": lane, "loop_ts": loop_ts, "holder": owner, "generation": generation});
+            let sentence = match generation {
+                Some(generation) => {
+                    format!("{owner} now holds lane {lane:?} (loop_ts {loop_ts}) with generation {generation}")
+                }
+                None => format!("no live lease (loop_ts {loop_ts}, lane {lane:?})"),
             };
             print(json, &object, &sentence)?;
-            Ok(if ok { Status::Ok } else { Status::Refused })
+            Ok(if adopted.is_some() { Status::Ok } else { Status::Refused })
         }
         LeaseCommand::Halt { lane, owner, reason } => {
             journal.halt(lane, owner, reason).map_err(failure)?;
@@ -291,11 +301,13 @@ pub fn run(command: &LeaseCommand, path: &Path, options: JournalOptions, output:
         }
         LeaseCommand::Live => {
             let live = journal.live().map_err(failure)?;
+            let (root, path) = (workspace.root().display().to_string(), workspace.journal().display().to_string());
             if json {
-                outln!("{}", to_line(&json!({"leases": live})))?;
+                outln!("{}", to_line(&json!({"root": root, "journal": path, "leases": live})))?;
             } else if live.is_empty() {
-                outln!("no live leases")?;
+                outln!("no live leases (workspace {root}, journal {path})")?;
             } else {
+                outln!("workspace {root}, journal {path}")?;
                 for lease in &live {
                     let field = |k: &str| {
                         lease
@@ -377,11 +389,37 @@ enum Run {
     Exited(std::process::ExitStatus),
     /// A signal came while the lease was being taken: the work was not started.
     Cancelled(i32),
-    /// The command could not be started (already reported), or waiting for it failed.
-    Failed(Option<anyhow::Error>),
+    /// Waiting for the command failed.
+    Failed(anyhow::Error),
+}
+
+/// The first argument of a `keel` process that `lease run` starts to become its command once the
+/// lease is granted (see [`run_granted`]).
+pub const RUN_GRANTED_ARG: &str = "--keel-run-when-granted";
+/// The environment variable that tells such a process which file descriptor the go-ahead comes on.
+const GATE_FD_ENV: &str = "KEEL_RUN_GATE_FD";
+/// The byte that says "granted: run the command".
+const GO: u8 = b'g';
+
+/// How `lease run` ties its command to the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tie {
+    /// The command leads a process group of its own, and the lease lives while any process of
+    /// that group runs: a grandchild still editing keeps the region held.
+    Group,
+    /// On a terminal the command stays in keel's (foreground) process group, so it can read the
+    /// terminal and get its signals; the lease names the command's process alone.
+    Process,
 }
 
 /// `keel lease run`: hold a lease for the life of a child process.
+///
+/// The command's process is started first and held before it runs anything, so that the lease
+/// can name it (pid and start time, and its process group): then the lease is never reclaimable
+/// while the command can still run, whatever happens to keel. The held process is keel itself,
+/// which waits for one byte on a pipe and then replaces itself with the command (same pid, same
+/// start time); it dies with keel (`PR_SET_PDEATHSIG`), so a keel killed with SIGKILL takes its
+/// command down with it, and one killed before the grant leaves nothing running.
 fn run_holding(
     journal: &Journal,
     args: &AcquireArgs,
@@ -389,13 +427,57 @@ fn run_holding(
     command: &[String],
     json: bool,
 ) -> Result<Status, Failure> {
+    use std::io::{IsTerminal as _, Write as _};
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::process::CommandExt as _;
     // Installed before the grant, so no signal can end keel between the grant and the handler,
     // leaving a lease held with no work and no holder to release it.
     let mut signals = SignalsInfo::<WithOrigin>::new(ENDING_SIGNALS)
         .map_err(|e| Failure::io(anyhow::Error::from(e).context("installing signal handlers")))?;
-    // keel itself lives exactly as long as the command it runs.
-    let outcome = acquire(journal, args, HolderPid::This)?;
+    let tie = if std::io::stdin().is_terminal() { Tie::Process } else { Tie::Group };
+    let (gate_read, gate_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| Failure::io(anyhow::Error::from(std::io::Error::from(e)).context("creating a pipe")))?;
+    let gate_fd = gate_read.as_raw_fd();
+    let keel = std::env::current_exe().map_err(|e| Failure::io(anyhow::Error::from(e).context("finding keel")))?;
+    let mut held = Process::new(keel);
+    held.arg(RUN_GRANTED_ARG).args(command).env(GATE_FD_ENV, gate_fd.to_string());
+    if tie == Tie::Group {
+        held.process_group(0);
+    }
+    let parent = rustix::process::getpid();
+    // SAFETY: the closure runs in the forked child before `exec`, and makes only
+    // async-signal-safe system calls (prctl, getppid, fcntl); it allocates nothing.
+    #[allow(unsafe_code)]
+    unsafe {
+        held.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            // keel died before the line above: nothing would ever kill this process.
+            if rustix::process::getppid() != Some(parent) {
+                return Err(std::io::Error::other("keel exited"));
+            }
+            // The pipe's read end stays open across `exec` in the child only.
+            let gate = std::os::fd::BorrowedFd::borrow_raw(gate_fd);
+            rustix::io::fcntl_setfd(gate, rustix::io::FdFlags::empty())?;
+            Ok(())
+        });
+    }
+    let mut child = held.spawn().map_err(|e| Failure::io(anyhow::Error::from(e).context("starting the command")))?;
+    drop(gate_read);
+    let holder = match tie {
+        Tie::Group => HolderPid::Group(child.id()),
+        Tie::Process => HolderPid::Pid(child.id()),
+    };
+    let outcome = match acquire(journal, args, holder) {
+        Ok(outcome) => outcome,
+        Err(failure) => {
+            drop(gate_write);
+            let _ = child.wait();
+            return Err(failure);
+        }
+    };
     let AcquireOutcome::Acquire(grant) = &outcome else {
+        drop(gate_write);
+        let _ = child.wait();
         return Ok(print_acquire(json, &outcome, args.wait_s.is_some())?);
     };
     if !json {
@@ -404,33 +486,29 @@ fn run_holding(
             grant.identity.lane, grant.identity.loop_ts, command
         );
     }
-    let (program, arguments) = command.split_first().expect("clap requires a command");
     let run = if let Some(origin) = signals.pending().next() {
-        eprintln!("keel: signal {} while taking the lease; {program} was not started", origin.signal);
+        eprintln!("keel: signal {} while taking the lease; {} was not started", origin.signal, command[0]);
+        drop(gate_write);
+        let _ = child.wait();
         Run::Cancelled(origin.signal)
     } else {
-        match Process::new(program).args(arguments).spawn().with_context(|| format!("starting {program}")) {
-            Ok(mut child) => {
-                let done = AtomicBool::new(false);
-                let forward = Forward::to(&child);
-                let closer = signals.handle();
-                let exit = std::thread::scope(|scope| {
-                    scope.spawn(|| beat_while_running(journal, grant, heartbeat_s, &done));
-                    scope.spawn(|| forward.all(&mut signals));
-                    let exit = child.wait();
-                    done.store(true, Ordering::SeqCst);
-                    closer.close();
-                    exit
-                });
-                match exit.with_context(|| format!("waiting for {program}")) {
-                    Ok(exit) => Run::Exited(exit),
-                    Err(error) => Run::Failed(Some(error)),
-                }
-            }
-            Err(error) => {
-                eprintln!("keel: {error:#}");
-                Run::Failed(None)
-            }
+        let mut gate = std::fs::File::from(gate_write);
+        let _ = gate.write_all(&[GO]);
+        drop(gate);
+        let done = AtomicBool::new(false);
+        let forward = Forward::to(&child, tie);
+        let closer = signals.handle();
+        let exit = std::thread::scope(|scope| {
+            scope.spawn(|| beat_while_running(journal, grant, heartbeat_s, &done));
+            scope.spawn(|| forward.all(&mut signals));
+            let exit = child.wait();
+            done.store(true, Ordering::SeqCst);
+            closer.close();
+            exit
+        });
+        match exit.with_context(|| format!("waiting for {}", command[0])) {
+            Ok(exit) => Run::Exited(exit),
+            Err(error) => Run::Failed(error),
         }
     };
     let released =
@@ -439,8 +517,7 @@ fn run_holding(
         eprintln!("keel: the lease was no longer live when the command ended (reclaimed or scavenged)");
     }
     match run {
-        Run::Failed(None) => Ok(Status::Io),
-        Run::Failed(Some(error)) => Err(Failure::io(error)),
+        Run::Failed(error) => Err(Failure::io(error)),
         Run::Cancelled(signal) => std::process::exit(128 + signal),
         Run::Exited(exit) => {
             use std::os::unix::process::ExitStatusExt;
@@ -450,35 +527,69 @@ fn run_holding(
     }
 }
 
+/// The process `lease run` started, once more keel: waits for the go-ahead on the inherited pipe,
+/// then becomes the command. No go-ahead (the lease was refused, or keel died): nothing runs.
+/// Exits 127 when the command is not found and 126 when it cannot be run, as shells do.
+pub fn run_granted(command: &[std::ffi::OsString]) -> std::process::ExitCode {
+    use std::io::Read as _;
+    use std::os::fd::FromRawFd as _;
+    use std::os::unix::process::CommandExt as _;
+    let Some(fd) = std::env::var(GATE_FD_ENV).ok().and_then(|fd| fd.parse::<i32>().ok()) else {
+        eprintln!("keel: {RUN_GRANTED_ARG} is started by `keel lease run` only");
+        return std::process::ExitCode::from(2);
+    };
+    // SAFETY: `lease run` passed this descriptor, the read end of its pipe, open and owned by no
+    // one else in this process.
+    #[allow(unsafe_code)]
+    let mut gate = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut byte = [0u8; 1];
+    if !matches!(gate.read(&mut byte), Ok(1)) || byte[0] != GO {
+        return std::process::ExitCode::from(125);
+    }
+    drop(gate);
+    let Some((program, arguments)) = command.split_first() else { return std::process::ExitCode::from(2) };
+    let error = Process::new(program).args(arguments).env_remove(GATE_FD_ENV).exec();
+    eprintln!("keel: starting {}: {error}", program.to_string_lossy());
+    std::process::ExitCode::from(if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+}
+
 /// Passes signals sent to keel on to its child.
 struct Forward {
     pid: rustix::process::Pid,
     /// A pidfd names the child itself: once it is reaped, a late signal fails instead of reaching
     /// whatever process reuses the pid. Absent on kernels before 5.3, where the pid is used.
     pidfd: Option<std::os::fd::OwnedFd>,
+    tie: Tie,
 }
 
 impl Forward {
-    fn to(child: &std::process::Child) -> Self {
+    fn to(child: &std::process::Child, tie: Tie) -> Self {
         let pid = rustix::process::Pid::from_child(child);
-        Self { pid, pidfd: rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok() }
+        Self { pid, pidfd: rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok(), tie }
     }
 
     /// Runs until the iterator's handle is closed.
     fn all(&self, signals: &mut SignalsInfo<WithOrigin>) {
         for origin in signals.forever() {
-            // The terminal signals its whole foreground process group (Ctrl-C, a hangup), so the
-            // child has that one already. One sent to keel alone (`kill`, a supervisor stopping
-            // it) is passed on: stopping keel stops the work its lease covers, and keel releases
-            // the lease when the child ends. A signal sent to the group reaches the child twice.
-            if matches!(origin.cause, Cause::Kernel) {
-                continue;
-            }
             let Some(signal) = rustix::process::Signal::from_named_raw(origin.signal) else { continue };
-            let _ = match &self.pidfd {
-                Some(pidfd) => rustix::process::pidfd_send_signal(pidfd, signal),
-                None => rustix::process::kill_process(self.pid, signal),
-            };
+            match self.tie {
+                // The command's own group gets every signal keel gets, the terminal's included:
+                // it is in no group the terminal signals. It is reaped only after this loop is
+                // closed, so its group id names no other group here.
+                Tie::Group => {
+                    let _ = rustix::process::kill_process_group(self.pid, signal);
+                }
+                // The terminal signals its whole foreground process group (Ctrl-C, a hangup), so
+                // the command has that one already. One sent to keel alone (`kill`, a supervisor
+                // stopping it) is passed on: stopping keel stops the work its lease covers.
+                Tie::Process if matches!(origin.cause, Cause::Kernel) => {}
+                Tie::Process => {
+                    let _ = match &self.pidfd {
+                        Some(pidfd) => rustix::process::pidfd_send_signal(pidfd, signal),
+                        None => rustix::process::kill_process(self.pid, signal),
+                    };
+                }
+            }
         }
     }
 }

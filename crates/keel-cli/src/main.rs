@@ -29,48 +29,38 @@ mod store;
 
 use std::fmt;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
+use keel_journal::{Named, Workspace, WorkspaceError};
 
 /// Where the workspace and its journal are.
 #[derive(Debug, clap::Args)]
 struct Location {
-    /// The workspace root [default: $KEEL_ROOT, else the current directory].
+    /// The workspace root [default: $KEEL_ROOT, else the nearest directory above holding .keel/,
+    /// else the top of the git work tree (a linked worktree's main one), else the current one].
     #[arg(long, global = true, env = "KEEL_ROOT")]
     root: Option<PathBuf>,
-    /// The lane journal [default: $KEEL_JOURNAL, else <root>/.keel/lane-journal.jsonl].
+    /// The lane journal, relative to the root [default: $KEEL_JOURNAL, else the one
+    /// .keel/journal-binding names, else .keel/lane-journal.jsonl].
     #[arg(long, global = true, env = "KEEL_JOURNAL")]
     journal: Option<PathBuf>,
-    /// Seconds after its last heartbeat during which a lease is never reclaimed, even if its
-    /// holder process is gone [default: 120].
+    /// Seconds after its last heartbeat during which a lease granted by this command is never
+    /// reclaimed, even if its holder process is gone; recorded in the lease, so no later
+    /// requester can shorten it [default: 120].
     #[arg(long, global = true, env = "KEEL_GRACE_S")]
     grace_s: Option<u64>,
 }
 
 impl Location {
-    /// The workspace root. A named one must be an existing directory: a mistyped `--root` or
-    /// `$KEEL_ROOT` would otherwise start a workspace of its own, whose leases exclude nobody
-    /// working in the real one.
-    fn root(&self) -> Result<PathBuf, Failure> {
-        let Some(root) = &self.root else { return Ok(PathBuf::from(".")) };
-        match std::fs::metadata(root) {
-            Ok(meta) if meta.is_dir() => Ok(root.clone()),
-            Ok(_) => Err(Failure::usage(anyhow::anyhow!("workspace root {}: not a directory", root.display()))),
-            Err(e) => {
-                let failure = if e.kind() == std::io::ErrorKind::NotFound { Failure::usage } else { Failure::io };
-                Err(failure(anyhow::Error::from(e).context(format!("workspace root {}", root.display()))))
-            }
-        }
-    }
-
-    fn journal(&self) -> Result<PathBuf, Failure> {
-        match &self.journal {
-            Some(journal) => Ok(journal.clone()),
-            None => Ok(self.root()?.join(keel_journal::STATE_DIR).join("lane-journal.jsonl")),
-        }
+    /// The workspace, by the one rule every command uses ([`keel_journal::workspace`]). A named
+    /// root must be an existing directory: a mistyped `--root` or `$KEEL_ROOT` would otherwise
+    /// start a workspace of its own, whose leases exclude nobody working in the real one.
+    fn workspace(&self) -> Result<Workspace, Failure> {
+        let named = Named { root: self.root.as_deref(), journal: self.journal.as_deref() };
+        Workspace::locate(named, Path::new(".")).map_err(workspace_failure)
     }
 
     fn journal_options(&self) -> keel_journal::JournalOptions {
@@ -79,6 +69,15 @@ impl Location {
             options.expiry.grace_s = grace_s;
         }
         options
+    }
+}
+
+/// Maps a workspace error to its exit status: anything the caller named or laid out wrongly is a
+/// usage error.
+pub fn workspace_failure(error: WorkspaceError) -> Failure {
+    match error {
+        WorkspaceError::Fs(error) => Failure::io(error),
+        error => Failure::usage(error),
     }
 }
 
@@ -285,14 +284,14 @@ fn describe(error: &anyhow::Error) -> String {
 fn dispatch(cli: &Cli) -> Result<Status, Failure> {
     let location = &cli.location;
     match &cli.command {
-        Command::Journal(command) => journal::run(command, &location.journal()?, &location.journal_options()),
+        Command::Journal(command) => journal::run(command, &location.workspace()?, &location.journal_options()),
         Command::Lease { command, output } => {
-            lease::run(command, &location.journal()?, location.journal_options(), output)
+            lease::run(command, &location.workspace()?, location.journal_options(), output)
         }
         Command::Lock { command, output } => lock::run(command, output.json),
         Command::Config { command, output } => config::run(command, output.json),
-        Command::Store { command, output } => store::run(command, &location.root()?, output.json),
-        Command::Fs { command, output } => fs::run(command, &location.root()?, &location.journal()?, output.json),
+        Command::Store { command, output } => store::run(command, location.workspace()?.root(), output.json),
+        Command::Fs { command, output } => fs::run(command, &location.workspace()?, output.json),
         Command::Arbitrate(args) => arbitrate::run(args),
         Command::Demo => demo::run(),
     }
@@ -304,7 +303,11 @@ fn main() -> ExitCode {
     // instead, and keel cuts the partial record off and reports it, as it does a full disk.
     // (Handlers do not survive `exec`: a command run under `keel lease run` keeps the default.)
     let _ = signal_hook::flag::register(signal_hook::consts::SIGXFSZ, std::sync::Arc::default());
-    let cli = Cli::parse();
+    let arguments: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if arguments.get(1).is_some_and(|first| first == lease::RUN_GRANTED_ARG) {
+        return lease::run_granted(&arguments[2..]);
+    }
+    let cli = Cli::parse_from(arguments);
     match dispatch(&cli) {
         Ok(status) => ExitCode::from(status as u8),
         Err(failure) => {

@@ -225,5 +225,6 @@ fn fs_with_another_journal_than_the_workspace_is_bound_to_is_a_usage_error() {
         .expect("keel runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(code(&out), 2, "{stderr}");
-    assert!(stderr.contains("is bound to the lease journal"), "{stderr}");
+    // Every command reads the binding now, so the workspace rule refuses it before the gate does.
+    assert!(stderr.contains("journal-binding") && stderr.contains("old-copy.jsonl"), "{stderr}");
 }

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 fn keel(root: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keel"))
         .args(args)
+        .current_dir(root)
         .env("KEEL_ROOT", root)
         .env_remove("KEEL_JOURNAL")
         .output()
@@ -154,6 +155,7 @@ fn a_reader_that_goes_away_ends_keel_quietly_with_status_0_and_a_full_disk_is_st
     let args = ["store", "events", "--runtime", "r", "--limit", "1000"];
     let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
         .args(args)
+        .current_dir(root)
         .env("KEEL_ROOT", root)
         .env_remove("KEEL_JOURNAL")
         .stdout(std::process::Stdio::piped())
@@ -171,6 +173,7 @@ fn a_reader_that_goes_away_ends_keel_quietly_with_status_0_and_a_full_disk_is_st
     let full = std::fs::File::create("/dev/full").expect("/dev/full");
     let output = Command::new(env!("CARGO_BIN_EXE_keel"))
         .args(args)
+        .current_dir(root)
         .env("KEEL_ROOT", root)
         .stdout(full)
         .output()

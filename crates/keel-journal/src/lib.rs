@@ -32,9 +32,11 @@
 pub mod process;
 pub mod read;
 pub mod service;
+pub mod workspace;
 
 pub use read::{ReadOutcome, replay_from, replay_path};
 pub use service::{
-    AcquireOutcome, AcquireRequest, Beat, Clock, Compaction, Grant, HolderPid, Journal, JournalError, JournalOptions,
-    LiveLease, STATE_DIR, Stats, system_clock,
+    Accepted, AcquireOutcome, AcquireRequest, Adopted, Beat, Clock, Compaction, Grant, HolderPid, Journal,
+    JournalError, JournalOptions, LiveLease, STATE_DIR, Stats, system_clock,
 };
+pub use workspace::{Named, Workspace, WorkspaceError};

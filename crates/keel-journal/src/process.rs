@@ -41,11 +41,38 @@ pub fn holder_process(lease: &Object, host: &str) -> HolderProcess {
     if !Path::new("/proc/self").exists() {
         return HolderProcess::Unknown;
     }
-    match (start_time(pid), lease.get("proc_starttime").and_then(Value::as_u64)) {
+    let leader = match (start_time(pid), lease.get("proc_starttime").and_then(Value::as_u64)) {
         (None, _) => HolderProcess::Gone,
         (Some(now), Some(then)) if now != then => HolderProcess::Gone,
         (Some(_), _) => HolderProcess::Alive,
+    };
+    // A lease tied to a process group (`keel lease run`'s command) lives while any process of
+    // the group runs, though its leader is gone: a grandchild may still be editing.
+    let group = lease.get("pgid").and_then(Value::as_u64).and_then(|g| u32::try_from(g).ok()).filter(|&g| g > 1);
+    match (leader, group) {
+        (HolderProcess::Gone, Some(pgid)) if group_runs(pgid) => HolderProcess::Alive,
+        (leader, _) => leader,
     }
+}
+
+/// Whether any process of process group `pgid` runs (a zombie has ended). A group id can be
+/// reused only once its group is empty, by a new group whose leader took that pid: reading it as
+/// still running errs on the side of keeping the lease.
+fn group_runs(pgid: u32) -> bool {
+    let Some(group) = i32::try_from(pgid).ok().and_then(rustix::process::Pid::from_raw) else { return false };
+    if let Err(rustix::io::Errno::SRCH) = rustix::process::test_kill_process_group(group) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else { return true };
+    entries.flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { return false };
+        let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let _parent = fields.next();
+        let member = fields.next().and_then(|g| g.parse::<u32>().ok()) == Some(pgid);
+        member && state != Some("Z")
+    })
 }
 
 #[cfg(test)]

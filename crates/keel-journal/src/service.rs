@@ -29,7 +29,7 @@ use keel_kernel::arbiter::{Decision, Mode, Outcome, Request, decide};
 use keel_kernel::expiry::{ExpiryPolicy, Verdict, assess, format_utc};
 use keel_kernel::json::to_line;
 use keel_kernel::line::BadLine;
-use keel_kernel::replay::{CompactError, Excuse, StateSnapshot, review_record};
+use keel_kernel::replay::{CompactError, Excuse, GENERATION_FLOOR, StateSnapshot, review_record};
 use keel_kernel::tree;
 use keel_kernel::value::casefold;
 use keel_kernel::{Identity, LiveState, Object, Replay, Taxonomy};
@@ -208,21 +208,35 @@ pub enum HolderPid {
     This,
     /// Another process on this host, such as the agent that ran `keel lease acquire --pid`.
     Pid(u32),
+    /// A process that leads its own process group, and every process of that group: the lease
+    /// lives while any of them runs (`keel lease run` ties its command's whole tree to its lease
+    /// this way, so a grandchild still editing keeps the region held).
+    Group(u32),
     /// No process: only the TTL frees the lease.
     None,
 }
 
+/// What a lease records of its holder process.
+#[derive(Debug, Clone, Copy, Default)]
+struct Recorded {
+    pid: Option<u32>,
+    start: Option<u64>,
+    pgid: Option<u32>,
+}
+
 impl HolderPid {
-    /// The pid and start time to record; `Err` if `Pid` names no running process.
-    fn recorded(self) -> Result<(Option<u32>, Option<u64>), JournalError> {
-        match self {
-            Self::This => Ok((Some(std::process::id()), process::own_start_time())),
-            Self::Pid(pid) => match process::start_time(pid) {
-                Some(start) if pid != 0 => Ok((Some(pid), Some(start))),
-                _ => Err(JournalError::InvalidRequest(format!("no process {pid} is running on this host"))),
-            },
-            Self::None => Ok((None, None)),
-        }
+    /// The pid, start time and process group to record; `Err` if it names no running process.
+    fn recorded(self) -> Result<Recorded, JournalError> {
+        let running = |pid: u32| match process::start_time(pid) {
+            Some(start) if pid != 0 => Ok(start),
+            _ => Err(JournalError::InvalidRequest(format!("no process {pid} is running on this host"))),
+        };
+        Ok(match self {
+            Self::This => Recorded { pid: Some(std::process::id()), start: process::own_start_time(), pgid: None },
+            Self::Pid(pid) => Recorded { pid: Some(pid), start: Some(running(pid)?), pgid: None },
+            Self::Group(pid) => Recorded { pid: Some(pid), start: Some(running(pid)?), pgid: Some(pid) },
+            Self::None => Recorded::default(),
+        })
     }
 }
 
@@ -267,6 +281,25 @@ pub struct LiveLease {
     pub generation: Option<u64>,
     /// Whether it is provably dead now.
     pub verdict: Verdict,
+}
+
+/// A lease that changed holder: its identity and the new holder's fencing generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Adopted {
+    /// The lease.
+    pub identity: Identity,
+    /// The new holder's generation (above every token the old holder could present).
+    pub generation: u64,
+}
+
+/// What accepting a review did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Accepted {
+    /// The damaged lines the review excuses, as corrupt sentinels.
+    pub lines: Vec<Object>,
+    /// The generation counter before and after the review raised it past every token the
+    /// damaged lines could have issued; `None` when there was nothing to excuse.
+    pub generations_raised: Option<(u64, u64)>,
 }
 
 /// What a heartbeat did.
@@ -351,6 +384,13 @@ struct Cache<S: Storage> {
 }
 
 /// The head snapshot file: the fold up to `offset`, so a process need not replay the history.
+///
+/// It is derived data a reader trusts instead of the journal, so it proves itself twice before
+/// it is used: its own bytes (the file is `HEAD_MAGIC <blake3 of the body>\n<body>`, so a flipped
+/// bit, a cut or an addition anywhere fails), and its place in the journal (device, inode, and
+/// BLAKE3s of the journal's first bytes and of the bytes just before `offset`). Anything that
+/// does not validate means "replay from the journal". An older snapshot of the same journal
+/// validates and is correct: it describes a prefix, and the records after it are folded on top.
 #[derive(Debug, Serialize, Deserialize)]
 struct Head {
     version: u32,
@@ -359,11 +399,14 @@ struct Head {
     offset: u64,
     lines: u64,
     window_blake3: String,
+    prefix_blake3: String,
     state: StateSnapshot,
     last_compaction: Option<Compaction>,
 }
 
-const HEAD_VERSION: u32 = 1;
+const HEAD_VERSION: u32 = 2;
+/// The first word of a head file, before the hash of its body.
+const HEAD_MAGIC: &str = "keel-head-v2";
 /// Bytes before the head's offset whose hash must match: enough to tell a rewritten journal
 /// from the one the snapshot was taken of, without reading its history.
 const HEAD_WINDOW_BYTES: u64 = 4096;
@@ -627,9 +670,9 @@ impl<S: Storage + Clone> Journal<S> {
         Ok(())
     }
 
-    fn read_window(&self, file: &S::File, offset: u64) -> io::Result<String> {
-        let start = offset.saturating_sub(HEAD_WINDOW_BYTES);
-        let mut window = vec![0u8; (offset - start) as usize];
+    /// The BLAKE3 of the journal's bytes `[start, end)` (at most [`HEAD_WINDOW_BYTES`] of them).
+    fn hash_range(&self, file: &S::File, start: u64, end: u64) -> io::Result<String> {
+        let mut window = vec![0u8; (end - start) as usize];
         let mut filled = 0;
         while filled < window.len() {
             let n = self.storage.read_at(file, start + filled as u64, &mut window[filled..])?;
@@ -641,14 +684,30 @@ impl<S: Storage + Clone> Journal<S> {
         Ok(blake3::hash(&window).to_hex().to_string())
     }
 
-    /// The head snapshot, if it describes this very journal; anything else means "replay".
+    /// The hashes that tie a head at `offset` to this journal: of the bytes just before it, and of
+    /// the journal's first bytes (which a rewrite changes however it ends).
+    fn place_hashes(&self, file: &S::File, offset: u64) -> io::Result<(String, String)> {
+        let window = self.hash_range(file, offset.saturating_sub(HEAD_WINDOW_BYTES), offset)?;
+        let prefix = self.hash_range(file, 0, offset.min(HEAD_WINDOW_BYTES))?;
+        Ok((window, prefix))
+    }
+
+    /// The head snapshot, if its bytes are whole and it describes this very journal; anything
+    /// else means "replay" (see [`Head`]).
     fn load_head(&self, stat: &FileStat, file: &S::File, cache: &mut Cache<S>) -> Option<(LiveState, u64, u64)> {
-        let head: Head = serde_json::from_slice(&self.read_sidecar(&self.head_path, HEAD_BYTES_MAX)?).ok()?;
+        let bytes = self.read_sidecar(&self.head_path, HEAD_BYTES_MAX)?;
+        let newline = memchr::memchr(b'\n', &bytes)?;
+        let (header, body) = (std::str::from_utf8(&bytes[..newline]).ok()?, &bytes[newline + 1..]);
+        let hash = header.strip_prefix(HEAD_MAGIC)?.strip_prefix(' ')?;
+        if hash != blake3::hash(body).to_hex().as_str() {
+            return None;
+        }
+        let head: Head = serde_json::from_slice(body).ok()?;
         let valid = head.version == HEAD_VERSION
             && head.dev == stat.dev
             && head.ino == stat.ino
             && head.offset <= stat.len
-            && self.read_window(file, head.offset).ok()? == head.window_blake3;
+            && self.place_hashes(file, head.offset).ok()? == (head.window_blake3.clone(), head.prefix_blake3.clone());
         if !valid {
             return None;
         }
@@ -660,8 +719,8 @@ impl<S: Storage + Clone> Journal<S> {
     fn write_head(&self, cache: &mut Cache<S>) -> Result<(), JournalError> {
         let folded = cache.folded.as_ref().expect("folded before writing a head");
         let file = self.storage.open_read(&self.path).map_err(|e| FsError::io("open", &self.path, e))?;
-        let window_blake3 =
-            self.read_window(&file, folded.safe_offset).map_err(|e| FsError::io("read", &self.path, e))?;
+        let (window_blake3, prefix_blake3) =
+            self.place_hashes(&file, folded.safe_offset).map_err(|e| FsError::io("read", &self.path, e))?;
         let head = Head {
             version: HEAD_VERSION,
             dev: folded.dev,
@@ -669,10 +728,13 @@ impl<S: Storage + Clone> Journal<S> {
             offset: folded.safe_offset,
             lines: folded.safe_lines,
             window_blake3,
+            prefix_blake3,
             state: folded.state.snapshot(),
             last_compaction: cache.last_compaction.clone(),
         };
-        let bytes = serde_json::to_vec(&head).expect("head snapshots serialise");
+        let body = serde_json::to_vec(&head).expect("head snapshots serialise");
+        let mut bytes = format!("{HEAD_MAGIC} {}\n", blake3::hash(&body).to_hex()).into_bytes();
+        bytes.extend_from_slice(&body);
         self.replace_volatile(&self.head_path, &bytes)?;
         cache.head_offset = folded.safe_offset;
         Ok(())
@@ -707,7 +769,7 @@ impl<S: Storage + Clone> Journal<S> {
     /// the cut writer meant to) in the `REVIEW` of its own append, then removes it.
     fn append(&self, cache: &mut Cache<S>, mut records: Vec<Object>) -> Result<(), JournalError> {
         let folded = Self::folded(cache);
-        let begun = self.repairs_begun();
+        let begun = self.repairs_begun(folded);
         // Only a repair cut short leaves a sidecar: without one there is nothing to finish, and
         // the damage list is not scanned on every append.
         let mut excuses: Vec<Excuse> = if begun.is_empty() {
@@ -774,13 +836,21 @@ impl<S: Storage + Clone> Journal<S> {
         self.after_append(cache)
     }
 
-    /// The excuses in `<journal>.torn`; none when it is missing or unreadable (a sidecar that
-    /// cannot be read excuses nothing, which fails closed).
-    fn repairs_begun(&self) -> Vec<Excuse> {
-        self.read_sidecar(&self.torn_path, TORN_BYTES_MAX)
+    /// The excuses in `<journal>.torn` that can still name a fragment a cut repair left; none
+    /// when it is missing or unreadable (a sidecar that cannot be read excuses nothing, which
+    /// fails closed). Each excuse names its line by number and by the hash of its text, and a run
+    /// of `k` cut repairs leaves its fragments among the journal's last `k + 1` lines: an excuse
+    /// for any earlier line is not one this sidecar could honestly hold, and is ignored.
+    fn repairs_begun(&self, folded: &Folded) -> Vec<Excuse> {
+        let mut excuses = self
+            .read_sidecar(&self.torn_path, TORN_BYTES_MAX)
             .and_then(|bytes| serde_json::from_slice::<RepairsBegun>(&bytes).ok())
             .map(|repairs| repairs.excuses)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let lines = folded.safe_lines + u64::from(folded.tail.is_some());
+        let reach = excuses.len() as u64 + 1;
+        excuses.retain(|excuse| excuse.line.saturating_add(reach) >= lines);
+        excuses
     }
 
     /// The bytes of a sidecar file (head snapshot, repairs begun), if it is there, readable and
@@ -819,7 +889,7 @@ impl<S: Storage + Clone> Journal<S> {
     }
 
     fn damage_check(&self, folded: &Folded) -> Result<(), JournalError> {
-        let begun = self.repairs_begun();
+        let begun = self.repairs_begun(folded);
         let mut damage = unreviewed(folded);
         damage.retain(|sentinel| !Excuse::of_sentinel(sentinel).is_some_and(|e| begun.contains(&e)));
         if let Some(first) = damage.first() {
@@ -975,7 +1045,7 @@ impl<S: Storage + Clone> Journal<S> {
         identity: &Identity,
         now: f64,
     ) -> Result<Object, JournalError> {
-        let (pid, start) = request.holder_pid.recorded()?;
+        let Recorded { pid, start, pgid } = request.holder_pid.recorded()?;
         let mut lease = object(json!({
             "acquired_at": format_utc(now.floor() as i64),
             "holder": request.owner,
@@ -990,8 +1060,17 @@ impl<S: Storage + Clone> Journal<S> {
         if let Some(start) = start {
             lease.insert("proc_starttime".into(), Value::from(start));
         }
-        if let Some(ttl) = request.ttl_minutes {
-            lease.insert("ttl_minutes".into(), Value::from(ttl));
+        // The lease's protection is fixed now, in its body: whoever judges it later reads its own
+        // grace and TTL from it, and may only lengthen them.
+        let ttl_minutes = request.ttl_minutes.unwrap_or(self.options.expiry.default_ttl_s as f64 / 60.0);
+        lease.insert("ttl_minutes".into(), Value::from(ttl_minutes));
+        lease.insert("grace_s".into(), Value::from(self.options.expiry.grace_s));
+        if let Some(pgid) = pgid {
+            lease.insert("pgid".into(), Value::from(pgid));
+        }
+        if request.force {
+            // The operator's override collides on purpose; `journal verify` reports it as such.
+            lease.insert("forced".into(), Value::Bool(true));
         }
         if let Some(run_id) = &request.run_id {
             lease.insert("run_id".into(), Value::from(run_id.clone()));
@@ -1073,7 +1152,8 @@ impl<S: Storage + Clone> Journal<S> {
                 .max();
             // A beat is skipped only while the last one is under half a grace old: a floor past
             // that would let the lease fall out of its grace, and a live lease be reclaimed.
-            let floor = coalesce_floor_s.map(|floor| floor.min(this.options.expiry.grace_s / 2));
+            let grace_s = keel_kernel::expiry::grace_s(lease, &this.options.expiry);
+            let floor = coalesce_floor_s.map(|floor| floor.min(grace_s / 2));
             if let (Some(floor), Some((at, text))) = (floor, &last)
                 && (now.floor() as i64).saturating_sub(*at) < i64::try_from(floor).unwrap_or(i64::MAX)
             {
@@ -1091,32 +1171,51 @@ impl<S: Storage + Clone> Journal<S> {
 
     /// Transfers a live lease to `new_owner`, tied to `holder` (see [`HolderPid`]). Never creates
     /// a lease: `Ok(None)` when none is live at that identity.
+    ///
+    /// The new holder gets a new fencing generation, above every token the old holder could
+    /// present, so anything that checks tokens (the write gate, or a service outside keel) tells
+    /// them apart. It is recorded as a `RECONCILE` of the lease at its identity with the new body:
+    /// every reader of the format, dos-kernel's included, replaces the lease in place and gives
+    /// it the next generation, so the live sets and generations still agree.
     pub fn adopt(
         &self,
         lane: &str,
         loop_ts: &str,
         new_owner: &str,
         holder: HolderPid,
-    ) -> Result<Option<Identity>, JournalError> {
+    ) -> Result<Option<Adopted>, JournalError> {
         owner_named(new_owner)?;
-        let (pid, start) = holder.recorded()?;
+        let Recorded { pid, start, pgid } = holder.recorded()?;
         self.locked(|this, cache| {
             let identity = Identity { loop_ts: loop_ts.to_owned(), lane: lane.to_owned() };
-            let Some(lease) = Self::folded(cache).state.lease(&identity) else {
+            let folded = Self::folded(cache);
+            let Some(lease) = folded.state.lease(&identity) else {
                 return Ok(None);
             };
-            // An ADOPT can replace the pid but not remove it (a null pid keeps the old one), so "no
-            // process" is written as pid 0, which names none (`process::holder_process`).
-            let mut record = object(json!({
-                "op": "ADOPT", "holder": new_owner, "host_id": this.options.host_id, "lane": lane,
-                "loop_ts": loop_ts, "pid": pid.unwrap_or(0), "prev_holder": lease.get("holder"),
-                "reason": format!("adopt:{new_owner}"), "heartbeat_at": now_ts(&this.options.clock),
-            }));
-            if let Some(start) = start {
-                record.insert("proc_starttime".into(), Value::from(start));
+            if folded.state.next_generation() == u64::MAX {
+                return Err(JournalError::Exhausted { path: this.path.clone(), counter: "generation" });
             }
+            let prev_holder = lease.get("holder").cloned().unwrap_or(Value::Null);
+            let mut body = lease.clone();
+            body.insert("holder".into(), Value::from(new_owner));
+            body.insert("host_id".into(), Value::from(this.options.host_id.clone()));
+            body.insert("pid".into(), pid.map_or(Value::Null, Value::from));
+            for (member, value) in [("proc_starttime", start), ("pgid", pgid.map(u64::from))] {
+                match value {
+                    Some(value) => body.insert(member.into(), Value::from(value)),
+                    None => body.remove(member),
+                };
+            }
+            body.insert("heartbeat_at".into(), Value::from(now_ts(&this.options.clock)));
+            let mut record = object(json!({
+                "op": "RECONCILE", "host_id": this.options.host_id, "lane": identity.lane,
+                "loop_ts": identity.loop_ts, "prev_holder": prev_holder, "reason": format!("adopt:{new_owner}"),
+            }));
+            record.insert("lease".into(), Value::Object(body));
             this.append(cache, vec![record])?;
-            Ok(Some(identity))
+            let generation =
+                Self::folded(cache).state.generation(&identity).expect("an adopted lease just folded has a generation");
+            Ok(Some(Adopted { identity, generation }))
         })
     }
 
@@ -1212,18 +1311,31 @@ impl<S: Storage + Clone> Journal<S> {
         })
     }
 
-    /// The unreviewed corrupt lines; with `accept`, records a `REVIEW` by `by` excusing them.
-    pub fn review(&self, by: &str, accept: bool) -> Result<Vec<Object>, JournalError> {
-        if !accept {
-            return self.observed(|_, cache| Ok(unreviewed(Self::folded(cache))));
-        }
+    /// The unreviewed damaged lines (as corrupt sentinels): what stops grants. Writes nothing.
+    pub fn unreviewed(&self) -> Result<Vec<Object>, JournalError> {
+        self.observed(|_, cache| Ok(unreviewed(Self::folded(cache))))
+    }
+
+    /// Records a `REVIEW` by `by` excusing every unreviewed damaged line, so grants go on.
+    ///
+    /// Each damaged line may have been a grant whose token was handed out (a corrupted `ACQUIRE`
+    /// was acknowledged once), so the review also raises the generation counter by one per line:
+    /// no token is issued twice.
+    pub fn accept_review(&self, by: &str) -> Result<Accepted, JournalError> {
+        owner_named(by)?;
         self.locked(|this, cache| {
-            let damage = unreviewed(Self::folded(cache));
-            if !damage.is_empty() {
-                let excuses: Vec<Excuse> = damage.iter().filter_map(Excuse::of_sentinel).collect();
-                this.append(cache, vec![review_record(&excuses, "reviewed by an operator", by)])?;
+            let folded = Self::folded(cache);
+            let damage = unreviewed(folded);
+            if damage.is_empty() {
+                return Ok(Accepted { lines: damage, generations_raised: None });
             }
-            Ok(damage)
+            let before = folded.state.next_generation() - 1;
+            let after = before.saturating_add(damage.len() as u64);
+            let excuses: Vec<Excuse> = damage.iter().filter_map(Excuse::of_sentinel).collect();
+            let mut review = review_record(&excuses, "reviewed by an operator", by);
+            review.insert(GENERATION_FLOOR.into(), Value::from(after));
+            this.append(cache, vec![review])?;
+            Ok(Accepted { lines: damage, generations_raised: Some((before, after)) })
         })
     }
 
@@ -1346,8 +1458,8 @@ fn validate(request: &AcquireRequest) -> Result<(), JournalError> {
             tree::TREE_ENTRIES_MAX
         )));
     }
-    if let Some((entry, why)) = request.tree.iter().find_map(|e| tree::confined(e).err().map(|why| (e, why))) {
-        return Err(JournalError::InvalidRequest(format!("tree entry {entry:?} is outside the workspace: {why}")));
+    if let Some((entry, why)) = request.tree.iter().find_map(|e| tree::requestable(e).err().map(|why| (e, why))) {
+        return Err(JournalError::InvalidRequest(format!("tree entry {entry:?} cannot be requested: {why}")));
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ const START_I: i64 = 1_800_000_000;
 fn options(clock: &Arc<AtomicU64>) -> JournalOptions {
     let clock = Arc::clone(clock);
     JournalOptions {
-        expiry: ExpiryPolicy { default_ttl_s: 3600, grace_s: 60 },
+        expiry: ExpiryPolicy { default_ttl_s: 3600, grace_s: 60, grace_floor_s: 0 },
         clock: Arc::new(move || clock.load(Ordering::SeqCst) as f64),
         ..JournalOptions::default()
     }
@@ -77,7 +77,7 @@ fn a_gone_holders_lease_is_reclaimed_after_the_grace_but_never_within_it() {
     let mut child = std::process::Command::new("true").spawn().expect("spawn true");
     let dead_pid = child.id();
     child.wait().expect("reaped");
-    let lease = json!({"acquired_at": format_utc(START_I), "holder": "ghost", "host_id": journal.options().host_id,
+    let lease = json!({"acquired_at": format_utc(START_I), "grace_s": 60, "holder": "ghost", "host_id": journal.options().host_id,
         "lane": "g", "lane_kind": "keyword", "loop_ts": "t-ghost", "mode": "exclusive", "pid": dead_pid, "tree": ["src/"]});
     let record = json!({"op": "ACQUIRE", "lane": "g", "loop_ts": "t-ghost", "seq": 1, "lease": lease});
     std::fs::write(&path, format!("{}\n", to_line(&record))).expect("seed journal");
@@ -192,12 +192,12 @@ fn adopt_transfers_a_live_lease_and_never_creates_one() {
     assert_eq!(journal.adopt("a", "no-such-loop", "agent-b", HolderPid::This).expect("ok"), None);
     assert_eq!(
         journal.adopt("a", &grant.identity.loop_ts, "agent-b", HolderPid::This).expect("ok"),
-        Some(grant.identity.clone())
+        Some(keel_journal::Adopted { identity: grant.identity.clone(), generation: grant.generation + 1 })
     );
     let live = journal.live().expect("live");
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].lease["holder"], "agent-b");
-    assert_eq!(live[0].generation, Some(grant.generation), "adoption keeps the fence");
+    assert_eq!(live[0].generation, Some(grant.generation + 1), "the new holder gets a new fencing token");
     assert_eq!(journal.release("a", "agent-a", None).expect("ok"), None, "the old owner no longer holds it");
     assert!(journal.release("a", "agent-b", None).expect("ok").is_some());
 }
@@ -218,7 +218,7 @@ fn a_crashed_writers_fragment_is_excused_but_a_complete_bad_line_waits_for_a_rev
     append(b"{\"op\": \"ACQ");
     let journal = Journal::open(&path, options(&clock));
     granted(journal.acquire(&request("b", "b/", "agent-b")).expect("acquire after a fragment"));
-    assert!(journal.review("test", false).expect("review").is_empty());
+    assert!(journal.unreviewed().expect("review").is_empty());
 
     // A whole line that does not parse: grants stop, and the review names that very line. It once
     // named nothing, while acquire kept pointing at it: no way to grant again short of compaction.
@@ -227,11 +227,11 @@ fn a_crashed_writers_fragment_is_excused_but_a_complete_bad_line_waits_for_a_rev
     let refused = journal.acquire(&request("c", "c/", "agent-c"));
     assert!(matches!(refused, Err(JournalError::Damaged { line_number: 5, .. })), "{refused:?}");
     assert_eq!(journal.stats().expect("stats").unreviewed_corrupt, 1);
-    let listed = journal.review("test", false).expect("review");
+    let listed = journal.unreviewed().expect("review");
     assert_eq!(listed.len(), 1);
     assert_eq!((listed[0]["_line"].as_u64(), listed[0]["_raw"].as_str()), (Some(4), Some("{not json")));
     assert!(journal.acquire(&request("c", "c/", "agent-c")).is_err(), "listing is not accepting");
-    assert_eq!(journal.review("operator", true).expect("accept").len(), 1);
+    assert_eq!(journal.accept_review("operator").expect("accept").lines.len(), 1);
     granted(journal.acquire(&request("c", "c/", "agent-c")).expect("acquire after the review"));
     let stats = Journal::open(&path, options(&clock)).stats().expect("stats");
     assert_eq!((stats.corrupt, stats.unreviewed_corrupt), (2, 0), "both lines stay on record, both excused");
@@ -335,7 +335,7 @@ fn looking_at_a_journal_creates_nothing_and_changes_nothing() {
     // created the directory and a lock file wherever it was pointed).
     assert!(journal.live().expect("live").is_empty());
     assert_eq!(journal.stats().expect("stats").records, 0);
-    assert!(journal.review("test", false).expect("review").is_empty());
+    assert!(journal.unreviewed().expect("review").is_empty());
     assert!(!keel_dir.exists(), "a read created {}", keel_dir.display());
 
     granted(journal.acquire(&request("a", "a/", "agent-a")).expect("acquire"));
@@ -347,7 +347,7 @@ fn looking_at_a_journal_creates_nothing_and_changes_nothing() {
     let before = std::fs::read(&path).expect("journal");
     let looker = Journal::open(&path, options(&clock));
     assert_eq!(looker.live().expect("live").len(), 1);
-    assert_eq!(looker.review("test", false).expect("review").len(), 1);
+    assert_eq!(looker.unreviewed().expect("review").len(), 1);
     assert_eq!(std::fs::read(&path).expect("journal"), before, "listing the damage is not accepting it");
 }
 
@@ -476,7 +476,7 @@ fn compaction_carries_a_whole_bad_last_line_as_damage_until_it_is_reviewed() {
     assert!(String::from_utf8_lossy(&std::fs::read(&path).expect("journal")).contains("\\\"lane\\\": \\\"b\\\""));
     let reopened = Journal::open(&path, options(&clock));
     assert!(damaged(&reopened), "compaction erased the damage");
-    assert_eq!(reopened.review("operator", true).expect("review").len(), 1);
+    assert_eq!(reopened.accept_review("operator").expect("review").lines.len(), 1);
     granted(reopened.acquire(&request("c", "c/", "agent-c")).expect("acquire after the review"));
 }
 

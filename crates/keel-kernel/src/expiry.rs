@@ -15,18 +15,37 @@ use serde_json::Value;
 use crate::value::Object;
 
 /// Timing rules for reclaiming leases.
+///
+/// A lease's protection is fixed when it is granted: its body records its grace (`grace_s`) and
+/// TTL (`ttl_minutes`), and whoever judges it later may only lengthen them (`grace_floor_s`),
+/// never shorten them. A requester that chose a short grace for itself cannot take someone
+/// else's region sooner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpiryPolicy {
-    /// TTL of a lease that names none (`ttl_minutes` missing, zero or not a number).
+    /// TTL of a lease that names none (`ttl_minutes` missing, zero or not a number), and the TTL
+    /// recorded in a lease granted without one.
     pub default_ttl_s: u64,
-    /// A lease beaten (or acquired) this recently is never dead.
+    /// The grace recorded in the leases this service grants: a lease beaten (or acquired) this
+    /// recently is never dead.
     pub grace_s: u64,
+    /// The least grace any lease gets, whatever it recorded (a workspace's policy).
+    pub grace_floor_s: u64,
 }
+
+/// The grace of a lease that records none (one written by another tool, or by an older keel).
+pub const GRACE_S_DEFAULT: u64 = 120;
 
 impl Default for ExpiryPolicy {
     fn default() -> Self {
-        Self { default_ttl_s: 2 * 60 * 60, grace_s: 120 }
+        Self { default_ttl_s: 2 * 60 * 60, grace_s: GRACE_S_DEFAULT, grace_floor_s: 0 }
     }
+}
+
+/// The grace that protects `lease`: the one it was granted with, else the larger of the default
+/// and this policy's, and never less than the policy's floor.
+pub fn grace_s(lease: &Object, policy: &ExpiryPolicy) -> u64 {
+    let recorded = lease.get("grace_s").and_then(Value::as_u64);
+    recorded.unwrap_or(GRACE_S_DEFAULT.max(policy.grace_s)).max(policy.grace_floor_s)
 }
 
 /// What is known about the process that holds a lease.
@@ -160,7 +179,7 @@ pub fn assess(lease: &Object, now_unix_s: i64, policy: &ExpiryPolicy, holder: Ho
     // Timestamps are whole seconds, cut down: a lease stamped `:10` may have been beaten at
     // `:10.9`, so an idle time read as `n` may truly be just over `n - 1`. Only more than the
     // grace (and more than the TTL) proves it: a lease beaten within the grace is never dead.
-    if idle_s <= policy.grace_s {
+    if idle_s <= grace_s(lease, policy) {
         return Verdict::Alive { idle_s, ttl_s };
     }
     if idle_s > ttl_s {
@@ -222,12 +241,30 @@ mod tests {
 
     #[test]
     fn a_lease_beaten_within_the_grace_is_never_dead_even_if_its_holder_is_gone() {
-        let policy = ExpiryPolicy { default_ttl_s: 60, grace_s: 120 };
+        let policy = ExpiryPolicy { default_ttl_s: 60, grace_s: 120, grace_floor_s: 0 };
         let beat = parse_utc("2026-01-01T01:00:00Z").expect("valid");
         let l = lease("2026-01-01T01:00:00Z", &json!(null));
         // Read as 120 s idle, it may have been beaten 119.1 s ago: only 121 s proves the grace over.
         assert!(!assess(&l, beat + 120, &policy, HolderProcess::Gone).is_dead());
         assert!(assess(&l, beat + 121, &policy, HolderProcess::Gone).is_dead());
+    }
+
+    /// Found by a sweep: any requester with `--grace-s 0` reclaimed another holder's lease the
+    /// moment its TTL passed; the grace is now the lease's own, and a judge may only lengthen it.
+    #[test]
+    fn a_lease_keeps_the_grace_it_was_granted_with_whatever_grace_its_judge_uses() {
+        let beat = parse_utc("2026-01-01T01:00:00Z").expect("valid");
+        let mut l = lease("2026-01-01T01:00:00Z", &json!(1));
+        l.insert("grace_s".into(), json!(600));
+        let careless = ExpiryPolicy { grace_s: 0, ..ExpiryPolicy::default() };
+        assert!(!assess(&l, beat + 599, &careless, HolderProcess::Gone).is_dead(), "inside its own grace");
+        assert!(assess(&l, beat + 601, &careless, HolderProcess::Gone).is_dead());
+        let floor = ExpiryPolicy { grace_floor_s: 900, ..ExpiryPolicy::default() };
+        assert!(!assess(&l, beat + 601, &floor, HolderProcess::Gone).is_dead(), "a floor lengthens it");
+        // A lease that records no grace has the default, however short the judge's own.
+        let unrecorded = lease("2026-01-01T01:00:00Z", &json!(1));
+        assert!(!assess(&unrecorded, beat + 100, &careless, HolderProcess::Gone).is_dead());
+        assert!(assess(&unrecorded, beat + 121, &careless, HolderProcess::Gone).is_dead());
     }
 
     #[test]

@@ -168,8 +168,11 @@ pub enum Decision {
     },
 }
 
-/// The normalised form of a workspace-relative path: its components joined by `/`, with `.`
-/// and empty components dropped. `Err` names what makes it unacceptable.
+/// A workspace-relative path as the gate decides on it: exactly as written, because that is the
+/// path the file system will use. `Err` names what makes it unacceptable: an escape (absolute,
+/// `..`, NUL), no file named, or a spelling whose region differs from it on disk
+/// ([`tree::misspelling`]: a backslash, white space at either end, a control character, a `.`
+/// or empty segment). Nothing is normalised on one side only.
 pub fn canonical_path(path: &str) -> Result<String, &'static str> {
     if path.is_empty() {
         return Err("empty path");
@@ -180,18 +183,16 @@ pub fn canonical_path(path: &str) -> Result<String, &'static str> {
     if path.starts_with('/') {
         return Err("absolute path");
     }
-    let mut parts = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => return Err("path contains `..`"),
-            _ => parts.push(part),
-        }
+    if path.split('/').any(|part| part == "..") {
+        return Err("path contains `..`");
     }
-    if parts.is_empty() {
-        return Err("path names no file");
+    if path.ends_with('/') {
+        return Err("path names a directory, not a file");
     }
-    Ok(parts.join("/"))
+    if let Some(why) = tree::misspelling(path) {
+        return Err(why);
+    }
+    Ok(path.to_owned())
 }
 
 /// Whether a tree entry's region contains every path the path region could name.
@@ -353,7 +354,11 @@ mod tests {
         let leases = [with_gen(lease("api", "t1", "a", &["src/api/"], "exclusive"), Some(3))];
         let live = grants(&leases);
         assert!(matches!(decide("src/api/x.rs", &holder(3), &live, &Tree::default()), Decision::Allowed { .. }));
-        assert!(matches!(decide("./src//api/x.rs", &holder(3), &live, &Tree::default()), Decision::Allowed { .. }));
+        // Spelled otherwise on disk than its region: refused, never normalised on one side only.
+        for misspelled in ["./src//api/x.rs", "src\\api\\x.rs", " src/api/x.rs", "src/api/x.rs/"] {
+            let decision = decide(misspelled, &holder(3), &live, &Tree::default());
+            assert!(matches!(decision, Decision::Forbidden(Refusal::Escapes { .. })), "{misspelled:?}: {decision:?}");
+        }
         let refused = decide("src/apix.rs", &holder(3), &live, &Tree::default());
         assert_eq!(
             refused,

@@ -42,11 +42,13 @@
 #![forbid(unsafe_code)]
 
 pub mod arbiter;
+pub mod audit;
 pub mod expiry;
 pub mod gate;
 pub mod json;
 pub mod line;
 pub mod merge;
+pub mod record;
 pub mod replay;
 mod scan;
 pub mod tree;

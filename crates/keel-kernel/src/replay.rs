@@ -338,6 +338,11 @@ impl LiveState {
                 if let Some(Value::Array(excuses)) = record.get("excuses") {
                     self.excused.extend(excuses.iter().filter_map(Excuse::from_json));
                 }
+                // A review that accepts damage raises the counter past every token the damaged
+                // lines could have issued, so none is issued again.
+                if let Some(floor) = record.get(GENERATION_FLOOR).and_then(Value::as_u64) {
+                    self.counter = self.counter.max(floor);
+                }
             }
             _ => {}
         }
@@ -561,6 +566,11 @@ impl Excuse {
         serde_json::from_value(value.clone()).ok()
     }
 }
+
+/// The member of a `REVIEW` that raises the generation counter to at least its value: an operator
+/// who accepts damage accepts that each damaged line may have been a grant whose token was handed
+/// out, so the next grant's token is above all of them.
+pub const GENERATION_FLOOR: &str = "generation_floor";
 
 /// A `REVIEW` record excusing these sentinels, with a reason and who wrote it.
 pub fn review_record(excuses: &[Excuse], reason: &str, by: &str) -> Object {
@@ -942,6 +952,11 @@ impl Replay {
         }
         match parsed {
             Parsed::Fast(fast) => self.state.apply_fast(fast.resolve(text)),
+            // A record no writer of the format produces (a CHECKPOINT that is not one) is damage,
+            // never folded: read literally it would empty the live set or restart fencing.
+            Parsed::Record(record) if crate::record::malformed(&record).is_some() => {
+                self.state.apply(&BadLine { line: index, raw: text.to_owned() }.sentinel());
+            }
             Parsed::Record(record) => self.state.apply_owned(record),
             Parsed::Unparseable => self.decoder.hold_unparseable(index, text.to_owned()),
             Parsed::Blank | Parsed::NotObject => {}

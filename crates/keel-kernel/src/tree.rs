@@ -137,6 +137,44 @@ pub fn confined(entry: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Why an entry (or a path) as written is not the spelling of the region keel compares, if it
+/// is not: a backslash (keel reads it as `/`, the file system does not), white space at either
+/// end (stripped), a control character, or a `.` or empty path segment (dropped). Such a
+/// spelling names one place on disk and another region to the gate, so requests and gate paths
+/// that use one are refused instead of being normalised on one side only. A trailing `/` (a
+/// directory prefix) is the usual spelling and passes; so does a `lock://NAME` entry's name.
+/// Recorded trees are never asked: replay reads what any writer wrote.
+pub fn misspelling(text: &str) -> Option<&'static str> {
+    if text.chars().any(char::is_control) {
+        return Some("it holds a control character");
+    }
+    if text.contains('\\') {
+        return Some("it holds a backslash, which keel reads as `/` and the file system does not");
+    }
+    if text.starts_with(python_isspace) || text.ends_with(python_isspace) {
+        return Some("it begins or ends with white space");
+    }
+    if casefold(text).starts_with(LOCK_SCHEME) {
+        return None;
+    }
+    if text == "." || text == "./" {
+        return Some("`.` names the whole workspace: write `**`");
+    }
+    let body = text.strip_suffix('/').unwrap_or(text);
+    if body.split('/').enumerate().any(|(i, segment)| segment == "." || (segment.is_empty() && i > 0)) {
+        return Some("it has a `.` or empty path segment: write `a/b`, not `./a//b`");
+    }
+    None
+}
+
+/// Whether a tree entry may be requested: inside the workspace ([`confined`]) and spelled as the
+/// region it names ([`misspelling`]). `Err` says why not. The lease service asks this of every
+/// entry of a request before it grants it.
+pub fn requestable(entry: &str) -> Result<(), &'static str> {
+    confined(entry)?;
+    misspelling(entry).map_or(Ok(()), Err)
+}
+
 /// A normalised tree: its non-blank entries as regions. Empty means "no known region".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tree {
@@ -236,6 +274,25 @@ mod tests {
         let held = Tree::new(&["src/api/x.rs"]);
         assert!(Tree::new(&["."]).intersects(&held));
         assert!(Tree::new(&["./src/api/"]).intersects(&held));
+    }
+
+    /// Found by a sweep: holding `src/`, the gate wrote `src\\..\\..\\evil` at the root and ` src/d.txt`
+    /// into a directory named ` src`: the region and the file system read one text differently.
+    #[test]
+    fn a_spelling_that_is_not_its_region_is_named_and_the_usual_spellings_pass() {
+        for bad in
+            ["src\\api", " src/", "src/ ", "src//api", "./src", "src/./api", "src/.", ".", "./", "a\u{7}b", "a\tb"]
+        {
+            assert!(misspelling(bad).is_some(), "{bad:?}");
+            assert!(requestable(bad).is_err(), "{bad:?}");
+        }
+        for good in
+            ["src/", "src/api", "src/**", "**", "*.toml", ".github/", "a/.env", "src/.*", "lock://Deploy", "a b/c"]
+        {
+            assert_eq!(misspelling(good), None, "{good:?}");
+            assert_eq!(requestable(good), Ok(()), "{good:?}");
+        }
+        assert_eq!(requestable("../x"), Err("path contains `..`"));
     }
 
     #[test]

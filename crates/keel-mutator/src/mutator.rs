@@ -307,6 +307,18 @@ fn refuse_damage(index: &Index, log_path: &Path) -> Result<(), MutateError> {
     }
 }
 
+/// The path the gate decides on: a spelling that is not the region keel compares (a backslash,
+/// white space at either end, a control character, a `.` or empty segment) is a usage error
+/// naming it, since the file system would use another path than the gate judged; an escape
+/// (absolute, `..`) is the gate's refusal.
+fn gate_path(path: &str) -> Result<Result<String, Outcome>, MutateError> {
+    let escapes = path.contains('\0') || path.starts_with('/') || path.split('/').any(|part| part == "..");
+    if let Some(reason) = keel_kernel::tree::misspelling(path).filter(|_| !escapes) {
+        return Err(MutateError::InvalidRequest { what: format!("path {path:?}"), reason });
+    }
+    Ok(gate::canonical_path(path).map_err(|detail| forbidden_escape(path, detail)))
+}
+
 fn forbidden_escape(path: &str, detail: &str) -> Outcome {
     Outcome::Forbidden { refusal: Refusal::Escapes { path: path.to_owned(), detail: detail.to_owned() } }
 }
@@ -576,9 +588,9 @@ impl Mutator {
     /// checks allow; atomically (temporary sibling, fsync, rename, directory fsync) and keeping
     /// the replaced file's permission bits.
     pub fn write(&self, path: &str, content: &[u8], request: &Request) -> Result<Outcome, MutateError> {
-        let canonical = match gate::canonical_path(path) {
+        let canonical = match gate_path(path)? {
             Ok(canonical) => canonical,
-            Err(detail) => return Ok(forbidden_escape(path, detail)),
+            Err(escape) => return Ok(escape),
         };
         if content.len() as u64 > self.options.content_bytes_max {
             return Err(MutateError::TooLarge {
@@ -676,9 +688,9 @@ impl Mutator {
     /// Deletes the file at `path`: renamed to a trash name first, then unlinked. The pre-state
     /// must be a hash or `any` (and the file must exist).
     pub fn delete(&self, path: &str, request: &Request) -> Result<Outcome, MutateError> {
-        let canonical = match gate::canonical_path(path) {
+        let canonical = match gate_path(path)? {
             Ok(canonical) => canonical,
-            Err(detail) => return Ok(forbidden_escape(path, detail)),
+            Err(escape) => return Ok(escape),
         };
         if request.expect == Expect::Absent {
             return Err(MutateError::InvalidRequest {
@@ -728,13 +740,13 @@ impl Mutator {
     /// Moves the file at `from` to `to`, which must be absent (the move never replaces a file).
     /// Both paths pass the gate; the pre-state is the source's and must be a hash or `any`.
     pub fn rename(&self, from: &str, to: &str, request: &Request) -> Result<Outcome, MutateError> {
-        let from = match gate::canonical_path(from) {
+        let from = match gate_path(from)? {
             Ok(canonical) => canonical,
-            Err(detail) => return Ok(forbidden_escape(from, detail)),
+            Err(escape) => return Ok(escape),
         };
-        let to = match gate::canonical_path(to) {
+        let to = match gate_path(to)? {
             Ok(canonical) => canonical,
-            Err(detail) => return Ok(forbidden_escape(to, detail)),
+            Err(escape) => return Ok(escape),
         };
         if request.expect == Expect::Absent {
             return Err(MutateError::InvalidRequest {

@@ -1,0 +1,401 @@
+//! Which workspace a command is in, and which journal is its: one rule for every command, the way
+//! git finds its repository, so two agents in one repository never use two journals.
+//!
+//! # The rule
+//! 1. A named root (`--root`, `$KEEL_ROOT`): it must be an existing directory.
+//! 2. Else the nearest ancestor of the starting directory that holds `.keel/`, looking no higher
+//!    than the top of the git work tree the directory is in.
+//! 3. Else the top of that git work tree.
+//! 4. Else the starting directory itself (`.keel/` is created only when a command writes).
+//!
+//! A root found by 2 or 3 inside a linked git worktree (`git worktree add`) is moved to the same
+//! place in the main worktree, so agents in separate worktrees of one repository share one
+//! journal and collide on repository-relative paths; the worktree stays the [`checkout`] whose
+//! files they edit.
+//!
+//! The journal is `<root>/.keel/lane-journal.jsonl`, unless the workspace is bound to another
+//! (`.keel/journal-binding`, written the first time a writer uses a journal other than the
+//! default): then every command uses the bound one, and naming a different one is an error. A
+//! relative `--journal` is read against the root, never the current directory. keel's own state
+//! beneath the root is never reached through a symbolic link: a link could lead two workspaces
+//! to one journal, or one workspace's records somewhere nobody reads.
+//!
+//! [`checkout`]: Workspace::checkout
+
+use std::io::{self, ErrorKind};
+use std::path::{Component, Path, PathBuf};
+
+use keel_fs::FsError;
+use serde::Serialize;
+
+use crate::STATE_DIR;
+
+/// The default journal's path beneath the root.
+pub const JOURNAL_DEFAULT: &str = ".keel/lane-journal.jsonl";
+/// The name in [`STATE_DIR`] of the file that binds a workspace to its journal.
+pub const JOURNAL_BINDING_NAME: &str = "journal-binding";
+/// Marks a journal path beneath the root in a binding (`root:<path>`); else it is absolute.
+const INSIDE_ROOT: &str = "root:";
+/// The largest binding or `.git` file read.
+const SMALL_FILE_BYTES_MAX: u64 = 4096;
+/// The most directories walked up from the start.
+const ANCESTORS_MAX: usize = 256;
+
+/// How the root was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FoundBy {
+    /// `--root` or `$KEEL_ROOT`.
+    Named,
+    /// The nearest ancestor holding `.keel/`.
+    StateDir,
+    /// The top of the git work tree.
+    GitTop,
+    /// Nothing else: the starting directory.
+    CurrentDir,
+}
+
+/// Why no workspace or journal could be settled on.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    /// The named root is not an existing directory.
+    #[error("workspace root {}: {reason}", path.display())]
+    BadRoot {
+        /// The root as named.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The journal named disagrees with the one the workspace is bound to, or the workspace
+    /// already has a journal and another was named for a write.
+    #[error(
+        "{}: the workspace's journal is {}, not {} ({why}); name no journal, or the same one",
+        root.display(), bound.display(), given.display()
+    )]
+    JournalMismatch {
+        /// The workspace root.
+        root: PathBuf,
+        /// The journal the workspace uses.
+        bound: PathBuf,
+        /// The journal named.
+        given: PathBuf,
+        /// What binds the workspace to `bound`.
+        why: String,
+    },
+    /// keel's state would be reached through a symbolic link.
+    #[error(
+        "{} is a symbolic link; keel's own state is never reached through one (bind the workspace \
+         to the link's target explicitly with --journal TARGET instead)",
+        link.display()
+    )]
+    Symlink {
+        /// The link.
+        link: PathBuf,
+    },
+    /// The file system failed.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// A workspace: its root, the checkout an agent edits, and its journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Workspace {
+    root: PathBuf,
+    checkout: PathBuf,
+    journal: PathBuf,
+    found_by: FoundBy,
+    /// Whether `journal` came from the binding file.
+    bound: bool,
+}
+
+/// What a command names, each optional.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Named<'a> {
+    /// `--root` / `$KEEL_ROOT`.
+    pub root: Option<&'a Path>,
+    /// `--journal` / `$KEEL_JOURNAL`.
+    pub journal: Option<&'a Path>,
+}
+
+impl Workspace {
+    /// Finds the workspace for a command started in `start` (see the module documentation).
+    pub fn locate(named: Named<'_>, start: &Path) -> Result<Self, WorkspaceError> {
+        let start = if start.is_absolute() { start.to_owned() } else { current_dir()?.join(start) };
+        let (root, checkout, found_by) = match named.root {
+            Some(root) => {
+                let root = if root.is_absolute() { root.to_owned() } else { start.join(root) };
+                let root = existing_dir(&root)?;
+                (root.clone(), root, FoundBy::Named)
+            }
+            None => discover(&existing_dir(&start)?)?,
+        };
+        refuse_link(&root.join(STATE_DIR))?;
+        let default = root.join(JOURNAL_DEFAULT);
+        let given = named.journal.map(|journal| lexical(&root.join(journal)));
+        let binding = root.join(STATE_DIR).join(JOURNAL_BINDING_NAME);
+        let (journal, bound) = match read_binding(&binding, &root)? {
+            Some(bound) => {
+                if let Some(given) = given.filter(|given| *given != bound) {
+                    return Err(WorkspaceError::JournalMismatch {
+                        root,
+                        bound,
+                        given,
+                        why: format!("bound by {}", binding.display()),
+                    });
+                }
+                (bound, true)
+            }
+            None => (given.unwrap_or(default), false),
+        };
+        if let Ok(inside) = journal.strip_prefix(&root) {
+            let mut path = root.clone();
+            for component in inside.components() {
+                path.push(component);
+                refuse_link(&path)?;
+            }
+        }
+        Ok(Self { root, checkout, journal, found_by, bound })
+    }
+
+    /// The workspace root: where `.keel/` (the journal, its binding, the policy) lives. Lease
+    /// trees name paths relative to it.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory whose files the agent edits: the root, or in a linked git worktree that
+    /// worktree's own top (paths beneath it are the same repository-relative paths).
+    pub fn checkout(&self) -> &Path {
+        &self.checkout
+    }
+
+    /// The lane journal.
+    pub fn journal(&self) -> &Path {
+        &self.journal
+    }
+
+    /// How the root was found.
+    pub fn found_by(&self) -> FoundBy {
+        self.found_by
+    }
+
+    /// Binds the workspace to its journal before a command first writes it: a journal other than
+    /// the default is recorded in `.keel/journal-binding`, so every later command uses it too.
+    /// Refused if the workspace already keeps its records in the default journal (a second
+    /// journal would grant its regions again). Cheap when there is nothing to do.
+    pub fn bind(&self) -> Result<(), WorkspaceError> {
+        let default = self.root.join(JOURNAL_DEFAULT);
+        if self.bound || self.journal == default {
+            return Ok(());
+        }
+        if std::fs::symlink_metadata(&default).is_ok() {
+            return Err(WorkspaceError::JournalMismatch {
+                root: self.root.clone(),
+                bound: default,
+                given: self.journal.clone(),
+                why: "it already holds the workspace's records".into(),
+            });
+        }
+        let state = self.root.join(STATE_DIR);
+        match std::fs::create_dir(&state) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(FsError::io("create directory", &state, e).into()),
+        }
+        let binding = state.join(JOURNAL_BINDING_NAME);
+        let place = place(&self.root, &self.journal);
+        if publish_once(&binding, place.as_bytes())? {
+            return Ok(());
+        }
+        // Another writer bound it first: agree with it, or refuse.
+        match read_binding(&binding, &self.root)? {
+            Some(bound) if bound == self.journal => Ok(()),
+            Some(bound) => Err(WorkspaceError::JournalMismatch {
+                root: self.root.clone(),
+                bound,
+                given: self.journal.clone(),
+                why: format!("bound by {}", binding.display()),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How a binding names `journal`: `root:<path beneath the root>`, or its absolute path.
+pub fn place(root: &Path, journal: &Path) -> String {
+    match journal.strip_prefix(root) {
+        Ok(inside) => format!("{INSIDE_ROOT}{}", inside.to_string_lossy()),
+        Err(_) => journal.to_string_lossy().into_owned(),
+    }
+}
+
+/// The journal a binding names, if the workspace has one.
+fn read_binding(binding: &Path, root: &Path) -> Result<Option<PathBuf>, WorkspaceError> {
+    let Some(text) = read_small(binding)? else { return Ok(None) };
+    let text = text.trim_end_matches('\n');
+    Ok(Some(match text.strip_prefix(INSIDE_ROOT) {
+        Some(inside) => lexical(&root.join(inside)),
+        None => PathBuf::from(text),
+    }))
+}
+
+/// Writes `bytes` to `path` only if nothing is there, durably; `false` if something was.
+fn publish_once(path: &Path, bytes: &[u8]) -> Result<bool, WorkspaceError> {
+    let temp = keel_fs::seam::parent_dir(path).join(format!(".journal-binding.tmp.{}", std::process::id()));
+    let _report = keel_fs::write_atomic(&temp, bytes)?;
+    // A hard link never replaces a file: of two writers binding at once, exactly one wins.
+    let linked = std::fs::hard_link(&temp, path);
+    let _ = std::fs::remove_file(&temp);
+    match linked {
+        Ok(()) => {
+            let dir = keel_fs::seam::parent_dir(path);
+            let _status = keel_fs::seam::dir_sync_status(keel_fs::Storage::sync_dir(&keel_fs::OsStorage, &dir))
+                .map_err(|e| FsError::io("fsync directory", &dir, e))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(FsError::io("link", path, e).into()),
+    }
+}
+
+/// The text of a small file, or `None` if it is not there.
+fn read_small(path: &Path) -> Result<Option<String>, WorkspaceError> {
+    use std::io::Read as _;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(FsError::io("open", path, e).into()),
+    };
+    let mut text = String::new();
+    file.take(SMALL_FILE_BYTES_MAX).read_to_string(&mut text).map_err(|e| FsError::io("read", path, e))?;
+    Ok(Some(text))
+}
+
+fn current_dir() -> Result<PathBuf, WorkspaceError> {
+    std::env::current_dir().map_err(|e| FsError::io("read the current directory", Path::new("."), e).into())
+}
+
+/// `path` made canonical, if it is an existing directory.
+fn existing_dir(path: &Path) -> Result<PathBuf, WorkspaceError> {
+    let bad = |reason: String| WorkspaceError::BadRoot { path: path.to_owned(), reason };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::canonicalize(path).map_err(|e| bad(e.to_string())),
+        Ok(_) => Err(bad("not a directory".into())),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(bad("no such directory".into())),
+        Err(e) => Err(FsError::io("stat", path, e).into()),
+    }
+}
+
+/// `path` without `.` components and with `..` folded into its parent, as text: a journal path
+/// is compared before it exists, so it cannot be canonicalised.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Refuses a path of keel's own state that is a symbolic link.
+fn refuse_link(path: &Path) -> Result<(), WorkspaceError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(WorkspaceError::Symlink { link: path.to_owned() }),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(FsError::io("stat", path, e).into()),
+    }
+}
+
+fn is_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+/// Rules 2 to 4 from `start` (canonical): the root, the checkout, and how the root was found.
+fn discover(start: &Path) -> Result<(PathBuf, PathBuf, FoundBy), WorkspaceError> {
+    let mut state_dir = None;
+    let mut git_top = None;
+    for dir in start.ancestors().take(ANCESTORS_MAX) {
+        if state_dir.is_none() && std::fs::symlink_metadata(dir.join(STATE_DIR)).is_ok() {
+            state_dir = Some(dir.to_owned());
+        }
+        if std::fs::symlink_metadata(dir.join(".git")).is_ok() {
+            git_top = Some(dir.to_owned());
+            break;
+        }
+    }
+    let (found, found_by) = match (state_dir, &git_top) {
+        (Some(dir), _) => (dir, FoundBy::StateDir),
+        (None, Some(top)) => (top.clone(), FoundBy::GitTop),
+        (None, None) => return Ok((start.to_owned(), start.to_owned(), FoundBy::CurrentDir)),
+    };
+    let Some(top) = git_top else { return Ok((found.clone(), found, found_by)) };
+    match main_worktree(&top)? {
+        // In a linked worktree: the same place in the main worktree holds the journal.
+        Some(main) => {
+            let inside = found.strip_prefix(&top).unwrap_or(Path::new(""));
+            Ok((main.join(inside), found, found_by))
+        }
+        None => Ok((found.clone(), found, found_by)),
+    }
+}
+
+/// The main worktree's top, if `top` is the top of a linked git worktree: its `.git` is a file
+/// `gitdir: <repo>/.git/worktrees/<name>`, whose `commondir` names `<repo>/.git`. A submodule's
+/// `.git` file names a git directory without `commondir`, and a bare repository has no main
+/// worktree: neither moves the root.
+fn main_worktree(top: &Path) -> Result<Option<PathBuf>, WorkspaceError> {
+    let dot_git = top.join(".git");
+    if is_dir(&dot_git) {
+        return Ok(None);
+    }
+    let Some(text) = read_small(&dot_git)? else { return Ok(None) };
+    let Some(gitdir) = text.lines().next().and_then(|line| line.strip_prefix("gitdir:")).map(str::trim) else {
+        return Ok(None);
+    };
+    let gitdir = top.join(gitdir);
+    let Some(common) = read_small(&gitdir.join("commondir"))? else { return Ok(None) };
+    let common = gitdir.join(common.trim());
+    let Ok(common) = std::fs::canonicalize(&common) else { return Ok(None) };
+    let main = match common.parent() {
+        Some(main) if common.file_name() == Some(".git".as_ref()) && is_dir(&main.join(".git")) => main.to_owned(),
+        _ => return Ok(None),
+    };
+    Ok(Some(main))
+}
+
+impl From<WorkspaceError> for io::Error {
+    fn from(error: WorkspaceError) -> Self {
+        io::Error::other(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lexical_paths_fold_dots_without_touching_the_disk() {
+        assert_eq!(lexical(Path::new("/w/./.keel/../state/j.jsonl")), PathBuf::from("/w/state/j.jsonl"));
+        assert_eq!(place(Path::new("/w"), Path::new("/w/state/j")), "root:state/j");
+        assert_eq!(place(Path::new("/w"), Path::new("/elsewhere/j")), "/elsewhere/j");
+    }
+
+    #[test]
+    fn the_nearest_state_directory_wins_and_a_start_with_none_is_its_own_root() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let top = std::fs::canonicalize(dir.path()).expect("canonical");
+        std::fs::create_dir_all(top.join("ws/.keel")).expect("state");
+        std::fs::create_dir_all(top.join("ws/a/b")).expect("sub");
+        let ws = Workspace::locate(Named::default(), &top.join("ws/a/b")).expect("found");
+        assert_eq!((ws.root(), ws.found_by()), (top.join("ws").as_path(), FoundBy::StateDir));
+        assert_eq!(ws.journal(), top.join("ws/.keel/lane-journal.jsonl"));
+        let none = Workspace::locate(Named::default(), &top).expect("found");
+        assert_eq!((none.root(), none.found_by()), (top.as_path(), FoundBy::CurrentDir));
+    }
+}
