@@ -287,8 +287,9 @@ pub fn replay(journal: &[u8]) -> Folded {
     for (index, line) in lines.iter().enumerate() {
         match classify(line) {
             Line::Blank | Line::NotObject => {}
-            // keel's deliberate deviation: a CHECKPOINT that no compaction writes is damage.
-            Line::Record(record) if is_malformed_checkpoint(&record) => {
+            // keel's deliberate deviation: a record no keel writes (a counter out of range, a
+            // CHECKPOINT no compaction writes) is damage.
+            Line::Record(record) if is_damage(&record) => {
                 let raw = line.trim_matches(is_python_space);
                 let sentinel = serde_json::json!({"op": "_CORRUPT", "_raw": raw, "_line": index});
                 let Value::Object(sentinel) = sentinel else { unreachable!("json! of an object literal is an object") };
@@ -308,21 +309,31 @@ pub fn replay(journal: &[u8]) -> Folded {
     folded
 }
 
-/// A `CHECKPOINT` whose `leases` is missing or holds a non-object, whose `generations` is not an
-/// array of objects with a non-negative integer `generation`, or whose `seq_watermark` is not a
-/// non-negative integer.
-fn is_malformed_checkpoint(record: &Object) -> bool {
-    if record.get("op").and_then(Value::as_str) != Some("CHECKPOINT") {
-        return false;
+/// A record keel takes as damage: a `seq` or `seq_watermark` that is neither `null` nor an integer
+/// from 0 to 2^53 - 1; a `CHECKPOINT` whose `leases` is missing or holds a non-object, or whose
+/// `generations` is not an array of objects with such an integer `generation`; a `REVIEW` whose
+/// `generation_floor` is not such an integer.
+fn is_damage(record: &Object) -> bool {
+    let counter = |value: &Value| value.is_null() || value.as_u64().is_some_and(|n| n < 1 << 53);
+    if !record.get("seq").is_none_or(counter) || !record.get("seq_watermark").is_none_or(counter) {
+        return true;
     }
-    let leases_ok = matches!(record.get("leases"), Some(Value::Array(leases)) if leases.iter().all(Value::is_object));
-    let rows_ok = match record.get("generations") {
-        None => true,
-        Some(Value::Array(rows)) => rows.iter().all(|row| row.get("generation").and_then(Value::as_u64).is_some()),
-        Some(_) => false,
-    };
-    let watermark_ok = record.get("seq_watermark").is_none_or(|w| w.as_u64().is_some());
-    !(leases_ok && rows_ok && watermark_ok)
+    match record.get("op").and_then(Value::as_str) {
+        Some("CHECKPOINT") => {
+            let leases_ok =
+                matches!(record.get("leases"), Some(Value::Array(leases)) if leases.iter().all(Value::is_object));
+            let rows_ok = match record.get("generations") {
+                None => true,
+                Some(Value::Array(rows)) => {
+                    rows.iter().all(|row| row.get("generation").is_some_and(|g| !g.is_null() && counter(g)))
+                }
+                Some(_) => false,
+            };
+            !(leases_ok && rows_ok)
+        }
+        Some("REVIEW") => !record.get("generation_floor").is_none_or(counter),
+        _ => false,
+    }
 }
 
 /// Folds records that are already parsed (for example the output of [`Folded::compact`]).

@@ -239,13 +239,29 @@ fn tail(out: &mut impl Write, path: &Path, count: usize) -> Result<(), Failure> 
         }
         last.push_back(text);
     };
-    while let Some(line) = reader.next_line().map_err(Failure::io)? {
-        let (corrupt, class) = decoder.push(line.bytes);
-        if let Some(bad) = corrupt {
-            keep(to_line(&bad.sentinel()));
-        }
-        if let LineClass::Record(_) = class {
-            keep(keel_kernel::line::line_text(line.bytes).into_owned());
+    loop {
+        match reader.next_line() {
+            Ok(Some(line)) => {
+                let (corrupt, class) = decoder.push(line.bytes);
+                if let Some(bad) = corrupt {
+                    keep(to_line(&bad.sentinel()));
+                }
+                if let LineClass::Record(_) = class {
+                    keep(keel_kernel::line::line_text(line.bytes).into_owned());
+                }
+            }
+            Ok(None) => break,
+            // A line over the limit is damage: skipped in bounded memory, shown by its start.
+            Err(keel_fs::FsError::LineTooLong { .. }) => {
+                let (skipped, prefix) =
+                    reader.skip_long_line(keel_kernel::line::OVERSIZED_QUOTE_BYTES).map_err(Failure::io)?;
+                let (index, corrupt) = decoder.start_line();
+                if let Some(bad) = corrupt {
+                    keep(to_line(&bad.sentinel()));
+                }
+                keep(to_line(&keel_kernel::line::oversized_sentinel(index, &prefix, skipped.bytes)));
+            }
+            Err(error) => return Err(Failure::io(error)),
         }
     }
     for text in last {
@@ -269,6 +285,7 @@ fn verify(out: &mut impl Write, path: &Path, as_json: bool) -> Result<Status, Fa
             let why = sentinel.get("_raw").map(why_damaged).unwrap_or_default();
             let why = why.trim_start_matches(" (").trim_end_matches(')');
             json!({"line_number": index.map(|i| i + 1), "line_index": index, "raw": sentinel.get("_raw"), "reviewed": reviewed,
+                   "bytes": sentinel.get("_bytes"),
                    "why": if why.is_empty() { Value::Null } else { Value::from(why) }})
         })
         .collect();

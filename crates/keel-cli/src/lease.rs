@@ -300,22 +300,29 @@ pub fn run(
             Ok(if ok { Status::Ok } else { Status::Refused })
         }
         LeaseCommand::Live => {
-            let live = journal.live().map_err(failure)?;
+            let view = journal.live_view().map_err(failure)?;
+            let live = &view.leases;
             let (root, path) = (workspace.root().display().to_string(), workspace.journal().display().to_string());
             if json {
-                outln!("{}", to_line(&json!({"root": root, "journal": path, "leases": live})))?;
+                let object =
+                    json!({"root": root, "journal": path, "leases": live, "grants_stopped": view.grants_stopped});
+                outln!("{}", to_line(&object))?;
             } else if live.is_empty() {
                 outln!("no live leases (workspace {root}, journal {path})")?;
             } else {
                 outln!("workspace {root}, journal {path}")?;
-                for lease in &live {
+                for lease in live {
                     let field = |k: &str| {
                         lease
                             .lease
                             .get(k)
                             .map_or_else(String::new, |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
                     };
-                    let dead = if lease.verdict.is_dead() { "  (provably dead)" } else { "" };
+                    let dead = match lease.verdict {
+                        keel_kernel::expiry::Verdict::Alive { .. } => String::new(),
+                        verdict if verdict.is_dead() => format!("  (provably dead: {verdict})"),
+                        verdict => format!("  ({verdict})"),
+                    };
                     outln!(
                         "{:<12} {:<10} gen {:<4} {:<9} {:<30} loop_ts {}{dead}",
                         field("holder"),
@@ -326,6 +333,15 @@ pub fn run(
                         lease.identity.loop_ts
                     )?;
                 }
+            }
+            if let (false, Some(stopped)) = (json, &view.grants_stopped) {
+                outln!(
+                    "grants are stopped: line {} of the journal is damaged and unreviewed ({} more): {:?}; \
+                     see `keel journal verify`, then `keel journal review --accept --by NAME`",
+                    stopped.line_number,
+                    stopped.more,
+                    stopped.raw
+                )?;
             }
             Ok(Status::Ok)
         }

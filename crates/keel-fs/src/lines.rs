@@ -148,6 +148,14 @@ impl<R: Read> LineReader<R> {
         }
     }
 
+    /// [`skip_line`](Self::skip_line), keeping the line's first `prefix_bytes` bytes: what a reader
+    /// quotes when it reports the line as damage.
+    pub fn skip_long_line(&mut self, prefix_bytes: usize) -> Result<(Skipped, Vec<u8>)> {
+        let buffered = &self.buffer[self.start..self.end];
+        let prefix = buffered[..buffered.len().min(prefix_bytes)].to_vec();
+        Ok((self.skip_line()?, prefix))
+    }
+
     fn take(&mut self, line_end: usize, terminator: usize, terminated: bool) -> Line<'_> {
         let line_start = self.start;
         let offset = self.offset;

@@ -15,11 +15,17 @@ pub fn host_id() -> String {
 
 /// The start time of process `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`),
 /// which with the pid names one process even after the pid is reused.
+/// `None` when no such process runs: none has that pid, or it has ended and waits to be reaped
+/// (a zombie runs nothing, so it holds nothing).
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces or parentheses itself.
     let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = after_name.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// This process's start time, read once (it cannot change).

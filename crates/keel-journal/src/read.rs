@@ -51,6 +51,26 @@ pub fn replay_from(mut file: File, path: &Path, replay: Replay, offset: u64) -> 
     if parsers == 1 {
         return replay_serial(file, path, replay, offset);
     }
+    // The chunked reader gives up on a line over the limit; the serial reader folds one as damage,
+    // so a journal that holds one is read again that way (rare: only a damaged journal pays).
+    let fallback = replay.clone();
+    match replay_parallel(file, path, replay, offset, parsers) {
+        Err(FsError::LineTooLong { .. }) => {
+            let mut file = File::open(path).map_err(|e| FsError::io("open", path, e))?;
+            file.seek(SeekFrom::Start(offset)).map_err(|e| FsError::io("seek", path, e))?;
+            replay_serial(file, path, fallback, offset)
+        }
+        other => other,
+    }
+}
+
+fn replay_parallel(
+    file: File,
+    path: &Path,
+    replay: Replay,
+    offset: u64,
+    parsers: usize,
+) -> Result<ReadOutcome, FsError> {
     let (chunk_tx, chunk_rx) = sync_channel::<(u64, Vec<u8>)>(parsers * IN_FLIGHT_PER_PARSER);
     let (parsed_tx, parsed_rx) = sync_channel::<(u64, ParsedChunk)>(parsers * IN_FLIGHT_PER_PARSER);
     let chunk_rx = Arc::new(Mutex::new(chunk_rx));
@@ -164,13 +184,44 @@ fn read_into_spare(file: &mut File, buffer: &mut Vec<u8>, want: usize) -> std::i
     Ok(filled)
 }
 
-/// One thread: the same fold, for machines with a single core.
+/// One line pushed by [`push_next`]: where it ended, and whether it was whole (not a write cut
+/// short).
+#[derive(Debug, Clone, Copy)]
+pub struct Pushed {
+    /// The offset just past the line (and its `\n`).
+    pub end: u64,
+    /// Whether the line can not be a write cut short (it ended with `\n` or holds a `\r`).
+    pub whole: bool,
+}
+
+/// Reads the next line from `reader` and folds it into `replay`; `None` at the end. A line over
+/// the readers' limit is damage, not an error that stops every command: it is skipped in bounded
+/// memory and folded as a corrupt sentinel quoting its first bytes ([`Replay::push_oversized`]).
+pub fn push_next<R: Read>(reader: &mut keel_fs::LineReader<R>, replay: &mut Replay) -> Result<Option<Pushed>, FsError> {
+    match reader.next_line() {
+        Ok(Some(line)) => {
+            let whole = !keel_kernel::line::cut_short(line.bytes, line.terminated);
+            let end = line.offset + line.bytes.len() as u64 + u64::from(line.terminated);
+            replay.push_line(line.bytes);
+            Ok(Some(Pushed { end, whole }))
+        }
+        Ok(None) => Ok(None),
+        Err(FsError::LineTooLong { .. }) => {
+            let (skipped, prefix) = reader.skip_long_line(keel_kernel::line::OVERSIZED_QUOTE_BYTES)?;
+            replay.push_oversized(&prefix, skipped.bytes);
+            Ok(Some(Pushed { end: reader.offset(), whole: true }))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// One thread: the same fold, for machines with a single core (and for a journal holding a line
+/// over the limit, which the chunked reader does not take apart).
 fn replay_serial(file: File, path: &Path, mut replay: Replay, offset: u64) -> Result<ReadOutcome, FsError> {
     let mut reader = keel_fs::LineReader::new(file, path, offset);
     let mut terminated = true;
-    while let Some(line) = reader.next_line()? {
-        terminated = !keel_kernel::line::cut_short(line.bytes, line.terminated);
-        replay.push_line(line.bytes);
+    while let Some(pushed) = push_next(&mut reader, &mut replay)? {
+        terminated = pushed.whole;
     }
     let end_offset = reader.offset();
     Ok(ReadOutcome { replayed: replay.finish(), end_offset, terminated })

@@ -104,9 +104,11 @@ pub enum JournalError {
     Fs(#[from] FsError),
     /// Unreviewed corrupt lines: no new grant until an operator reviews them.
     #[error(
-        "{}: line {line_number} is corrupt and unreviewed ({more} more): {raw:?}; no lease is granted \
-         until an operator reviews it with `keel journal review`",
-        path.display()
+        "{}: line {line_number} is corrupt and unreviewed ({more} more): {:?}; no lease is granted \
+         until an operator looks at it (`keel journal verify`) and accepts it with \
+         `keel journal review --accept --by NAME`",
+        path.display(),
+        quote(raw)
     )]
     Damaged {
         /// The journal.
@@ -168,6 +170,17 @@ pub enum JournalError {
     /// A request is malformed.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+}
+
+/// Most characters of a damaged line an error message quotes.
+const QUOTE_CHARS_MAX: usize = 200;
+
+/// `raw`, cut to [`QUOTE_CHARS_MAX`] characters for a message.
+fn quote(raw: &str) -> String {
+    match raw.char_indices().nth(QUOTE_CHARS_MAX) {
+        Some((at, _)) => format!("{}…", &raw[..at]),
+        None => raw.to_owned(),
+    }
 }
 
 /// A request for a lease.
@@ -300,6 +313,26 @@ pub struct Accepted {
     /// The generation counter before and after the review raised it past every token the
     /// damaged lines could have issued; `None` when there was nothing to excuse.
     pub generations_raised: Option<(u64, u64)>,
+}
+
+/// The first unreviewed damaged line, which stops grants until an operator reviews it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stopped {
+    /// Its 1-based line number.
+    pub line_number: u64,
+    /// The start of its text.
+    pub raw: String,
+    /// How many more unreviewed damaged lines there are.
+    pub more: usize,
+}
+
+/// The live leases, and whether grants are stopped.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiveView {
+    /// The live leases, in first-acquired order.
+    pub leases: Vec<LiveLease>,
+    /// What stops new grants, if anything.
+    pub grants_stopped: Option<Stopped>,
 }
 
 /// What a heartbeat did.
@@ -644,12 +677,10 @@ impl<S: Storage + Clone> Journal<S> {
         let mut lines_reader =
             LineReader::new(reader, &self.path, offset).with_expected_bytes(stat.len.saturating_sub(offset));
         let (mut safe_offset, mut safe_lines, mut terminated) = (offset, lines, true);
-        while let Some(line) = lines_reader.next_line()? {
-            let end = line.offset + line.bytes.len() as u64 + u64::from(line.terminated);
-            terminated = !keel_kernel::line::cut_short(line.bytes, line.terminated);
-            replay.push_line(line.bytes);
+        while let Some(pushed) = crate::read::push_next(&mut lines_reader, &mut replay)? {
+            terminated = pushed.whole;
             if replay.pending().is_none() {
-                safe_offset = end;
+                safe_offset = pushed.end;
                 safe_lines = replay.lines();
             }
         }
@@ -888,19 +919,27 @@ impl<S: Storage + Clone> Journal<S> {
         format!("keel pid {} on {}", std::process::id(), self.options.host_id)
     }
 
-    fn damage_check(&self, folded: &Folded) -> Result<(), JournalError> {
+    /// What stops grants now, if anything: the first unreviewed damaged line (a crashed writer's
+    /// fragment that a repair began to excuse does not).
+    fn stopped(&self, folded: &Folded) -> Option<Stopped> {
         let begun = self.repairs_begun(folded);
         let mut damage = unreviewed(folded);
         damage.retain(|sentinel| !Excuse::of_sentinel(sentinel).is_some_and(|e| begun.contains(&e)));
-        if let Some(first) = damage.first() {
-            return Err(JournalError::Damaged {
-                path: self.path.clone(),
-                line_number: first.get("_line").and_then(Value::as_u64).map_or(0, |l| l + 1),
-                raw: first.get("_raw").and_then(Value::as_str).unwrap_or("").to_owned(),
-                more: damage.len() - 1,
-            });
+        let first = damage.first()?;
+        Some(Stopped {
+            line_number: first.get("_line").and_then(Value::as_u64).map_or(0, |l| l + 1),
+            raw: quote(first.get("_raw").and_then(Value::as_str).unwrap_or("")),
+            more: damage.len() - 1,
+        })
+    }
+
+    fn damage_check(&self, folded: &Folded) -> Result<(), JournalError> {
+        match self.stopped(folded) {
+            Some(Stopped { line_number, raw, more }) => {
+                Err(JournalError::Damaged { path: self.path.clone(), line_number, raw, more })
+            }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn verdict(&self, lease: &Object, now: f64) -> Verdict {
@@ -979,13 +1018,22 @@ impl<S: Storage + Clone> Journal<S> {
             }
         }
         if decision.outcome == Outcome::Refuse {
+            // Say why the blocker is not reclaimable, so the requester knows to wait, and how long.
+            let blocker =
+                decision.blocking.as_ref().map(|b| Identity { loop_ts: b.loop_ts.clone(), lane: b.lane.clone() });
+            if let Some(lease) = blocker.and_then(|identity| folded.state.lease(&identity)) {
+                let grace_s = keel_kernel::expiry::grace_s(lease, &self.options.expiry);
+                let verdict = self.verdict(lease, now);
+                decision.reason =
+                    format!("{}; the holder is not reclaimable: {verdict} (grace {grace_s}s)", decision.reason);
+            }
             let recorded = record_refusal && self.record_refusal(cache, request, &decision, now);
             return Ok(AcquireOutcome::Refuse { decision, recorded });
         }
         if folded.state.next_generation() == u64::MAX {
             return Err(JournalError::Exhausted { path: self.path.clone(), counter: "generation" });
         }
-        let identity = self.new_identity(folded, request, &decision.lane, now)?;
+        let identity = self.new_identity(folded, request, &decision.lane, now, &mut reclaimed)?;
         let lease = self.lease_body(request, &decision, &identity, now)?;
         let mut records: Vec<Object> =
             reclaimed.iter().map(|(id, verdict)| scavenge_record(id, &format!("reclaimed: {verdict}"))).collect();
@@ -1010,16 +1058,32 @@ impl<S: Storage + Clone> Journal<S> {
         self.append(cache, vec![record]).is_ok()
     }
 
+    /// The new lease's identity. A `loop_ts` the caller names must be free, or be taken by a
+    /// lease being reclaimed, or by this owner's own provably dead lease (an agent restarted with
+    /// its old `loop_ts`), which is then reclaimed too (added to `reclaimed`, so it is journaled).
     fn new_identity(
         &self,
         folded: &Folded,
         request: &AcquireRequest,
         lane: &str,
         now: f64,
+        reclaimed: &mut Vec<(Identity, Verdict)>,
     ) -> Result<Identity, JournalError> {
         if let Some(loop_ts) = &request.loop_ts {
             let identity = Identity { loop_ts: loop_ts.clone(), lane: lane.to_owned() };
-            if identity.loop_ts.is_empty() || folded.state.lease(&identity).is_some() {
+            let free = match folded.state.lease(&identity) {
+                None => true,
+                Some(_) if reclaimed.iter().any(|(id, _)| *id == identity) => true,
+                Some(lease) => {
+                    let own = lease.get("holder").and_then(Value::as_str) == Some(request.owner.as_str());
+                    let verdict = self.verdict(lease, now);
+                    if own && verdict.is_dead() {
+                        reclaimed.push((identity.clone(), verdict));
+                    }
+                    own && verdict.is_dead()
+                }
+            };
+            if identity.loop_ts.is_empty() || !free {
                 return Err(JournalError::IdentityInUse {
                     path: self.path.clone(),
                     loop_ts: loop_ts.clone(),
@@ -1271,6 +1335,13 @@ impl<S: Storage + Clone> Journal<S> {
     /// admission view is those whose verdict is not dead.
     pub fn live(&self) -> Result<Vec<LiveLease>, JournalError> {
         self.observed(|this, cache| Ok(this.live_leases(cache)))
+    }
+
+    /// [`live`](Self::live), and what stops grants, if anything, seen in one fold.
+    pub fn live_view(&self) -> Result<LiveView, JournalError> {
+        self.observed(|this, cache| {
+            Ok(LiveView { leases: this.live_leases(cache), grants_stopped: this.stopped(Self::folded(cache)) })
+        })
     }
 
     /// Runs `fence` on the live leases *while holding the writer lock*, so that no grant, release

@@ -30,14 +30,26 @@ pub struct ExpiryPolicy {
     pub grace_s: u64,
     /// The least grace any lease gets, whatever it recorded (a workspace's policy).
     pub grace_floor_s: u64,
+    /// How far ahead of the judge's clock a stamp may be and still be believed. A stamp further
+    /// ahead (a skewed host's clock, or a hand-edited `2099-…`) would keep a dead lease alive
+    /// until then; it is ignored, and the lease ages from its other evidence.
+    pub clock_skew_s: u64,
 }
+
+/// The default clock-skew allowance, in seconds.
+pub const CLOCK_SKEW_S_DEFAULT: u64 = 300;
 
 /// The grace of a lease that records none (one written by another tool, or by an older keel).
 pub const GRACE_S_DEFAULT: u64 = 120;
 
 impl Default for ExpiryPolicy {
     fn default() -> Self {
-        Self { default_ttl_s: 2 * 60 * 60, grace_s: GRACE_S_DEFAULT, grace_floor_s: 0 }
+        Self {
+            default_ttl_s: 2 * 60 * 60,
+            grace_s: GRACE_S_DEFAULT,
+            grace_floor_s: 0,
+            clock_skew_s: CLOCK_SKEW_S_DEFAULT,
+        }
     }
 }
 
@@ -83,14 +95,31 @@ pub enum Verdict {
         /// Seconds since the last heartbeat (or the acquisition).
         idle_s: u64,
     },
-    /// Neither `heartbeat_at` nor `acquired_at` is a readable time: never provably dead.
+    /// A stamp further ahead than the clock-skew allowance was not believed; the lease was judged
+    /// by its other evidence (or, with none, as showing no sign of life).
+    ClockSkew {
+        /// The stamp not believed, seconds since the Unix epoch.
+        stamp_unix_s: i64,
+        /// Seconds since the last believable stamp; `None` when there is none.
+        idle_s: Option<u64>,
+        /// Whether the lease may be reclaimed.
+        dead: bool,
+    },
+    /// No stamp (`heartbeat_at`, `acquired_at`, a timestamp `loop_ts`) is a readable time:
+    /// nothing shows it alive, so it may be reclaimed ("never" is not an outcome).
     NoTimestamp,
 }
 
 impl Verdict {
     /// Whether the lease may be reclaimed.
     pub fn is_dead(self) -> bool {
-        matches!(self, Verdict::Expired { .. } | Verdict::HolderGone { .. })
+        matches!(
+            self,
+            Verdict::Expired { .. }
+                | Verdict::HolderGone { .. }
+                | Verdict::NoTimestamp
+                | Verdict::ClockSkew { dead: true, .. }
+        )
     }
 }
 
@@ -101,7 +130,15 @@ impl fmt::Display for Verdict {
             Verdict::Expired { idle_s, ttl_s } => write!(f, "idle {idle_s}s, past its ttl of {ttl_s}s"),
             Verdict::HolderGone { idle_s } => write!(f, "holder process gone, idle {idle_s}s"),
             Verdict::Alive { idle_s, .. } => write!(f, "alive, idle {idle_s}s"),
-            Verdict::NoTimestamp => f.write_str("no readable timestamp"),
+            Verdict::ClockSkew { stamp_unix_s, idle_s, dead } => {
+                let stamp = format_utc(*stamp_unix_s);
+                let life = if *dead { "reclaimable" } else { "alive" };
+                match idle_s {
+                    Some(idle_s) => write!(f, "clock skew: stamp {stamp} not believed; {life}, idle {idle_s}s"),
+                    None => write!(f, "clock skew: stamp {stamp} not believed; no other sign of life, {life}"),
+                }
+            }
+            Verdict::NoTimestamp => f.write_str("no readable timestamp: no sign of life, reclaimable"),
         }
     }
 }
@@ -168,12 +205,33 @@ pub fn ttl_s(lease: &Object, policy: &ExpiryPolicy) -> u64 {
 }
 
 /// Assesses one lease at `now_unix_s`.
+///
+/// Its evidence of life is its newest believable stamp: `heartbeat_at`, else `acquired_at`, else
+/// its `loop_ts` when that is a time (as keel and dos-kernel write it). A stamp further ahead of
+/// `now_unix_s` than the policy's skew allowance is not believed ([`Verdict::ClockSkew`]); a lease
+/// with no believable stamp shows no sign of life and may be reclaimed.
 pub fn assess(lease: &Object, now_unix_s: i64, policy: &ExpiryPolicy, holder: HolderProcess) -> Verdict {
-    let last = [time_member(lease, "heartbeat_at"), time_member(lease, "acquired_at")].into_iter().flatten().max();
-    let Some(last) = last else {
-        return Verdict::NoTimestamp;
+    let stamps = [time_member(lease, "heartbeat_at"), time_member(lease, "acquired_at"), time_member(lease, "loop_ts")];
+    let horizon = now_unix_s.saturating_add(i64::try_from(policy.clock_skew_s).unwrap_or(i64::MAX));
+    let disbelieved = stamps.iter().flatten().copied().filter(|&stamp| stamp > horizon).max();
+    let last = stamps.iter().flatten().copied().filter(|&stamp| stamp <= horizon).max();
+    let verdict = match last {
+        Some(last) => judge(lease, now_unix_s, last, policy, holder),
+        None => Verdict::NoTimestamp,
     };
-    // A beat from the future (clock skew between hosts) counts as fresh.
+    match disbelieved {
+        Some(stamp_unix_s) => Verdict::ClockSkew {
+            stamp_unix_s,
+            idle_s: last.map(|last| u64::try_from(now_unix_s.saturating_sub(last)).unwrap_or(0)),
+            dead: verdict.is_dead(),
+        },
+        None => verdict,
+    }
+}
+
+/// The verdict from a lease's last believable stamp.
+fn judge(lease: &Object, now_unix_s: i64, last: i64, policy: &ExpiryPolicy, holder: HolderProcess) -> Verdict {
+    // A stamp a little ahead (inside the skew allowance) counts as fresh.
     let idle_s = u64::try_from(now_unix_s.saturating_sub(last)).unwrap_or(0);
     let ttl_s = ttl_s(lease, policy);
     // Timestamps are whole seconds, cut down: a lease stamped `:10` may have been beaten at
@@ -241,7 +299,7 @@ mod tests {
 
     #[test]
     fn a_lease_beaten_within_the_grace_is_never_dead_even_if_its_holder_is_gone() {
-        let policy = ExpiryPolicy { default_ttl_s: 60, grace_s: 120, grace_floor_s: 0 };
+        let policy = ExpiryPolicy { default_ttl_s: 60, grace_s: 120, ..ExpiryPolicy::default() };
         let beat = parse_utc("2026-01-01T01:00:00Z").expect("valid");
         let l = lease("2026-01-01T01:00:00Z", &json!(null));
         // Read as 120 s idle, it may have been beaten 119.1 s ago: only 121 s proves the grace over.
@@ -283,12 +341,36 @@ mod tests {
         assert_eq!(Verdict::HolderGone { idle_s: 0 }.to_string(), "holder process gone, idle 0s");
         assert_eq!(Verdict::Expired { idle_s: 61, ttl_s: 60 }.to_string(), "idle 61s, past its ttl of 60s");
         assert_eq!(Verdict::Alive { idle_s: 5, ttl_s: 60 }.to_string(), "alive, idle 5s");
-        assert_eq!(Verdict::NoTimestamp.to_string(), "no readable timestamp");
+        assert_eq!(Verdict::NoTimestamp.to_string(), "no readable timestamp: no sign of life, reclaimable");
+    }
+
+    /// Found by a sweep: a lease with no readable time was never reclaimed, and a heartbeat
+    /// stamped 2099 kept a dead lease alive until then.
+    #[test]
+    fn a_lease_without_a_readable_time_shows_no_sign_of_life_and_may_be_reclaimed() {
+        let Value::Object(l) = json!({"acquired_at": "?", "loop_ts": "run-7"}) else { unreachable!() };
+        let verdict = assess(&l, 1_000_000, &ExpiryPolicy::default(), HolderProcess::Alive);
+        assert_eq!(verdict, Verdict::NoTimestamp);
+        assert!(verdict.is_dead());
+        // A loop_ts that is a time is evidence too.
+        let Value::Object(l) = json!({"acquired_at": "?", "loop_ts": "2026-01-01T01:00:00.123456Z"}) else {
+            unreachable!()
+        };
+        let start = parse_utc("2026-01-01T01:00:00Z").expect("valid");
+        assert!(!assess(&l, start + 60, &ExpiryPolicy::default(), HolderProcess::Unknown).is_dead());
     }
 
     #[test]
-    fn a_lease_without_a_readable_time_is_never_provably_dead() {
-        let Value::Object(l) = json!({"acquired_at": "?"}) else { unreachable!() };
-        assert_eq!(assess(&l, i64::MAX, &ExpiryPolicy::default(), HolderProcess::Gone), Verdict::NoTimestamp);
+    fn a_stamp_beyond_the_skew_allowance_is_not_believed_and_the_lease_ages_from_the_rest() {
+        let start = parse_utc("2026-01-01T01:00:00Z").expect("valid");
+        let l = lease("2099-01-01T00:00:00Z", &json!(1));
+        let policy = ExpiryPolicy::default();
+        let verdict = assess(&l, start + 3 * 3600, &policy, HolderProcess::Unknown);
+        let stamp_unix_s = parse_utc("2099-01-01T00:00:00Z").expect("valid");
+        assert_eq!(verdict, Verdict::ClockSkew { stamp_unix_s, idle_s: Some(3 * 3600 + 3600), dead: true });
+        assert!(verdict.to_string().contains("2099-01-01T00:00:00Z"), "{verdict}");
+        // Inside the allowance a stamp ahead is fresh.
+        let ahead = lease(&format_utc(start + 200), &json!(1));
+        assert_eq!(assess(&ahead, start, &policy, HolderProcess::Unknown), Verdict::Alive { idle_s: 0, ttl_s: 60 });
     }
 }

@@ -100,6 +100,20 @@ impl BadLine {
     }
 }
 
+/// How many bytes of an oversized line its corrupt sentinel quotes.
+pub const OVERSIZED_QUOTE_BYTES: usize = 256;
+
+/// The corrupt sentinel of line `index`, too long to read, of `bytes` bytes beginning with
+/// `prefix`: its `_raw` quotes the first [`OVERSIZED_QUOTE_BYTES`] and the length, `_bytes` holds
+/// the length.
+pub fn oversized_sentinel(index: u64, prefix: &[u8], bytes: u64) -> Object {
+    let quoted = &prefix[..prefix.len().min(OVERSIZED_QUOTE_BYTES)];
+    let raw = format!("{}… ({bytes} bytes)", String::from_utf8_lossy(quoted));
+    let mut sentinel = BadLine { line: index, raw }.sentinel();
+    sentinel.insert("_bytes".to_owned(), Value::from(bytes));
+    sentinel
+}
+
 /// Tracks line numbers and decides, one line late, whether an unparseable line was corrupt
 /// (another line followed it) or the torn tail of the file (nothing followed it).
 #[derive(Debug, Default, Clone)]

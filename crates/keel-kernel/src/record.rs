@@ -1,5 +1,6 @@
 //! Which records keel takes as damage although they parse: a record whose shape no writer of the
-//! format produces, and whose literal reading would silently free regions or restart fencing.
+//! format produces, and whose literal reading would silently free regions, restart fencing, or
+//! push a counter to a value no writer could go on from.
 //!
 //! The format's reader folds any object (a `CHECKPOINT` whose `leases` is a string empties the
 //! live set; one whose generation rows are not integers restarts the counter). dos-kernel does
@@ -11,10 +12,31 @@ use serde_json::Value;
 
 use crate::value::Object;
 
+/// The largest `seq`, `seq_watermark` or generation keel takes as real: 2^53 − 1, the largest
+/// integer every JSON reader holds exactly. A journal appending a million records a second takes
+/// 285 years to reach it; a larger value was written by hand or damaged, and taking it as the
+/// counter would wedge every writer at the limit.
+pub const COUNTER_MAX: u64 = (1 << 53) - 1;
+
+/// Whether `value` is a counter keel could have written: a non-negative integer up to
+/// [`COUNTER_MAX`]. (`null` carries no number: it counts as absent.)
+fn counter(value: &Value) -> bool {
+    value.is_null() || value.as_u64().is_some_and(|n| n <= COUNTER_MAX)
+}
+
 /// Why a record that parses is damage, or `None` when it is a record to fold.
 pub fn malformed(record: &Object) -> Option<&'static str> {
+    if !record.get("seq").is_none_or(counter) {
+        return Some("a `seq` that is not an integer from 0 to 2^53 - 1");
+    }
+    if !record.get("seq_watermark").is_none_or(counter) {
+        return Some("a `seq_watermark` that is not an integer from 0 to 2^53 - 1");
+    }
     match record.get("op").and_then(Value::as_str) {
         Some("CHECKPOINT") => malformed_checkpoint(record),
+        Some(crate::replay::REVIEW_OP) if !record.get(crate::replay::GENERATION_FLOOR).is_none_or(counter) => {
+            Some("a REVIEW whose `generation_floor` is not an integer from 0 to 2^53 - 1")
+        }
         _ => None,
     }
 }
@@ -29,18 +51,16 @@ fn malformed_checkpoint(record: &Object) -> Option<&'static str> {
     match record.get("generations") {
         None => {}
         Some(Value::Array(rows)) => {
-            let row_ok = |row: &Value| row.get("generation").is_some_and(|g| g.as_u64().is_some());
+            let row_ok = |row: &Value| row.get("generation").is_some_and(|g| !g.is_null() && counter(g));
             if !rows.iter().all(|row| row.is_object() && row_ok(row)) {
-                return Some("a CHECKPOINT with a generation row that is not {loop_ts, lane, generation: integer}");
+                return Some(
+                    "a CHECKPOINT with a generation row that is not {loop_ts, lane, generation: an integer from 0 to 2^53 - 1}",
+                );
             }
         }
         Some(_) => return Some("a CHECKPOINT whose `generations` is not an array of rows"),
     }
-    match record.get("seq_watermark") {
-        None => None,
-        Some(watermark) if watermark.as_u64().is_some() => None,
-        Some(_) => Some("a CHECKPOINT whose `seq_watermark` is not a non-negative integer"),
-    }
+    None
 }
 
 #[cfg(test)]
@@ -67,6 +87,7 @@ mod tests {
             json!({"op": "CHECKPOINT", "leases": [], "generations": [5]}),
             json!({"op": "CHECKPOINT", "leases": [], "seq_watermark": "x"}),
             json!({"op": "CHECKPOINT", "leases": [], "seq_watermark": -1}),
+            json!({"op": "CHECKPOINT", "leases": [], "generations": [{"loop_ts": "t", "lane": "l", "generation": u64::MAX}]}),
         ] {
             assert!(malformed(&object(bad.clone())).is_some(), "{bad}");
         }
@@ -76,6 +97,29 @@ mod tests {
                    "generations": [{"loop_ts": "t", "lane": "a", "generation": 3}]}),
             json!({"op": "ACQUIRE", "leases": "anything"}),
         ] {
+            assert_eq!(malformed(&object(good.clone())), None, "{good}");
+        }
+    }
+
+    /// Found by a sweep: one `{"op": "NOTE", "seq": 1e30}` made every acquire and release fail
+    /// for good ("the journal's seq has reached its limit"), and compaction wrote it back.
+    #[test]
+    fn a_counter_keel_could_not_have_issued_is_damage() {
+        for bad in [
+            json!({"op": "NOTE", "seq": 1e30}),
+            json!({"op": "NOTE", "seq": u64::MAX}),
+            json!({"op": "NOTE", "seq": COUNTER_MAX + 1}),
+            json!({"op": "NOTE", "seq": "12"}),
+            json!({"op": "NOTE", "seq": 12.5}),
+            json!({"op": "NOTE", "seq": -3}),
+            json!({"op": "NOTE", "seq_watermark": true}),
+            json!({"op": "REVIEW", "excuses": [], "generation_floor": u64::MAX}),
+        ] {
+            assert!(malformed(&object(bad.clone())).is_some(), "{bad}");
+        }
+        for good in
+            [json!({"op": "NOTE", "seq": COUNTER_MAX}), json!({"op": "NOTE", "seq": null}), json!({"op": "NOTE"})]
+        {
             assert_eq!(malformed(&object(good.clone())), None, "{good}");
         }
     }

@@ -937,6 +937,18 @@ impl Replay {
         self.push(&text, parsed);
     }
 
+    /// Folds a line too long to read (over the readers' line limit), of which only its first
+    /// bytes were kept: damage like a corrupt line, whether or not anything follows it (no
+    /// writer's record is that long, so it is never a torn tail to excuse). Its sentinel quotes
+    /// the first [`OVERSIZED_QUOTE_BYTES`](crate::line::OVERSIZED_QUOTE_BYTES) bytes and carries the length in `_bytes`.
+    pub fn push_oversized(&mut self, prefix: &[u8], bytes: u64) {
+        let (index, corrupt) = self.decoder.start_line();
+        if let Some(bad) = corrupt {
+            self.state.apply(&bad.sentinel());
+        }
+        self.state.apply(&crate::line::oversized_sentinel(index, prefix, bytes));
+    }
+
     /// Folds the lines of a chunk that follows the lines pushed so far.
     pub fn push_chunk(&mut self, chunk: ParsedChunk) {
         for (start, end, parsed) in chunk.lines {

@@ -258,6 +258,10 @@ fn u64_or_null(b: &[u8], mut i: usize, slot: &mut Option<u64>, fresh: Option<()>
     if i == start || leading_zero || matches!(b.get(i), Some(b'.' | b'e' | b'E')) {
         return None;
     }
+    // A counter no writer could have issued is damage, which only the general path defines.
+    if value > crate::record::COUNTER_MAX {
+        return None;
+    }
     *slot = Some(value);
     Some(i)
 }

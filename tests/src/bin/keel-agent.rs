@@ -34,7 +34,7 @@ fn main() {
         .map(|i| args.get(i + 1).and_then(|n| n.parse().ok()).expect("--compact-every takes an integer"));
     let options = JournalOptions {
         // Dead agents' leases are reclaimed quickly: the holder process is gone once killed.
-        expiry: ExpiryPolicy { default_ttl_s: 3600, grace_s: 1, grace_floor_s: 0 },
+        expiry: ExpiryPolicy { default_ttl_s: 3600, grace_s: 1, ..ExpiryPolicy::default() },
         compact_threshold_bytes: None,
         ..JournalOptions::default()
     };
