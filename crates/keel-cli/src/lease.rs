@@ -175,9 +175,13 @@ pub enum LeaseCommand {
     Run {
         #[command(flatten)]
         acquire: AcquireArgs,
-        /// Seconds between heartbeats.
+        /// Seconds between heartbeats (at most a quarter of the lease's TTL and of its grace).
         #[arg(long, default_value_t = 30)]
         heartbeat_s: u64,
+        /// What to do when a heartbeat finds the lease gone (reclaimed or scavenged): stop the
+        /// command (SIGTERM, then SIGKILL 5 s later) and exit 124, or warn and let it run.
+        #[arg(long, value_enum, default_value_t = OnLost::Stop)]
+        on_lost: OnLost,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -345,8 +349,8 @@ pub fn run(
             }
             Ok(Status::Ok)
         }
-        LeaseCommand::Run { acquire: args, heartbeat_s, command } => {
-            run_holding(&journal, args, *heartbeat_s, command, json)
+        LeaseCommand::Run { acquire: args, heartbeat_s, on_lost, command } => {
+            run_holding(&journal, args, *heartbeat_s, *on_lost, command, json)
         }
     }
 }
@@ -407,7 +411,23 @@ enum Run {
     Cancelled(i32),
     /// Waiting for the command failed.
     Failed(anyhow::Error),
+    /// The lease was lost and the command stopped.
+    Lost,
 }
+
+/// What `lease run` does once its lease is found gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnLost {
+    /// Stop the command: the region is someone else's now.
+    Stop,
+    /// Say so and let the command run on, unheld.
+    Warn,
+}
+
+/// `lease run`'s exit status when it stopped its command because the lease was lost.
+pub const LOST_LEASE_STATUS: i32 = 124;
+/// How long a command stopped for a lost lease has between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// The first argument of a `keel` process that `lease run` starts to become its command once the
 /// lease is granted (see [`run_granted`]).
@@ -440,6 +460,7 @@ fn run_holding(
     journal: &Journal,
     args: &AcquireArgs,
     heartbeat_s: u64,
+    on_lost: OnLost,
     command: &[String],
     json: bool,
 ) -> Result<Status, Failure> {
@@ -512,10 +533,12 @@ fn run_holding(
         let _ = gate.write_all(&[GO]);
         drop(gate);
         let done = AtomicBool::new(false);
+        let lost = AtomicBool::new(false);
         let forward = Forward::to(&child, tie);
         let closer = signals.handle();
+        let beat = Beating { journal, grant, heartbeat_s, on_lost, done: &done, lost: &lost, forward: &forward };
         let exit = std::thread::scope(|scope| {
-            scope.spawn(|| beat_while_running(journal, grant, heartbeat_s, &done));
+            scope.spawn(|| beat.run());
             scope.spawn(|| forward.all(&mut signals));
             let exit = child.wait();
             done.store(true, Ordering::SeqCst);
@@ -523,6 +546,7 @@ fn run_holding(
             exit
         });
         match exit.with_context(|| format!("waiting for {}", command[0])) {
+            Ok(_) if lost.load(Ordering::SeqCst) => Run::Lost,
             Ok(exit) => Run::Exited(exit),
             Err(error) => Run::Failed(error),
         }
@@ -534,6 +558,7 @@ fn run_holding(
     }
     match run {
         Run::Failed(error) => Err(Failure::io(error)),
+        Run::Lost => std::process::exit(LOST_LEASE_STATUS),
         Run::Cancelled(signal) => std::process::exit(128 + signal),
         Run::Exited(exit) => {
             use std::os::unix::process::ExitStatusExt;
@@ -584,45 +609,92 @@ impl Forward {
         Self { pid, pidfd: rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok(), tie }
     }
 
+    /// Sends `signal` to the command: to its whole group when it has one of its own.
+    fn send(&self, signal: rustix::process::Signal) {
+        let _ = match (self.tie, &self.pidfd) {
+            (Tie::Group, _) => rustix::process::kill_process_group(self.pid, signal),
+            (Tie::Process, Some(pidfd)) => rustix::process::pidfd_send_signal(pidfd, signal),
+            (Tie::Process, None) => rustix::process::kill_process(self.pid, signal),
+        };
+    }
+
     /// Runs until the iterator's handle is closed.
     fn all(&self, signals: &mut SignalsInfo<WithOrigin>) {
         for origin in signals.forever() {
             let Some(signal) = rustix::process::Signal::from_named_raw(origin.signal) else { continue };
-            match self.tie {
-                // The command's own group gets every signal keel gets, the terminal's included:
-                // it is in no group the terminal signals. It is reaped only after this loop is
-                // closed, so its group id names no other group here.
-                Tie::Group => {
-                    let _ = rustix::process::kill_process_group(self.pid, signal);
-                }
-                // The terminal signals its whole foreground process group (Ctrl-C, a hangup), so
-                // the command has that one already. One sent to keel alone (`kill`, a supervisor
-                // stopping it) is passed on: stopping keel stops the work its lease covers.
-                Tie::Process if matches!(origin.cause, Cause::Kernel) => {}
-                Tie::Process => {
-                    let _ = match &self.pidfd {
-                        Some(pidfd) => rustix::process::pidfd_send_signal(pidfd, signal),
-                        None => rustix::process::kill_process(self.pid, signal),
-                    };
-                }
+            // The command's own group gets every signal keel gets, the terminal's included: it is
+            // in no group the terminal signals (it is reaped only after this loop is closed, so
+            // its group id names no other group here). In keel's group on a terminal, the
+            // terminal signals the whole foreground group (Ctrl-C, a hangup), so the command has
+            // that one already; one sent to keel alone (`kill`, a supervisor stopping it) is
+            // passed on: stopping keel stops the work its lease covers.
+            if self.tie == Tie::Process && matches!(origin.cause, Cause::Kernel) {
+                continue;
             }
+            self.send(signal);
         }
     }
 }
 
-fn beat_while_running(journal: &Journal, grant: &keel_journal::Grant, heartbeat_s: u64, done: &AtomicBool) {
-    let owner = grant.lease.get("holder").and_then(Value::as_str).unwrap_or_default();
-    let period = Duration::from_secs(heartbeat_s.max(1));
-    let tick = Duration::from_millis(100);
-    let mut waited = Duration::ZERO;
-    while !done.load(Ordering::SeqCst) {
-        std::thread::sleep(tick);
-        waited += tick;
-        if waited >= period {
-            waited = Duration::ZERO;
-            if let Err(error) = journal.heartbeat(&grant.identity.lane, owner, Some(&grant.identity.loop_ts), None) {
-                eprintln!("keel: heartbeat failed: {error}");
+/// `lease run`'s heartbeat thread, and what it does when a beat finds the lease gone.
+struct Beating<'a> {
+    journal: &'a Journal,
+    grant: &'a keel_journal::Grant,
+    heartbeat_s: u64,
+    on_lost: OnLost,
+    done: &'a AtomicBool,
+    lost: &'a AtomicBool,
+    forward: &'a Forward,
+}
+
+impl Beating<'_> {
+    /// Beats until the command ends. The period is capped at a quarter of the lease's TTL and of
+    /// its grace, so a lease is never let idle into its own expiry by a long `--heartbeat-s`.
+    fn run(&self) {
+        let lease = &self.grant.lease;
+        let owner = lease.get("holder").and_then(Value::as_str).unwrap_or_default();
+        let policy = self.journal.options().expiry;
+        let cap_s = keel_kernel::expiry::ttl_s(lease, &policy).min(keel_kernel::expiry::grace_s(lease, &policy)) / 4;
+        let period = Duration::from_secs(self.heartbeat_s.min(cap_s).max(1));
+        let tick = Duration::from_millis(100);
+        let mut waited = Duration::ZERO;
+        while !self.done.load(Ordering::SeqCst) {
+            std::thread::sleep(tick);
+            waited += tick;
+            if waited < period {
+                continue;
             }
+            waited = Duration::ZERO;
+            let identity = &self.grant.identity;
+            match self.journal.heartbeat(&identity.lane, owner, Some(&identity.loop_ts), None) {
+                Ok(Some(_)) => {}
+                Ok(None) => return self.lost(),
+                Err(error) => eprintln!("keel: heartbeat failed: {error}"),
+            }
+        }
+    }
+
+    /// The lease is gone: say so at once, and stop the command unless told to let it run.
+    fn lost(&self) {
+        let identity = &self.grant.identity;
+        eprintln!(
+            "keel: lease on lane {:?} (loop_ts {}) lost: it was reclaimed or scavenged",
+            identity.lane, identity.loop_ts
+        );
+        if self.on_lost == OnLost::Warn {
+            eprintln!("keel: the command runs on, unheld (--on-lost warn)");
+            return;
+        }
+        eprintln!("keel: stopping the command (SIGTERM, SIGKILL in {} s)", STOP_GRACE.as_secs());
+        self.lost.store(true, Ordering::SeqCst);
+        self.forward.send(rustix::process::Signal::TERM);
+        let stop_by = std::time::Instant::now() + STOP_GRACE;
+        while !self.done.load(Ordering::SeqCst) {
+            if std::time::Instant::now() >= stop_by {
+                self.forward.send(rustix::process::Signal::KILL);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

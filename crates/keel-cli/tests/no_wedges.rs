@@ -203,3 +203,119 @@ fn a_restarted_agent_re_acquiring_its_dead_lease_gets_it_back() {
         keel(root, &["lease", "acquire", "--lane", "a", "--tree", "a/", "--owner", "agent-b", "--loop-ts", "t-a"]);
     assert_ne!(code(&other), 0);
 }
+
+#[test]
+fn a_lockfile_writer_killed_with_sigkill_does_not_block_the_next_writer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    let file = root.join("tools.lock");
+    assert_eq!(code(&keel(root, &["lock", "set", "--file", "tools.lock", "a", "--value", "1"])), 0);
+    // A writer killed while holding the sidecar lock: its holder file names a pid now gone.
+    let mut child = Command::new("true").spawn().expect("spawn");
+    let dead_pid = child.id();
+    child.wait().expect("reaped");
+    let lock_dir = root.join("tools.lock.lock");
+    std::fs::create_dir(&lock_dir).expect("lock dir");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("host name");
+    let body = format!(
+        "{{\"owner\": \"keel lock\", \"pid\": {dead_pid}, \"host\": \"{}\", \"acquired_unix_s\": {}, \"nonce\": \"00\"}}",
+        host.trim(),
+        now_s()
+    );
+    std::fs::write(lock_dir.join("holder.json"), body).expect("holder");
+    let started = std::time::Instant::now();
+    let set = keel(root, &["lock", "set", "--file", "tools.lock", "b", "--value", "2"]);
+    assert_eq!(code(&set), 0, "a dead holder on this host is reclaimed at once: {}", stderr(&set));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "it did not wait out the stale age");
+    assert!(std::fs::read_to_string(&file).expect("lockfile").contains("\"b\""));
+}
+
+/// keel run as an unprivileged user (`setpriv`, from util-linux, which `.ci/run` makes sure of).
+fn keel_as_nobody(root: &Path, args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .current_dir(root)
+        .env_remove("KEEL_ROOT")
+        .env_remove("KEEL_JOURNAL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv runs")
+}
+
+#[test]
+fn reads_of_shared_documents_need_no_write_access() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    assert_eq!(code(&keel(root, &["lock", "set", "--file", "tools.lock", "a", "--value", "1"])), 0);
+    assert_eq!(code(&keel(root, &["config", "set", "--file", "c.json", "--value", "{\"k\": 1}"])), 0);
+    // World-readable files owned by another user, in a directory that user may enter.
+    let open = |path: &Path, mode: u32| {
+        let mut permissions = std::fs::metadata(path).expect("stat").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, mode);
+        std::fs::set_permissions(path, permissions).expect("chmod");
+    };
+    open(root, 0o755);
+    for name in ["tools.lock", "c.json"] {
+        open(&root.join(name), 0o644);
+    }
+    let get = keel_as_nobody(root, &["lock", "get", "--file", "tools.lock", "a"]);
+    assert_eq!(code(&get), 0, "lock get: {}", stderr(&get));
+    let get = keel_as_nobody(root, &["config", "get", "--file", "c.json", "--json"]);
+    assert_eq!(code(&get), 0, "config get: {}", stderr(&get));
+}
+
+#[test]
+fn lease_run_that_loses_its_lease_stops_its_command_at_its_next_heartbeat() {
+    for (extra, stops) in [(&[][..], true), (&["--on-lost", "warn"][..], false)] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path();
+        let mut args = vec!["lease", "run", "--lane", "a", "--tree", "a/", "--owner", "o", "--heartbeat-s", "1"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "sleep", "20"]);
+        let mut run = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(&args)
+            .current_dir(root)
+            .env_remove("KEEL_ROOT")
+            .env_remove("KEEL_JOURNAL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("keel lease run");
+        let started = std::time::Instant::now();
+        let loop_ts = loop {
+            let live = json(&keel(root, &["lease", "live", "--json"]));
+            if let Some(ts) = live["leases"][0]["identity"]["loop_ts"].as_str() {
+                break ts.to_owned();
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(10), "the lease was never taken");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let scavenged = keel(root, &["lease", "scavenge", "--lane", "a", "--loop-ts", &loop_ts]);
+        assert_eq!(code(&scavenged), 0, "{}", stdout(&scavenged));
+        let lost = std::time::Instant::now();
+        let deadline = lost + std::time::Duration::from_secs(if stops { 10 } else { 3 });
+        let status = loop {
+            if let Some(status) = run.try_wait().expect("status") {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        if stops {
+            let status = status.expect("keel stopped the command and exited");
+            assert_eq!(status.code(), Some(124), "the lost-lease status");
+        } else {
+            assert!(status.is_none(), "--on-lost warn keeps the command running");
+            run.kill().expect("kill");
+            let _ = run.wait();
+        }
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut run.stderr.take().expect("stderr"), &mut err).expect("stderr");
+        assert!(err.contains("lost"), "warned at once: {err}");
+    }
+}

@@ -19,6 +19,7 @@ fn stale_body(nonce: &str) -> Vec<u8> {
         host: "gone".to_owned(),
         acquired_unix_s: 1,
         nonce: nonce.to_owned(),
+        start_ticks: None,
     })
     .expect("serialise")
 }

@@ -13,19 +13,10 @@ pub fn host_id() -> String {
     if name.trim().is_empty() { "localhost".to_owned() } else { name.trim().to_owned() }
 }
 
-/// The start time of process `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`),
-/// which with the pid names one process even after the pid is reused.
-/// `None` when no such process runs: none has that pid, or it has ended and waits to be reaped
-/// (a zombie runs nothing, so it holds nothing).
+/// The start time of process `pid` in clock ticks since boot; `None` when no such process runs
+/// (a zombie runs nothing, so it holds nothing). See [`keel_fs::lock::process_start_ticks`].
 pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces or parentheses itself.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after_name.split_whitespace();
-    if matches!(fields.next(), Some("Z" | "X" | "x")) {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
+    keel_fs::lock::process_start_ticks(pid)
 }
 
 /// This process's start time, read once (it cannot change).

@@ -36,7 +36,9 @@ pub struct LockfileOptions {
 impl Default for LockfileOptions {
     fn default() -> Self {
         Self {
-            lock_timeout_ms: 10_000,
+            // Longer than the stale age: a writer that waits this long can reclaim a lock its
+            // killed holder left, however it is judged.
+            lock_timeout_ms: 45_000,
             stale_ttl_s: 30,
             document_bytes_max: DOCUMENT_BYTES_MAX_DEFAULT,
             owner: "keel lockfile".to_owned(),

@@ -21,8 +21,7 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Reads `path` whole, refusing more than `bytes_max` bytes without reading them.
 ///
-/// The seam opens files only for append (read + write): if the file vanished between the `stat`
-/// and the open, the open creates it empty, and this removes it again and reports it missing.
+/// The file is opened read-only; one that vanished between the `stat` and the open is missing.
 pub(crate) fn read_document<S: Storage>(storage: &S, path: &Path, bytes_max: u64) -> Result<Found, FsError> {
     let stat = match storage.path_stat(path) {
         Ok(stat) => stat,
@@ -32,14 +31,12 @@ pub(crate) fn read_document<S: Storage>(storage: &S, path: &Path, bytes_max: u64
     if stat.len > bytes_max {
         return Ok(Found::TooLarge { bytes: stat.len });
     }
-    let (file, created) = storage.open_append(path).map_err(|e| FsError::io("open", path, e))?;
-    if created {
-        drop(file);
-        // Best effort: the name we just created is empty and ours; a leftover empty file would
-        // read as invalid JSON, so report any failure to remove it.
-        storage.remove_file(path).map_err(|e| FsError::io("remove", path, e))?;
-        return Ok(Found::Missing);
-    }
+    // Read-only: a read must work on a file another user owns and on a read-only mount.
+    let file = match storage.open_read(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Found::Missing),
+        Err(e) => return Err(FsError::io("open", path, e)),
+    };
     let mut bytes = Vec::with_capacity(stat.len as usize);
     let mut chunk = vec![0; READ_CHUNK_BYTES];
     loop {

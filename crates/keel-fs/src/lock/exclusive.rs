@@ -66,8 +66,11 @@ impl ExclusiveFileLock {
             }
             return Err(busy(path, "unknown (it changed while being read)".to_owned()));
         };
-        let acquired_unix_s = Holder::parse(&observed.bytes).map_or(observed.mtime_unix_s, |h| h.acquired_unix_s);
-        if !is_stale(acquired_unix_s, ttl_s, now_unix_s) {
+        let parsed = Holder::parse(&observed.bytes);
+        let gone = parsed.as_ref().is_some_and(Holder::is_gone);
+        let acquired_unix_s = parsed.map_or(observed.mtime_unix_s, |h| h.acquired_unix_s);
+        // A holder provably gone from this host is reclaimed at once; any other by age.
+        if !gone && !is_stale(acquired_unix_s, ttl_s, now_unix_s) {
             return Err(busy(path, describe_body(&observed.bytes)));
         }
 

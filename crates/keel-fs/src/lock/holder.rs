@@ -30,6 +30,11 @@ pub struct Holder {
     pub acquired_unix_s: u64,
     /// 128 random bits in hex: tells this acquisition apart from every other.
     pub nonce: String,
+    /// The acquirer's start time (clock ticks since boot, from `/proc`): with the pid it names
+    /// one process, so a holder provably gone from this host is reclaimed at once. Absent in
+    /// bodies other tools write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
 }
 
 impl Holder {
@@ -47,7 +52,22 @@ impl Holder {
             host: host_name(),
             acquired_unix_s,
             nonce: nonce_hex(),
+            start_ticks: process_start_ticks(std::process::id()),
         })
+    }
+
+    /// Whether the holder is provably gone: it names this host, and no process runs with its pid
+    /// (or one does with another start time). A holder on another host, or one whose process
+    /// cannot be checked, is judged by the lock's age alone.
+    pub fn is_gone(&self) -> bool {
+        if self.host != host_name() || self.pid == 0 || !Path::new("/proc/self").exists() {
+            return false;
+        }
+        match (process_start_ticks(self.pid), self.start_ticks) {
+            (None, _) => true,
+            (Some(now), Some(then)) => now != then,
+            (Some(_), None) => false,
+        }
     }
 
     /// The body's bytes (one JSON object, no newline).
@@ -63,7 +83,8 @@ impl Holder {
 
     /// A short description for error messages.
     pub(crate) fn describe(&self) -> String {
-        format!("{} (pid {} on {}, since {})", self.owner, self.pid, self.host, self.acquired_unix_s)
+        let since = keel_kernel::expiry::format_utc(i64::try_from(self.acquired_unix_s).unwrap_or(i64::MAX));
+        format!("{} (pid {} on {}, since {since})", self.owner, self.pid, self.host)
     }
 }
 
@@ -93,6 +114,20 @@ pub enum Release {
 /// the future (clock skew) is not stale.
 pub fn is_stale(acquired_unix_s: u64, ttl_s: u64, now_unix_s: u64) -> bool {
     now_unix_s.saturating_sub(acquired_unix_s) > ttl_s
+}
+
+/// The start time of process `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`),
+/// which with the pid names one process even after the pid is reused; `None` when no such
+/// process runs (none has the pid, or it ended and waits to be reaped: a zombie holds nothing).
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces or parentheses itself.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// The system clock in seconds since the Unix epoch (0 if the clock is before 1970).

@@ -62,7 +62,9 @@ impl SidecarDirLock {
                 break;
             }
             let observed = read_holder(&dir)?;
-            let acquired_unix_s = match observed.as_deref().and_then(Holder::parse) {
+            let parsed = observed.as_deref().and_then(Holder::parse);
+            let gone = parsed.as_ref().is_some_and(Holder::is_gone);
+            let acquired_unix_s = match parsed {
                 Some(h) => h.acquired_unix_s,
                 None => match mtime_unix_s(&dir) {
                     Ok(mtime) => mtime,
@@ -71,7 +73,8 @@ impl SidecarDirLock {
                 },
             };
             last_seen = observed.as_deref().map_or_else(|| "unknown (no holder file)".to_owned(), describe_body);
-            if !is_stale(acquired_unix_s, ttl_s, now_unix_s) {
+            // A holder provably gone from this host is reclaimed at once; any other by age.
+            if !gone && !is_stale(acquired_unix_s, ttl_s, now_unix_s) {
                 break;
             }
             let aside = with_suffix(&dir, &format!(".stale.{}", holder.nonce));
