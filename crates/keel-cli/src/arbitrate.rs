@@ -17,7 +17,9 @@ const INPUT_LINE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, clap::Args)]
 pub struct ArbitrateArgs {
-    /// A JSON file holding the lane taxonomy used when a line carries none [default: the built-in one].
+    /// A policy file (TOML, or the JSON taxonomy) to decide under [default: the workspace's
+    /// .keel/policy.toml, else the built-in one]. A line's own taxonomy adds to it: protected
+    /// paths and exclusive lanes are added, budgets only tightened.
     #[arg(long)]
     taxonomy: Option<PathBuf>,
 }
@@ -37,18 +39,12 @@ struct Case {
 
 /// Reads requests on stdin, writes one decision (or error object) per line.
 /// Exit 0 when every line was admitted, 1 when any was refused, 2 when any line was malformed.
-pub fn run(args: &ArbitrateArgs) -> Result<Status, Failure> {
-    let default_taxonomy = match &args.taxonomy {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading taxonomy {}", path.display()))
-                .map_err(Failure::io)?;
-            serde_json::from_str::<Taxonomy>(&text)
-                .with_context(|| format!("taxonomy {} is not a valid taxonomy", path.display()))
-                .map_err(Failure::usage)?
-        }
-        None => Taxonomy::default(),
+pub fn run(args: &ArbitrateArgs, location: &crate::Location) -> Result<Status, Failure> {
+    let policy = match &args.taxonomy {
+        Some(path) => keel_journal::Policy::load(path),
+        None => keel_journal::Policy::of_workspace(location.workspace()?.root()),
     };
+    let default_taxonomy = policy.map_err(crate::policy_failure)?.taxonomy();
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let stdout = io::stdout();
@@ -94,8 +90,11 @@ pub fn run(args: &ArbitrateArgs) -> Result<Status, Failure> {
                         json!({"error": format!("stdin line {number}: request: {error}"), "line": number})
                     }
                     Ok(_) => {
-                        let taxonomy = case.taxonomy.as_ref().unwrap_or(&default_taxonomy);
-                        let decision = decide(&case.request, &case.live_leases, taxonomy);
+                        let taxonomy = match &case.taxonomy {
+                            Some(own) => default_taxonomy.with_request_taxonomy(own),
+                            None => default_taxonomy.clone(),
+                        };
+                        let decision = decide(&case.request, &case.live_leases, &taxonomy);
                         refused |= decision.outcome == Outcome::Refuse;
                         serde_json::to_value(&decision).expect("decisions serialise")
                     }

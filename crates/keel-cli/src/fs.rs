@@ -204,11 +204,17 @@ fn hash(root: &Path, path: &str, json: bool) -> Result<Status, Failure> {
 }
 
 /// Runs one `keel fs` command against the workspace at `root` and the lease journal at `journal`.
-pub fn run(command: &FsCommand, workspace: &Workspace, json: bool) -> Result<Status, Failure> {
+pub fn run(
+    command: &FsCommand,
+    workspace: &Workspace,
+    options: &JournalOptions,
+    json: bool,
+) -> Result<Status, Failure> {
     let root = workspace.checkout();
     let open = || {
         workspace.bind().map_err(crate::workspace_failure)?;
-        Mutator::open(root, Journal::open(workspace.journal(), JournalOptions::default()), MutatorOptions::default())
+        // The journal's options carry the policy's protected paths, which the gate honours too.
+        Mutator::open(root, Journal::open(workspace.journal(), options.clone()), MutatorOptions::default())
             .map_err(failure)
     };
     match command {

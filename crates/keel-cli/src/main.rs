@@ -25,6 +25,7 @@ mod fs;
 mod journal;
 mod lease;
 mod lock;
+mod policy;
 mod store;
 
 use std::fmt;
@@ -34,7 +35,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
-use keel_journal::{Named, Workspace, WorkspaceError};
+use keel_journal::{Named, Policy, PolicyError, Workspace, WorkspaceError};
 
 /// Where the workspace and its journal are.
 #[derive(Debug, clap::Args)]
@@ -63,12 +64,24 @@ impl Location {
         Workspace::locate(named, Path::new(".")).map_err(workspace_failure)
     }
 
-    fn journal_options(&self) -> keel_journal::JournalOptions {
-        let mut options = keel_journal::JournalOptions::default();
+    /// The lease service's options: the workspace policy's, with `--grace-s` for the leases this
+    /// command grants (never below the policy's floor).
+    fn journal_options(&self, workspace: &Workspace) -> Result<keel_journal::JournalOptions, Failure> {
+        let policy = Policy::of_workspace(workspace.root()).map_err(policy_failure)?;
+        let mut options = keel_journal::JournalOptions::from_policy(&policy);
         if let Some(grace_s) = self.grace_s {
             options.expiry.grace_s = grace_s;
         }
-        options
+        Ok(options)
+    }
+}
+
+/// Maps a policy error to its exit status: a policy that is not one is a usage error, like a
+/// mistyped argument; a file that cannot be read is an I/O error unless it is missing.
+pub fn policy_failure(error: PolicyError) -> Failure {
+    match &error {
+        PolicyError::Io { source, .. } if source.kind() != std::io::ErrorKind::NotFound => Failure::io(error),
+        _ => Failure::usage(error),
     }
 }
 
@@ -133,6 +146,13 @@ enum Command {
     Fs {
         #[command(subcommand)]
         command: fs::FsCommand,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Show or check the workspace policy (.keel/policy.toml) that every lease obeys.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
         #[command(flatten)]
         output: Output,
     },
@@ -284,15 +304,24 @@ fn describe(error: &anyhow::Error) -> String {
 fn dispatch(cli: &Cli) -> Result<Status, Failure> {
     let location = &cli.location;
     match &cli.command {
-        Command::Journal(command) => journal::run(command, &location.workspace()?, &location.journal_options()),
-        Command::Lease { command, output } => {
-            lease::run(command, &location.workspace()?, location.journal_options(), output)
+        Command::Journal(command) => {
+            let workspace = location.workspace()?;
+            journal::run(command, &workspace, &location.journal_options(&workspace)?)
         }
+        Command::Lease { command, output } => {
+            let workspace = location.workspace()?;
+            let options = location.journal_options(&workspace)?;
+            lease::run(command, &workspace, options, output)
+        }
+        Command::Policy { command, output } => policy::run(command, &location.workspace()?, output.json),
         Command::Lock { command, output } => lock::run(command, output.json),
         Command::Config { command, output } => config::run(command, output.json),
         Command::Store { command, output } => store::run(command, location.workspace()?.root(), output.json),
-        Command::Fs { command, output } => fs::run(command, &location.workspace()?, output.json),
-        Command::Arbitrate(args) => arbitrate::run(args),
+        Command::Fs { command, output } => {
+            let workspace = location.workspace()?;
+            fs::run(command, &workspace, &location.journal_options(&workspace)?, output.json)
+        }
+        Command::Arbitrate(args) => arbitrate::run(args, location),
         Command::Demo => demo::run(),
     }
 }

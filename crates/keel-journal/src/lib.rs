@@ -29,11 +29,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod policy;
 pub mod process;
 pub mod read;
 pub mod service;
 pub mod workspace;
 
+pub use policy::{Policy, PolicyError};
 pub use read::{ReadOutcome, replay_from, replay_path};
 pub use service::{
     Accepted, AcquireOutcome, AcquireRequest, Adopted, Beat, Clock, Compaction, Grant, HolderPid, Journal,

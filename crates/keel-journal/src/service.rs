@@ -65,6 +65,9 @@ pub struct JournalOptions {
     pub head_every_bytes: u64,
     /// This host's name, recorded in leases to judge whether a holder process is gone.
     pub host_id: String,
+    /// A heartbeat younger than this is not written again unless the caller names its own floor
+    /// (the workspace policy's `heartbeat_coalesce_s`; 0 writes every beat).
+    pub heartbeat_coalesce_s: u64,
     /// The clock.
     pub clock: Clock,
 }
@@ -78,7 +81,20 @@ impl Default for JournalOptions {
             compact_threshold_bytes: Some(64 * 1024 * 1024),
             head_every_bytes: 16 * 1024,
             host_id: process::host_id(),
+            heartbeat_coalesce_s: 0,
             clock: system_clock(),
+        }
+    }
+}
+
+impl JournalOptions {
+    /// The options a workspace's policy sets: its taxonomy, expiry rules and heartbeat floor.
+    pub fn from_policy(policy: &crate::policy::Policy) -> Self {
+        Self {
+            taxonomy: policy.taxonomy(),
+            expiry: policy.expiry(),
+            heartbeat_coalesce_s: policy.heartbeat_coalesce_s,
+            ..Self::default()
         }
     }
 }
@@ -92,6 +108,7 @@ impl std::fmt::Debug for JournalOptions {
             .field("compact_threshold_bytes", &self.compact_threshold_bytes)
             .field("head_every_bytes", &self.head_every_bytes)
             .field("host_id", &self.host_id)
+            .field("heartbeat_coalesce_s", &self.heartbeat_coalesce_s)
             .finish_non_exhaustive()
     }
 }
@@ -1126,9 +1143,11 @@ impl<S: Storage + Clone> Journal<S> {
         }
         // The lease's protection is fixed now, in its body: whoever judges it later reads its own
         // grace and TTL from it, and may only lengthen them.
-        let ttl_minutes = request.ttl_minutes.unwrap_or(self.options.expiry.default_ttl_s as f64 / 60.0);
+        let expiry = &self.options.expiry;
+        let ttl_minutes =
+            request.ttl_minutes.unwrap_or(expiry.default_ttl_s as f64 / 60.0).max(expiry.ttl_floor_s as f64 / 60.0);
         lease.insert("ttl_minutes".into(), Value::from(ttl_minutes));
-        lease.insert("grace_s".into(), Value::from(self.options.expiry.grace_s));
+        lease.insert("grace_s".into(), Value::from(expiry.grace_s.max(expiry.grace_floor_s)));
         if let Some(pgid) = pgid {
             lease.insert("pgid".into(), Value::from(pgid));
         }
@@ -1217,7 +1236,9 @@ impl<S: Storage + Clone> Journal<S> {
             // A beat is skipped only while the last one is under half a grace old: a floor past
             // that would let the lease fall out of its grace, and a live lease be reclaimed.
             let grace_s = keel_kernel::expiry::grace_s(lease, &this.options.expiry);
-            let floor = coalesce_floor_s.map(|floor| floor.min(grace_s / 2));
+            let floor = coalesce_floor_s
+                .or(Some(this.options.heartbeat_coalesce_s).filter(|&f| f > 0))
+                .map(|floor| floor.min(grace_s / 2));
             if let (Some(floor), Some((at, text))) = (floor, &last)
                 && (now.floor() as i64).saturating_sub(*at) < i64::try_from(floor).unwrap_or(i64::MAX)
             {

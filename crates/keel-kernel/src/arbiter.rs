@@ -107,6 +107,30 @@ impl Default for Taxonomy {
 }
 
 impl Taxonomy {
+    /// This taxonomy with a request's own on top: its protected paths and exclusive lanes are
+    /// added, each budget is the tighter of the two, and its cluster lanes and auto-pick ladder
+    /// replace these (they name where a request may go, not what it may pass). A request's
+    /// taxonomy can make admission stricter, never looser.
+    #[must_use = "the merged taxonomy is the one to decide under"]
+    pub fn with_request_taxonomy(&self, request: &Taxonomy) -> Taxonomy {
+        let mut merged = request.clone();
+        for entry in &self.protected {
+            if !merged.protected.contains(entry) {
+                merged.protected.push(entry.clone());
+            }
+        }
+        for lane in &self.exclusive_lanes {
+            if !merged.exclusive_lanes.iter().any(|l| casefold(&l.name) == casefold(&lane.name)) {
+                merged.exclusive_lanes.push(lane.clone());
+            }
+        }
+        for (kind, &max) in &self.kind_budgets {
+            let slot = merged.kind_budgets.entry(kind.clone()).or_insert(max);
+            *slot = (*slot).min(max);
+        }
+        merged
+    }
+
     fn is_exclusive(&self, folded: &str) -> bool {
         !folded.is_empty() && self.exclusive_lanes.iter().any(|l| casefold(&l.name) == folded)
     }
@@ -336,19 +360,32 @@ fn admission(tree: &Tree, mode: Mode, live: &[Live<'_>], protected: &Tree) -> Re
     Ok(())
 }
 
+/// How many leases a budget refusal names.
+const BUDGET_HOLDERS_NAMED_MAX: usize = 8;
+
+/// Refuses a lease of `kind` when its budget is used up (a budget of 0 grants none), naming the
+/// leases that use it. The tightest of several budgets for one kind (case-folded) applies.
 fn budget(kind: &str, live: &[Live<'_>], taxonomy: &Taxonomy) -> Result<(), Refusal> {
-    let Some(&max) = taxonomy.kind_budgets.iter().find(|(k, _)| casefold(k) == kind).map(|(_, v)| v) else {
+    let Some(max) = taxonomy.kind_budgets.iter().filter(|(k, _)| casefold(k) == kind).map(|(_, &v)| v).min() else {
         return Ok(());
     };
     let holders: Vec<&Live<'_>> = live.iter().filter(|l| l.kind_folded == kind).collect();
     if holders.len() < max {
         return Ok(());
     }
-    Err(Refusal::new(
-        RefusalClass::BudgetExhausted,
-        format!("lane kind {kind:?} already has {} live lease(s), its budget is {max}", holders.len()),
-        holders.first().copied(),
-    ))
+    let named: Vec<String> = holders.iter().take(BUDGET_HOLDERS_NAMED_MAX).map(|l| l.blocker().to_string()).collect();
+    let more = holders.len().saturating_sub(BUDGET_HOLDERS_NAMED_MAX);
+    let reason = if max == 0 {
+        format!("lane kind {kind:?} has a budget of 0: no lease of it is granted")
+    } else {
+        format!(
+            "lane kind {kind:?} already has {} live lease(s), its budget is {max}: {}{}",
+            holders.len(),
+            named.join("; "),
+            if more > 0 { format!("; and {more} more") } else { String::new() }
+        )
+    };
+    Err(Refusal::new(RefusalClass::BudgetExhausted, reason, holders.first().copied()))
 }
 
 /// Decides a request against the live leases under a taxonomy. Pure and deterministic.
@@ -442,9 +479,10 @@ fn decide_inner(request: &Request, mode: Mode, live: &[Live<'_>], taxonomy: &Tax
                 Some(first),
             ));
         }
-        admission(&tree, mode, &[], &protected)?;
         let lane_out = if lane.is_empty() { "global" } else { lane };
         let kind_out = if taxonomy.is_exclusive(&lane_folded) { lane_folded.as_str() } else { "global" };
+        budget(kind_out, live, taxonomy)?;
+        admission(&tree, mode, &[], &protected)?;
         return Ok(granted(lane_out, kind_out, &request.tree, "exclusive lane, nothing else live".into()));
     }
     match kind.as_str() {

@@ -30,6 +30,8 @@ pub struct ExpiryPolicy {
     pub grace_s: u64,
     /// The least grace any lease gets, whatever it recorded (a workspace's policy).
     pub grace_floor_s: u64,
+    /// The least TTL any lease gets, whatever it recorded (a workspace's policy).
+    pub ttl_floor_s: u64,
     /// How far ahead of the judge's clock a stamp may be and still be believed. A stamp further
     /// ahead (a skewed host's clock, or a hand-edited `2099-…`) would keep a dead lease alive
     /// until then; it is ignored, and the lease ages from its other evidence.
@@ -48,6 +50,7 @@ impl Default for ExpiryPolicy {
             default_ttl_s: 2 * 60 * 60,
             grace_s: GRACE_S_DEFAULT,
             grace_floor_s: 0,
+            ttl_floor_s: 0,
             clock_skew_s: CLOCK_SKEW_S_DEFAULT,
         }
     }
@@ -195,13 +198,15 @@ fn time_member(lease: &Object, member: &str) -> Option<i64> {
     lease.get(member).and_then(Value::as_str).and_then(parse_utc)
 }
 
-/// The TTL that applies to a lease, in seconds.
+/// The TTL that applies to a lease, in seconds: the one it records, else the policy's default,
+/// and never less than the policy's floor.
 pub fn ttl_s(lease: &Object, policy: &ExpiryPolicy) -> u64 {
     lease
         .get("ttl_minutes")
         .and_then(Value::as_f64)
         .filter(|m| m.is_finite() && *m > 0.0)
         .map_or(policy.default_ttl_s, |m| (m * 60.0).min(u64::MAX as f64) as u64)
+        .max(policy.ttl_floor_s)
 }
 
 /// Assesses one lease at `now_unix_s`.
