@@ -61,6 +61,18 @@ pub enum StoreCommand {
         #[command(flatten)]
         runtime: RuntimeArg,
     },
+    /// List the damaged lines of a runtime's logs; --accept records that someone looked, so
+    /// appends go on (the lines stay, and still read as damage).
+    Review {
+        #[command(flatten)]
+        runtime: RuntimeArg,
+        /// Record that the lines were reviewed.
+        #[arg(long)]
+        accept: bool,
+        /// Who reviewed them.
+        #[arg(long, default_value = "operator", value_parser = crate::non_blank)]
+        by: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +161,7 @@ pub fn failure(error: StoreError) -> Failure {
         | StoreError::WrongRuntime { .. }
         | StoreError::WrongRuntimeCursor { .. } => Status::Refused,
         StoreError::Corrupt { .. }
+        | StoreError::Damaged { .. }
         | StoreError::Misplaced { .. }
         | StoreError::SchemaVersion { .. }
         | StoreError::NotADirectory { .. }
@@ -261,6 +274,35 @@ pub fn run(command: &StoreCommand, root: &Path, json: bool) -> Result<Status, Fa
                     Some(next) => outln!("more: --start {next} ({} entries in all)", page.total_items)?,
                     None => outln!("end of transcript ({} entries)", page.total_items)?,
                 }
+            }
+            Ok(Status::Ok)
+        }
+        StoreCommand::Review { runtime, accept, by } => {
+            let store = open(root, runtime)?;
+            let found = store.review(accept.then_some(by.as_str())).map_err(failure)?;
+            if json {
+                let lines: Vec<Value> = found
+                    .iter()
+                    .map(|(path, d)| serde_json::json!({"path": path.display().to_string(), "line": d.line, "key": d.key, "excerpt": d.excerpt}))
+                    .collect();
+                outln!(
+                    "{}",
+                    to_line(&serde_json::json!({"damaged": lines, "accepted": *accept && !found.is_empty()}))
+                )?;
+            } else if found.is_empty() {
+                outln!("no damaged lines")?;
+            } else {
+                for (path, d) in &found {
+                    outln!("{} line {} (record {}): {:?}", path.display(), d.line, d.key, d.excerpt)?;
+                }
+                outln!(
+                    "{}",
+                    if *accept {
+                        format!("recorded a review by {by:?}: appends go on")
+                    } else {
+                        "not reviewed: rerun with --accept --by NAME once these lines are understood".to_owned()
+                    }
+                )?;
             }
             Ok(Status::Ok)
         }

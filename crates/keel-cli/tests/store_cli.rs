@@ -98,15 +98,18 @@ fn store_exit_codes_distinguish_not_found_usage_and_corruption() {
     assert_eq!(code(root, &["store", "event", "append", "--runtime", "r", "--json", "not json"]).0, Some(2));
     assert_eq!(code(root, &["store", "init", "--runtime", ""]).0, Some(2));
 
-    // A bad line with a line after it: corruption, exit 4 for readers and writers, 1 for check.
+    // A bad line with a line after it: damage. Readers read around it and name it, writers exit 4
+    // until a review, check exits 1.
     let log = root.join("runtimes").join(keel_store_encoded("r")).join("events.jsonl");
     let mut bytes = std::fs::read(&log).expect("log");
     bytes.extend_from_slice(b"{\"id\": 2, garbage\n{\"id\": 3}\n");
     std::fs::write(&log, bytes).expect("damaged");
-    let (status, stderr) = code(root, &["store", "events", "--runtime", "r"]);
+    let page = json_of(root, &["store", "events", "--runtime", "r", "--json"]);
+    assert_eq!(page["events"].as_array().map(Vec::len), Some(1), "{page}");
+    assert_eq!(page["damaged"][0]["line"], 2, "{page}");
+    let (status, stderr) = code(root, &["store", "event", "append", "--runtime", "r", "--json", "{}"]);
     assert_eq!(status, Some(4), "{stderr}");
     assert!(stderr.contains("events.jsonl") && stderr.contains("line 2"), "{stderr}");
-    assert_eq!(code(root, &["store", "event", "append", "--runtime", "r", "--json", "{}"]).0, Some(4));
     let output = keel(root, &["store", "check", "--runtime", "r"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stdout).contains("problem:"));
@@ -228,4 +231,45 @@ fn an_event_too_deep_to_read_back_once_stored_is_refused() {
     let page = json_of(root, &["store", "events", "--runtime", "r", "--json"]);
     assert_eq!(page["events"][0]["id"], json!(1), "{page}");
     assert_eq!(keel(root, &["store", "check", "--runtime", "r"]).status.code(), Some(0));
+}
+
+/// Found by a sweep: after `sed -i '5s/.*/{garbage/' runtimes/<id>/events.jsonl`, every page,
+/// every append and every transcript read exited 4, and `store check` reported 0 events.
+#[test]
+fn one_damaged_event_line_is_reported_pages_around_it_read_and_appends_wait_for_a_review() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path();
+    ok(root, &["store", "init", "--runtime", "r"]);
+    ok(root, &["store", "worker", "add", "--runtime", "r", "--worker", "w"]);
+    for n in 1..=8 {
+        ok(root, &["store", "event", "append", "--runtime", "r", &format!("{{\"n\": {n}}}")]);
+    }
+    ok(root, &["store", "transcript", "append", "--runtime", "r", "--worker", "w", r#"{"text": "ok"}"#]);
+    let events = std::fs::read_dir(root.join("runtimes"))
+        .expect("runtimes")
+        .flatten()
+        .map(|e| e.path().join("events.jsonl"))
+        .find(|p| p.exists())
+        .expect("an event log");
+    let text = std::fs::read_to_string(&events).expect("log");
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[4] = "{garbage";
+    std::fs::write(&events, lines.join("\n") + "\n").expect("damage line 5");
+
+    let check = keel(root, &["store", "check", "--runtime", "r", "--json"]);
+    assert_eq!(check.status.code(), Some(1), "check reports damage");
+    let report: Value = serde_json::from_slice(&check.stdout).expect("JSON report");
+    assert_eq!(report["events"], 7, "the other events are counted: {report}");
+    assert!(report.to_string().contains("line 5"), "the damage is named by its line: {report}");
+    let first = json_of(root, &["store", "events", "--runtime", "r", "--limit", "3", "--json"]);
+    assert_eq!(first["events"].as_array().map(Vec::len), Some(3), "a page before the damage reads");
+    let last = json_of(root, &["store", "events", "--runtime", "r", "--from", "6", "--limit", "3", "--json"]);
+    assert_eq!(last["events"].as_array().map(Vec::len), Some(3), "a page after the damage reads");
+    ok(root, &["store", "transcript", "read", "--runtime", "r", "--worker", "w"]);
+    let (status, stderr) = code(root, &["store", "event", "append", "--runtime", "r", r#"{"n": 9}"#]);
+    assert_eq!(status, Some(4), "appends wait for a review: {stderr}");
+    assert!(stderr.contains("line 5") && stderr.contains("store review"), "names the line and the way out: {stderr}");
+    ok(root, &["store", "review", "--runtime", "r", "--accept", "--by", "ops"]);
+    let event = json_of(root, &["store", "event", "append", "--runtime", "r", "--json", r#"{"n": 9}"#]);
+    assert_eq!(event["id"], 9, "the damaged line keeps its id");
 }

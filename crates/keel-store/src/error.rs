@@ -98,6 +98,25 @@ pub enum StoreError {
         /// What is wrong.
         detail: String,
     },
+    /// A log holds a damaged line no review has excused: appends to it wait until someone looks.
+    #[error(
+        "{op} {}: line {line} is damaged and unreviewed (it stands for record {key}): {excerpt:?}; \
+         nothing more is appended to it until someone looks (`keel store check`) and accepts it \
+         (`keel store review --accept --by NAME`)",
+        path.display()
+    )]
+    Damaged {
+        /// What was being done.
+        op: &'static str,
+        /// The log.
+        path: PathBuf,
+        /// Its 1-based line number.
+        line: u64,
+        /// The key it stands for.
+        key: u64,
+        /// Its first bytes.
+        excerpt: String,
+    },
     /// The file system failed, or the writer lock was busy ([`FsError::LockBusy`]). The store's
     /// handles to that file were dropped; the next call reopens them.
     #[error("{op}: {source}")]

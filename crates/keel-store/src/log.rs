@@ -74,6 +74,21 @@ pub struct Torn {
     pub excerpt: String,
 }
 
+/// A complete line that is not a record: damage. Keys are contiguous, so it stands for the
+/// record with key `key`; the records around it still read, and appends wait for a review
+/// ([`crate::FsRuntimeStore::review`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Its 1-based line number.
+    pub line: u64,
+    /// The key of the record it stands for.
+    pub key: u64,
+    /// Its first bytes, lossily decoded.
+    pub excerpt: String,
+    /// BLAKE3 of the whole line: a review excuses this line with exactly this text.
+    pub raw_blake3: String,
+}
+
 /// What a scan to the end of a log found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tail {
@@ -83,6 +98,8 @@ pub struct Tail {
     pub valid_end: u64,
     /// The torn tail after it, if any.
     pub torn: Option<Torn>,
+    /// The damaged lines the scan passed (it may have started past earlier ones).
+    pub damage: Vec<Damage>,
     /// The file's identity, and the length the scan read through.
     pub identity: FileIdentity,
 }
@@ -129,6 +146,8 @@ pub enum Step<R> {
         /// Where the next line starts.
         end: u64,
     },
+    /// A complete line that is not a record, standing for one key.
+    Damaged(Damage),
     /// The torn tail: nothing valid follows.
     Torn(Torn),
     /// The end of the file.
@@ -146,6 +165,9 @@ pub struct Scanner<R> {
     /// Offset and length of the unparseable line held back by the decoder.
     held: Option<(u64, u64)>,
     peeked: Option<Step<R>>,
+    /// The line read after a held unparseable line (which it proved damage), to be taken next:
+    /// its bytes, offset, whether it ended with `\n`, its index and its line number.
+    stash: Option<(Vec<u8>, u64, bool, u64, u64)>,
     /// Device and inode of the file this scanner reads.
     file_id: (u64, u64),
 }
@@ -165,6 +187,7 @@ impl<R: DeserializeOwned + Keyed> Scanner<R> {
             next_key: key,
             held: None,
             peeked: None,
+            stash: None,
             file_id: (meta.dev(), meta.ino()),
         })
     }
@@ -227,6 +250,13 @@ impl<R: DeserializeOwned + Keyed> Scanner<R> {
 
     fn read(&mut self, op: &'static str) -> Result<Step<R>> {
         loop {
+            if let Some((bytes, offset, terminated, index, line_number)) = self.stash.take() {
+                let mut fields = self.fields();
+                if let Some(step) = fields.classify_line(&bytes, offset, terminated, index, line_number, op)? {
+                    return Ok(step);
+                }
+                continue;
+            }
             let line_number = self.first_line + self.decoder.lines_seen();
             let line = match self.reader.next_line() {
                 Ok(line) => line,
@@ -245,58 +275,108 @@ impl<R: DeserializeOwned + Keyed> Scanner<R> {
             };
             let (index, previous) = self.decoder.start_line();
             if let Some(bad) = previous {
-                return Err(StoreError::corrupt(
-                    op,
-                    &self.path,
-                    Some(self.first_line + bad.line),
-                    format!("unparseable line followed by more lines (not a torn tail): {:?}", bad.raw),
-                ));
+                // A line followed the held one, so it was no torn tail: damage, standing for
+                // the next key. The line just read is taken on the next call.
+                self.stash = Some((line.bytes.to_vec(), line.offset, line.terminated, index, line_number));
+                self.held = None;
+                let damage = Damage {
+                    line: self.first_line + bad.line,
+                    key: self.next_key,
+                    excerpt: excerpt(bad.raw.as_bytes()),
+                    raw_blake3: blake3::hash(bad.raw.as_bytes()).to_hex().to_string(),
+                };
+                self.next_key += 1;
+                return Ok(Step::Damaged(damage));
             }
-            let line_bytes = line.bytes.len() as u64;
-            if !line.terminated {
-                return Ok(Step::Torn(Torn {
-                    offset: line.offset,
-                    bytes: line_bytes,
-                    line: line_number,
-                    excerpt: excerpt(line.bytes),
-                }));
+            let mut fields = Fields {
+                path: &self.path,
+                decoder: &mut self.decoder,
+                held: &mut self.held,
+                next_key: &mut self.next_key,
+                _record: std::marker::PhantomData,
+            };
+            if let Some(step) =
+                fields.classify_line(line.bytes, line.offset, line.terminated, index, line_number, op)?
+            {
+                return Ok(step);
             }
-            match serde_json::from_slice::<R>(line.bytes) {
-                Ok(record) => {
-                    if record.key() != self.next_key {
-                        return Err(StoreError::corrupt(
-                            op,
-                            &self.path,
-                            Some(line_number),
-                            format!("key {} where {} was expected (keys are contiguous)", record.key(), self.next_key),
-                        ));
-                    }
-                    self.next_key += 1;
-                    return Ok(Step::Record {
-                        record,
-                        line: line_number,
-                        offset: line.offset,
-                        end: line.offset + line_bytes + 1,
-                    });
+        }
+    }
+
+    fn fields(&mut self) -> Fields<'_, R> {
+        Fields {
+            path: &self.path,
+            decoder: &mut self.decoder,
+            held: &mut self.held,
+            next_key: &mut self.next_key,
+            _record: std::marker::PhantomData,
+        }
+    }
+}
+
+/// The parts of a [`Scanner`] that taking one line apart changes, borrowed apart from its reader
+/// (whose buffer holds the line).
+struct Fields<'a, R> {
+    path: &'a Path,
+    decoder: &'a mut LineDecoder,
+    held: &'a mut Option<(u64, u64)>,
+    next_key: &'a mut u64,
+    _record: std::marker::PhantomData<R>,
+}
+
+impl<R: DeserializeOwned + Keyed> Fields<'_, R> {
+    /// What one line is: a record, damage, the torn tail, or (`None`) an unparseable line held
+    /// back until the next line says whether it was the tail.
+    fn classify_line(
+        &mut self,
+        bytes: &[u8],
+        offset: u64,
+        terminated: bool,
+        index: u64,
+        line_number: u64,
+        op: &'static str,
+    ) -> Result<Option<Step<R>>> {
+        let line_bytes = bytes.len() as u64;
+        if !terminated {
+            return Ok(Some(Step::Torn(Torn {
+                offset,
+                bytes: line_bytes,
+                line: line_number,
+                excerpt: excerpt(bytes),
+            })));
+        }
+        match serde_json::from_slice::<R>(bytes) {
+            Ok(record) => {
+                if record.key() != *self.next_key {
+                    return Err(StoreError::corrupt(
+                        op,
+                        self.path,
+                        Some(line_number),
+                        format!("key {} where {} was expected (keys are contiguous)", record.key(), *self.next_key),
+                    ));
                 }
-                Err(parse_error) => match classify(line.bytes) {
-                    LineClass::Unparseable(raw) => {
-                        self.held = Some((line.offset, line_bytes + 1));
-                        self.decoder.hold_unparseable(index, raw);
-                    }
-                    LineClass::Blank => {
-                        return Err(StoreError::corrupt(op, &self.path, Some(line_number), "blank line"));
-                    }
-                    LineClass::NotObject | LineClass::Record(_) => {
-                        return Err(StoreError::corrupt(
-                            op,
-                            &self.path,
-                            Some(line_number),
-                            format!("not a valid record: {parse_error}"),
-                        ));
-                    }
-                },
+                *self.next_key += 1;
+                Ok(Some(Step::Record { record, line: line_number, offset, end: offset + line_bytes + 1 }))
             }
+            Err(_) => match classify(bytes) {
+                LineClass::Unparseable(raw) => {
+                    *self.held = Some((offset, line_bytes + 1));
+                    self.decoder.hold_unparseable(index, raw);
+                    Ok(None)
+                }
+                LineClass::Blank => Err(StoreError::corrupt(op, self.path, Some(line_number), "blank line")),
+                LineClass::NotObject | LineClass::Record(_) => {
+                    let text = keel_kernel::line::line_text(bytes);
+                    let damage = Damage {
+                        line: line_number,
+                        key: *self.next_key,
+                        excerpt: excerpt(bytes),
+                        raw_blake3: blake3::hash(text.as_bytes()).to_hex().to_string(),
+                    };
+                    *self.next_key += 1;
+                    Ok(Some(Step::Damaged(damage)))
+                }
+            },
         }
     }
 }
@@ -430,8 +510,10 @@ impl Log {
         let mut valid_end = start_offset;
         let mut new_entries: Vec<(u64, u64)> = Vec::new();
         let mut first_new_entry = None;
+        let mut damage = Vec::new();
         let torn = loop {
             match scanner.next(op)? {
+                Step::Damaged(found) => damage.push(found),
                 Step::Record { record, line, offset, end } => {
                     visit(&record, line)?;
                     if let Some(entry) = self.entry_for(record.key())
@@ -450,7 +532,7 @@ impl Log {
             // Derived data: a failure here leaves the index behind, which the next scan repairs.
             let _ = self.write_index(first_entry, &new_entries, op);
         }
-        Ok(Tail { next_key: scanner.next_key(), valid_end, torn, identity: scanner.seen() })
+        Ok(Tail { next_key: scanner.next_key(), valid_end, torn, damage, identity: scanner.seen() })
     }
 
     /// Cuts a torn tail off: truncates the log to `valid_end` and makes that durable.

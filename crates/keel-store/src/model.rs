@@ -184,6 +184,21 @@ pub struct EventPage {
     pub cursor: EventCursor,
     /// Whether an event exists past this page (false exactly at the end of the log).
     pub has_more: bool,
+    /// Damaged lines this page passed over, each standing for the id it would have had: never
+    /// a silent gap.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<DamagedLine>,
+}
+
+/// A line of a log that is not a record, where a page or a check met it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DamagedLine {
+    /// Its 1-based line number.
+    pub line: u64,
+    /// The event id or transcript seq it stands for.
+    pub key: u64,
+    /// Its first bytes.
+    pub excerpt: String,
 }
 
 /// One page of a worker's transcript.
@@ -195,6 +210,9 @@ pub struct TranscriptPage {
     pub total_items: u64,
     /// The `start` of the next page, `None` when this page reached the end.
     pub next_start: Option<u64>,
+    /// Damaged lines this page passed over (see [`EventPage::damaged`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<DamagedLine>,
 }
 
 /// Everything persisted about a runtime except the log records themselves, with live counters.

@@ -34,8 +34,8 @@ use crate::error::{Result, StoreError};
 use crate::id::{decode_id, encode_id, validate_id};
 use crate::log::{FileIdentity, Keyed, Log, Scanner, Step, Tail, missing_or_io};
 use crate::model::{
-    Diagnostic, Event, EventCursor, EventPage, LABEL_BYTES_MAX, Limits, PAGE_LIMIT_CEILING, RuntimeSnapshot,
-    SCHEMA_VERSION, StoreState, TranscriptEntry, TranscriptPage, WorkerRef, WorkerSnapshot,
+    DamagedLine, Diagnostic, Event, EventCursor, EventPage, LABEL_BYTES_MAX, Limits, PAGE_LIMIT_CEILING,
+    RuntimeSnapshot, SCHEMA_VERSION, StoreState, TranscriptEntry, TranscriptPage, WorkerRef, WorkerSnapshot,
 };
 
 /// The longest snapshot file read, in bytes (diagnostics are bounded; config bundles are small).
@@ -57,6 +57,86 @@ const TRANSCRIPT_FILE: &str = "transcript.jsonl";
 const TRANSCRIPT_INDEX_FILE: &str = "transcript.idx";
 /// Prefix of a directory being built before it is renamed into place (ignored when listing).
 const CREATING_PREFIX: &str = ".creating-";
+/// The suffix of a log's review file: the damaged lines someone looked at and accepted.
+const REVIEWED_SUFFIX: &str = ".reviewed";
+/// The largest review file read.
+const REVIEWED_BYTES_MAX: u64 = 1024 * 1024;
+
+/// One page read from a log.
+struct Page<R> {
+    items: Vec<R>,
+    damaged: Vec<DamagedLine>,
+    has_more: bool,
+    /// The key after the last line the page took.
+    next_key: u64,
+}
+
+impl<R> Default for Page<R> {
+    fn default() -> Self {
+        Self { items: Vec::new(), damaged: Vec::new(), has_more: false, next_key: 0 }
+    }
+}
+
+/// What a review file holds.
+#[derive(Debug, Default, serde::Deserialize, Serialize)]
+struct Reviewed {
+    /// `(line, BLAKE3 of its text)` of each damaged line accepted.
+    excuses: Vec<(u64, String)>,
+    /// Who looked, most recent last.
+    by: Vec<String>,
+}
+
+fn reviewed_path(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(REVIEWED_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// The damaged lines of `log` someone accepted; none when there is no review file. A review file
+/// that cannot be read excuses nothing (appends keep waiting: fail closed).
+fn reviewed_lines(log: &Path, op: &'static str) -> Result<Vec<(u64, String)>> {
+    let path = reviewed_path(log);
+    match fs::metadata(&path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io(op, &path, e)),
+        Ok(meta) if meta.len() > REVIEWED_BYTES_MAX => return Ok(Vec::new()),
+        Ok(_) => {}
+    }
+    let bytes = fs::read(&path).map_err(|e| StoreError::io(op, &path, e))?;
+    Ok(serde_json::from_slice::<Reviewed>(&bytes).map(|r| r.excuses).unwrap_or_default())
+}
+
+/// Every damaged line of `log`, from its first line.
+fn damage_in<R: DeserializeOwned + Keyed>(log: &Log, op: &'static str) -> Result<Vec<crate::log::Damage>> {
+    let mut damage = Vec::new();
+    if !log.path.exists() {
+        return Ok(damage);
+    }
+    let mut scanner = Scanner::<R>::open(log, 0, log.first_key, op)?;
+    loop {
+        match scanner.next(op)? {
+            Step::Damaged(d) => damage.push(d),
+            Step::Record { .. } => {}
+            Step::Torn(_) | Step::End => return Ok(damage),
+        }
+    }
+}
+
+/// Appends to a log wait until every damaged line its scans found has been reviewed.
+fn refuse_unreviewed(handle: &LogHandle, op: &'static str) -> Result<()> {
+    let Some(tail) = handle.tail.as_ref().filter(|t| !t.damage.is_empty()) else { return Ok(()) };
+    let reviewed = reviewed_lines(&handle.log.path, op)?;
+    match tail.damage.iter().find(|d| !reviewed.contains(&(d.line, d.raw_blake3.clone()))) {
+        Some(d) => Err(StoreError::Damaged {
+            op,
+            path: handle.log.path.clone(),
+            line: d.line,
+            key: d.key,
+            excerpt: d.excerpt.clone(),
+        }),
+        None => Ok(()),
+    }
+}
 
 impl Keyed for Event {
     fn key(&self) -> u64 {
@@ -716,7 +796,11 @@ impl FsRuntimeStore {
                     && identity.len >= tail.valid_end =>
             {
                 let (valid_end, next_key) = (tail.valid_end, tail.next_key);
-                handle.tail = Some(handle.log.scan_from::<R>(valid_end, next_key, op, visit)?);
+                let mut damage = tail.damage.clone();
+                let mut rescanned = handle.log.scan_from::<R>(valid_end, next_key, op, visit)?;
+                damage.append(&mut rescanned.damage);
+                rescanned.damage = damage;
+                handle.tail = Some(rescanned);
                 true
             }
             _ => {
@@ -854,6 +938,7 @@ impl FsRuntimeStore {
         let _lock = self.lock(OP)?;
         let mut worker = worker_id.map(|w| self.read_worker(w, OP)).transpose()?;
         self.refresh_events(OP)?;
+        refuse_unreviewed(&self.events, OP)?;
         let id = self.events.tail.as_ref().expect("refreshed").next_key;
         let event = Event {
             id,
@@ -940,6 +1025,7 @@ impl FsRuntimeStore {
         let _lock = self.lock(OP)?;
         self.read_worker(worker_id, OP)?;
         let seq = self.refresh_transcript(worker_id, OP)?;
+        refuse_unreviewed(self.transcripts.get(worker_id).expect("refreshed above"), OP)?;
         let record = TranscriptEntry { seq, worker_ref: worker_ref.clone(), recorded_at_ms: now_ms(), entry };
         let line = to_json_line(&record, &self.limits, OP, "transcript entry")?;
         let handle = self.transcripts.get_mut(worker_id).expect("refreshed above");
@@ -971,7 +1057,7 @@ impl FsRuntimeStore {
         limit: u64,
         op: &'static str,
         validate: &dyn Fn(&R, u64) -> Result<()>,
-    ) -> Result<(Vec<R>, bool)> {
+    ) -> Result<Page<R>> {
         let mut scanner = log.scanner_near::<R>(start, op)?.0;
         while scanner.next_key() < start {
             if !scanner.skip(op)? {
@@ -984,18 +1070,27 @@ impl FsRuntimeStore {
                 });
             }
         }
-        let mut items = Vec::with_capacity(limit.min(PAGE_LIMIT_CEILING) as usize);
-        while (items.len() as u64) < limit {
+        let mut page = Page { items: Vec::with_capacity(limit.min(PAGE_LIMIT_CEILING) as usize), ..Page::default() };
+        // A damaged line counts toward the limit (it stands for one key) and is named, never
+        // passed over in silence; the records around it still read.
+        loop {
+            if (page.items.len() + page.damaged.len()) as u64 >= limit {
+                page.has_more = matches!(scanner.peek(op)?, Step::Record { .. } | Step::Damaged(_));
+                break;
+            }
             match scanner.next(op)? {
                 Step::Record { record, line, .. } => {
                     validate(&record, line)?;
-                    items.push(record);
+                    page.items.push(record);
                 }
-                Step::Torn(_) | Step::End => return Ok((items, false)),
+                Step::Damaged(damage) => {
+                    page.damaged.push(DamagedLine { line: damage.line, key: damage.key, excerpt: damage.excerpt });
+                }
+                Step::Torn(_) | Step::End => break,
             }
         }
-        let has_more = matches!(scanner.peek(op)?, Step::Record { .. });
-        Ok((items, has_more))
+        page.next_key = scanner.next_key();
+        Ok(page)
     }
 
     /// One page of events from `cursor` (the start of the log when `None`): at most `limit`
@@ -1015,11 +1110,16 @@ impl FsRuntimeStore {
         }
         self.check_limit(limit, max_limit, OP)?;
         let start = cursor.map_or(1, |c| c.next_event_id.max(1));
-        let (events, has_more) = Self::read_page::<Event>(&self.events.log, start, limit, OP, &|event, line| {
+        let page = Self::read_page::<Event>(&self.events.log, start, limit, OP, &|event, line| {
             self.validate_event(event, line, OP)
         })?;
-        let next_event_id = events.last().map_or(start, |e| e.id + 1);
-        Ok(EventPage { events, cursor: EventCursor { runtime_id: self.runtime_id.clone(), next_event_id }, has_more })
+        let next_event_id = page.next_key.max(start);
+        Ok(EventPage {
+            events: page.items,
+            cursor: EventCursor { runtime_id: self.runtime_id.clone(), next_event_id },
+            has_more: page.has_more,
+            damaged: page.damaged,
+        })
     }
 
     /// One page of a worker's transcript from entry `start` (0-based): at most `limit` entries,
@@ -1039,11 +1139,54 @@ impl FsRuntimeStore {
         self.read_worker(worker_id, OP)?;
         let log = self.transcript_log(worker_id, OP)?;
         let tail = self.scan_transcript_tail(&log, worker_id, OP)?;
-        let (items, has_more) = Self::read_page::<TranscriptEntry>(&log, start, limit, OP, &|entry, line| {
+        let page = Self::read_page::<TranscriptEntry>(&log, start, limit, OP, &|entry, line| {
             self.validate_entry(entry, worker_id, &log.path, line, OP)
         })?;
-        let next_start = has_more.then(|| start + items.len() as u64);
-        Ok(TranscriptPage { items, total_items: tail.next_key, next_start })
+        let next_start = page.has_more.then_some(page.next_key);
+        Ok(TranscriptPage { items: page.items, total_items: tail.next_key, next_start, damaged: page.damaged })
+    }
+
+    /// The damaged lines of every log of this runtime (events, then each worker's transcript)
+    /// with the log they are in; with `accept_by`, records that `accept_by` looked at them, so
+    /// appends go on (`<log>.reviewed`, written atomically under the writer lock). The damaged
+    /// lines stay in the logs: a review excuses, it never erases.
+    pub fn review(&self, accept_by: Option<&str>) -> Result<Vec<(PathBuf, DamagedLine)>> {
+        const OP: &str = "review runtime";
+        let _lock = self.lock(OP)?;
+        let mut logs = vec![(self.events.log.clone(), damage_in::<Event>(&self.events.log, OP)?)];
+        for worker_id in self.worker_ids(OP)? {
+            let log = self.transcript_log(&worker_id, OP)?;
+            let damage = damage_in::<TranscriptEntry>(&log, OP)?;
+            logs.push((log, damage));
+        }
+        let mut found = Vec::new();
+        for (log, damage) in logs {
+            if damage.is_empty() {
+                continue;
+            }
+            if let Some(by) = accept_by {
+                let path = reviewed_path(&log.path);
+                let mut reviewed: Reviewed = match fs::read(&path) {
+                    Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+                    Err(_) => Reviewed::default(),
+                };
+                for d in &damage {
+                    let excuse = (d.line, d.raw_blake3.clone());
+                    if !reviewed.excuses.contains(&excuse) {
+                        reviewed.excuses.push(excuse);
+                    }
+                }
+                reviewed.by.push(by.to_owned());
+                let bytes = serde_json::to_vec(&reviewed).expect("a review serialises");
+                let _report = write_atomic(&path, &bytes).map_err(|e| StoreError::fs(OP, e))?;
+            }
+            found.extend(
+                damage
+                    .into_iter()
+                    .map(|d| (log.path.clone(), DamagedLine { line: d.line, key: d.key, excerpt: d.excerpt })),
+            );
+        }
+        Ok(found)
     }
 
     /// Validates everything: snapshots, placement, every line of every log, every index entry,
@@ -1144,6 +1287,21 @@ impl FsRuntimeStore {
                         offsets.push((record.key(), offset));
                     }
                     count += 1;
+                }
+                Step::Damaged(damage) => {
+                    let reviewed = if reviewed_lines(&log.path, OP)?.contains(&(damage.line, damage.raw_blake3.clone()))
+                    {
+                        " (reviewed)"
+                    } else {
+                        "; appends wait for `keel store review --accept`"
+                    };
+                    report.problems.push(format!(
+                        "{}: line {} is damaged (it stands for record {}): {:?}{reviewed}",
+                        log.path.display(),
+                        damage.line,
+                        damage.key,
+                        damage.excerpt
+                    ));
                 }
                 Step::Torn(torn) => {
                     report.notes.push(format!(

@@ -71,8 +71,10 @@ fn a_torn_transcript_tail_is_cut_off_by_the_next_transcript_append() {
     assert!(!text.contains("{\"seq\":1,\"wor{"), "no glued fragment");
 }
 
+/// Found by a sweep: one damaged line made every page, append and open fail for good. It is
+/// damage now: reads go around it and name it, appends wait for a review.
 #[test]
-fn a_bad_line_followed_by_more_lines_is_corrupt_and_names_its_line() {
+fn a_bad_line_followed_by_more_lines_is_damage_named_by_its_line_and_appends_wait_for_a_review() {
     let (_dir, mut store) = crate::new_store("r");
     for n in 0..5 {
         store.append_event(None, json!({"n": n})).expect("appended");
@@ -83,13 +85,15 @@ fn a_bad_line_followed_by_more_lines_is_corrupt_and_names_its_line() {
     lines[2] = "{\"id\":3,\"runtime_id\":\"r\",\"wo";
     std::fs::write(&path, lines.join("\n") + "\n").expect("damaged");
 
-    let err = FsRuntimeStore::open(&root_of(&store), "r").expect_err("corrupt in the tail");
-    assert!(matches!(err, StoreError::Corrupt { line: Some(3), .. }), "{err}");
+    FsRuntimeStore::open(&root_of(&store), "r").expect("a damaged line does not stop an open");
+    let page = store.read_events(None, 10, 10).expect("a read goes around it");
+    assert_eq!(page.events.len(), 4);
+    assert_eq!(page.damaged.iter().map(|d| (d.line, d.key)).collect::<Vec<_>>(), [(3, 3)]);
+    let err = store.append_event(None, json!({})).expect_err("no append over unreviewed damage");
+    assert!(matches!(err, StoreError::Damaged { line: 3, .. }), "{err}");
     assert!(err.to_string().contains("line 3"), "{err}");
-    let err = store.read_events(None, 10, 10).expect_err("a read over it fails too");
-    assert!(matches!(err, StoreError::Corrupt { line: Some(3), .. }), "{err}");
-    let err = store.append_event(None, json!({})).expect_err("no append over damage");
-    assert!(matches!(err, StoreError::Corrupt { line: Some(3), .. }), "{err}");
     let report = FsRuntimeStore::check(&root_of(&store), "r").expect("checked");
     assert!(!report.is_clean(), "{report:?}");
+    assert_eq!(store.review(Some("test")).expect("reviewed").len(), 1);
+    assert_eq!(store.append_event(None, json!({})).expect("appends go on after a review").id, 6);
 }
