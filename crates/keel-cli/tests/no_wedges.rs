@@ -1,39 +1,16 @@
 //! No wedges: one bad value, line or clock never stops the fleet for good. Each test is a way an
 //! adversarial user once wedged every agent of a workspace through the `keel` binary.
 
+mod support;
+
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use serde_json::Value;
+use support::{code, json, now_s, stderr, stdout};
 
 fn keel(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(args)
-        .current_dir(root)
-        .env_remove("KEEL_ROOT")
-        .env_remove("KEEL_JOURNAL")
-        .env_remove("KEEL_GRACE_S")
-        .stdin(Stdio::null())
-        .output()
-        .expect("keel runs")
-}
-
-fn code(output: &Output) -> i32 {
-    output.status.code().unwrap_or(-1)
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_str(stdout(output).trim())
-        .unwrap_or_else(|e| panic!("{e}: stdout {:?}, stderr {:?}", stdout(output), stderr(output)))
+    support::run(root, args, &[], "")
 }
 
 fn acquire(root: &Path, lane: &str, tree: &str, owner: &str) -> Output {
@@ -48,11 +25,6 @@ fn append(root: &Path, bytes: &[u8]) {
     let path = root.join(".keel/lane-journal.jsonl");
     let mut file = std::fs::OpenOptions::new().append(true).open(path).expect("journal");
     file.write_all(bytes).expect("append");
-}
-
-fn now_s() -> i64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
-    i64::try_from(since.as_secs()).expect("before 2262")
 }
 
 /// After damage: a holder can release, grants stop until a review, verify names the line, and

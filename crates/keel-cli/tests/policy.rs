@@ -1,47 +1,20 @@
 //! The workspace policy, `.keel/policy.toml`: every lease obeys it, a malformed one is a usage
 //! error naming its file, line and key, and `keel arbitrate` reads it the same way.
 
-use std::io::Write as _;
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
+use support::{code, json, stderr, stdout};
 
 fn keel(root: &Path, args: &[&str]) -> Output {
-    keel_with_stdin(root, args, "")
+    support::run(root, args, &[], "")
 }
 
 fn keel_with_stdin(root: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(args)
-        .current_dir(root)
-        .env_remove("KEEL_ROOT")
-        .env_remove("KEEL_JOURNAL")
-        .env_remove("KEEL_GRACE_S")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("keel runs");
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("stdin written");
-    child.wait_with_output().expect("keel runs")
-}
-
-fn code(output: &Output) -> i32 {
-    output.status.code().unwrap_or(-1)
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_str(stdout(output).trim())
-        .unwrap_or_else(|e| panic!("{e}: stdout {:?}, stderr {:?}", stdout(output), stderr(output)))
+    support::run(root, args, &[], stdin)
 }
 
 fn workspace(policy: &str) -> tempfile::TempDir {

@@ -1,45 +1,18 @@
 //! Two holders, never: each test is a way an adversarial user once got a colliding region granted
 //! (or a stale holder past the gate) through the `keel` binary, pinned so it cannot come back.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::{code, json, now_s, stderr, stdout};
 
 /// `keel` run in `cwd` with `args`; the environment names no root or journal unless `env` does.
 fn keel_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
-    command
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("KEEL_ROOT")
-        .env_remove("KEEL_JOURNAL")
-        .env_remove("KEEL_GRACE_S")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.output().expect("keel runs")
-}
-
-fn code(output: &Output) -> i32 {
-    output.status.code().unwrap_or(-1)
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_str(stdout(output).trim())
-        .unwrap_or_else(|e| panic!("{e}: stdout {:?}, stderr {:?}", stdout(output), stderr(output)))
+    support::run(cwd, args, env, "")
 }
 
 /// A fresh directory to be a workspace, outside any git work tree or `.keel/`.
@@ -531,11 +504,6 @@ fn a_later_requester_cannot_shorten_the_grace_recorded_in_a_lease() {
     let out =
         keel_in(root, &["--grace-s", "0", "lease", "acquire", "--lane", "b", "--tree", "a/x", "--owner", "b"], &[]);
     assert_eq!(code(&out), 1, "--grace-s 0: {}", stdout(&out));
-}
-
-fn now_s() -> i64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
-    i64::try_from(since.as_secs()).expect("before 2262")
 }
 
 // 8. Symlinked state leads outside the workspace.

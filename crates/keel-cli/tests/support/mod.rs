@@ -1,0 +1,58 @@
+//! What the binary's end-to-end tests share: running `keel` in a directory, and reading its output.
+
+#![allow(dead_code)] // each test binary uses its own part of this
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+/// `keel args` run in `cwd` with `stdin`, the environment naming no root, journal or grace
+/// unless `env` does.
+pub fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("KEEL_ROOT")
+        .env_remove("KEEL_JOURNAL")
+        .env_remove("KEEL_GRACE_S")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("keel starts");
+    let mut pipe = child.stdin.take().expect("stdin is piped");
+    let input = stdin.to_owned();
+    let writer = std::thread::spawn(move || pipe.write_all(input.as_bytes()));
+    let output = child.wait_with_output().expect("keel runs");
+    writer.join().expect("writer thread").expect("stdin written");
+    output
+}
+
+pub fn code(output: &Output) -> i32 {
+    output.status.code().unwrap_or(-1)
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// stdout as one JSON value.
+pub fn json(output: &Output) -> Value {
+    serde_json::from_str(stdout(output).trim())
+        .unwrap_or_else(|e| panic!("{e}: stdout {:?}, stderr {:?}", stdout(output), stderr(output)))
+}
+
+/// Seconds since the Unix epoch now.
+pub fn now_s() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+    i64::try_from(since.as_secs()).expect("before 2262")
+}
