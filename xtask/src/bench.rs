@@ -312,8 +312,13 @@ fn lease() -> anyhow::Result<()> {
     // development build and a cycle of two `keel --version` processes (start-up alone) are context.
     crate::dist::run()?;
     let (shipped_binary, development_binary) = (crate::dist::binary(), keel_binary());
-    let (shipped_journal, development_journal) = (dir.join("cli.jsonl"), dir.join("cli-dev.jsonl"));
-    let cycles = cli_cycles(&[(&shipped_binary, &shipped_journal), (&development_binary, &development_journal)])?;
+    // Each binary's cycles run in a workspace of their own (under target/, so keel would
+    // otherwise find this repository as the workspace).
+    let (shipped_root, development_root) = (dir.join("cli"), dir.join("cli-dev"));
+    for root in [&shipped_root, &development_root] {
+        std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    }
+    let cycles = cli_cycles(&[(&shipped_binary, &shipped_root), (&development_binary, &development_root)])?;
     let (shipped, development) = (cycles[0], cycles[1]);
     let start_up = version_cycles(&shipped_binary)?;
     println!(
@@ -332,18 +337,19 @@ fn lease() -> anyhow::Result<()> {
 }
 
 /// Median and p99 of [`CLI_CYCLES`] acquire+release cycles (two processes each) per binary and
-/// journal. The binaries take turns, so a change of machine speed during the run hits all alike.
+/// workspace root. The binaries take turns, so a change of machine speed during the run hits all
+/// alike.
 fn cli_cycles(runs: &[(&Path, &Path)]) -> anyhow::Result<Vec<(Duration, Duration)>> {
     let mut times = vec![Vec::with_capacity(CLI_CYCLES); runs.len()];
     for i in 0..CLI_CYCLES {
         let (lane, tree) = (format!("cli-{i}"), format!("cli/{i}/"));
-        for ((binary, journal), times) in runs.iter().zip(&mut times) {
+        for ((binary, root), times) in runs.iter().zip(&mut times) {
             let started = Instant::now();
-            let acquire = keel_command(binary, journal)
+            let acquire = keel_command(binary, root)
                 .args(["lease", "acquire", "--lane", &lane, "--tree", &tree, "--owner", "bench"])
                 .status()
                 .context("keel lease acquire")?;
-            let release = keel_command(binary, journal)
+            let release = keel_command(binary, root)
                 .args(["lease", "release", "--lane", &lane, "--owner", "bench"])
                 .status()
                 .context("keel lease release")?;
@@ -379,13 +385,9 @@ fn version_cycles(binary: &Path) -> anyhow::Result<Duration> {
     Ok(median(&mut times))
 }
 
-/// keel run in the journal's directory, its own workspace: a journal named from anywhere else
-/// would bind the workspace keel finds there (this repository) to it.
-fn keel_command(binary: &Path, journal: &Path) -> Command {
+/// keel on the workspace at `root`, with its default journal.
+fn keel_command(binary: &Path, root: &Path) -> Command {
     let mut command = Command::new(binary);
-    if let Some(dir) = journal.parent().filter(|d| !d.as_os_str().is_empty()) {
-        command.current_dir(dir);
-    }
-    command.arg("--journal").arg(journal).stdout(Stdio::null());
+    command.arg("--root").arg(root).stdout(Stdio::null());
     command
 }

@@ -162,3 +162,34 @@ fn the_policy_s_default_ttl_and_heartbeat_floor_apply_to_every_lease() {
     // The lease was acquired this second: a beat now is younger than the floor, and not written.
     assert_eq!(beat(root)["outcome"], "coalesced");
 }
+
+#[test]
+fn the_write_gate_refuses_a_policy_protected_path_even_to_a_forced_holder() {
+    let dir = workspace("protected = [\"deploy/\"]\n");
+    let root = dir.path();
+    std::fs::create_dir(root.join("deploy")).expect("deploy");
+    let forced = acquire(root, &["--lane", "all", "--tree", "**", "--owner", "o", "--force"]);
+    assert_eq!(code(&forced), 0, "an operator's forced lease over everything: {}", stdout(&forced));
+    let generation = json(&forced)["generation"].to_string();
+    let write = keel_with_stdin(
+        root,
+        &[
+            "fs",
+            "write",
+            "deploy/run.sh",
+            "--stdin",
+            "--owner",
+            "o",
+            "--lane",
+            "all",
+            "--generation",
+            &generation,
+            "--expect-any",
+            "--json",
+        ],
+        "x",
+    );
+    assert_eq!(code(&write), 1, "{} {}", stdout(&write), stderr(&write));
+    assert!(stdout(&write).contains("protected"), "{}", stdout(&write));
+    assert!(!root.join("deploy/run.sh").exists());
+}
