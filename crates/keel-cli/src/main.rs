@@ -22,6 +22,7 @@ mod arbitrate;
 mod config;
 mod demo;
 mod fs;
+mod hook;
 mod journal;
 mod lease;
 mod lock;
@@ -156,6 +157,9 @@ enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// Agent harness hooks (Claude Code, Codex, Gemini CLI) and git's pre-commit guard.
+    #[command(subcommand)]
+    Hook(hook::HookCommand),
     /// Decide lease requests read as JSON lines on stdin, one decision per line on stdout.
     Arbitrate(arbitrate::ArbitrateArgs),
     /// A short walk-through of agents asking for regions, in a temporary directory.
@@ -322,6 +326,7 @@ fn dispatch(cli: &Cli) -> Result<Status, Failure> {
             fs::run(command, &workspace, &location.journal_options(&workspace)?, output.json)
         }
         Command::Arbitrate(args) => arbitrate::run(args, location),
+        Command::Hook(command) => Ok(hook::run(command, location)),
         Command::Demo => demo::run(),
     }
 }

@@ -39,6 +39,6 @@ pub use policy::{Policy, PolicyError};
 pub use read::{ReadOutcome, replay_from, replay_path};
 pub use service::{
     Accepted, AcquireOutcome, AcquireRequest, Adopted, Beat, Clock, Compaction, Grant, HolderPid, Journal,
-    JournalError, JournalOptions, LiveLease, STATE_DIR, Stats, system_clock,
+    JournalError, JournalOptions, LiveLease, LiveView, STATE_DIR, Stats, Stopped, system_clock,
 };
 pub use workspace::{Named, Workspace, WorkspaceError};

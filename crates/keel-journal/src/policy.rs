@@ -59,6 +59,10 @@ pub struct Policy {
     pub clock_skew_s: u64,
     /// A heartbeat younger than this is not written again (at most half a lease's grace).
     pub heartbeat_coalesce_s: u64,
+    /// `keel hook`: take a lease on a free file before allowing an agent's edit of it.
+    pub auto_lease: bool,
+    /// `keel hook`: deny an edit of a file the agent holds no lease on.
+    pub require_lease: bool,
 }
 
 impl Default for Policy {
@@ -77,6 +81,8 @@ impl Default for Policy {
             min_grace_s: expiry.grace_floor_s,
             clock_skew_s: expiry.clock_skew_s,
             heartbeat_coalesce_s: 0,
+            auto_lease: true,
+            require_lease: false,
         }
     }
 }

@@ -1,0 +1,189 @@
+//! `keel hook ...`: the agent harness hooks (leases enforced where agents edit) and git's
+//! pre-commit guard.
+//!
+//! Exit statuses follow the harnesses: 0 with the dialect's answer on stdout (a deny included);
+//! 2 with a one-line reason on stderr for input keel cannot read (which blocks the call); any
+//! other failure is 1, which every harness treats as "the hook failed, go on": keel never panics
+//! here, and a broken hook never stops an agent.
+
+use std::io::Read as _;
+use std::path::Path;
+
+use clap::Subcommand;
+use keel_hook::decide::{self, Rules};
+use keel_hook::{Agent, Dialect, Event};
+use keel_journal::{Journal, Named, Policy, Workspace};
+use serde_json::Value;
+
+use crate::{Location, Status};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DialectArg {
+    /// Claude Code.
+    ClaudeCode,
+    /// OpenAI Codex CLI.
+    Codex,
+    /// Gemini CLI.
+    Gemini,
+}
+
+impl DialectArg {
+    fn dialect(self) -> Dialect {
+        match self {
+            Self::ClaudeCode => Dialect::ClaudeCode,
+            Self::Codex => Dialect::Codex,
+            Self::Gemini => Dialect::Gemini,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+#[command(defer = true)]
+pub enum HookCommand {
+    /// Before a tool call: allow an edit (leasing a free file for the agent) or deny it.
+    PreToolUse {
+        #[arg(long, value_enum, default_value = "claude-code")]
+        dialect: DialectArg,
+    },
+    /// After a tool call: beat the agent's automatic leases.
+    PostToolUse {
+        #[arg(long, value_enum, default_value = "claude-code")]
+        dialect: DialectArg,
+    },
+    /// The agent's session ended: give back its automatic leases.
+    SessionEnd {
+        #[arg(long, value_enum, default_value = "claude-code")]
+        dialect: DialectArg,
+    },
+    /// For git: refuse a commit whose staged paths intersect another owner's live lease.
+    PreCommit,
+}
+
+/// Runs a hook and says how it ended (0, 1 or 2, as the harnesses read them); every failure is
+/// reported on stderr, none panics.
+pub fn run(command: &HookCommand, location: &Location) -> Status {
+    let outcome = match command {
+        HookCommand::PreToolUse { dialect } => tool_event(location, dialect.dialect(), Phase::Pre),
+        HookCommand::PostToolUse { dialect } => tool_event(location, dialect.dialect(), Phase::Post),
+        HookCommand::SessionEnd { dialect } => tool_event(location, dialect.dialect(), Phase::End),
+        HookCommand::PreCommit => pre_commit(location),
+    };
+    match outcome {
+        Ok(0) => Status::Ok,
+        Ok(_) => Status::Refused,
+        Err(Failed::Input(reason)) => {
+            eprintln!("keel hook: {reason}");
+            Status::Usage
+        }
+        Err(Failed::Keel(reason)) => {
+            eprintln!("keel hook: {reason}");
+            Status::Refused
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Phase {
+    Pre,
+    Post,
+    End,
+}
+
+enum Failed {
+    /// The event could not be read: exit 2 (blocks the call, says why).
+    Input(String),
+    /// keel could not decide: exit 1 (the harness goes on).
+    Keel(String),
+}
+
+fn keel_failed(error: impl std::fmt::Display) -> Failed {
+    Failed::Keel(error.to_string())
+}
+
+fn tool_event(location: &Location, dialect: Dialect, phase: Phase) -> Result<u8, Failed> {
+    let mut bytes = Vec::new();
+    let limit = keel_hook::event::EVENT_BYTES_MAX as u64 + 1;
+    std::io::stdin()
+        .lock()
+        .take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failed::Input(format!("reading stdin: {e}")))?;
+    let event = dialect.parse(&bytes).map_err(|e| Failed::Input(e.to_string()))?;
+    let (workspace, journal, policy) = open(location, &event)?;
+    let agent = Agent::of_this_hook(&[]);
+    match phase {
+        Phase::Pre => {
+            let rules = Rules { auto_lease: policy.auto_lease, require_lease: policy.require_lease };
+            let verdict = decide::pre_tool_use(&journal, &workspace, &agent, &event, rules).map_err(keel_failed)?;
+            let (answer, code) = dialect.render(&verdict);
+            if let Some(answer) = answer {
+                outln!("{answer}").map_err(keel_failed)?;
+            }
+            Ok(code)
+        }
+        Phase::Post => decide::post_tool_use(&journal, &agent).map(|_| 0).map_err(keel_failed),
+        Phase::End => decide::session_end(&journal, &agent).map(|_| 0).map_err(keel_failed),
+    }
+}
+
+/// The workspace of the event's working directory, its journal and its policy.
+fn open(location: &Location, event: &Event) -> Result<(Workspace, Journal, Policy), Failed> {
+    let start = event.cwd.clone().unwrap_or_else(|| Path::new(".").to_owned());
+    let named = Named { root: location.root.as_deref(), journal: location.journal.as_deref() };
+    let workspace = Workspace::locate(named, &start).map_err(keel_failed)?;
+    let policy = Policy::of_workspace(workspace.root()).map_err(keel_failed)?;
+    let mut options = keel_journal::JournalOptions::from_policy(&policy);
+    if let Some(grace_s) = location.grace_s {
+        options.expiry.grace_s = grace_s;
+    }
+    workspace.bind().map_err(keel_failed)?;
+    let journal = Journal::open(workspace.journal(), options);
+    Ok((workspace, journal, policy))
+}
+
+/// `git diff --cached`'s paths against the live leases of other owners.
+fn pre_commit(location: &Location) -> Result<u8, Failed> {
+    let output = std::process::Command::new("git")
+        .args(["diff", "--cached", "--name-only", "-z", "--no-renames"])
+        .output()
+        .map_err(|e| keel_failed(format!("running git: {e}")))?;
+    if !output.status.success() {
+        return Err(keel_failed(format!(
+            "git diff --cached failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let staged: Vec<String> = output
+        .stdout
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    let (_, journal, _) = open(location, &Event::default())?;
+    // git runs the hook (through a shell); the committer is whoever ran git.
+    let agent = Agent::of_this_hook(&["git"]);
+    let live = journal.live().map_err(keel_failed)?;
+    let mut refused = Vec::new();
+    for path in &staged {
+        let tree = keel_kernel::tree::Tree::new(&[path.as_str()]);
+        for lease in &live {
+            let holder = lease.lease.get("holder").and_then(Value::as_str).unwrap_or_default();
+            if holder == agent.owner || lease.verdict.is_dead() {
+                continue;
+            }
+            if keel_kernel::tree::Tree::from_json(lease.lease.get("tree")).intersects(&tree) {
+                let region = lease.lease.get("tree").map(ToString::to_string).unwrap_or_default();
+                refused.push(format!("  {path}: held by {holder:?} (lane {:?}, region {region})", lease.identity.lane));
+            }
+        }
+    }
+    if refused.is_empty() {
+        return Ok(0);
+    }
+    eprintln!("keel: this commit stages paths another agent holds a lease on (you are {:?}):", agent.owner);
+    for line in &refused {
+        eprintln!("{line}");
+    }
+    eprintln!("keel: unstage them (`git restore --staged PATH`), or wait until their leases end.");
+    Ok(1)
+}

@@ -1,0 +1,215 @@
+//! `keel hook` end to end: stand-in harness processes (one per agent) run the hook the way Claude
+//! Code does (`sh -c 'keel hook pre-tool-use'`, the event on stdin), and the agents' edits are
+//! allowed, leased and denied as the story of the issue tells it.
+
+mod support;
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use serde_json::{Value, json};
+
+/// One agent: a harness process that runs hooks on request.
+struct Harness {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+}
+
+impl Harness {
+    fn start(env: &[(&str, &str)]) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/stand_in_harness.py");
+        let mut command = Command::new("python3");
+        command.arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        command.env_remove("KEEL_ROOT").env_remove("KEEL_JOURNAL").env_remove("KEEL_OWNER").env_remove("KEEL_GRACE_S");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("python3 runs the stand-in harness");
+        let input = child.stdin.take().expect("stdin");
+        let output = BufReader::new(child.stdout.take().expect("stdout"));
+        Self { child, input, output }
+    }
+
+    /// Runs `keel args` through `sh -c` in `cwd` with `stdin`; returns (code, stdout, stderr).
+    fn run(&mut self, cwd: &Path, args: &[&str], stdin: &str) -> (i64, String, String) {
+        let mut argv = vec![env!("CARGO_BIN_EXE_keel")];
+        argv.extend_from_slice(args);
+        let request = json!({"run": argv, "stdin": stdin, "cwd": cwd.display().to_string()});
+        writeln!(self.input, "{request}").expect("to the harness");
+        let mut line = String::new();
+        self.output.read_line(&mut line).expect("from the harness");
+        let answer: Value = serde_json::from_str(&line).expect("the harness answers JSON");
+        let text = |k: &str| answer[k].as_str().unwrap_or_default().to_owned();
+        (answer["code"].as_i64().unwrap_or(-1), text("stdout"), text("stderr"))
+    }
+
+    /// A Claude Code `PreToolUse` event for an edit tool on `file`.
+    fn edit(&mut self, root: &Path, tool: &str, file: &str) -> Decision {
+        let path = root.join(file);
+        let event = json!({
+            "session_id": format!("session-{}", self.child.id()), "transcript_path": "/tmp/t.jsonl",
+            "cwd": root.display().to_string(), "hook_event_name": "PreToolUse", "tool_name": tool,
+            "tool_input": {"file_path": path.display().to_string(), "old_string": "a", "new_string": "b"},
+            "tool_use_id": "toolu_01",
+        });
+        let (code, stdout, stderr) = self.run(root, &["hook", "pre-tool-use"], &event.to_string());
+        assert_eq!(code, 0, "{stdout} {stderr}");
+        if stdout.trim().is_empty() {
+            return Decision::Allow;
+        }
+        let answer: Value = serde_json::from_str(stdout.trim()).expect("the dialect's JSON");
+        match answer["hookSpecificOutput"]["permissionDecision"].as_str() {
+            Some("deny") => Decision::Deny(
+                answer["hookSpecificOutput"]["permissionDecisionReason"].as_str().unwrap_or_default().to_owned(),
+            ),
+            _ => Decision::Allow,
+        }
+    }
+
+    fn session_end(&mut self, root: &Path) {
+        let event = json!({"session_id": "s", "cwd": root.display().to_string(), "hook_event_name": "SessionEnd"});
+        let (code, stdout, stderr) = self.run(root, &["hook", "session-end"], &event.to_string());
+        assert_eq!(code, 0, "{stdout} {stderr}");
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    Allow,
+    Deny(String),
+}
+
+fn git(cwd: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(cwd)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn repository() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    std::fs::create_dir(root.join("src")).expect("src");
+    std::fs::write(root.join("src/a.rs"), "a").expect("a");
+    std::fs::write(root.join("src/b.rs"), "b").expect("b");
+    git(root, &["init", "-q", "-b", "main"]);
+    git(root, &["add", "."]);
+    git(root, &["commit", "-q", "-m", "init"]);
+    dir
+}
+
+#[test]
+fn the_story_agents_edits_are_leased_denied_released_and_a_commit_is_guarded() {
+    let dir = repository();
+    let root = &std::fs::canonicalize(dir.path()).expect("canonical");
+    let (mut a, mut b) = (Harness::start(&[]), Harness::start(&[]));
+    assert_eq!(a.edit(root, "Edit", "src/a.rs"), Decision::Allow, "A edits a free file");
+    let live = support::json(&support::run(root, &["lease", "live", "--json"], &[], ""));
+    let lease = &live["leases"][0]["lease"];
+    assert_eq!(lease["tree"], json!(["src/a.rs"]), "an automatic lease on the file: {live}");
+    assert_eq!(lease["pid"], a.pid(), "held by A's harness process, found by walking up past sh");
+    let Decision::Deny(reason) = b.edit(root, "Write", "src/a.rs") else { panic!("B may not edit A's file") };
+    assert!(reason.contains(&format!("-{}", a.pid())) && reason.contains("src/a.rs"), "names A and the file: {reason}");
+    assert!(reason.contains("other files") || reason.contains("retry"), "says what to do: {reason}");
+    assert_eq!(b.edit(root, "Edit", "src/b.rs"), Decision::Allow, "B edits another file");
+    assert_eq!(a.edit(root, "MultiEdit", "src/a.rs"), Decision::Allow, "A's own lease covers its next edit");
+    a.session_end(root);
+    assert_eq!(b.edit(root, "Edit", "src/a.rs"), Decision::Allow, "released at A's session end");
+
+    // A commit by A that stages B's file is refused by the pre-commit guard (run as git runs it:
+    // a hook script under git, under A's harness).
+    std::fs::write(
+        root.join(".git/hooks/pre-commit"),
+        format!("#!/bin/sh\nexec {} hook pre-commit\n", env!("CARGO_BIN_EXE_keel")),
+    )
+    .expect("hook");
+    let mut permissions = std::fs::metadata(root.join(".git/hooks/pre-commit")).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(root.join(".git/hooks/pre-commit"), permissions).expect("chmod");
+    std::fs::write(root.join("src/b.rs"), "changed").expect("edit");
+    git(root, &["add", "src/b.rs"]);
+    let commit = |harness: &mut Harness| {
+        let mut argv = vec!["-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-q", "-m", "x"];
+        argv.insert(0, "git");
+        let request = json!({"run": argv, "stdin": "", "cwd": root.display().to_string()});
+        writeln!(harness.input, "{request}").expect("to the harness");
+        let mut line = String::new();
+        harness.output.read_line(&mut line).expect("from the harness");
+        serde_json::from_str::<Value>(&line).expect("JSON")
+    };
+    let refused = commit(&mut a);
+    assert_ne!(refused["code"], 0, "A's commit staging B's file is refused: {refused}");
+    let stderr = refused["stderr"].as_str().unwrap_or_default();
+    assert!(
+        stderr.contains("src/b.rs") && stderr.contains(&format!("-{}", b.pid())),
+        "lists path and holder: {stderr}"
+    );
+    let allowed = commit(&mut b);
+    assert_eq!(allowed["code"], 0, "B commits its own file: {allowed}");
+}
+
+#[test]
+fn a_killed_agent_s_automatic_leases_are_reclaimed_past_the_grace_and_a_live_one_s_never() {
+    let dir = repository();
+    let root = &std::fs::canonicalize(dir.path()).expect("canonical");
+    let mut a = Harness::start(&[("KEEL_GRACE_S", "1")]);
+    let mut b = Harness::start(&[("KEEL_GRACE_S", "1")]);
+    assert_eq!(a.edit(root, "Edit", "src/a.rs"), Decision::Allow);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert!(matches!(b.edit(root, "Edit", "src/a.rs"), Decision::Deny(_)), "A lives: past its grace, still A's");
+    a.child.kill().expect("kill -9 the stand-in");
+    a.child.wait().expect("reaped");
+    assert_eq!(b.edit(root, "Edit", "src/a.rs"), Decision::Allow, "A is gone and past the grace: reclaimed");
+}
+
+#[test]
+fn malformed_truncated_and_huge_events_exit_2_with_one_line_and_reads_pass_silently() {
+    let dir = repository();
+    let root = dir.path();
+    for bad in ["{\"tool_name\": ", "not json", "[1]"] {
+        let out = support::run(root, &["hook", "pre-tool-use"], &[], bad);
+        assert_eq!(support::code(&out), 2, "{bad}");
+        assert_eq!(support::stderr(&out).lines().count(), 1, "{}", support::stderr(&out));
+    }
+    let huge = format!("{{\"tool_name\": \"Write\", \"pad\": \"{}\"}}", "x".repeat(1024 * 1024 + 10));
+    let out = support::run(root, &["hook", "pre-tool-use"], &[], &huge);
+    assert_eq!(support::code(&out), 2);
+    let read = json!({"tool_name": "Read", "cwd": root.display().to_string(), "tool_input": {"file_path": "src/a.rs"}});
+    let out = support::run(root, &["hook", "pre-tool-use"], &[], &read.to_string());
+    assert_eq!((support::code(&out), support::stdout(&out)), (0, String::new()), "a read is not keel's business");
+}
+
+#[test]
+fn two_agents_in_two_git_worktrees_collide_on_the_same_repository_relative_file() {
+    let dir = repository();
+    let root = &std::fs::canonicalize(dir.path()).expect("canonical");
+    git(root, &["worktree", "add", "-q", "../wt", "-b", "feature"]);
+    let worktree = &root.parent().expect("parent").join("wt");
+    let (mut a, mut b) = (Harness::start(&[]), Harness::start(&[]));
+    assert_eq!(a.edit(root, "Edit", "src/a.rs"), Decision::Allow);
+    let Decision::Deny(reason) = b.edit(worktree, "Edit", "src/a.rs") else {
+        panic!("the worktree's src/a.rs is the same file")
+    };
+    assert!(reason.contains("src/a.rs"), "{reason}");
+    assert_eq!(b.edit(worktree, "Edit", "src/b.rs"), Decision::Allow);
+    let _ = std::fs::remove_dir_all(worktree);
+}

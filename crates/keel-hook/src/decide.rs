@@ -1,0 +1,221 @@
+//! What the hook decides: allow an edit (taking a lease on a free file first), or deny it.
+
+use std::path::{Component, Path, PathBuf};
+
+use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalError, LiveLease, Workspace};
+use keel_kernel::tree::{Region, Tree};
+use serde_json::Value;
+
+use crate::agent::Agent;
+use crate::event::Event;
+
+/// The lane prefix of the automatic leases: one exclusive lease per file, on lane `edit:<path>`.
+pub const AUTO_LANE_PREFIX: &str = "edit:";
+/// A heartbeat of an automatic lease is written at most this often, in seconds.
+pub const AUTO_BEAT_COALESCE_S: u64 = 30;
+
+/// The hook's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The call goes ahead; the note (if any) is context for the agent.
+    Allow {
+        /// What keel did or could not check.
+        note: Option<String>,
+    },
+    /// The call is stopped; the reason is for the agent to act on.
+    Deny {
+        /// Which file, who holds it, and what to do instead.
+        reason: String,
+    },
+}
+
+/// What the workspace's policy says about edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Take a lease on a free file before allowing its edit.
+    pub auto_lease: bool,
+    /// Deny an edit of a file the agent holds no lease on (for fleets that plan regions).
+    pub require_lease: bool,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self { auto_lease: true, require_lease: false }
+    }
+}
+
+/// Decides a tool call before it runs.
+pub fn pre_tool_use(
+    journal: &Journal,
+    workspace: &Workspace,
+    agent: &Agent,
+    event: &Event,
+    rules: Rules,
+) -> Result<Verdict, JournalError> {
+    if event.shell {
+        return Ok(Verdict::Allow {
+            note: Some(
+                "keel does not check the files a shell command writes yet; edit files with the edit tools".into(),
+            ),
+        });
+    }
+    let cwd = event.cwd.clone().unwrap_or_else(|| workspace.checkout().to_owned());
+    let mut leased = Vec::new();
+    for path in &event.paths {
+        // Paths outside the workspace are not keel's business.
+        let Some(relative) = relative_to(workspace.checkout(), &cwd.join(path)) else { continue };
+        let live = journal.live_view()?;
+        if holds(&live.leases, agent, &relative) {
+            continue;
+        }
+        if rules.require_lease {
+            return Ok(deny(
+                &relative,
+                "this workspace requires a lease before an edit, and you hold none over it",
+                "take one first (`keel lease acquire --tree PATH`, or the `lease_acquire` tool), or edit a file you hold",
+            ));
+        }
+        if !rules.auto_lease {
+            if let Some(other) = live.leases.iter().find(|l| blocks(l, agent, &relative)) {
+                return Ok(deny(
+                    &relative,
+                    &held_by(other),
+                    "work on other files for now, or wait and retry this edit later",
+                ));
+            }
+            continue;
+        }
+        if let Some(stopped) = &live.grants_stopped {
+            return Ok(Verdict::Deny {
+                reason: format!(
+                    "keel: no lease can be granted for {relative}: line {} of the lease journal is damaged and \
+                     unreviewed. Edits that need a lease are stopped until an operator reviews it; tell the user, \
+                     and work on files you already hold meanwhile.",
+                    stopped.line_number
+                ),
+            });
+        }
+        let request = AcquireRequest {
+            lane: format!("{AUTO_LANE_PREFIX}{relative}"),
+            tree: vec![relative.clone()],
+            owner: agent.owner.clone(),
+            run_id: event.session_id.clone(),
+            holder_pid: agent.holder(),
+            ..AcquireRequest::default()
+        };
+        match journal.acquire(&request) {
+            Ok(AcquireOutcome::Acquire(_)) => leased.push(relative),
+            Ok(AcquireOutcome::Refuse { decision, .. }) => {
+                return Ok(deny(
+                    &relative,
+                    &decision.reason,
+                    "work on other files for now, or wait and retry this edit later",
+                ));
+            }
+            Err(JournalError::InvalidRequest(why)) => {
+                return Ok(deny(&relative, &why, "edit it under a path keel can lease"));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(Verdict::Allow {
+        note: (!leased.is_empty())
+            .then(|| format!("keel leased {} for you until your session ends", leased.join(", "))),
+    })
+}
+
+/// After a tool call: beats the agent's automatic leases (coalesced). Returns how many are live.
+pub fn post_tool_use(journal: &Journal, agent: &Agent) -> Result<usize, JournalError> {
+    let mine = automatic_leases(journal, agent)?;
+    for lease in &mine {
+        journal.heartbeat(
+            &lease.identity.lane,
+            &agent.owner,
+            Some(&lease.identity.loop_ts),
+            Some(AUTO_BEAT_COALESCE_S),
+        )?;
+    }
+    Ok(mine.len())
+}
+
+/// The session ended: gives back the agent's automatic leases. Returns how many.
+pub fn session_end(journal: &Journal, agent: &Agent) -> Result<usize, JournalError> {
+    let mine = automatic_leases(journal, agent)?;
+    for lease in &mine {
+        journal.release(&lease.identity.lane, &agent.owner, Some(&lease.identity.loop_ts))?;
+    }
+    Ok(mine.len())
+}
+
+fn automatic_leases(journal: &Journal, agent: &Agent) -> Result<Vec<LiveLease>, JournalError> {
+    let live = journal.live()?;
+    Ok(live.into_iter().filter(|l| l.identity.lane.starts_with(AUTO_LANE_PREFIX) && holder(l) == agent.owner).collect())
+}
+
+fn holder(lease: &LiveLease) -> &str {
+    lease.lease.get("holder").and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Whether the agent holds a live exclusive lease whose region contains `path`.
+fn holds(leases: &[LiveLease], agent: &Agent, path: &str) -> bool {
+    let Some(Region::Prefix(wanted)) = Tree::new(&[path]).regions().first().cloned() else { return false };
+    leases.iter().filter(|l| holder(l) == agent.owner && !l.verdict.is_dead()).any(|l| {
+        let exclusive = l.lease.get("mode").and_then(Value::as_str) != Some("shared");
+        exclusive
+            && Tree::from_json(l.lease.get("tree")).regions().iter().any(|region| match region {
+                Region::Universal => true,
+                Region::Prefix(prefix) => wanted.starts_with(prefix.as_str()),
+                Region::Lock(_) => false,
+            })
+    })
+}
+
+/// Whether another agent's live lease covers `path`.
+fn blocks(lease: &LiveLease, agent: &Agent, path: &str) -> bool {
+    holder(lease) != agent.owner
+        && !lease.verdict.is_dead()
+        && Tree::from_json(lease.lease.get("tree")).intersects(&Tree::new(&[path]))
+}
+
+fn held_by(lease: &LiveLease) -> String {
+    let since = lease.lease.get("acquired_at").and_then(Value::as_str).unwrap_or("?");
+    format!(
+        "{:?} holds {:?} (lane {:?}) since {since}, {}",
+        holder(lease),
+        lease.lease.get("tree").map(ToString::to_string).unwrap_or_default(),
+        lease.identity.lane,
+        lease.verdict
+    )
+}
+
+fn deny(path: &str, why: &str, what_to_do: &str) -> Verdict {
+    Verdict::Deny { reason: format!("keel: {path} cannot be edited now: {why}. {what_to_do}.") }
+}
+
+/// `path` (absolute) relative to `root` as a `/`-joined lease path, or `None` outside it. The
+/// nearest existing ancestor is resolved, so a new file under a symlinked directory is compared
+/// where it will really be.
+fn relative_to(root: &Path, path: &Path) -> Option<String> {
+    let mut existing = path.to_owned();
+    let mut rest: Vec<PathBuf> = Vec::new();
+    while !existing.exists() {
+        let name = existing.file_name()?.to_owned();
+        rest.push(PathBuf::from(name));
+        if !existing.pop() {
+            return None;
+        }
+    }
+    let mut resolved = std::fs::canonicalize(&existing).ok()?;
+    for part in rest.iter().rev() {
+        resolved.push(part);
+    }
+    let inside = resolved.strip_prefix(root).ok()?;
+    let parts: Vec<String> = inside
+        .components()
+        .map(|c| match c {
+            Component::Normal(part) => Some(part.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    (!parts.is_empty()).then(|| parts.join("/"))
+}

@@ -1,0 +1,32 @@
+//! keel at an agent's tool boundary: a coding agent's harness runs `keel hook pre-tool-use` before
+//! each tool call, and keel allows the edit (taking a lease on a free file for the agent first) or
+//! denies it, with a reason written for the agent to act on.
+//!
+//! It never asks the agent to call keel: the harness does, and the agent is identified without
+//! passing anything. It never approves a call the harness would otherwise ask its user about: an
+//! allow is silence, and the harness's own rules still apply.
+//!
+//! # The model
+//! - [`event::Event`] is one hook event read from stdin in a harness's dialect ([`Dialect`]): the
+//!   tool, the files it would write, the working directory and the session.
+//! - [`agent::Agent`] is who the agent is: its harness process, found by walking up from the hook
+//!   past shells (`KEEL_OWNER` names it instead). Its leases die with that process.
+//! - [`decide::pre_tool_use`] turns an event into a [`decide::Verdict`]; automatic leases are one
+//!   exclusive lease per file, on lane `edit:<path>`, held until the agent's session ends
+//!   ([`decide::session_end`]) or its process is gone past the grace.
+//! - [`Dialect::render`] prints the verdict the way the harness reads it.
+//!
+//! # Limitations
+//! - A Bash command's footprint is not analysed yet: it is allowed, with a note.
+//! - Codex's `apply_patch` input shape is unverified: every string in its input is read for patch
+//!   headers (`*** Update File: PATH` and the like).
+
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod decide;
+pub mod event;
+
+pub use agent::Agent;
+pub use decide::Verdict;
+pub use event::{Dialect, Event, EventError};
