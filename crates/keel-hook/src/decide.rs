@@ -196,7 +196,19 @@ fn deny(path: &str, why: &str, what_to_do: &str) -> Verdict {
 /// nearest existing ancestor is resolved, so a new file under a symlinked directory is compared
 /// where it will really be.
 fn relative_to(root: &Path, path: &Path) -> Option<String> {
-    let mut existing = path.to_owned();
+    // `..` is folded first: a harness may create the directories of `a/new/../b` and write `a/b`,
+    // which must not pass for a path outside the workspace.
+    let mut folded = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                folded.pop();
+            }
+            Component::CurDir => {}
+            other => folded.push(other),
+        }
+    }
+    let mut existing = folded;
     let mut rest: Vec<PathBuf> = Vec::new();
     while !existing.exists() {
         let name = existing.file_name()?.to_owned();
@@ -218,4 +230,21 @@ fn relative_to(root: &Path, path: &Path) -> Option<String> {
         })
         .collect::<Option<_>>()?;
     (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_is_made_workspace_relative_with_dot_dot_folded_and_outside_paths_are_none() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = std::fs::canonicalize(dir.path()).expect("canonical");
+        std::fs::create_dir(root.join("src")).expect("src");
+        assert_eq!(relative_to(&root, &root.join("src/a.rs")).as_deref(), Some("src/a.rs"));
+        assert_eq!(relative_to(&root, &root.join("new/dir/../../src/a.rs")).as_deref(), Some("src/a.rs"));
+        assert_eq!(relative_to(&root, &root.join("fresh/deep/file")).as_deref(), Some("fresh/deep/file"));
+        assert_eq!(relative_to(&root, &root.join("../elsewhere")), None);
+        assert_eq!(relative_to(&root, Path::new("/etc/passwd")), None);
+    }
 }

@@ -21,6 +21,17 @@
 //! - Codex's `apply_patch` input shape is unverified: every string in its input is read for patch
 //!   headers (`*** Update File: PATH` and the like).
 
+//! # Example
+//! ```
+//! use keel_hook::{Dialect, Verdict};
+//! let event = Dialect::ClaudeCode.parse(br#"{"tool_name": "Edit", "cwd": "/w", "tool_input": {"file_path": "/w/src/a.rs"}}"#)?;
+//! assert_eq!(event.paths, [std::path::PathBuf::from("/w/src/a.rs")]);
+//! let (answer, code) = Dialect::ClaudeCode.render(&Verdict::Deny { reason: "held by agent-b".into() });
+//! assert!(answer.expect("a deny is printed").contains("\"permissionDecision\":\"deny\""));
+//! assert_eq!(code, 0);
+//! # Ok::<(), keel_hook::EventError>(())
+//! ```
+
 #![forbid(unsafe_code)]
 
 pub mod agent;
