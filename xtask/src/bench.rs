@@ -25,6 +25,8 @@ pub enum Which {
     Store,
     /// Write latency through the lease gate against a plain atomic write.
     Mutator,
+    /// `keel hook pre-tool-use` against dos-kernel's Go hook and a bare process start.
+    Hook,
     /// Every benchmark.
     All,
 }
@@ -56,6 +58,9 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     if matches!(which, Which::Mutator | Which::All) {
         crate::bench_mutator::run()?;
     }
+    if matches!(which, Which::Hook | Which::All) {
+        crate::bench_hook::run()?;
+    }
     Ok(())
 }
 
@@ -75,7 +80,7 @@ fn keel_binary() -> PathBuf {
     workspace_root().join("target/release/keel")
 }
 
-fn bench_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn bench_dir() -> anyhow::Result<PathBuf> {
     let dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
@@ -128,7 +133,7 @@ fn replay() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report(what: &str, value: f64, max: f64, unit: &str) {
+pub(crate) fn report(what: &str, value: f64, max: f64, unit: &str) {
     let verdict = if value <= max { "met" } else { "MISSED" };
     println!("  {what}: {value:.2}{unit} (target <= {max}{unit}): {verdict}");
 }
@@ -138,7 +143,7 @@ fn report_at_least(what: &str, value: f64, min: f64) {
     println!("  {what}: {value:.2} (target >= {min}): {verdict}");
 }
 
-fn median(times: &mut [Duration]) -> Duration {
+pub(crate) fn median(times: &mut [Duration]) -> Duration {
     times.sort();
     times[times.len() / 2]
 }

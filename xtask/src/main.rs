@@ -10,6 +10,7 @@
 //! It never runs in production and never writes outside `target/`.
 
 mod bench;
+mod bench_hook;
 mod bench_mutator;
 mod bench_store;
 mod ci;

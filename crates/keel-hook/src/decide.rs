@@ -2,8 +2,9 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalError, LiveLease, Workspace};
+use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalError, Workspace};
 use keel_kernel::tree::{Region, Tree};
+use keel_kernel::{Identity, LiveState, Object};
 use serde_json::Value;
 
 use crate::agent::Agent;
@@ -64,8 +65,14 @@ pub fn pre_tool_use(
     for path in &event.paths {
         // Paths outside the workspace are not keel's business.
         let Some(relative) = relative_to(workspace.checkout(), &cwd.join(path)) else { continue };
-        let live = journal.live_view()?;
-        if holds(&live.leases, agent, &relative) {
+        // One look at the live state, copying no lease and judging only those that matter:
+        // with hundreds of live leases, anything more is most of what a hook costs.
+        let (held, blocker, grants_stopped) = journal.look(|state, stopped| {
+            let held = holds(journal, state, agent, &relative);
+            let blocker = (!held && !rules.auto_lease).then(|| blocker(journal, state, agent, &relative)).flatten();
+            (held, blocker, stopped)
+        })?;
+        if held {
             continue;
         }
         if rules.require_lease {
@@ -76,16 +83,12 @@ pub fn pre_tool_use(
             ));
         }
         if !rules.auto_lease {
-            if let Some(other) = live.leases.iter().find(|l| blocks(l, agent, &relative)) {
-                return Ok(deny(
-                    &relative,
-                    &held_by(other),
-                    "work on other files for now, or wait and retry this edit later",
-                ));
+            if let Some(other) = blocker {
+                return Ok(deny(&relative, &other, "work on other files for now, or wait and retry this edit later"));
             }
             continue;
         }
-        if let Some(stopped) = &live.grants_stopped {
+        if let Some(stopped) = &grants_stopped {
             return Ok(Verdict::Deny {
                 reason: format!(
                     "keel: no lease can be granted for {relative}: line {} of the lease journal is damaged and \
@@ -127,13 +130,8 @@ pub fn pre_tool_use(
 /// After a tool call: beats the agent's automatic leases (coalesced). Returns how many are live.
 pub fn post_tool_use(journal: &Journal, agent: &Agent) -> Result<usize, JournalError> {
     let mine = automatic_leases(journal, agent)?;
-    for lease in &mine {
-        journal.heartbeat(
-            &lease.identity.lane,
-            &agent.owner,
-            Some(&lease.identity.loop_ts),
-            Some(AUTO_BEAT_COALESCE_S),
-        )?;
+    for identity in &mine {
+        journal.heartbeat(&identity.lane, &agent.owner, Some(&identity.loop_ts), Some(AUTO_BEAT_COALESCE_S))?;
     }
     Ok(mine.len())
 }
@@ -141,51 +139,57 @@ pub fn post_tool_use(journal: &Journal, agent: &Agent) -> Result<usize, JournalE
 /// The session ended: gives back the agent's automatic leases. Returns how many.
 pub fn session_end(journal: &Journal, agent: &Agent) -> Result<usize, JournalError> {
     let mine = automatic_leases(journal, agent)?;
-    for lease in &mine {
-        journal.release(&lease.identity.lane, &agent.owner, Some(&lease.identity.loop_ts))?;
+    for identity in &mine {
+        journal.release(&identity.lane, &agent.owner, Some(&identity.loop_ts))?;
     }
     Ok(mine.len())
 }
 
-fn automatic_leases(journal: &Journal, agent: &Agent) -> Result<Vec<LiveLease>, JournalError> {
-    let live = journal.live()?;
-    Ok(live.into_iter().filter(|l| l.identity.lane.starts_with(AUTO_LANE_PREFIX) && holder(l) == agent.owner).collect())
-}
-
-fn holder(lease: &LiveLease) -> &str {
-    lease.lease.get("holder").and_then(Value::as_str).unwrap_or_default()
-}
-
-/// Whether the agent holds a live exclusive lease whose region contains `path`.
-fn holds(leases: &[LiveLease], agent: &Agent, path: &str) -> bool {
-    let Some(Region::Prefix(wanted)) = Tree::new(&[path]).regions().first().cloned() else { return false };
-    leases.iter().filter(|l| holder(l) == agent.owner && !l.verdict.is_dead()).any(|l| {
-        let exclusive = l.lease.get("mode").and_then(Value::as_str) != Some("shared");
-        exclusive
-            && Tree::from_json(l.lease.get("tree")).regions().iter().any(|region| match region {
-                Region::Universal => true,
-                Region::Prefix(prefix) => wanted.starts_with(prefix.as_str()),
-                Region::Lock(_) => false,
-            })
+/// The identities of the agent's automatic leases.
+fn automatic_leases(journal: &Journal, agent: &Agent) -> Result<Vec<Identity>, JournalError> {
+    journal.look(|state, _| {
+        state
+            .live_with_identity()
+            .filter(|(identity, lease)| identity.lane.starts_with(AUTO_LANE_PREFIX) && holder(lease) == agent.owner)
+            .map(|(identity, _)| identity.clone())
+            .collect()
     })
 }
 
-/// Whether another agent's live lease covers `path`.
-fn blocks(lease: &LiveLease, agent: &Agent, path: &str) -> bool {
-    holder(lease) != agent.owner
-        && !lease.verdict.is_dead()
-        && Tree::from_json(lease.lease.get("tree")).intersects(&Tree::new(&[path]))
+fn holder(lease: &Object) -> &str {
+    lease.get("holder").and_then(Value::as_str).unwrap_or_default()
 }
 
-fn held_by(lease: &LiveLease) -> String {
-    let since = lease.lease.get("acquired_at").and_then(Value::as_str).unwrap_or("?");
-    format!(
-        "{:?} holds {:?} (lane {:?}) since {since}, {}",
+/// Whether the agent holds a live exclusive lease, not provably dead, whose region contains `path`.
+fn holds(journal: &Journal, state: &LiveState, agent: &Agent, path: &str) -> bool {
+    let Some(Region::Prefix(wanted)) = Tree::new(&[path]).regions().first().cloned() else { return false };
+    state.live().filter(|lease| holder(lease) == agent.owner).any(|lease| {
+        let exclusive = lease.get("mode").and_then(Value::as_str) != Some("shared");
+        let covers = Tree::from_json(lease.get("tree")).regions().iter().any(|region| match region {
+            Region::Universal => true,
+            Region::Prefix(prefix) => wanted.starts_with(prefix.as_str()),
+            Region::Lock(_) => false,
+        });
+        exclusive && covers && !journal.judge(lease).is_dead()
+    })
+}
+
+/// Who else holds a live lease, not provably dead, over `path`, as a sentence.
+fn blocker(journal: &Journal, state: &LiveState, agent: &Agent, path: &str) -> Option<String> {
+    let wanted = Tree::new(&[path]);
+    let (identity, lease) = state.live_with_identity().find(|(_, lease)| {
+        holder(lease) != agent.owner
+            && Tree::from_json(lease.get("tree")).intersects(&wanted)
+            && !journal.judge(lease).is_dead()
+    })?;
+    let since = lease.get("acquired_at").and_then(Value::as_str).unwrap_or("?");
+    Some(format!(
+        "{:?} holds {} (lane {:?}) since {since}, {}",
         holder(lease),
-        lease.lease.get("tree").map(ToString::to_string).unwrap_or_default(),
-        lease.identity.lane,
-        lease.verdict
-    )
+        lease.get("tree").map(ToString::to_string).unwrap_or_default(),
+        identity.lane,
+        journal.judge(lease)
+    ))
 }
 
 fn deny(path: &str, why: &str, what_to_do: &str) -> Verdict {

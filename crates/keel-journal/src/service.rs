@@ -1358,6 +1358,22 @@ impl<S: Storage + Clone> Journal<S> {
         self.observed(|this, cache| Ok(this.live_leases(cache)))
     }
 
+    /// Runs `look` on the live state as folded now, and what stops grants, without copying a
+    /// lease or judging one: for a caller that judges only the few leases it cares about
+    /// ([`judge`](Self::judge)). With hundreds of live leases, copying and judging all of them is
+    /// most of what a look costs. Holds the journal's lock while `look` runs: keep it short.
+    pub fn look<R>(&self, look: impl FnOnce(&LiveState, Option<Stopped>) -> R) -> Result<R, JournalError> {
+        self.observed(|this, cache| {
+            let stopped = this.stopped(Self::folded(cache));
+            Ok(look(&Self::folded(cache).state, stopped))
+        })
+    }
+
+    /// Whether `lease` is provably dead now, as [`live`](Self::live) would say.
+    pub fn judge(&self, lease: &Object) -> Verdict {
+        self.verdict(lease, (self.options.clock)())
+    }
+
     /// [`live`](Self::live), and what stops grants, if anything, seen in one fold.
     pub fn live_view(&self) -> Result<LiveView, JournalError> {
         self.observed(|this, cache| {
