@@ -151,6 +151,17 @@ impl<S: Storage> Appender<S> {
 
     /// Appends `record` plus `\n` with one `write`, then `fdatasync`s. `Ok` means durable.
     pub fn append(&mut self, record: &[u8]) -> Result<AppendReport> {
+        self.append_with(record, true)
+    }
+
+    /// [`append`](Self::append) without the `fdatasync`: for a forensic record nothing is
+    /// acknowledged on (a refusal's note). A power cut may lose it or leave it torn, which the
+    /// next writer repairs as any torn tail; the next durable append makes it durable too.
+    pub fn append_unsynced(&mut self, record: &[u8]) -> Result<AppendReport> {
+        self.append_with(record, false)
+    }
+
+    fn append_with(&mut self, record: &[u8], sync: bool) -> Result<AppendReport> {
         if let Some(op) = self.failed {
             return Err(FsError::Failed { path: self.path.clone(), op });
         }
@@ -196,7 +207,7 @@ impl<S: Storage> Appender<S> {
             }
             return Err(self.cut_back(written, cause));
         }
-        if let Err(e) = self.storage.sync_data(&self.file) {
+        if sync && let Err(e) = self.storage.sync_data(&self.file) {
             return Err(self.latch("fdatasync", e));
         }
         let offset_before = self.len;

@@ -815,7 +815,18 @@ impl<S: Storage + Clone> Journal<S> {
     /// which would stop grants until an operator reviews it. So before that write, the fragment's
     /// excuse is made durable in `<journal>.torn`: a later writer excuses the lines it names (as
     /// the cut writer meant to) in the `REVIEW` of its own append, then removes it.
-    fn append(&self, cache: &mut Cache<S>, mut records: Vec<Object>) -> Result<(), JournalError> {
+    fn append(&self, cache: &mut Cache<S>, records: Vec<Object>) -> Result<(), JournalError> {
+        self.append_records(cache, records, true)
+    }
+
+    /// [`append`](Self::append); with `durable` false, without waiting for the fdatasync (a
+    /// forensic record nothing is acknowledged on). A torn-tail repair is always durable.
+    fn append_records(
+        &self,
+        cache: &mut Cache<S>,
+        mut records: Vec<Object>,
+        durable: bool,
+    ) -> Result<(), JournalError> {
         let folded = Self::folded(cache);
         let begun = self.repairs_begun(folded);
         // Only a repair cut short leaves a sidecar: without one there is nothing to finish, and
@@ -867,7 +878,12 @@ impl<S: Storage + Clone> Journal<S> {
         for (n, mut record) in (seq..).zip(records) {
             record.insert("seq".to_owned(), Value::from(n));
             record.entry("ts").or_insert_with(|| Value::from(ts.clone()));
-            if let Err(error) = appender.append(to_line(&record).as_bytes()) {
+            let line = to_line(&record);
+            // A repair (the REVIEW excusing a fragment) is made durable whatever follows it.
+            let sync = durable || record.get("op").and_then(Value::as_str) == Some(keel_kernel::replay::REVIEW_OP);
+            let appended =
+                if sync { appender.append(line.as_bytes()) } else { appender.append_unsynced(line.as_bytes()) };
+            if let Err(error) = appended {
                 // Fail-stop: the handle that failed is not used again; the next operation
                 // reopens, which re-reads the tail.
                 cache.appender = None;
@@ -1011,7 +1027,28 @@ impl<S: Storage + Clone> Journal<S> {
         // process table), so an uncontended grant costs nothing extra.
         let mut decision = decide(&arbiter_request, folded.state.live(), &self.options.taxonomy);
         let mut reclaimed: Vec<(Identity, Verdict)> = Vec::new();
-        if decision.outcome == Outcome::Refuse {
+        // Judging a lease reads the process table: first only the leases that refuse the request
+        // on their own. If one of them is alive the request is refused whatever the rest are (the
+        // arbiter never admits more when more is live), and the others need not be judged.
+        let alive_blocker = decision.outcome == Outcome::Refuse && {
+            let blockers: Vec<(&Identity, &Object)> = folded
+                .state
+                .live_with_identity()
+                .filter(|(_, lease)| {
+                    decide(&arbiter_request, std::iter::once(*lease), &self.options.taxonomy).outcome == Outcome::Refuse
+                })
+                .collect();
+            let dead: Vec<&Identity> =
+                blockers.iter().filter(|(_, lease)| self.verdict(lease, now).is_dead()).map(|(id, _)| *id).collect();
+            let alive = dead.len() < blockers.len();
+            if alive && !dead.is_empty() {
+                // Name a live blocker, not one that is provably dead.
+                let rest = folded.state.live_with_identity().filter(|(id, _)| !dead.contains(id)).map(|(_, l)| l);
+                decision = decide(&arbiter_request, rest, &self.options.taxonomy);
+            }
+            alive
+        };
+        if decision.outcome == Outcome::Refuse && !alive_blocker {
             let mut alive = Vec::new();
             let mut dead = Vec::new();
             for (identity, lease) in folded.state.live_with_identity() {
@@ -1071,8 +1108,9 @@ impl<S: Storage + Clone> Journal<S> {
             "reason_class": decision.reason_class,
             "run_id": request.run_id,
         }));
-        // Forensic only: a failed write never turns a refusal into anything else.
-        self.append(cache, vec![record]).is_ok()
+        // Forensic only: a failed write never turns a refusal into anything else, and nothing
+        // waits for it to be durable.
+        self.append_records(cache, vec![record], false).is_ok()
     }
 
     /// The new lease's identity. A `loop_ts` the caller names must be free, or be taken by a
