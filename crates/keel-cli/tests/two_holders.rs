@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{code, json, now_s, stderr, stdout};
+use support::{code, git, json, now_s, stderr, stdout};
 
 /// `keel` run in `cwd` with `args`; the environment names no root or journal unless `env` does.
 fn keel_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -182,19 +182,6 @@ fn a_second_journal_is_refused_once_the_workspace_has_one() {
     );
     assert_eq!(code(&split), 2, "a second journal for one workspace: {} {}", stdout(&split), stderr(&split));
     assert!(!ws.join("j2.jsonl").exists());
-}
-
-fn git(cwd: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(cwd)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
