@@ -57,7 +57,36 @@ pub enum HookCommand {
     },
     /// For git: refuse a commit whose staged paths intersect another owner's live lease.
     PreCommit,
+    /// Install keel's hook for a harness (only `git` so far: `.git/hooks/pre-commit`, or where
+    /// `core.hooksPath` points). Idempotent; an existing hook of the user's is never replaced.
+    Install {
+        #[arg(value_enum)]
+        target: Target,
+        /// Say what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove keel's hook for a harness (never one keel did not write).
+    Uninstall {
+        #[arg(value_enum)]
+        target: Target,
+        /// Say what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show, for each harness, whether keel's hook is installed.
+    Status,
 }
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Target {
+    /// git's pre-commit hook.
+    Git,
+}
+
+/// The first line after the shebang of the pre-commit hook keel writes: how keel knows its own.
+const GIT_HOOK_MARK: &str =
+    "# keel hook pre-commit: refuses a commit that stages a file another agent holds a lease on.";
 
 /// Runs a hook and says how it ended (0, 1 or 2, as the harnesses read them); every failure is
 /// reported on stderr, none panics.
@@ -67,6 +96,9 @@ pub fn run(command: &HookCommand, location: &Location) -> Status {
         HookCommand::PostToolUse { dialect } => tool_event(location, dialect.dialect(), Phase::Post),
         HookCommand::SessionEnd { dialect } => tool_event(location, dialect.dialect(), Phase::End),
         HookCommand::PreCommit => pre_commit(location),
+        HookCommand::Install { target: Target::Git, dry_run } => install_git(*dry_run),
+        HookCommand::Uninstall { target: Target::Git, dry_run } => uninstall_git(*dry_run),
+        HookCommand::Status => status(),
     };
     match outcome {
         Ok(0) => Status::Ok,
@@ -186,4 +218,106 @@ fn pre_commit(location: &Location) -> Result<u8, Failed> {
     }
     eprintln!("keel: unstage them (`git restore --staged PATH`), or wait until their leases end.");
     Ok(1)
+}
+
+/// Where git runs the pre-commit hook from (`core.hooksPath` and worktrees included).
+fn git_hook_path() -> Result<std::path::PathBuf, Failed> {
+    let output = std::process::Command::new("git")
+        .args(["rev-parse", "--git-path", "hooks/pre-commit"])
+        .output()
+        .map_err(|e| keel_failed(format!("running git: {e}")))?;
+    if !output.status.success() {
+        return Err(Failed::Input(format!(
+            "not in a git repository: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+}
+
+/// The pre-commit hook keel writes, calling this very binary.
+fn git_hook_script() -> Result<String, Failed> {
+    let keel = std::env::current_exe().map_err(|e| keel_failed(format!("finding keel: {e}")))?;
+    let quoted = format!("'{}'", keel.display().to_string().replace('\'', "'\\''"));
+    Ok(format!("#!/bin/sh\n{GIT_HOOK_MARK}\nexec {quoted} hook pre-commit\n"))
+}
+
+/// What is at `path` now: nothing, keel's hook, or someone else's.
+enum Found {
+    Absent,
+    Ours(String),
+    Theirs,
+}
+
+fn found(path: &Path) -> Result<Found, Failed> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.lines().nth(1) == Some(GIT_HOOK_MARK) => Ok(Found::Ours(text)),
+        Ok(_) => Ok(Found::Theirs),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Found::Absent),
+        Err(e) => Err(keel_failed(format!("reading {}: {e}", path.display()))),
+    }
+}
+
+fn install_git(dry_run: bool) -> Result<u8, Failed> {
+    let path = git_hook_path()?;
+    let script = git_hook_script()?;
+    match found(&path)? {
+        Found::Ours(text) if text == script => {
+            outln!("{}: keel's pre-commit hook is installed; nothing to change", path.display())
+                .map_err(keel_failed)?;
+            return Ok(0);
+        }
+        Found::Theirs => {
+            eprintln!(
+                "keel hook: {} already holds a pre-commit hook that is not keel's; it is left as it is. \
+                 Add `keel hook pre-commit` to it yourself.",
+                path.display()
+            );
+            return Ok(1);
+        }
+        Found::Ours(_) | Found::Absent => {}
+    }
+    if dry_run {
+        outln!("would write {}:\n{script}", path.display()).map_err(keel_failed)?;
+        return Ok(0);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| keel_failed(format!("creating {}: {e}", dir.display())))?;
+    }
+    let _report = keel_fs::write_atomic(&path, script.as_bytes()).map_err(keel_failed)?;
+    let mut permissions = std::fs::metadata(&path).map_err(keel_failed)?.permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&path, permissions).map_err(keel_failed)?;
+    outln!("{}: installed keel's pre-commit hook", path.display()).map_err(keel_failed)?;
+    Ok(0)
+}
+
+fn uninstall_git(dry_run: bool) -> Result<u8, Failed> {
+    let path = git_hook_path()?;
+    match found(&path)? {
+        Found::Absent => outln!("{}: no pre-commit hook; nothing to remove", path.display()).map_err(keel_failed)?,
+        Found::Theirs => {
+            eprintln!("keel hook: {} is not keel's pre-commit hook; it is left as it is", path.display());
+            return Ok(1);
+        }
+        Found::Ours(_) if dry_run => outln!("would remove {}", path.display()).map_err(keel_failed)?,
+        Found::Ours(_) => {
+            std::fs::remove_file(&path).map_err(|e| keel_failed(format!("removing {}: {e}", path.display())))?;
+            outln!("{}: removed keel's pre-commit hook", path.display()).map_err(keel_failed)?;
+        }
+    }
+    Ok(0)
+}
+
+fn status() -> Result<u8, Failed> {
+    let line = match git_hook_path() {
+        Ok(path) => match found(&path)? {
+            Found::Absent => format!("git: not installed ({})", path.display()),
+            Found::Ours(_) => format!("git: installed ({})", path.display()),
+            Found::Theirs => format!("git: another pre-commit hook is there ({})", path.display()),
+        },
+        Err(_) => "git: not in a git repository".to_owned(),
+    };
+    outln!("{line}").map_err(keel_failed)?;
+    Ok(0)
 }

@@ -124,15 +124,9 @@ fn the_story_agents_edits_are_leased_denied_released_and_a_commit_is_guarded() {
     assert_eq!(b.edit(root, "Edit", "src/a.rs"), Decision::Allow, "released at A's session end");
 
     // A commit by A that stages B's file is refused by the pre-commit guard (run as git runs it:
-    // a hook script under git, under A's harness).
-    std::fs::write(
-        root.join(".git/hooks/pre-commit"),
-        format!("#!/bin/sh\nexec {} hook pre-commit\n", env!("CARGO_BIN_EXE_keel")),
-    )
-    .expect("hook");
-    let mut permissions = std::fs::metadata(root.join(".git/hooks/pre-commit")).expect("stat").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(root.join(".git/hooks/pre-commit"), permissions).expect("chmod");
+    // a hook script under git, under A's harness), installed by `keel hook install git`.
+    let installed = support::run(root, &["hook", "install", "git"], &[], "");
+    assert_eq!(support::code(&installed), 0, "{}", support::stderr(&installed));
     std::fs::write(root.join("src/b.rs"), "changed").expect("edit");
     git(root, &["add", "src/b.rs"]);
     let commit = |harness: &mut Harness| {
@@ -200,4 +194,39 @@ fn two_agents_in_two_git_worktrees_collide_on_the_same_repository_relative_file(
     assert!(reason.contains("src/a.rs"), "{reason}");
     assert_eq!(b.edit(worktree, "Edit", "src/b.rs"), Decision::Allow);
     let _ = std::fs::remove_dir_all(worktree);
+}
+
+#[test]
+fn installing_the_git_hook_is_idempotent_never_replaces_a_user_s_hook_and_uninstalls_only_its_own() {
+    let dir = repository();
+    let root = dir.path();
+    let hook = root.join(".git/hooks/pre-commit");
+    let run = |args: &[&str]| support::run(root, args, &[], "");
+    let status = run(&["hook", "status"]);
+    assert!(support::stdout(&status).contains("git: not installed"), "{}", support::stdout(&status));
+    let dry = run(&["hook", "install", "git", "--dry-run"]);
+    assert_eq!(support::code(&dry), 0);
+    assert!(!hook.exists(), "a dry run writes nothing");
+    assert_eq!(support::code(&run(&["hook", "install", "git"])), 0);
+    let first = std::fs::read(&hook).expect("installed");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&hook).expect("stat").permissions());
+    assert_eq!(mode & 0o111, 0o111, "executable");
+    let again = run(&["hook", "install", "git"]);
+    assert!(support::stdout(&again).contains("nothing to change"), "{}", support::stdout(&again));
+    assert_eq!(std::fs::read(&hook).expect("still there"), first, "twice changes nothing");
+    assert!(support::stdout(&run(&["hook", "status"])).contains("git: installed"));
+    assert_eq!(support::code(&run(&["hook", "uninstall", "git"])), 0);
+    assert!(!hook.exists(), "removed");
+
+    std::fs::write(&hook, "#!/bin/sh\necho the user's own hook\n").expect("a user's hook");
+    let refused = run(&["hook", "install", "git"]);
+    assert_eq!(support::code(&refused), 1, "{}", support::stderr(&refused));
+    assert_eq!(
+        std::fs::read_to_string(&hook).expect("kept"),
+        "#!/bin/sh\necho the user's own hook\n",
+        "never replaced"
+    );
+    let refused = run(&["hook", "uninstall", "git"]);
+    assert_eq!(support::code(&refused), 1);
+    assert!(hook.exists(), "a hook keel did not write is never removed");
 }
