@@ -118,6 +118,10 @@ fn the_story_agents_edits_are_leased_denied_released_and_a_commit_is_guarded() {
     let Decision::Deny(reason) = b.edit(root, "Write", "src/a.rs") else { panic!("B may not edit A's file") };
     assert!(reason.contains(&format!("-{}", a.pid())) && reason.contains("src/a.rs"), "names A and the file: {reason}");
     assert!(reason.contains("other files") || reason.contains("retry"), "says what to do: {reason}");
+    assert!(
+        reason.contains("held since 20") && reason.contains("last sign of life 20"),
+        "since when, and the last sign of life: {reason}"
+    );
     assert_eq!(b.edit(root, "Edit", "src/b.rs"), Decision::Allow, "B edits another file");
     assert_eq!(a.edit(root, "MultiEdit", "src/a.rs"), Decision::Allow, "A's own lease covers its next edit");
     a.session_end(root);

@@ -109,11 +109,16 @@ pub fn pre_tool_use(
         match journal.acquire(&request) {
             Ok(AcquireOutcome::Acquire(_)) => leased.push(relative),
             Ok(AcquireOutcome::Refuse { decision, .. }) => {
-                return Ok(deny(
-                    &relative,
-                    &decision.reason,
-                    "work on other files for now, or wait and retry this edit later",
-                ));
+                // Since when the holder has held it, and its last sign of life, from its lease.
+                let times = decision.blocking.as_ref().and_then(|b| {
+                    let identity = Identity { loop_ts: b.loop_ts.clone(), lane: b.lane.clone() };
+                    journal.look(|state, _| state.lease(&identity).map(held_since)).ok().flatten()
+                });
+                let why = match times {
+                    Some(times) => format!("{}; {times}", decision.reason),
+                    None => decision.reason.clone(),
+                };
+                return Ok(deny(&relative, &why, "work on other files for now, or wait and retry this edit later"));
             }
             Err(JournalError::InvalidRequest(why)) => {
                 return Ok(deny(&relative, &why, "edit it under a path keel can lease"));
@@ -182,14 +187,22 @@ fn blocker(journal: &Journal, state: &LiveState, agent: &Agent, path: &str) -> O
             && Tree::from_json(lease.get("tree")).intersects(&wanted)
             && !journal.judge(lease).is_dead()
     })?;
-    let since = lease.get("acquired_at").and_then(Value::as_str).unwrap_or("?");
     Some(format!(
-        "{:?} holds {} (lane {:?}) since {since}, {}",
+        "{:?} holds {} (lane {:?}), {}, {}",
         holder(lease),
         lease.get("tree").map(ToString::to_string).unwrap_or_default(),
         identity.lane,
+        held_since(lease),
         journal.judge(lease)
     ))
+}
+
+/// "held since T, last sign of life U", from a lease's stamps.
+fn held_since(lease: &Object) -> String {
+    let stamp = |key: &str| lease.get(key).and_then(Value::as_str);
+    let since = stamp("acquired_at").unwrap_or("an unknown time");
+    let last = stamp("heartbeat_at").or(stamp("acquired_at")).unwrap_or("unknown");
+    format!("held since {since}, last sign of life {last}")
 }
 
 fn deny(path: &str, why: &str, what_to_do: &str) -> Verdict {

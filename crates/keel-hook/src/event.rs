@@ -175,6 +175,46 @@ mod tests {
         assert!(Dialect::ClaudeCode.parse(read).expect("an event").paths.is_empty(), "reads are no edit");
     }
 
+    /// Each dialect's events in the harness's documented shape (tests/data), and the answers the
+    /// harness reads back, pinned as goldens.
+    #[test]
+    fn documented_events_read_as_expected_and_answers_match_their_goldens() {
+        let events = [
+            (Dialect::ClaudeCode, include_str!("../tests/data/claude-code-edit.json")),
+            (Dialect::ClaudeCode, include_str!("../tests/data/claude-code-notebook.json")),
+            (Dialect::ClaudeCode, include_str!("../tests/data/claude-code-bash.json")),
+            (Dialect::Codex, include_str!("../tests/data/codex-apply-patch.json")),
+            (Dialect::Gemini, include_str!("../tests/data/gemini-write-file.json")),
+        ];
+        let read: Vec<String> = events
+            .iter()
+            .map(|(dialect, text)| {
+                let event = dialect.parse(text.as_bytes()).expect("a documented event reads");
+                let paths: Vec<String> = event.paths.iter().map(|p| p.display().to_string()).collect();
+                format!("{dialect:?} {}: shell {}, paths {paths:?}", event.tool, event.shell)
+            })
+            .collect();
+        insta::assert_snapshot!("events", read.join("\n"));
+        let verdicts = [
+            Verdict::Allow { note: None },
+            Verdict::Allow { note: Some("keel leased src/a.rs for you until your session ends".into()) },
+            Verdict::Deny {
+                reason: "keel: src/a.rs cannot be edited now: held by agent-b. Work on other files.".into(),
+            },
+        ];
+        let mut answers = Vec::new();
+        for dialect in [Dialect::ClaudeCode, Dialect::Codex, Dialect::Gemini] {
+            for verdict in &verdicts {
+                let (answer, code) = dialect.render(verdict);
+                answers.push(format!(
+                    "{dialect:?} {verdict:?} -> exit {code}, {}",
+                    answer.unwrap_or_else(|| "(silence)".into())
+                ));
+            }
+        }
+        insta::assert_snapshot!("answers", answers.join("\n"));
+    }
+
     #[test]
     fn malformed_truncated_and_huge_events_are_errors_never_panics() {
         for bad in [&b"{\"tool_name\": "[..], b"[1, 2]", b"", b"\xff\xfe"] {
