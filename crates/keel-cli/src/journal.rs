@@ -79,16 +79,18 @@ fn quoted(raw: &Value) -> String {
     raw.to_string()
 }
 
-/// Why a damaged line that parses is damage anyway (a CHECKPOINT of a shape nobody writes), as
-/// ` (reason)`; empty for a line that does not parse.
-fn why_damaged(raw: &Value) -> String {
-    let Some(text) = raw.as_str() else { return String::new() };
-    match keel_kernel::line::classify_text(text) {
-        LineClass::Record(record) => {
-            keel_kernel::record::malformed(&record).map_or_else(String::new, |why| format!(" ({why})"))
-        }
-        _ => String::new(),
+/// Why a damaged line that parses is damage anyway (a record no keel writes); `None` for a line
+/// that does not parse.
+fn why_damaged(raw: &Value) -> Option<&'static str> {
+    match keel_kernel::line::classify_text(raw.as_str()?) {
+        LineClass::Record(record) => keel_kernel::record::malformed(&record),
+        _ => None,
     }
+}
+
+/// ` (why)` for a line [`why_damaged`] explains, else nothing.
+fn in_parentheses(why: Option<&str>) -> String {
+    why.map_or_else(String::new, |why| format!(" ({why})"))
 }
 
 /// Most colliding pairs `verify` lists.
@@ -184,7 +186,10 @@ pub fn run(
                 for sentinel in &lines {
                     let number = sentinel.get("_line").and_then(Value::as_u64).map_or(0, |l| l + 1);
                     let raw = sentinel.get("_raw").unwrap_or(&Value::Null);
-                    print_line(&mut out, &format!("line {number}: {}{}", quoted(raw), why_damaged(raw)))?;
+                    print_line(
+                        &mut out,
+                        &format!("line {number}: {}{}", quoted(raw), in_parentheses(why_damaged(raw))),
+                    )?;
                 }
                 let verdict = match raised {
                     Some((from, to)) => format!(
@@ -282,11 +287,10 @@ fn verify(out: &mut impl Write, path: &Path, as_json: bool) -> Result<Status, Fa
         .map(|sentinel| {
             let index = sentinel.get("_line").and_then(Value::as_u64);
             let reviewed = state.is_excused(sentinel);
-            let why = sentinel.get("_raw").map(why_damaged).unwrap_or_default();
-            let why = why.trim_start_matches(" (").trim_end_matches(')');
+            let why = sentinel.get("_raw").and_then(why_damaged);
             json!({"line_number": index.map(|i| i + 1), "line_index": index, "raw": sentinel.get("_raw"), "reviewed": reviewed,
                    "bytes": sentinel.get("_bytes"),
-                   "why": if why.is_empty() { Value::Null } else { Value::from(why) }})
+                   "why": why})
         })
         .collect();
     // Two live leases whose regions collide: the arbiter never admits that, so it is damage.
@@ -326,7 +330,7 @@ fn verify(out: &mut impl Write, path: &Path, as_json: bool) -> Result<Status, Fa
         ];
         for bad in &corrupt {
             let reviewed = if bad["reviewed"] == true { " (reviewed)" } else { "" };
-            let why = bad["why"].as_str().map_or_else(String::new, |why| format!(" ({why})"));
+            let why = in_parentheses(bad["why"].as_str());
             report.push(format!("  line {}{reviewed}: {}{why}", bad["line_number"], bad["raw"]));
         }
         if !collisions.is_empty() {

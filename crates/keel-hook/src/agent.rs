@@ -57,7 +57,7 @@ impl Agent {
 /// with its name.
 fn harness_of(mut pid: u32, wrappers: &[&str]) -> Option<(u32, String)> {
     for _ in 0..ANCESTORS_MAX {
-        let (name, parent) = name_and_parent(pid)?;
+        let keel_fs::lock::ProcStat { name, parent, .. } = keel_fs::lock::process_stat(pid)?;
         let passed = SHELLS.contains(&name.as_str()) || wrappers.contains(&name.as_str());
         if !passed || parent <= 1 {
             return Some((pid, name));
@@ -65,15 +65,6 @@ fn harness_of(mut pid: u32, wrappers: &[&str]) -> Option<(u32, String)> {
         pid = parent;
     }
     None
-}
-
-/// A process's name (`/proc/<pid>/stat`'s second field) and its parent's pid.
-fn name_and_parent(pid: u32) -> Option<(String, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (head, rest) = stat.rsplit_once(')')?;
-    let name = head.split_once('(')?.1.to_owned();
-    let parent = rest.split_whitespace().nth(1)?.parse().ok()?;
-    Some((name, parent))
 }
 
 #[cfg(test)]

@@ -62,13 +62,8 @@ fn group_runs(pgid: u32) -> bool {
     }
     let Ok(entries) = std::fs::read_dir("/proc") else { return true };
     entries.flatten().any(|entry| {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { return false };
-        let Some((_, rest)) = stat.rsplit_once(')') else { return false };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let _parent = fields.next();
-        let member = fields.next().and_then(|g| g.parse::<u32>().ok()) == Some(pgid);
-        member && state != Some("Z")
+        let pid = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok());
+        pid.and_then(keel_fs::lock::process_stat).is_some_and(|stat| stat.group == pgid && !stat.ended)
     })
 }
 

@@ -174,17 +174,8 @@ pub enum Decision {
 /// ([`tree::misspelling`]: a backslash, white space at either end, a control character, a `.`
 /// or empty segment). Nothing is normalised on one side only.
 pub fn canonical_path(path: &str) -> Result<String, &'static str> {
-    if path.is_empty() {
-        return Err("empty path");
-    }
-    if path.contains('\0') {
-        return Err("path contains a NUL byte");
-    }
-    if path.starts_with('/') {
-        return Err("absolute path");
-    }
-    if path.split('/').any(|part| part == "..") {
-        return Err("path contains `..`");
+    if let Some(why) = escape(path) {
+        return Err(why);
     }
     if path.ends_with('/') {
         return Err("path names a directory, not a file");
@@ -193,6 +184,23 @@ pub fn canonical_path(path: &str) -> Result<String, &'static str> {
         return Err(why);
     }
     Ok(path.to_owned())
+}
+
+/// Why `path` leaves the workspace or names nothing, if it does: empty, a NUL byte, absolute, or
+/// a `..` component. (A spelling that stays inside but is not its region's is
+/// [`tree::misspelling`].)
+pub fn escape(path: &str) -> Option<&'static str> {
+    if path.is_empty() {
+        Some("empty path")
+    } else if path.contains('\0') {
+        Some("path contains a NUL byte")
+    } else if path.starts_with('/') {
+        Some("absolute path")
+    } else if path.split('/').any(|part| part == "..") {
+        Some("path contains `..`")
+    } else {
+        None
+    }
 }
 
 /// Whether a tree entry's region contains every path the path region could name.

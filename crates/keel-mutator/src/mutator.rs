@@ -312,8 +312,7 @@ fn refuse_damage(index: &Index, log_path: &Path) -> Result<(), MutateError> {
 /// naming it, since the file system would use another path than the gate judged; an escape
 /// (absolute, `..`) is the gate's refusal.
 fn gate_path(path: &str) -> Result<Result<String, Outcome>, MutateError> {
-    let escapes = path.contains('\0') || path.starts_with('/') || path.split('/').any(|part| part == "..");
-    if let Some(reason) = keel_kernel::tree::misspelling(path).filter(|_| !escapes) {
+    if let Some(reason) = keel_kernel::tree::misspelling(path).filter(|_| gate::escape(path).is_none()) {
         return Err(MutateError::InvalidRequest { what: format!("path {path:?}"), reason });
     }
     Ok(gate::canonical_path(path).map_err(|detail| forbidden_escape(path, detail)))

@@ -116,18 +116,42 @@ pub fn is_stale(acquired_unix_s: u64, ttl_s: u64, now_unix_s: u64) -> bool {
     now_unix_s.saturating_sub(acquired_unix_s) > ttl_s
 }
 
-/// The start time of process `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`),
-/// which with the pid names one process even after the pid is reused; `None` when no such
-/// process runs (none has the pid, or it ended and waits to be reaped: a zombie holds nothing).
-pub fn process_start_ticks(pid: u32) -> Option<u64> {
+/// What `/proc/<pid>/stat` says of a process: the one reader of that file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Its command name (field 2).
+    pub name: String,
+    /// Whether it has ended and waits to be reaped (state `Z`, `X`): it runs nothing.
+    pub ended: bool,
+    /// Its parent's pid.
+    pub parent: u32,
+    /// Its process group.
+    pub group: u32,
+    /// Its start time in clock ticks since boot (field 22): with the pid, it names one process
+    /// even after the pid is reused.
+    pub start_ticks: u64,
+}
+
+/// `/proc/<pid>/stat` read, if there is such a process (Linux).
+pub fn process_stat(pid: u32) -> Option<ProcStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces or parentheses itself.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after_name.split_whitespace();
-    if matches!(fields.next(), Some("Z" | "X" | "x")) {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
+    // The command name is in parentheses and may hold spaces or parentheses itself.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_owned();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(ProcStat {
+        name,
+        ended: matches!(fields.first(), Some(&("Z" | "X" | "x"))),
+        parent: fields.get(1)?.parse().ok()?,
+        group: fields.get(2)?.parse().ok()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// The start time of process `pid` ([`ProcStat::start_ticks`]); `None` when no such process
+/// runs (none has the pid, or it ended and waits to be reaped: a zombie holds nothing).
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    process_stat(pid).filter(|stat| !stat.ended).map(|stat| stat.start_ticks)
 }
 
 /// The system clock in seconds since the Unix epoch (0 if the clock is before 1970).

@@ -27,7 +27,8 @@ mod sidecar;
 
 pub use exclusive::{CLAIM_TTL_S, ExclusiveFileLock};
 pub use holder::{
-    HOLDER_BODY_BYTES_MAX, Holder, OWNER_BYTES_MAX, Release, host_name, is_stale, process_start_ticks, unix_now_s,
+    HOLDER_BODY_BYTES_MAX, Holder, OWNER_BYTES_MAX, ProcStat, Release, host_name, is_stale, process_start_ticks,
+    process_stat, unix_now_s,
 };
 pub use kernel::{KernelLock, LOCK_POLL_BACKOFF_MS_MAX, ReusableLock, ReusableLockGuard};
 pub use sidecar::{HOLDER_FILE_NAME, SidecarDirLock};
