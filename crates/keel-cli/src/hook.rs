@@ -25,6 +25,8 @@ pub enum DialectArg {
     Codex,
     /// Gemini CLI.
     Gemini,
+    /// Cursor.
+    Cursor,
 }
 
 impl DialectArg {
@@ -33,6 +35,7 @@ impl DialectArg {
             Self::ClaudeCode => Dialect::ClaudeCode,
             Self::Codex => Dialect::Codex,
             Self::Gemini => Dialect::Gemini,
+            Self::Cursor => Dialect::Cursor,
         }
     }
 }
@@ -145,7 +148,7 @@ fn tool_event(location: &Location, dialect: Dialect, phase: Phase) -> Result<u8,
     let agent = Agent::of_this_hook(&[]);
     match phase {
         Phase::Pre => {
-            let rules = Rules { auto_lease: policy.auto_lease, require_lease: policy.require_lease };
+            let rules = Rules::of(&policy);
             let verdict = decide::pre_tool_use(&journal, &workspace, &agent, &event, rules).map_err(keel_failed)?;
             let (answer, code) = dialect.render(&verdict);
             if let Some(answer) = answer {

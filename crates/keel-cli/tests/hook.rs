@@ -48,12 +48,20 @@ impl Harness {
 
     /// A Claude Code `PreToolUse` event for an edit tool on `file`.
     fn edit(&mut self, root: &Path, tool: &str, file: &str) -> Decision {
-        let path = root.join(file);
+        let path = root.join(file).display().to_string();
+        self.pre_tool_use(root, tool, &json!({"file_path": path, "old_string": "a", "new_string": "b"}))
+    }
+
+    /// A Claude Code `PreToolUse` event for the Bash tool running `command` in `root`.
+    fn bash(&mut self, root: &Path, command: &str) -> Decision {
+        self.pre_tool_use(root, "Bash", &json!({"command": command, "description": "a command"}))
+    }
+
+    fn pre_tool_use(&mut self, root: &Path, tool: &str, input: &Value) -> Decision {
         let event = json!({
             "session_id": format!("session-{}", self.child.id()), "transcript_path": "/tmp/t.jsonl",
             "cwd": root.display().to_string(), "hook_event_name": "PreToolUse", "tool_name": tool,
-            "tool_input": {"file_path": path.display().to_string(), "old_string": "a", "new_string": "b"},
-            "tool_use_id": "toolu_01",
+            "tool_input": input, "tool_use_id": "toolu_01",
         });
         let (code, stdout, stderr) = self.run(root, &["hook", "pre-tool-use"], &event.to_string());
         assert_eq!(code, 0, "{stdout} {stderr}");
@@ -123,6 +131,15 @@ fn the_story_agents_edits_are_leased_denied_released_and_a_commit_is_guarded() {
         "since when, and the last sign of life: {reason}"
     );
     assert_eq!(b.edit(root, "Edit", "src/b.rs"), Decision::Allow, "B edits another file");
+    let Decision::Deny(reason) = b.bash(root, "sed -i s/x/y/ src/a.rs") else {
+        panic!("B's shell command may not write A's file either")
+    };
+    assert!(reason.contains("src/a.rs") && reason.contains(&format!("-{}", a.pid())), "{reason}");
+    let Decision::Deny(reason) = b.bash(&root.join("src"), "cat b.rs | tee a.rs") else {
+        panic!("nor may a pipe into it from another directory")
+    };
+    assert!(reason.contains("src/a.rs"), "{reason}");
+    assert_eq!(b.bash(root, "grep -rn x src | head"), Decision::Allow, "reading is not keel's business");
     assert_eq!(a.edit(root, "MultiEdit", "src/a.rs"), Decision::Allow, "A's own lease covers its next edit");
     a.session_end(root);
     assert_eq!(b.edit(root, "Edit", "src/a.rs"), Decision::Allow, "released at A's session end");
@@ -233,4 +250,46 @@ fn installing_the_git_hook_is_idempotent_never_replaces_a_user_s_hook_and_uninst
     let refused = run(&["hook", "uninstall", "git"]);
     assert_eq!(support::code(&refused), 1);
     assert!(hook.exists(), "a hook keel did not write is never removed");
+}
+
+#[test]
+fn an_unreadable_shell_command_is_allowed_with_a_note_or_denied_by_policy_and_damage_denies_unless_allowed() {
+    let dir = repository();
+    let root = &std::fs::canonicalize(dir.path()).expect("canonical");
+    let event = |tool: &str, input: Value| {
+        let event = json!({"cwd": root.display().to_string(), "hook_event_name": "PreToolUse", "tool_name": tool,
+            "tool_input": input});
+        let out = support::run(root, &["hook", "pre-tool-use"], &[], &event.to_string());
+        assert_eq!(support::code(&out), 0, "{}", support::stderr(&out));
+        let answer = support::stdout(&out);
+        if answer.trim().is_empty() { Value::Null } else { serde_json::from_str(answer.trim()).expect("JSON") }
+    };
+    let policy = |text: &str| {
+        std::fs::create_dir_all(root.join(".keel")).expect(".keel");
+        std::fs::write(root.join(".keel/policy.toml"), text).expect("policy");
+    };
+    let generate = || event("Bash", json!({"command": "python3 gen.py > src/out.rs"}));
+    let warned = generate();
+    let note = warned["hookSpecificOutput"]["additionalContext"].as_str().unwrap_or_default();
+    assert!(warned["hookSpecificOutput"]["permissionDecision"].is_null(), "allowed: {warned}");
+    assert!(note.contains("`python3` may write any file") && note.contains("src/out.rs"), "leased and warned: {note}");
+    policy("bash = \"deny-unknown\"\n");
+    let denied = generate();
+    assert_eq!(denied["hookSpecificOutput"]["permissionDecision"], "deny", "{denied}");
+    policy("bash = \"allow\"\n");
+    let allowed = generate();
+    assert!(allowed.is_null(), "allowed silently (its file already leased): {allowed}");
+
+    // Unreviewed damage stops grants: an edit that needs a lease is denied, naming the damage.
+    let mut journal =
+        std::fs::OpenOptions::new().append(true).open(root.join(".keel/lane-journal.jsonl")).expect("journal");
+    writeln!(journal, "{{\"damaged").expect("damage");
+    let edit = || event("Write", json!({"file_path": root.join("src/b.rs").display().to_string()}));
+    let denied = edit();
+    let reason = denied["hookSpecificOutput"]["permissionDecisionReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("damaged") && reason.contains("line "), "{denied}");
+    policy("on_error = \"allow\"\n");
+    let allowed = edit();
+    assert!(allowed["hookSpecificOutput"]["permissionDecision"].is_null(), "{allowed}");
+    assert!(allowed["hookSpecificOutput"]["additionalContext"].as_str().is_some_and(|n| n.contains("damaged")));
 }

@@ -2,13 +2,14 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalError, Workspace};
+use keel_journal::{AcquireOutcome, AcquireRequest, BashRule, Journal, JournalError, OnError, Policy, Workspace};
 use keel_kernel::tree::{Region, Tree};
 use keel_kernel::{Identity, LiveState, Object};
 use serde_json::Value;
 
 use crate::agent::Agent;
 use crate::event::Event;
+use crate::shell;
 
 /// The lane prefix of the automatic leases: one exclusive lease per file, on lane `edit:<path>`.
 pub const AUTO_LANE_PREFIX: &str = "edit:";
@@ -37,11 +38,27 @@ pub struct Rules {
     pub auto_lease: bool,
     /// Deny an edit of a file the agent holds no lease on (for fleets that plan regions).
     pub require_lease: bool,
+    /// What a shell command whose writes keel cannot read gets.
+    pub bash: BashRule,
+    /// What an edit that needs a lease gets while the journal grants none.
+    pub on_error: OnError,
 }
 
 impl Default for Rules {
     fn default() -> Self {
-        Self { auto_lease: true, require_lease: false }
+        Self::of(&Policy::default())
+    }
+}
+
+impl Rules {
+    /// The rules a workspace's policy sets.
+    pub fn of(policy: &Policy) -> Self {
+        Self {
+            auto_lease: policy.auto_lease,
+            require_lease: policy.require_lease,
+            bash: policy.bash,
+            on_error: policy.on_error,
+        }
     }
 }
 
@@ -53,16 +70,33 @@ pub fn pre_tool_use(
     event: &Event,
     rules: Rules,
 ) -> Result<Verdict, JournalError> {
-    if event.shell {
-        return Ok(Verdict::Allow {
-            note: Some(
-                "keel does not check the files a shell command writes yet; edit files with the edit tools".into(),
-            ),
-        });
-    }
     let cwd = event.cwd.clone().unwrap_or_else(|| workspace.checkout().to_owned());
+    let mut notes = Vec::new();
+    let mut paths = event.paths.clone();
+    if let Some(command) = &event.command {
+        let footprint = shell::footprint(command, &cwd);
+        paths = footprint.writes;
+        if let Some(why) = footprint.unknown {
+            match rules.bash {
+                BashRule::DenyUnknown => {
+                    return Ok(Verdict::Deny {
+                        reason: format!(
+                            "keel: this workspace allows no shell command whose writes keel cannot tell ({why}). \
+                             Change files with the edit tools, or with a command whose writes are literal paths \
+                             (a redirection, sed -i, rm, mv, cp)."
+                        ),
+                    });
+                }
+                BashRule::Warn => notes.push(format!(
+                    "keel could not tell every file this command writes ({why}), so it was not checked against \
+                     other agents' leases; change files with the edit tools where you can."
+                )),
+                BashRule::Allow => {}
+            }
+        }
+    }
     let mut leased = Vec::new();
-    for path in &event.paths {
+    for path in &paths {
         // Paths outside the workspace are not keel's business.
         let Some(relative) = relative_to(workspace.checkout(), &cwd.join(path)) else { continue };
         // One look at the live state, copying no lease and judging only those that matter:
@@ -89,12 +123,19 @@ pub fn pre_tool_use(
             continue;
         }
         if let Some(stopped) = &grants_stopped {
+            let damage = format!(
+                "line {} of the lease journal is damaged and unreviewed, so keel grants no lease until an operator \
+                 reviews it",
+                stopped.line_number
+            );
+            if rules.on_error == OnError::Allow {
+                notes.push(format!("keel did not check {relative} against other agents' leases: {damage}."));
+                continue;
+            }
             return Ok(Verdict::Deny {
                 reason: format!(
-                    "keel: no lease can be granted for {relative}: line {} of the lease journal is damaged and \
-                     unreviewed. Edits that need a lease are stopped until an operator reviews it; tell the user, \
-                     and work on files you already hold meanwhile.",
-                    stopped.line_number
+                    "keel: {relative} cannot be edited now: {damage}. Tell the user, and work on files you already \
+                     hold meanwhile."
                 ),
             });
         }
@@ -126,10 +167,10 @@ pub fn pre_tool_use(
             Err(error) => return Err(error),
         }
     }
-    Ok(Verdict::Allow {
-        note: (!leased.is_empty())
-            .then(|| format!("keel leased {} for you until your session ends", leased.join(", "))),
-    })
+    if !leased.is_empty() {
+        notes.insert(0, format!("keel leased {} for you until your session ends.", leased.join(", ")));
+    }
+    Ok(Verdict::Allow { note: (!notes.is_empty()).then(|| notes.join(" ")) })
 }
 
 /// After a tool call: beats the agent's automatic leases (coalesced). Returns how many are live.

@@ -20,6 +20,9 @@ pub enum Dialect {
     Codex,
     /// Gemini CLI: `write_file` and `replace` with `file_path`; a deny is `{"decision": "deny"}`.
     Gemini,
+    /// Cursor: `Write`, `StrReplace`, `Delete`, `EditNotebook` with `path`, `Shell`, and
+    /// `beforeShellExecution`'s top-level `command`; a deny is `{"permission": "deny"}`.
+    Cursor,
 }
 
 /// Why an event could not be read. The hook answers it with exit 2 and this one line, which
@@ -41,24 +44,33 @@ pub struct Event {
     pub tool: String,
     /// The files the call would write (absolute, or relative to `cwd`).
     pub paths: Vec<PathBuf>,
-    /// Whether the tool is a shell, whose footprint keel does not read yet.
-    pub shell: bool,
+    /// The command line, if the tool is a shell (what it writes is read from it).
+    pub command: Option<String>,
     /// The harness's working directory for the call.
     pub cwd: Option<PathBuf>,
     /// The harness's session id, recorded with the leases it takes.
     pub session_id: Option<String>,
 }
 
-/// The file-editing tools, with the `tool_input` members that name their file.
-const EDIT_TOOLS: [(&str, &str); 6] = [
-    ("Write", "file_path"),
-    ("Edit", "file_path"),
-    ("MultiEdit", "file_path"),
-    ("NotebookEdit", "notebook_path"),
-    ("write_file", "file_path"),
-    ("replace", "file_path"),
+/// The file-editing tools of every dialect (their names do not collide).
+const EDIT_TOOLS: [&str; 11] = [
+    "Write",
+    "Edit",
+    "MultiEdit",
+    "NotebookEdit",
+    "write_file",
+    "replace",
+    "StrReplace",
+    "Delete",
+    "EditNotebook",
+    "apply_patch",
+    "ApplyPatch",
 ];
-const SHELL_TOOLS: [&str; 3] = ["Bash", "run_shell_command", "shell"];
+/// The `tool_input` members that name an edit tool's file, tried in order.
+const PATH_MEMBERS: [&str; 3] = ["file_path", "notebook_path", "path"];
+const SHELL_TOOLS: [&str; 4] = ["Bash", "run_shell_command", "shell", "Shell"];
+/// The `tool_input` members that name the directory a shell command runs in, if not `cwd`.
+const SHELL_DIR_MEMBERS: [&str; 2] = ["dir_path", "working_directory"];
 /// The lines of an `apply_patch` patch that name a file it writes.
 const PATCH_HEADERS: [&str; 4] = ["*** Add File: ", "*** Update File: ", "*** Delete File: ", "*** Move to: "];
 
@@ -69,6 +81,7 @@ impl Dialect {
             "claude-code" => Some(Self::ClaudeCode),
             "codex" => Some(Self::Codex),
             "gemini" => Some(Self::Gemini),
+            "cursor" => Some(Self::Cursor),
             _ => None,
         }
     }
@@ -84,26 +97,40 @@ impl Dialect {
         let tool = text("tool_name").unwrap_or_default();
         let input = event.get("tool_input").cloned().unwrap_or(Value::Null);
         let mut paths = Vec::new();
-        if let Some((_, member)) = EDIT_TOOLS.iter().find(|(name, _)| *name == tool) {
-            paths.extend(input.get(member).and_then(Value::as_str).map(PathBuf::from));
-        } else if tool == "apply_patch" || mentions_patch(&input) {
+        let patch = tool.eq_ignore_ascii_case("apply_patch") || mentions_patch(&input);
+        if patch {
             patch_paths(&input, &mut paths);
+        } else if EDIT_TOOLS.contains(&tool.as_str()) {
+            let member = PATH_MEMBERS.iter().find_map(|m| input.get(m).and_then(Value::as_str));
+            paths.extend(member.map(PathBuf::from));
         }
-        Ok(Event {
-            shell: SHELL_TOOLS.contains(&tool.as_str()),
-            tool,
-            paths,
-            cwd: text("cwd").map(PathBuf::from),
-            session_id: text("session_id"),
-        })
+        // The directory the harness works in: `cwd`, else the first workspace root (Cursor).
+        let workspace_root = event.get("workspace_roots").and_then(|r| r.get(0)).and_then(Value::as_str);
+        let mut cwd = text("cwd").or_else(|| workspace_root.map(str::to_owned)).map(PathBuf::from);
+        let command = if SHELL_TOOLS.contains(&tool.as_str()) {
+            let dir = SHELL_DIR_MEMBERS.iter().find_map(|m| input.get(m).and_then(Value::as_str));
+            if let Some(dir) = dir {
+                cwd = Some(cwd.map_or_else(|| PathBuf::from(dir), |cwd| cwd.join(dir)));
+            }
+            Some(shell_command(&input))
+        } else if tool.is_empty()
+            && event.get("hook_event_name").and_then(Value::as_str) == Some("beforeShellExecution")
+        {
+            Some(text("command").unwrap_or_default())
+        } else {
+            None
+        };
+        Ok(Event { command, tool, paths, cwd, session_id: text("session_id").or_else(|| text("conversation_id")) })
     }
 
     /// What the hook prints and its exit status, for `verdict`.
     pub fn render(self, verdict: &Verdict) -> (Option<String>, u8) {
         match (self, verdict) {
             // Silence: the harness goes on as it would without keel (its own rules still apply).
-            // Gemini's fields for a note are unverified: an allow stays silence there.
-            (_, Verdict::Allow { note: None }) | (Self::Gemini, Verdict::Allow { note: Some(_) }) => (None, 0),
+            // Gemini's and Cursor's fields for a note on an allow are unverified: silence there.
+            (_, Verdict::Allow { note: None }) | (Self::Gemini | Self::Cursor, Verdict::Allow { note: Some(_) }) => {
+                (None, 0)
+            }
             (Self::ClaudeCode | Self::Codex, Verdict::Allow { note: Some(note) }) => {
                 let answer = serde_json::json!({"hookSpecificOutput": {
                     "hookEventName": "PreToolUse", "additionalContext": note,
@@ -119,8 +146,31 @@ impl Dialect {
             (Self::Gemini, Verdict::Deny { reason }) => {
                 (Some(serde_json::json!({"decision": "deny", "reason": reason}).to_string()), 0)
             }
+            (Self::Cursor, Verdict::Deny { reason }) => {
+                let answer = serde_json::json!({"permission": "deny", "user_message": reason, "agent_message": reason});
+                (Some(answer.to_string()), 0)
+            }
         }
     }
+}
+
+/// A shell tool's command line: `command` as a string, or as an argument vector (Codex's
+/// `["bash", "-lc", "SCRIPT"]`), joined with the quoting a shell reads back.
+fn shell_command(input: &Value) -> String {
+    match input.get("command").or_else(|| input.get("cmd")) {
+        Some(Value::String(line)) => line.clone(),
+        Some(Value::Array(argv)) => {
+            let argv: Vec<&str> = argv.iter().filter_map(Value::as_str).collect();
+            argv.iter().map(|arg| quoted(arg)).collect::<Vec<_>>().join(" ")
+        }
+        _ => String::new(),
+    }
+}
+
+/// `arg` as one shell word.
+fn quoted(arg: &str) -> String {
+    let plain = !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if plain { arg.to_owned() } else { format!("'{}'", arg.replace('\'', "'\\''")) }
 }
 
 fn mentions_patch(input: &Value) -> bool {
@@ -185,13 +235,25 @@ mod tests {
             (Dialect::ClaudeCode, include_str!("../tests/data/claude-code-bash.json")),
             (Dialect::Codex, include_str!("../tests/data/codex-apply-patch.json")),
             (Dialect::Gemini, include_str!("../tests/data/gemini-write-file.json")),
+            (Dialect::Gemini, include_str!("../tests/data/gemini-shell.json")),
+            (Dialect::Codex, include_str!("../tests/data/codex-bash.json")),
+            (Dialect::Cursor, include_str!("../tests/data/cursor-str-replace.json")),
+            (Dialect::Cursor, include_str!("../tests/data/cursor-shell.json")),
+            (Dialect::Cursor, include_str!("../tests/data/cursor-before-shell-execution.json")),
         ];
         let read: Vec<String> = events
             .iter()
             .map(|(dialect, text)| {
                 let event = dialect.parse(text.as_bytes()).expect("a documented event reads");
                 let paths: Vec<String> = event.paths.iter().map(|p| p.display().to_string()).collect();
-                format!("{dialect:?} {}: shell {}, paths {paths:?}", event.tool, event.shell)
+                let cwd = event.cwd.clone().unwrap_or_default();
+                let writes = event.command.as_deref().map(|c| crate::shell::footprint(c, &cwd).writes);
+                format!(
+                    "{dialect:?} {:?} in {}: paths {paths:?}, command {:?} writes {writes:?}",
+                    event.tool,
+                    cwd.display(),
+                    event.command
+                )
             })
             .collect();
         insta::assert_snapshot!("events", read.join("\n"));
@@ -203,7 +265,7 @@ mod tests {
             },
         ];
         let mut answers = Vec::new();
-        for dialect in [Dialect::ClaudeCode, Dialect::Codex, Dialect::Gemini] {
+        for dialect in [Dialect::ClaudeCode, Dialect::Codex, Dialect::Gemini, Dialect::Cursor] {
             for verdict in &verdicts {
                 let (answer, code) = dialect.render(verdict);
                 answers.push(format!(

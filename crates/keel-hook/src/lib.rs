@@ -16,10 +16,12 @@
 //!   ([`decide::session_end`]) or its process is gone past the grace.
 //! - [`Dialect::render`] prints the verdict the way the harness reads it.
 //!
+//! - [`shell::footprint`] reads the files a shell command writes from its syntax tree; a command
+//!   keel cannot read follows policy `bash` (warn, deny-unknown, allow).
+//!
 //! # Limitations
-//! - A Bash command's footprint is not analysed yet: it is allowed, with a note.
-//! - Codex's `apply_patch` input shape is unverified: every string in its input is read for patch
-//!   headers (`*** Update File: PATH` and the like).
+//! - Cursor's edit tools are read by the names and `path` member other projects' parsers of its
+//!   payloads use; Cursor's docs name only `Write` and `Delete`.
 
 //! # Example
 //! ```
@@ -37,6 +39,7 @@
 pub mod agent;
 pub mod decide;
 pub mod event;
+pub mod shell;
 
 pub use agent::Agent;
 pub use decide::Verdict;

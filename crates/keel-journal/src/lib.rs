@@ -35,7 +35,7 @@ pub mod read;
 pub mod service;
 pub mod workspace;
 
-pub use policy::{Policy, PolicyError};
+pub use policy::{BashRule, OnError, Policy, PolicyError};
 pub use read::{ReadOutcome, replay_from, replay_path};
 pub use service::{
     Accepted, AcquireOutcome, AcquireRequest, Adopted, Beat, Clock, Compaction, Grant, HolderPid, Journal,

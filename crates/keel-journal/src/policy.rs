@@ -63,6 +63,36 @@ pub struct Policy {
     pub auto_lease: bool,
     /// `keel hook`: deny an edit of a file the agent holds no lease on.
     pub require_lease: bool,
+    /// `keel hook`: what a shell command whose writes keel cannot read gets.
+    pub bash: BashRule,
+    /// `keel hook`: what an edit that needs a lease gets while the journal grants none (damage
+    /// awaiting review).
+    pub on_error: OnError,
+}
+
+/// What `keel hook` does with a shell command whose footprint it cannot read (another program,
+/// a computed path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BashRule {
+    /// Allowed, with a note to the agent that keel did not check it.
+    #[default]
+    Warn,
+    /// Denied, with the reason.
+    DenyUnknown,
+    /// Allowed silently.
+    Allow,
+}
+
+/// What `keel hook` does with an edit that needs a lease while the journal grants none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Denied, naming the damage (fails closed).
+    #[default]
+    Deny,
+    /// Allowed without a lease, with a note (fails open).
+    Allow,
 }
 
 impl Default for Policy {
@@ -83,6 +113,8 @@ impl Default for Policy {
             heartbeat_coalesce_s: 0,
             auto_lease: true,
             require_lease: false,
+            bash: BashRule::default(),
+            on_error: OnError::default(),
         }
     }
 }
