@@ -7,10 +7,11 @@
 //! here, and a broken hook never stops an agent.
 
 use std::io::Read as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use keel_hook::decide::{self, Rules};
+use keel_hook::install::{Harness, Scope, State};
 use keel_hook::{Agent, Dialect, Event};
 use keel_journal::{Journal, Named, Policy, Workspace};
 use serde_json::Value;
@@ -60,31 +61,56 @@ pub enum HookCommand {
     },
     /// For git: refuse a commit whose staged paths intersect another owner's live lease.
     PreCommit,
-    /// Install keel's hook for a harness (only `git` so far: `.git/hooks/pre-commit`, or where
-    /// `core.hooksPath` points). Idempotent; an existing hook of the user's is never replaced.
+    /// Install keel's hooks in a harness's settings (`.claude/settings.json`, `.codex/config.toml`,
+    /// `.gemini/settings.json`, `.cursor/hooks.json`), or git's pre-commit hook (where
+    /// `core.hooksPath` points, if set). Idempotent; everything else in the file is kept, and a
+    /// hook of the user's is never replaced.
     Install {
         #[arg(value_enum)]
         target: Target,
-        /// Say what would change, change nothing.
+        /// The project's settings (under the workspace's root, checked in) or the user's (under
+        /// the home directory, for every project).
+        #[arg(long, value_enum, default_value = "project")]
+        scope: ScopeArg,
+        /// Print what would be written, change nothing.
         #[arg(long)]
         dry_run: bool,
     },
-    /// Remove keel's hook for a harness (never one keel did not write).
+    /// Remove keel's hooks from a harness's settings (never an entry keel did not write).
     Uninstall {
         #[arg(value_enum)]
         target: Target,
-        /// Say what would change, change nothing.
+        /// The project's settings or the user's.
+        #[arg(long, value_enum, default_value = "project")]
+        scope: ScopeArg,
+        /// Print what would be written, change nothing.
         #[arg(long)]
         dry_run: bool,
     },
-    /// Show, for each harness, whether keel's hook is installed.
+    /// Show, for each harness and scope, whether keel's hooks are installed.
     Status,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
+    /// Claude Code.
+    ClaudeCode,
+    /// OpenAI Codex CLI.
+    Codex,
+    /// Gemini CLI.
+    Gemini,
+    /// Cursor.
+    Cursor,
     /// git's pre-commit hook.
     Git,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScopeArg {
+    /// The project's settings file.
+    Project,
+    /// The user's settings file.
+    User,
 }
 
 /// The first line after the shebang of the pre-commit hook keel writes: how keel knows its own.
@@ -99,9 +125,18 @@ pub fn run(command: &HookCommand, location: &Location) -> Status {
         HookCommand::PostToolUse { dialect } => tool_event(location, dialect.dialect(), Phase::Post),
         HookCommand::SessionEnd { dialect } => tool_event(location, dialect.dialect(), Phase::End),
         HookCommand::PreCommit => pre_commit(location),
-        HookCommand::Install { target: Target::Git, dry_run } => install_git(*dry_run),
-        HookCommand::Uninstall { target: Target::Git, dry_run } => uninstall_git(*dry_run),
-        HookCommand::Status => status(),
+        HookCommand::Install { target: Target::Git, scope: ScopeArg::Project, dry_run } => install_git(*dry_run),
+        HookCommand::Uninstall { target: Target::Git, scope: ScopeArg::Project, dry_run } => uninstall_git(*dry_run),
+        HookCommand::Install { target: Target::Git, .. } | HookCommand::Uninstall { target: Target::Git, .. } => {
+            Err(Failed::Input("git's hooks are per repository: there is no --scope user for git".into()))
+        }
+        HookCommand::Install { target, scope, dry_run } => {
+            edit_settings(location, *target, *scope, *dry_run, Edit::Install)
+        }
+        HookCommand::Uninstall { target, scope, dry_run } => {
+            edit_settings(location, *target, *scope, *dry_run, Edit::Uninstall)
+        }
+        HookCommand::Status => status(location),
     };
     match outcome {
         Ok(0) => Status::Ok,
@@ -312,7 +347,24 @@ fn uninstall_git(dry_run: bool) -> Result<u8, Failed> {
     Ok(0)
 }
 
-fn status() -> Result<u8, Failed> {
+fn status(location: &Location) -> Result<u8, Failed> {
+    let program = keel_program()?;
+    for harness in Harness::ALL {
+        for scope in [Scope::Project, Scope::User] {
+            let Ok(path) = settings_path(location, harness, scope) else { continue };
+            let state = match read_settings(&path) {
+                Ok(None) => "not installed".to_owned(),
+                Ok(Some(text)) => match harness.state(&text, &program) {
+                    Ok(State::Installed) => "installed".to_owned(),
+                    Ok(State::Partial) => "partly installed, or for another keel binary (run install again)".to_owned(),
+                    Ok(State::Absent) => "not installed".to_owned(),
+                    Err(why) => format!("unreadable: {why}"),
+                },
+                Err(Failed::Input(why) | Failed::Keel(why)) => format!("unreadable: {why}"),
+            };
+            outln!("{} ({}): {state} ({})", harness.name(), scope_name(scope), path.display()).map_err(keel_failed)?;
+        }
+    }
     let line = match git_hook_path() {
         Ok(path) => match found(&path)? {
             Found::Absent => format!("git: not installed ({})", path.display()),
@@ -322,5 +374,142 @@ fn status() -> Result<u8, Failed> {
         Err(_) => "git: not in a git repository".to_owned(),
     };
     outln!("{line}").map_err(keel_failed)?;
+    Ok(0)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Edit {
+    Install,
+    Uninstall,
+}
+
+/// The largest settings file read.
+const SETTINGS_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+fn harness_of(target: Target) -> Option<Harness> {
+    match target {
+        Target::ClaudeCode => Some(Harness::ClaudeCode),
+        Target::Codex => Some(Harness::Codex),
+        Target::Gemini => Some(Harness::Gemini),
+        Target::Cursor => Some(Harness::Cursor),
+        Target::Git => None,
+    }
+}
+
+fn scope_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Project => "project",
+        Scope::User => "user",
+    }
+}
+
+/// The harness's settings file of `scope`: under the workspace's checkout, or the home directory.
+fn settings_path(location: &Location, harness: Harness, scope: Scope) -> Result<PathBuf, Failed> {
+    let project = match scope {
+        Scope::Project => {
+            let named = Named { root: location.root.as_deref(), journal: location.journal.as_deref() };
+            Workspace::locate(named, Path::new(".")).map_err(keel_failed)?.checkout().to_owned()
+        }
+        Scope::User => PathBuf::new(),
+    };
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    if scope == Scope::User && home.is_none() {
+        return Err(Failed::Input("HOME is not set: there is no user settings file to edit".into()));
+    }
+    let codex_home = std::env::var_os("CODEX_HOME").map(PathBuf::from);
+    Ok(harness.settings(scope, &project, &home.unwrap_or_default(), codex_home.as_deref()))
+}
+
+/// The settings file's text, `None` if there is none.
+fn read_settings(path: &Path) -> Result<Option<String>, Failed> {
+    let failed = |e: std::io::Error| keel_failed(format!("reading {}: {e}", path.display()));
+    let meta = match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        other => other.map_err(failed)?,
+    };
+    if meta.len() > SETTINGS_BYTES_MAX {
+        return Err(keel_failed(format!(
+            "{}: {} bytes, over the {SETTINGS_BYTES_MAX} keel reads; left as it is",
+            path.display(),
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(failed)?;
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| keel_failed(format!("{}: not UTF-8 text; left as it is", path.display())))
+}
+
+/// How a harness runs keel: `keel` when the `keel` on `PATH` is this binary, else this binary's
+/// absolute path, quoted for the shell.
+fn keel_program() -> Result<String, Failed> {
+    let this = std::env::current_exe().map_err(|e| keel_failed(format!("finding keel: {e}")))?;
+    let this = std::fs::canonicalize(&this).unwrap_or(this);
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path).map(|dir| dir.join("keel")).find(|candidate| candidate.is_file())
+    });
+    if on_path.and_then(|p| std::fs::canonicalize(p).ok()).is_some_and(|p| p == this) {
+        return Ok("keel".to_owned());
+    }
+    Ok(format!("'{}'", this.display().to_string().replace('\'', "'\\''")))
+}
+
+fn edit_settings(
+    location: &Location,
+    target: Target,
+    scope: ScopeArg,
+    dry_run: bool,
+    edit: Edit,
+) -> Result<u8, Failed> {
+    let harness = harness_of(target).ok_or_else(|| Failed::Input("git is not a harness".into()))?;
+    let scope = match scope {
+        ScopeArg::Project => Scope::Project,
+        ScopeArg::User => Scope::User,
+    };
+    let path = settings_path(location, harness, scope)?;
+    let before = read_settings(&path)?;
+    if edit == Edit::Uninstall && before.is_none() {
+        outln!("{}: no such file; nothing to remove", path.display()).map_err(keel_failed)?;
+        return Ok(0);
+    }
+    let text = before.clone().unwrap_or_default();
+    let edited = match edit {
+        Edit::Install => harness.install(&text, &keel_program()?),
+        Edit::Uninstall => harness.uninstall(&text),
+    };
+    let after = match edited {
+        Ok(after) => after,
+        Err(why) => {
+            eprintln!("keel hook: {}: {why}; left as it is", path.display());
+            return Ok(1);
+        }
+    };
+    let name = harness.name();
+    if before.as_deref() == Some(after.as_str()) {
+        let state = if edit == Edit::Install { "installed" } else { "not installed" };
+        outln!("{}: keel's hooks for {name} are {state}; nothing to change", path.display()).map_err(keel_failed)?;
+        return Ok(0);
+    }
+    if dry_run {
+        outln!("would write {}:\n{after}", path.display()).map_err(keel_failed)?;
+        return Ok(0);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| keel_failed(format!("creating {}: {e}", dir.display())))?;
+    }
+    let _report = keel_fs::write_atomic(&path, after.as_bytes()).map_err(keel_failed)?;
+    let done = if edit == Edit::Install { "installed" } else { "removed" };
+    outln!("{}: {done} keel's hooks for {name}", path.display()).map_err(keel_failed)?;
+    if edit == Edit::Install {
+        let next = match harness {
+            Harness::Codex => {
+                "Codex runs a new hook only once it is trusted: open /hooks in Codex and trust keel's hooks \
+                 (project hooks also need the project trusted)."
+            }
+            Harness::Cursor => "Cursor runs project hooks in a trusted workspace only.",
+            Harness::ClaudeCode | Harness::Gemini => "Agents started from now on run them.",
+        };
+        outln!("{next}").map_err(keel_failed)?;
+    }
     Ok(0)
 }

@@ -77,6 +77,17 @@ impl Harness {
         }
     }
 
+    /// Runs a command line as a settings file holds it, with `event` on its stdin.
+    fn run_line(&mut self, cwd: &Path, command: &str, event: &Value) -> (i64, String, String) {
+        let request = json!({"command": command, "stdin": event.to_string(), "cwd": cwd.display().to_string()});
+        writeln!(self.input, "{request}").expect("to the harness");
+        let mut line = String::new();
+        self.output.read_line(&mut line).expect("from the harness");
+        let answer: Value = serde_json::from_str(&line).expect("the harness answers JSON");
+        let text = |k: &str| answer[k].as_str().unwrap_or_default().to_owned();
+        (answer["code"].as_i64().unwrap_or(-1), text("stdout"), text("stderr"))
+    }
+
     fn session_end(&mut self, root: &Path) {
         let event = json!({"session_id": "s", "cwd": root.display().to_string(), "hook_event_name": "SessionEnd"});
         let (code, stdout, stderr) = self.run(root, &["hook", "session-end"], &event.to_string());
@@ -292,4 +303,123 @@ fn an_unreadable_shell_command_is_allowed_with_a_note_or_denied_by_policy_and_da
     let allowed = edit();
     assert!(allowed["hookSpecificOutput"]["permissionDecision"].is_null(), "{allowed}");
     assert!(allowed["hookSpecificOutput"]["additionalContext"].as_str().is_some_and(|n| n.contains("damaged")));
+}
+
+const CLAUDE_SETTINGS: &str = r#"{
+  // the team's settings, with a comment
+  "permissions": {"allow": ["Bash(cargo test:*)"]},
+  "hooks": {
+    "PreToolUse": [
+      {"matcher": "Bash", "hooks": [{"type": "command", "command": "./scripts/check-bash.sh"}]}
+    ]
+  },
+  "model": "opus"
+}
+"#;
+
+const CODEX_CONFIG: &str = r#"# Codex settings
+model = "gpt-5-codex"   # the model
+
+[[hooks.PreToolUse]]
+matcher = "^Bash$"
+
+[[hooks.PreToolUse.hooks]]
+type = "command"
+command = "python3 audit.py"   # the user's own
+"#;
+
+/// The command line keel installed for `PreToolUse` in `.claude/settings.json` or
+/// `.codex/config.toml`.
+fn installed_pre_tool_use(root: &Path, codex: bool) -> String {
+    let commands: Vec<String> = if codex {
+        let text = std::fs::read_to_string(root.join(".codex/config.toml")).expect("config");
+        let config: toml::Table = toml::from_str(&text).expect("TOML");
+        let groups = config["hooks"]["PreToolUse"].as_array().expect("groups").clone();
+        groups
+            .iter()
+            .flat_map(|g| g["hooks"].as_array().cloned().unwrap_or_default())
+            .filter_map(|h| h["command"].as_str().map(str::to_owned))
+            .collect()
+    } else {
+        let text = std::fs::read_to_string(root.join(".claude/settings.json")).expect("settings");
+        let text: String = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+        let settings: Value = serde_json::from_str(&text).expect("JSON once the comment is gone");
+        let groups = settings["hooks"]["PreToolUse"].as_array().expect("groups").clone();
+        groups
+            .iter()
+            .flat_map(|g| g["hooks"].as_array().cloned().unwrap_or_default())
+            .filter_map(|h| h["command"].as_str().map(str::to_owned))
+            .collect()
+    };
+    commands.into_iter().find(|c| c.contains("hook pre-tool-use")).expect("keel's entry")
+}
+
+#[test]
+fn installing_for_claude_code_and_codex_keeps_the_user_s_settings_and_the_installed_hook_decides() {
+    let dir = repository();
+    let root = &std::fs::canonicalize(dir.path()).expect("canonical");
+    let home = tempfile::tempdir().expect("home");
+    let env = [("HOME", home.path().to_str().expect("UTF-8"))];
+    let run = |args: &[&str]| support::run(root, args, &env, "");
+    std::fs::create_dir_all(root.join(".claude")).expect(".claude");
+    std::fs::create_dir_all(root.join(".codex")).expect(".codex");
+    for (target, file, before) in
+        [("claude-code", ".claude/settings.json", CLAUDE_SETTINGS), ("codex", ".codex/config.toml", CODEX_CONFIG)]
+    {
+        let path = root.join(file);
+        std::fs::write(&path, before).expect("the user's settings");
+        let dry = run(&["hook", "install", target, "--dry-run"]);
+        assert_eq!(support::code(&dry), 0, "{}", support::stderr(&dry));
+        assert!(support::stdout(&dry).contains("hook pre-tool-use"), "{}", support::stdout(&dry));
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), before, "a dry run changes nothing");
+        let installed = run(&["hook", "install", target]);
+        assert_eq!(support::code(&installed), 0, "{}", support::stderr(&installed));
+        let after = std::fs::read_to_string(&path).expect("read");
+        let mut lines = after.lines();
+        for line in before.lines() {
+            assert!(lines.any(|l| l == line || l.strip_suffix(',') == Some(line)), "{target} lost {line:?}:\n{after}");
+        }
+        let again = run(&["hook", "install", target]);
+        assert!(support::stdout(&again).contains("nothing to change"), "{}", support::stdout(&again));
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), after, "installing twice changes nothing");
+        let status = support::stdout(&run(&["hook", "status"]));
+        assert!(status.contains(&format!("{target} (project): installed")), "{status}");
+    }
+
+    // The installed command lines are live: run as the harness runs them, they lease and deny.
+    let (mut a, mut b) = (Harness::start(&[]), Harness::start(&[]));
+    let edit = |file: &str| {
+        json!({"cwd": root.display().to_string(), "hook_event_name": "PreToolUse", "tool_name": "Edit",
+            "tool_input": {"file_path": root.join(file).display().to_string()}})
+    };
+    let (code, stdout, stderr) = a.run_line(root, &installed_pre_tool_use(root, false), &edit("src/a.rs"));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("keel leased src/a.rs") && !stdout.contains("deny"), "allowed and leased: {stdout}");
+    let patch = json!({"cwd": root.display().to_string(), "hook_event_name": "PreToolUse", "tool_name": "apply_patch",
+        "tool_input": {"command": "*** Begin Patch\n*** Update File: src/a.rs\n@@\n-a\n+b\n*** End Patch\n"}});
+    let (code, stdout, _) = b.run_line(root, &installed_pre_tool_use(root, true), &patch);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("\"permissionDecision\":\"deny\"") && stdout.contains("src/a.rs"), "{stdout}");
+
+    for (target, file, before) in
+        [("claude-code", ".claude/settings.json", CLAUDE_SETTINGS), ("codex", ".codex/config.toml", CODEX_CONFIG)]
+    {
+        assert_eq!(support::code(&run(&["hook", "uninstall", target])), 0);
+        let restored = std::fs::read_to_string(root.join(file)).expect("read");
+        assert_eq!(restored, before, "{target}: uninstall leaves the user's file as it was");
+    }
+
+    // The user's scope is under HOME; a file keel cannot parse is refused and left as it is.
+    let user = run(&["hook", "install", "gemini", "--scope", "user"]);
+    assert_eq!(support::code(&user), 0, "{}", support::stderr(&user));
+    assert!(home.path().join(".gemini/settings.json").exists());
+    let broken = "{\"hooks\": {\"BeforeTool\": [\n";
+    std::fs::create_dir_all(root.join(".cursor")).expect(".cursor");
+    std::fs::write(root.join(".cursor/hooks.json"), broken).expect("a broken file");
+    let refused = run(&["hook", "install", "cursor"]);
+    assert_eq!(support::code(&refused), 1);
+    assert!(support::stderr(&refused).contains("hooks.json") && support::stderr(&refused).contains("left as it is"));
+    assert_eq!(std::fs::read_to_string(root.join(".cursor/hooks.json")).expect("read"), broken, "never overwritten");
+    let wrong = run(&["hook", "install", "git", "--scope", "user"]);
+    assert_eq!(support::code(&wrong), 2, "git hooks are per repository");
 }

@@ -39,6 +39,7 @@
 pub mod agent;
 pub mod decide;
 pub mod event;
+pub mod install;
 pub mod shell;
 
 pub use agent::Agent;

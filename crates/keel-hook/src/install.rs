@@ -1,0 +1,562 @@
+//! keel's entries in an agent harness's settings file: added, updated and removed with
+//! everything else in the file kept byte for byte (other hooks, other keys, their order, the
+//! comments). JSON files are edited through a concrete syntax tree (jsonc-parser's), Codex's TOML
+//! through `toml_edit`. These functions only turn text into text; the caller reads and writes
+//! the file.
+//!
+//! keel knows its own entries by their command: a program named `keel` run as `keel hook ...`.
+//! An entry of anyone else's is never changed or removed, and a file that does not parse, or
+//! whose hooks are not of the harness's shape, is an error: it is never overwritten.
+
+use std::path::{Path, PathBuf};
+
+use jsonc_parser::ParseOptions;
+use jsonc_parser::cst::{CstArray, CstInputValue, CstNode, CstObject, CstRootNode};
+
+/// An agent harness whose settings keel's hook is installed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Harness {
+    /// Claude Code: `.claude/settings.json`.
+    ClaudeCode,
+    /// `OpenAI` Codex CLI: `.codex/config.toml`.
+    Codex,
+    /// Gemini CLI: `.gemini/settings.json`.
+    Gemini,
+    /// Cursor: `.cursor/hooks.json`.
+    Cursor,
+}
+
+/// Whose settings: the project's (checked in with the repository) or the user's (every project).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The settings file under the project's root.
+    Project,
+    /// The settings file under the user's home.
+    User,
+}
+
+/// What is installed in a settings file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// None of keel's entries.
+    Absent,
+    /// Some of keel's entries, not all (or some run another keel binary).
+    Partial,
+    /// Every entry, each running this keel.
+    Installed,
+}
+
+/// Why a settings file cannot be edited. It is left as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file does not parse.
+    #[error("it does not parse: {0}")]
+    Parse(String),
+    /// The file parses, but where keel's entries go holds something of another shape.
+    #[error("{0}")]
+    Shape(String),
+}
+
+/// One hook entry: on `event` (for the tools `matcher` names), run `keel hook <subcommand>`.
+struct Entry {
+    event: &'static str,
+    matcher: Option<&'static str>,
+    subcommand: &'static str,
+}
+
+const CLAUDE_TOOLS: &str = "Write|Edit|MultiEdit|NotebookEdit|Bash";
+const CLAUDE: [Entry; 3] = [
+    Entry { event: "PreToolUse", matcher: Some(CLAUDE_TOOLS), subcommand: "pre-tool-use" },
+    Entry { event: "PostToolUse", matcher: Some(CLAUDE_TOOLS), subcommand: "post-tool-use" },
+    Entry { event: "SessionEnd", matcher: None, subcommand: "session-end" },
+];
+// Codex's matchers are regular expressions; every shell tool is `Bash`.
+const CODEX_TOOLS: &str = "^(Bash|apply_patch)$";
+const CODEX: [Entry; 3] = [
+    Entry { event: "PreToolUse", matcher: Some(CODEX_TOOLS), subcommand: "pre-tool-use" },
+    Entry { event: "PostToolUse", matcher: Some(CODEX_TOOLS), subcommand: "post-tool-use" },
+    Entry { event: "SessionEnd", matcher: None, subcommand: "session-end" },
+];
+const GEMINI_TOOLS: &str = "write_file|replace|run_shell_command";
+const GEMINI: [Entry; 3] = [
+    Entry { event: "BeforeTool", matcher: Some(GEMINI_TOOLS), subcommand: "pre-tool-use" },
+    Entry { event: "AfterTool", matcher: Some(GEMINI_TOOLS), subcommand: "post-tool-use" },
+    Entry { event: "SessionEnd", matcher: None, subcommand: "session-end" },
+];
+// Cursor's tool names are not all documented, and some events arrive without one: keel sees
+// every tool call and lets through what is not an edit.
+const CURSOR: [Entry; 3] = [
+    Entry { event: "preToolUse", matcher: None, subcommand: "pre-tool-use" },
+    Entry { event: "postToolUse", matcher: None, subcommand: "post-tool-use" },
+    Entry { event: "sessionEnd", matcher: None, subcommand: "session-end" },
+];
+
+impl Harness {
+    /// Every harness, in the order `keel hook status` lists them.
+    pub const ALL: [Self; 4] = [Self::ClaudeCode, Self::Codex, Self::Gemini, Self::Cursor];
+
+    /// The harness's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ClaudeCode => "claude-code",
+            Self::Codex => "codex",
+            Self::Gemini => "gemini",
+            Self::Cursor => "cursor",
+        }
+    }
+
+    /// The settings file of `scope`: under the project's root, or the user's home (Codex's
+    /// `CODEX_HOME` when it is given).
+    pub fn settings(self, scope: Scope, project: &Path, home: &Path, codex_home: Option<&Path>) -> PathBuf {
+        let relative = match self {
+            Self::ClaudeCode => ".claude/settings.json",
+            Self::Codex => ".codex/config.toml",
+            Self::Gemini => ".gemini/settings.json",
+            Self::Cursor => ".cursor/hooks.json",
+        };
+        match (scope, self, codex_home) {
+            (Scope::User, Self::Codex, Some(codex_home)) => codex_home.join("config.toml"),
+            (Scope::User, ..) => home.join(relative),
+            (Scope::Project, ..) => project.join(relative),
+        }
+    }
+
+    fn entries(self) -> &'static [Entry; 3] {
+        match self {
+            Self::ClaudeCode => &CLAUDE,
+            Self::Codex => &CODEX,
+            Self::Gemini => &GEMINI,
+            Self::Cursor => &CURSOR,
+        }
+    }
+
+    /// The command line of an entry, `program` being how the harness finds keel.
+    fn command(self, program: &str, subcommand: &str) -> String {
+        match self {
+            Self::ClaudeCode => format!("{program} hook {subcommand}"),
+            other => format!("{program} hook {subcommand} --dialect {}", other.name()),
+        }
+    }
+
+    /// The timeout keel asks for: ten seconds, in the unit the harness reads (Gemini: ms).
+    fn timeout(self) -> i64 {
+        if self == Self::Gemini { 10_000 } else { 10 }
+    }
+
+    /// Adds keel's entries to the settings `text` (empty: a new file) and brings keel's existing
+    /// ones up to date; returns the new text, `text` itself when nothing changes.
+    pub fn install(self, text: &str, program: &str) -> Result<String, SettingsError> {
+        self.edit(text, program, Edit::Install)
+    }
+
+    /// Removes keel's entries from the settings `text`, and the tables they leave empty.
+    pub fn uninstall(self, text: &str) -> Result<String, SettingsError> {
+        self.edit(text, "", Edit::Uninstall)
+    }
+
+    /// Which of keel's entries running `program` the settings `text` holds.
+    pub fn state(self, text: &str, program: &str) -> Result<State, SettingsError> {
+        let found = match self {
+            Self::Codex => toml_found(self, text)?,
+            _ => guarded(|| json_found(self, text))?,
+        };
+        let current = self
+            .entries()
+            .iter()
+            .zip(&found)
+            .filter(|(entry, found)| found.as_deref() == Some(self.command(program, entry.subcommand).as_str()));
+        Ok(match (current.count(), found.iter().filter(|f| f.is_some()).count()) {
+            (3, _) => State::Installed,
+            (_, 0) => State::Absent,
+            _ => State::Partial,
+        })
+    }
+
+    fn edit(self, text: &str, program: &str, edit: Edit) -> Result<String, SettingsError> {
+        match self {
+            Self::Codex => toml_edit_hooks(self, text, program, edit),
+            _ => guarded(|| json_edit(self, text, program, edit)),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Edit {
+    Install,
+    Uninstall,
+}
+
+/// The `keel hook` subcommand `command` runs, if it runs keel's hook.
+pub fn keel_subcommand(command: &str) -> Option<&str> {
+    let command = command.trim_start();
+    let (program, rest) = match command.strip_prefix('\'') {
+        Some(quoted) => quoted.split_once('\'')?,
+        None => command.split_once(char::is_whitespace)?,
+    };
+    let name = program.rsplit('/').next().unwrap_or(program);
+    let mut words = rest.split_whitespace();
+    (name == "keel" && words.next() == Some("hook")).then(|| words.next()).flatten()
+}
+
+/// Runs a CST edit; the parser is not ours, and a panic in it is an error, never a crash.
+fn guarded<T>(edit: impl FnOnce() -> Result<T, SettingsError>) -> Result<T, SettingsError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(edit))
+        .unwrap_or_else(|_| Err(SettingsError::Parse("the JSON editor failed on this file".into())))
+}
+
+fn parse_json(text: &str) -> Result<CstRootNode, SettingsError> {
+    CstRootNode::parse(text, &ParseOptions::default()).map_err(|e| SettingsError::Parse(e.to_string()))
+}
+
+/// The member `name` of `object` as an object, made if absent.
+fn json_object(object: &CstObject, name: &str, what: &str) -> Result<CstObject, SettingsError> {
+    object.object_value_or_create(name).ok_or_else(|| SettingsError::Shape(format!("{what} is not an object")))
+}
+
+fn json_string(object: &CstObject, name: &str) -> Option<String> {
+    object.get(name)?.value()?.as_string_lit()?.decoded_value().ok()
+}
+
+/// The handlers of one element of an event's list: Claude Code's and Gemini's elements are
+/// groups `{matcher, hooks: [handler]}`, Cursor's are handlers.
+fn json_handlers(harness: Harness, element: &CstNode) -> Vec<CstObject> {
+    let Some(object) = element.as_object() else { return Vec::new() };
+    if harness == Harness::Cursor {
+        return vec![object];
+    }
+    let handlers = object.array_value("hooks").map(|a| a.elements()).unwrap_or_default();
+    handlers.iter().filter_map(CstNode::as_object).collect()
+}
+
+fn json_entry(harness: Harness, entry: &Entry, command: String) -> CstInputValue {
+    let mut handler = vec![("command".to_owned(), CstInputValue::String(command))];
+    if harness != Harness::Cursor {
+        handler.insert(0, ("type".to_owned(), CstInputValue::String("command".into())));
+    }
+    handler.push(("timeout".to_owned(), CstInputValue::Number(harness.timeout().to_string())));
+    if harness == Harness::Cursor {
+        return CstInputValue::Object(handler);
+    }
+    let mut group = Vec::new();
+    if let Some(matcher) = entry.matcher {
+        group.push(("matcher".to_owned(), CstInputValue::String(matcher.into())));
+    }
+    group.push(("hooks".to_owned(), CstInputValue::Array(vec![CstInputValue::Object(handler)])));
+    CstInputValue::Object(group)
+}
+
+/// The top object of a settings file (a new one for an empty file).
+fn json_top(root: &CstRootNode) -> Result<CstObject, SettingsError> {
+    match root.value() {
+        None => Ok(root.object_value_or_set()),
+        Some(value) => value.as_object().ok_or_else(|| SettingsError::Shape("the file is not a JSON object".into())),
+    }
+}
+
+fn json_edit(harness: Harness, text: &str, program: &str, edit: Edit) -> Result<String, SettingsError> {
+    let root = parse_json(text)?;
+    let top = json_top(&root)?;
+    if edit == Edit::Uninstall && top.get("hooks").is_none() {
+        return Ok(text.to_owned());
+    }
+    if harness == Harness::Cursor && edit == Edit::Install && top.get("version").is_none() {
+        top.append("version", CstInputValue::Number("1".into()));
+    }
+    let hooks = json_object(&top, "hooks", "`hooks`")?;
+    for entry in harness.entries() {
+        if edit == Edit::Uninstall && hooks.get(entry.event).is_none() {
+            continue;
+        }
+        let list = hooks
+            .array_value_or_create(entry.event)
+            .ok_or_else(|| SettingsError::Shape(format!("`hooks.{}` is not a list", entry.event)))?;
+        match edit {
+            Edit::Install => json_install_entry(harness, &list, entry, &harness.command(program, entry.subcommand)),
+            Edit::Uninstall => json_uninstall_entry(harness, &list, entry),
+        }
+        if list.elements().is_empty()
+            && let Some(prop) = list.parent().and_then(|prop| prop.as_object_prop())
+        {
+            prop.remove();
+        }
+    }
+    if hooks.properties().is_empty()
+        && let Some(prop) = hooks.parent().and_then(|prop| prop.as_object_prop())
+    {
+        prop.remove();
+    }
+    let edited = root.to_string();
+    // A file keel made from nothing ends with a newline, as editors write them.
+    Ok(if text.trim().is_empty() && !edited.ends_with('\n') { edited + "\n" } else { edited })
+}
+
+fn json_install_entry(harness: Harness, list: &CstArray, entry: &Entry, command: &str) {
+    let mut found = false;
+    for element in list.elements() {
+        for handler in json_handlers(harness, &element) {
+            let Some(current) = json_string(&handler, "command") else { continue };
+            if keel_subcommand(&current) != Some(entry.subcommand) {
+                continue;
+            }
+            found = true;
+            if let Some(prop) = handler.get("command").filter(|_| current != command) {
+                prop.set_value(CstInputValue::String(command.to_owned()));
+            }
+        }
+    }
+    if !found {
+        list.append(json_entry(harness, entry, command.to_owned()));
+    }
+}
+
+fn json_uninstall_entry(harness: Harness, list: &CstArray, entry: &Entry) {
+    for element in list.elements() {
+        let handlers = json_handlers(harness, &element);
+        let (ours, theirs): (Vec<_>, Vec<_>) = handlers
+            .into_iter()
+            .partition(|h| json_string(h, "command").is_some_and(|c| keel_subcommand(&c) == Some(entry.subcommand)));
+        if ours.is_empty() {
+            continue;
+        }
+        if theirs.is_empty() {
+            // The whole element was keel's (a group of keel's handlers only, or a handler).
+            element.remove();
+        } else {
+            ours.into_iter().for_each(CstObject::remove);
+        }
+    }
+}
+
+/// For each entry, the command of keel's handler for it, if there is one.
+fn json_found(harness: Harness, text: &str) -> Result<Vec<Option<String>>, SettingsError> {
+    let root = parse_json(text)?;
+    let Some(top) = root.value().and_then(|v| v.as_object()) else { return Ok(vec![None; 3]) };
+    let Some(hooks) = top.object_value("hooks") else { return Ok(vec![None; 3]) };
+    Ok(harness
+        .entries()
+        .iter()
+        .map(|entry| {
+            let elements = hooks.array_value(entry.event).map(|a| a.elements()).unwrap_or_default();
+            elements.iter().flat_map(|e| json_handlers(harness, e)).find_map(|handler| {
+                json_string(&handler, "command").filter(|c| keel_subcommand(c) == Some(entry.subcommand))
+            })
+        })
+        .collect())
+}
+
+fn parse_toml(text: &str) -> Result<toml_edit::DocumentMut, SettingsError> {
+    text.parse::<toml_edit::DocumentMut>().map_err(|e| SettingsError::Parse(e.to_string().trim().to_owned()))
+}
+
+/// Codex's `[hooks]` table, made if absent (and allowed).
+fn toml_hooks(
+    document: &mut toml_edit::DocumentMut,
+    create: bool,
+) -> Result<Option<&mut toml_edit::Table>, SettingsError> {
+    if !document.contains_key("hooks") {
+        if !create {
+            return Ok(None);
+        }
+        let mut table = toml_edit::Table::new();
+        table.set_implicit(true);
+        document.insert("hooks", toml_edit::Item::Table(table));
+    }
+    document["hooks"].as_table_mut().map(Some).ok_or_else(|| SettingsError::Shape("`hooks` is not a table".into()))
+}
+
+/// The `[[hooks.EVENT]]` groups, or an error if the event is written in another form.
+fn toml_groups<'a>(
+    hooks: &'a mut toml_edit::Table,
+    event: &str,
+    create: bool,
+) -> Result<Option<&'a mut toml_edit::ArrayOfTables>, SettingsError> {
+    if !hooks.contains_key(event) {
+        if !create {
+            return Ok(None);
+        }
+        hooks.insert(event, toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new()));
+    }
+    hooks[event].as_array_of_tables_mut().map(Some).ok_or_else(|| {
+        SettingsError::Shape(format!(
+            "`hooks.{event}` is not written as `[[hooks.{event}]]` tables; add keel's entry by hand"
+        ))
+    })
+}
+
+fn toml_handler_command(handler: &toml_edit::Table) -> Option<&str> {
+    handler.get("command").and_then(toml_edit::Item::as_str)
+}
+
+fn toml_edit_hooks(harness: Harness, text: &str, program: &str, edit: Edit) -> Result<String, SettingsError> {
+    let mut document = parse_toml(text)?;
+    let Some(hooks) = toml_hooks(&mut document, edit == Edit::Install)? else { return Ok(text.to_owned()) };
+    for entry in harness.entries() {
+        let command = harness.command(program, entry.subcommand);
+        let Some(groups) = toml_groups(hooks, entry.event, edit == Edit::Install)? else { continue };
+        let ours = |handler: &toml_edit::Table| {
+            toml_handler_command(handler).is_some_and(|c| keel_subcommand(c) == Some(entry.subcommand))
+        };
+        match edit {
+            Edit::Install => {
+                let mut found = false;
+                for group in groups.iter_mut() {
+                    let Some(handlers) = group.get_mut("hooks").and_then(toml_edit::Item::as_array_of_tables_mut)
+                    else {
+                        continue;
+                    };
+                    for handler in handlers.iter_mut().filter(|h| ours(h)) {
+                        found = true;
+                        if toml_handler_command(handler) != Some(command.as_str()) {
+                            handler["command"] = toml_edit::value(command.as_str());
+                        }
+                    }
+                }
+                if !found {
+                    let mut handler = toml_edit::Table::new();
+                    handler["type"] = toml_edit::value("command");
+                    handler["command"] = toml_edit::value(command.as_str());
+                    handler["timeout"] = toml_edit::value(harness.timeout());
+                    let mut handlers = toml_edit::ArrayOfTables::new();
+                    handlers.push(handler);
+                    let mut group = toml_edit::Table::new();
+                    if let Some(matcher) = entry.matcher {
+                        group["matcher"] = toml_edit::value(matcher);
+                    }
+                    group.insert("hooks", toml_edit::Item::ArrayOfTables(handlers));
+                    groups.push(group);
+                }
+            }
+            Edit::Uninstall => {
+                for group in groups.iter_mut() {
+                    if let Some(handlers) = group.get_mut("hooks").and_then(toml_edit::Item::as_array_of_tables_mut) {
+                        handlers.retain(|h| !ours(h));
+                    }
+                }
+                groups.retain(|group| {
+                    group.get("hooks").and_then(toml_edit::Item::as_array_of_tables).is_none_or(|h| !h.is_empty())
+                });
+            }
+        }
+        if groups.is_empty() {
+            hooks.remove(entry.event);
+        }
+    }
+    if hooks.is_empty() {
+        document.remove("hooks");
+    }
+    let edited = document.to_string();
+    Ok(if edited == text { text.to_owned() } else { edited })
+}
+
+fn toml_found(harness: Harness, text: &str) -> Result<Vec<Option<String>>, SettingsError> {
+    let document = parse_toml(text)?;
+    let hooks = document.get("hooks").and_then(toml_edit::Item::as_table);
+    Ok(harness
+        .entries()
+        .iter()
+        .map(|entry| {
+            let groups = hooks.and_then(|h| h.get(entry.event)).and_then(toml_edit::Item::as_array_of_tables)?;
+            groups
+                .iter()
+                .filter_map(|g| g.get("hooks").and_then(toml_edit::Item::as_array_of_tables))
+                .flat_map(toml_edit::ArrayOfTables::iter)
+                .filter_map(toml_handler_command)
+                .find(|c| keel_subcommand(c) == Some(entry.subcommand))
+                .map(str::to_owned)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLAUDE_SETTINGS: &str = r#"{
+  // the team's settings
+  "permissions": {"allow": ["Bash(cargo test:*)"]},
+  "hooks": {
+    "PreToolUse": [
+      {"matcher": "Bash", "hooks": [{"type": "command", "command": "./scripts/check-bash.sh"}]}
+    ],
+    "Stop": [{"hooks": [{"type": "command", "command": "notify-send done"}]}]
+  },
+  "model": "opus"
+}
+"#;
+
+    const CODEX_CONFIG: &str = r#"# Codex settings
+model = "gpt-5-codex"   # the model
+
+[[hooks.PreToolUse]]
+matcher = "^Bash$"
+
+[[hooks.PreToolUse.hooks]]
+type = "command"
+command = "python3 ~/.codex/audit.py"   # the user's own
+
+[projects."/home/dev/repo"]
+trust_level = "trusted"
+"#;
+
+    #[test]
+    fn install_adds_keel_s_entries_and_keeps_everything_else_byte_for_byte_and_twice_changes_nothing() {
+        for (harness, before) in [
+            (Harness::ClaudeCode, CLAUDE_SETTINGS),
+            (Harness::Gemini, CLAUDE_SETTINGS),
+            (Harness::Codex, CODEX_CONFIG),
+            (
+                Harness::Cursor,
+                "{\n  \"version\": 1,\n  \"hooks\": {\n    \"stop\": [{\"command\": \"./done.sh\"}]\n  }\n}\n",
+            ),
+        ] {
+            let after = harness.install(before, "keel").expect("installs");
+            assert_eq!(harness.state(&after, "keel").expect("reads"), State::Installed, "{after}");
+            assert_eq!(harness.state(before, "keel").expect("reads"), State::Absent);
+            assert_eq!(harness.install(&after, "keel").expect("again"), after, "idempotent");
+            // Every line of the user's file is still there, in order (the last element of a
+            // list keel appends to gains the comma JSON needs).
+            let mut lines = after.lines();
+            for line in before.lines() {
+                let same = |l: &str| l == line || l.strip_suffix(',') == Some(line);
+                assert!(lines.any(same), "{harness:?} lost {line:?}:\n{after}");
+            }
+            let removed = harness.uninstall(&after).expect("uninstalls");
+            assert_eq!(removed, before, "{harness:?}: uninstall restores the file byte for byte");
+            assert_eq!(harness.uninstall(before).expect("nothing to remove"), before);
+        }
+    }
+
+    #[test]
+    fn a_file_from_nothing_holds_exactly_keel_s_entries_and_a_moved_keel_is_updated_in_place() {
+        let claude = Harness::ClaudeCode.install("", "keel").expect("installs");
+        insta::assert_snapshot!("claude-code-new", claude);
+        insta::assert_snapshot!("codex-new", Harness::Codex.install("", "keel").expect("installs"));
+        insta::assert_snapshot!("gemini-new", Harness::Gemini.install("", "keel").expect("installs"));
+        insta::assert_snapshot!("cursor-new", Harness::Cursor.install("", "keel").expect("installs"));
+        let moved = Harness::ClaudeCode.install(&claude, "'/opt/keel bin/keel'").expect("updates");
+        assert_eq!(moved.matches("hook pre-tool-use").count(), 1, "updated, not added: {moved}");
+        assert!(moved.contains("'/opt/keel bin/keel' hook pre-tool-use"), "{moved}");
+        assert_eq!(Harness::ClaudeCode.state(&moved, "keel").expect("reads"), State::Partial);
+        assert_eq!(Harness::ClaudeCode.uninstall(&moved).expect("removes"), "{}\n");
+    }
+
+    #[test]
+    fn a_file_keel_cannot_parse_or_of_another_shape_is_an_error_and_nothing_else_is_keel_s() {
+        for (harness, text) in [
+            (Harness::ClaudeCode, "{\"hooks\": "),
+            (Harness::ClaudeCode, "[1, 2]"),
+            (Harness::ClaudeCode, "{\"hooks\": []}"),
+            (Harness::ClaudeCode, "{\"hooks\": {\"PreToolUse\": {}}}"),
+            (Harness::Codex, "[hooks\nx = 1"),
+            (Harness::Codex, "hooks = 3"),
+            (Harness::Codex, "hooks.PreToolUse = [{ matcher = \"x\" }]"),
+        ] {
+            assert!(harness.install(text, "keel").is_err(), "{harness:?} {text:?}");
+        }
+        assert_eq!(keel_subcommand("keel hook pre-tool-use --dialect codex"), Some("pre-tool-use"));
+        assert_eq!(keel_subcommand("'/opt/my keel/keel' hook session-end"), Some("session-end"));
+        assert_eq!(keel_subcommand("/usr/bin/keel hook post-tool-use"), Some("post-tool-use"));
+        assert_eq!(keel_subcommand("./keel-wrapper hook pre-tool-use"), None);
+        assert_eq!(keel_subcommand("keel lease acquire"), None);
+    }
+}
