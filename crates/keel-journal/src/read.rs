@@ -188,6 +188,8 @@ fn read_into_spare(file: &mut File, buffer: &mut Vec<u8>, want: usize) -> std::i
 /// short).
 #[derive(Debug, Clone, Copy)]
 pub struct Pushed {
+    /// The offset of the line's first byte.
+    pub start: u64,
     /// The offset just past the line (and its `\n`).
     pub end: u64,
     /// Whether the line can not be a write cut short (it ended with `\n` or holds a `\r`).
@@ -198,18 +200,19 @@ pub struct Pushed {
 /// the readers' limit is damage, not an error that stops every command: it is skipped in bounded
 /// memory and folded as a corrupt sentinel quoting its first bytes ([`Replay::push_oversized`]).
 pub fn push_next<R: Read>(reader: &mut keel_fs::LineReader<R>, replay: &mut Replay) -> Result<Option<Pushed>, FsError> {
+    let start = reader.offset();
     match reader.next_line() {
         Ok(Some(line)) => {
             let whole = !keel_kernel::line::cut_short(line.bytes, line.terminated);
             let end = line.offset + line.bytes.len() as u64 + u64::from(line.terminated);
             replay.push_line(line.bytes);
-            Ok(Some(Pushed { end, whole }))
+            Ok(Some(Pushed { start: line.offset, end, whole }))
         }
         Ok(None) => Ok(None),
         Err(FsError::LineTooLong { .. }) => {
             let (skipped, prefix) = reader.skip_long_line(keel_kernel::line::OVERSIZED_QUOTE_BYTES)?;
             replay.push_oversized(&prefix, skipped.bytes);
-            Ok(Some(Pushed { end: reader.offset(), whole: true }))
+            Ok(Some(Pushed { start, end: reader.offset(), whole: true }))
         }
         Err(error) => Err(error),
     }

@@ -696,10 +696,13 @@ impl<S: Storage + Clone> Journal<S> {
         let (mut safe_offset, mut safe_lines, mut terminated) = (offset, lines, true);
         while let Some(pushed) = crate::read::push_next(&mut lines_reader, &mut replay)? {
             terminated = pushed.whole;
-            if replay.pending().is_none() {
-                safe_offset = pushed.end;
-                safe_lines = replay.lines();
-            }
+            // The cache resumes where the state ends: after this line, or at its start while it
+            // is held back (an unreadable last line may yet prove a torn write). Everything
+            // before a held line is in the state, so resuming before it would fold it twice.
+            (safe_offset, safe_lines) = match replay.pending() {
+                None => (pushed.end, replay.lines()),
+                Some(_) => (pushed.start, replay.lines().saturating_sub(1)),
+            };
         }
         let end_offset = lines_reader.offset();
         drop(lines_reader);

@@ -586,3 +586,30 @@ fn a_tree_of_more_entries_than_the_limit_is_refused_before_the_lock() {
         journal.acquire(&AcquireRequest { tree: tree(max), ..request("a", "unused/", "agent-a") }).expect("acquire"),
     );
 }
+
+/// A process that keeps its journal open (the MCP server) folded a run of damaged lines again on
+/// every call: the cache resumed before the first of them with a state that had already counted
+/// it, so the damage, the records and `grants_stopped.more` grew with each look.
+#[test]
+fn a_journal_kept_open_counts_a_run_of_damaged_lines_once_however_often_it_looks() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&path, options(&clock));
+    granted(journal.acquire(&request("a", "src/a/", "agent-a")).expect("acquire"));
+    let mut text = std::fs::read_to_string(&path).expect("journal");
+    text.push_str("{\"op\": \"ACQUIRE\", \"lane\": \"x\"\nnot json\nalso not json\n");
+    std::fs::write(&path, &text).expect("damage");
+    let first = journal.stats().expect("stats");
+    assert_eq!((first.records, first.corrupt), (3, 3), "{first:?}");
+    for _ in 0..3 {
+        let again = journal.stats().expect("stats");
+        assert_eq!(
+            (again.records, again.corrupt, again.unreviewed_corrupt),
+            (first.records, first.corrupt, first.unreviewed_corrupt)
+        );
+        assert_eq!(journal.live().expect("live").len(), 1);
+    }
+    let reopened = Journal::open(&path, options(&clock)).stats().expect("stats");
+    assert_eq!((reopened.records, reopened.corrupt), (first.records, first.corrupt), "a fresh process agrees");
+}
