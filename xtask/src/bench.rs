@@ -27,6 +27,8 @@ pub enum Which {
     Mutator,
     /// `keel hook pre-tool-use` against dos-kernel's Go hook and a bare process start.
     Hook,
+    /// `keel mcp` tool round trips against the fdatasync bound and an MCP ping.
+    Mcp,
     /// Every benchmark.
     All,
 }
@@ -60,6 +62,9 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     }
     if matches!(which, Which::Hook | Which::All) {
         crate::bench_hook::run()?;
+    }
+    if matches!(which, Which::Mcp | Which::All) {
+        crate::bench_mcp::run()?;
     }
     Ok(())
 }
@@ -225,7 +230,7 @@ fn lease_options() -> keel_journal::JournalOptions {
 }
 
 /// The bound: one fdatasync'd append of a record-sized line, timed in a plain loop.
-fn fdatasync_bound(dir: &Path) -> anyhow::Result<Duration> {
+pub(crate) fn fdatasync_bound(dir: &Path) -> anyhow::Result<Duration> {
     let path = dir.join("fdatasync-bound.jsonl");
     let _ = std::fs::remove_file(&path);
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).context("bound file")?;

@@ -17,10 +17,11 @@ const DOS_KERNEL: &str = "dos-kernel==0.30.0";
 /// Runs per figure (interleaved).
 const RUNS: usize = 200;
 /// Live leases in each workspace.
-const LIVE: usize = 100;
+pub(crate) const LIVE: usize = 100;
 
-/// A workspace with `LIVE` leases held by another agent and `history` records before them.
-fn workspace(dir: &Path, history: usize) -> anyhow::Result<PathBuf> {
+/// A workspace with `LIVE` leases held by another agent (`agent-b`, on `held/<i>/`) and
+/// `history` records before them, in both keel's and dos-kernel's journal.
+pub(crate) fn workspace(dir: &Path, history: usize) -> anyhow::Result<PathBuf> {
     let _ = std::fs::remove_dir_all(dir);
     for state in [".keel", ".dos"] {
         std::fs::create_dir_all(dir.join(state)).with_context(|| format!("creating {}", dir.display()))?;

@@ -11,6 +11,7 @@
 
 mod bench;
 mod bench_hook;
+mod bench_mcp;
 mod bench_mutator;
 mod bench_store;
 mod ci;

@@ -348,21 +348,30 @@ fn uninstall_git(dry_run: bool) -> Result<u8, Failed> {
 }
 
 fn status(location: &Location) -> Result<u8, Failed> {
-    let program = keel_program()?;
+    let (program, mcp_program) = (keel_program()?, keel_mcp_program()?);
+    let describe =
+        |path: &Path, state: &dyn Fn(&str) -> Result<State, keel_hook::install::SettingsError>| match read_settings(
+            path,
+        ) {
+            Ok(None) => "not installed".to_owned(),
+            Ok(Some(text)) => match state(&text) {
+                Ok(State::Installed) => "installed".to_owned(),
+                Ok(State::Partial) => "partly installed, or for another keel binary (run install again)".to_owned(),
+                Ok(State::Absent) => "not installed".to_owned(),
+                Err(why) => format!("unreadable: {why}"),
+            },
+            Err(Failed::Input(why) | Failed::Keel(why)) => format!("unreadable: {why}"),
+        };
     for harness in Harness::ALL {
         for scope in [Scope::Project, Scope::User] {
-            let Ok(path) = settings_path(location, harness, scope) else { continue };
-            let state = match read_settings(&path) {
-                Ok(None) => "not installed".to_owned(),
-                Ok(Some(text)) => match harness.state(&text, &program) {
-                    Ok(State::Installed) => "installed".to_owned(),
-                    Ok(State::Partial) => "partly installed, or for another keel binary (run install again)".to_owned(),
-                    Ok(State::Absent) => "not installed".to_owned(),
-                    Err(why) => format!("unreadable: {why}"),
-                },
-                Err(Failed::Input(why) | Failed::Keel(why)) => format!("unreadable: {why}"),
-            };
-            outln!("{} ({}): {state} ({})", harness.name(), scope_name(scope), path.display()).map_err(keel_failed)?;
+            let Ok((hooks, mcp)) = settings_paths(location, harness, scope) else { continue };
+            let (name, scope) = (harness.name(), scope_name(scope));
+            let state = describe(&hooks, &|text| harness.state(text, &program));
+            outln!("{name} ({scope}): hooks {state} ({})", hooks.display()).map_err(keel_failed)?;
+            if let Some(mcp) = mcp {
+                let state = describe(&mcp, &|text| harness.mcp_state(text, &mcp_program));
+                outln!("{name} ({scope}): MCP server {state} ({})", mcp.display()).map_err(keel_failed)?;
+            }
         }
     }
     let line = match git_hook_path() {
@@ -403,8 +412,10 @@ fn scope_name(scope: Scope) -> &'static str {
     }
 }
 
-/// The harness's settings file of `scope`: under the workspace's checkout, or the home directory.
-fn settings_path(location: &Location, harness: Harness, scope: Scope) -> Result<PathBuf, Failed> {
+/// The harness's settings file of `scope` (under the workspace's checkout, or the home directory),
+/// and the file registering its MCP servers if keel may edit it (the same file for Codex and
+/// Gemini CLI).
+fn settings_paths(location: &Location, harness: Harness, scope: Scope) -> Result<(PathBuf, Option<PathBuf>), Failed> {
     let project = match scope {
         Scope::Project => {
             let named = Named { root: location.root.as_deref(), journal: location.journal.as_deref() };
@@ -416,8 +427,12 @@ fn settings_path(location: &Location, harness: Harness, scope: Scope) -> Result<
     if scope == Scope::User && home.is_none() {
         return Err(Failed::Input("HOME is not set: there is no user settings file to edit".into()));
     }
+    let home = home.unwrap_or_default();
     let codex_home = std::env::var_os("CODEX_HOME").map(PathBuf::from);
-    Ok(harness.settings(scope, &project, &home.unwrap_or_default(), codex_home.as_deref()))
+    Ok((
+        harness.settings(scope, &project, &home, codex_home.as_deref()),
+        harness.mcp_settings(scope, &project, &home, codex_home.as_deref()),
+    ))
 }
 
 /// The settings file's text, `None` if there is none.
@@ -440,18 +455,26 @@ fn read_settings(path: &Path) -> Result<Option<String>, Failed> {
         .map_err(|_| keel_failed(format!("{}: not UTF-8 text; left as it is", path.display())))
 }
 
-/// How a harness runs keel: `keel` when the `keel` on `PATH` is this binary, else this binary's
-/// absolute path, quoted for the shell.
-fn keel_program() -> Result<String, Failed> {
+/// This binary, if the `keel` on `PATH` is not it (then harnesses must name it by its path).
+fn keel_elsewhere() -> Result<Option<PathBuf>, Failed> {
     let this = std::env::current_exe().map_err(|e| keel_failed(format!("finding keel: {e}")))?;
     let this = std::fs::canonicalize(&this).unwrap_or(this);
     let on_path = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path).map(|dir| dir.join("keel")).find(|candidate| candidate.is_file())
     });
-    if on_path.and_then(|p| std::fs::canonicalize(p).ok()).is_some_and(|p| p == this) {
-        return Ok("keel".to_owned());
-    }
-    Ok(format!("'{}'", this.display().to_string().replace('\'', "'\\''")))
+    let found = on_path.and_then(|p| std::fs::canonicalize(p).ok());
+    Ok(if found.is_some_and(|p| p == this) { None } else { Some(this) })
+}
+
+/// How a harness's hook command line runs keel: `keel`, or this binary's path quoted for the shell.
+fn keel_program() -> Result<String, Failed> {
+    Ok(keel_elsewhere()?
+        .map_or_else(|| "keel".to_owned(), |this| format!("'{}'", this.display().to_string().replace('\'', "'\\''"))))
+}
+
+/// How a harness starts keel's MCP server: a program, not a shell word.
+fn keel_mcp_program() -> Result<String, Failed> {
+    Ok(keel_elsewhere()?.map_or_else(|| "keel".to_owned(), |this| this.display().to_string()))
 }
 
 fn edit_settings(
@@ -466,41 +489,40 @@ fn edit_settings(
         ScopeArg::Project => Scope::Project,
         ScopeArg::User => Scope::User,
     };
-    let path = settings_path(location, harness, scope)?;
-    let before = read_settings(&path)?;
-    if edit == Edit::Uninstall && before.is_none() {
-        outln!("{}: no such file; nothing to remove", path.display()).map_err(keel_failed)?;
-        return Ok(0);
-    }
-    let text = before.clone().unwrap_or_default();
-    let edited = match edit {
-        Edit::Install => harness.install(&text, &keel_program()?),
-        Edit::Uninstall => harness.uninstall(&text),
+    let (hooks, mcp) = settings_paths(location, harness, scope)?;
+    let (program, mcp_program) = match edit {
+        Edit::Install => (keel_program()?, keel_mcp_program()?),
+        Edit::Uninstall => (String::new(), String::new()),
     };
-    let after = match edited {
-        Ok(after) => after,
-        Err(why) => {
-            eprintln!("keel hook: {}: {why}; left as it is", path.display());
-            return Ok(1);
+    let edit_hooks = |text: &str| match edit {
+        Edit::Install => harness.install(text, &program),
+        Edit::Uninstall => harness.uninstall(text),
+    };
+    let edit_mcp = |text: &str| match edit {
+        Edit::Install => harness.install_mcp(text, &mcp_program),
+        Edit::Uninstall => harness.uninstall_mcp(text),
+    };
+    // Codex and Gemini CLI keep both in one file: one edit, one write.
+    let mut worst = 0;
+    match mcp {
+        Some(mcp) if mcp == hooks => {
+            let both = |text: &str| edit_hooks(text).and_then(|text| edit_mcp(&text));
+            worst = worst.max(edit_file(&hooks, "hooks and MCP server", harness, dry_run, edit, both)?);
         }
-    };
-    let name = harness.name();
-    if before.as_deref() == Some(after.as_str()) {
-        let state = if edit == Edit::Install { "installed" } else { "not installed" };
-        outln!("{}: keel's hooks for {name} are {state}; nothing to change", path.display()).map_err(keel_failed)?;
-        return Ok(0);
+        mcp => {
+            worst = worst.max(edit_file(&hooks, "hooks", harness, dry_run, edit, edit_hooks)?);
+            match mcp {
+                Some(mcp) => worst = worst.max(edit_file(&mcp, "MCP server", harness, dry_run, edit, edit_mcp)?),
+                None if edit == Edit::Install => outln!(
+                    "Claude Code keeps user-scope MCP servers in ~/.claude.json, its own state file: register keel's \
+                     with `claude mcp add --scope user keel -- {mcp_program} mcp`."
+                )
+                .map_err(keel_failed)?,
+                None => {}
+            }
+        }
     }
-    if dry_run {
-        outln!("would write {}:\n{after}", path.display()).map_err(keel_failed)?;
-        return Ok(0);
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| keel_failed(format!("creating {}: {e}", dir.display())))?;
-    }
-    let _report = keel_fs::write_atomic(&path, after.as_bytes()).map_err(keel_failed)?;
-    let done = if edit == Edit::Install { "installed" } else { "removed" };
-    outln!("{}: {done} keel's hooks for {name}", path.display()).map_err(keel_failed)?;
-    if edit == Edit::Install {
+    if edit == Edit::Install && worst == 0 {
         let next = match harness {
             Harness::Codex => {
                 "Codex runs a new hook only once it is trusted: open /hooks in Codex and trust keel's hooks \
@@ -511,5 +533,45 @@ fn edit_settings(
         };
         outln!("{next}").map_err(keel_failed)?;
     }
+    Ok(worst)
+}
+
+/// Edits one settings file with `edit`; 0 when done or nothing to do, 1 when the file is refused.
+fn edit_file(
+    path: &Path,
+    what: &str,
+    harness: Harness,
+    dry_run: bool,
+    edit: Edit,
+    change: impl Fn(&str) -> Result<String, keel_hook::install::SettingsError>,
+) -> Result<u8, Failed> {
+    let before = read_settings(path)?;
+    if edit == Edit::Uninstall && before.is_none() {
+        outln!("{}: no such file; nothing to remove", path.display()).map_err(keel_failed)?;
+        return Ok(0);
+    }
+    let after = match change(before.as_deref().unwrap_or_default()) {
+        Ok(after) => after,
+        Err(why) => {
+            eprintln!("keel hook: {}: {why}; left as it is", path.display());
+            return Ok(1);
+        }
+    };
+    let name = harness.name();
+    if before.as_deref() == Some(after.as_str()) {
+        let state = if edit == Edit::Install { "installed" } else { "not installed" };
+        outln!("{}: keel's {what} for {name}: {state}; nothing to change", path.display()).map_err(keel_failed)?;
+        return Ok(0);
+    }
+    if dry_run {
+        outln!("would write {}:\n{after}", path.display()).map_err(keel_failed)?;
+        return Ok(0);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| keel_failed(format!("creating {}: {e}", dir.display())))?;
+    }
+    let _report = keel_fs::write_atomic(path, after.as_bytes()).map_err(keel_failed)?;
+    let done = if edit == Edit::Install { "installed" } else { "removed" };
+    outln!("{}: {done} keel's {what} for {name}", path.display()).map_err(keel_failed)?;
     Ok(0)
 }

@@ -26,6 +26,7 @@ mod hook;
 mod journal;
 mod lease;
 mod lock;
+mod mcp;
 mod policy;
 mod store;
 
@@ -160,6 +161,9 @@ enum Command {
     /// Agent harness hooks (Claude Code, Codex, Gemini CLI) and git's pre-commit guard.
     #[command(subcommand)]
     Hook(hook::HookCommand),
+    /// Serve MCP on stdin and stdout for one agent session (its harness starts it): leases,
+    /// edit checks, gated writes and the fleet's record as tools.
+    Mcp,
     /// Decide lease requests read as JSON lines on stdin, one decision per line on stdout.
     Arbitrate(arbitrate::ArbitrateArgs),
     /// A short walk-through of agents asking for regions, in a temporary directory.
@@ -327,6 +331,7 @@ fn dispatch(cli: &Cli) -> Result<Status, Failure> {
         }
         Command::Arbitrate(args) => arbitrate::run(args, location),
         Command::Hook(command) => Ok(hook::run(command, location)),
+        Command::Mcp => mcp::run(location),
         Command::Demo => demo::run(),
     }
 }

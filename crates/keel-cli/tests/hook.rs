@@ -375,7 +375,7 @@ fn installing_for_claude_code_and_codex_keeps_the_user_s_settings_and_the_instal
         assert!(support::stdout(&again).contains("nothing to change"), "{}", support::stdout(&again));
         assert_eq!(std::fs::read_to_string(&path).expect("read"), after, "installing twice changes nothing");
         let status = support::stdout(&run(&["hook", "status"]));
-        assert!(status.contains(&format!("{target} (project): installed")), "{status}");
+        assert!(status.contains(&format!("{target} (project): hooks installed")), "{status}");
     }
 
     // The installed command lines are live: run as the harness runs them, they lease and deny.

@@ -3,6 +3,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use keel_journal::{AcquireOutcome, AcquireRequest, BashRule, Journal, JournalError, OnError, Policy, Workspace};
+use keel_kernel::arbiter::{Decision, Outcome};
 use keel_kernel::tree::{Region, Tree};
 use keel_kernel::{Identity, LiveState, Object};
 use serde_json::Value;
@@ -110,15 +111,11 @@ pub fn pre_tool_use(
             continue;
         }
         if rules.require_lease {
-            return Ok(deny(
-                &relative,
-                "this workspace requires a lease before an edit, and you hold none over it",
-                "take one first (`keel lease acquire --tree PATH`, or the `lease_acquire` tool), or edit a file you hold",
-            ));
+            return Ok(deny(&relative, LEASE_REQUIRED, TAKE_A_LEASE));
         }
         if !rules.auto_lease {
             if let Some(other) = blocker {
-                return Ok(deny(&relative, &other, "work on other files for now, or wait and retry this edit later"));
+                return Ok(deny(&relative, &other, WAIT_OR_ELSEWHERE));
             }
             continue;
         }
@@ -139,27 +136,10 @@ pub fn pre_tool_use(
                 ),
             });
         }
-        let request = AcquireRequest {
-            lane: format!("{AUTO_LANE_PREFIX}{relative}"),
-            tree: vec![relative.clone()],
-            owner: agent.owner.clone(),
-            run_id: event.session_id.clone(),
-            holder_pid: agent.holder(),
-            ..AcquireRequest::default()
-        };
-        match journal.acquire(&request) {
+        match journal.acquire(&automatic_request(agent, &relative, event.session_id.clone())) {
             Ok(AcquireOutcome::Acquire(_)) => leased.push(relative),
             Ok(AcquireOutcome::Refuse { decision, .. }) => {
-                // Since when the holder has held it, and its last sign of life, from its lease.
-                let times = decision.blocking.as_ref().and_then(|b| {
-                    let identity = Identity { loop_ts: b.loop_ts.clone(), lane: b.lane.clone() };
-                    journal.look(|state, _| state.lease(&identity).map(held_since)).ok().flatten()
-                });
-                let why = match times {
-                    Some(times) => format!("{}; {times}", decision.reason),
-                    None => decision.reason.clone(),
-                };
-                return Ok(deny(&relative, &why, "work on other files for now, or wait and retry this edit later"));
+                return Ok(deny(&relative, &refused(journal, &decision), WAIT_OR_ELSEWHERE));
             }
             Err(JournalError::InvalidRequest(why)) => {
                 return Ok(deny(&relative, &why, "edit it under a path keel can lease"));
@@ -171,6 +151,78 @@ pub fn pre_tool_use(
         notes.insert(0, format!("keel leased {} for you until your session ends.", leased.join(", ")));
     }
     Ok(Verdict::Allow { note: (!notes.is_empty()).then(|| notes.join(" ")) })
+}
+
+/// What an edit of one path by the agent would get now, decided as [`pre_tool_use`] would and
+/// writing nothing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    /// The path as asked, or workspace-relative when inside the workspace.
+    pub path: String,
+    /// Whether the edit would go ahead.
+    pub allowed: bool,
+    /// Whether the agent holds a lease over it already.
+    pub held: bool,
+    /// Why, for the agent: who holds it and what to do, or what an allowed edit would do.
+    pub reason: String,
+}
+
+/// Whether an edit of `path` (absolute, or relative to the workspace's checkout) by `agent` would
+/// be allowed now: the same request through the same arbiter as [`pre_tool_use`], never a lease
+/// taken or a record written.
+pub fn check(
+    journal: &Journal,
+    workspace: &Workspace,
+    agent: &Agent,
+    path: &Path,
+    rules: Rules,
+) -> Result<Check, JournalError> {
+    let shown = path.display().to_string();
+    let Some(relative) = relative_to(workspace.checkout(), &workspace.checkout().join(path)) else {
+        let reason = "outside the workspace: not keel's business".to_owned();
+        return Ok(Check { path: shown, allowed: true, held: false, reason });
+    };
+    let (held, grants_stopped) = journal.look(|state, stopped| (holds(journal, state, agent, &relative), stopped))?;
+    let answer = |allowed: bool, reason: String| Ok(Check { path: relative.clone(), allowed, held, reason });
+    if held {
+        return answer(true, "you hold a lease over it".into());
+    }
+    if rules.require_lease {
+        return answer(false, denial(&relative, LEASE_REQUIRED, TAKE_A_LEASE));
+    }
+    if !rules.auto_lease {
+        return match journal.look(|state, _| blocker(journal, state, agent, &relative))? {
+            Some(other) => answer(false, denial(&relative, &other, WAIT_OR_ELSEWHERE)),
+            None => answer(true, "free".into()),
+        };
+    }
+    if let Some(stopped) = grants_stopped {
+        let damage = format!(
+            "line {} of the lease journal is damaged and unreviewed, so keel grants no lease until an operator reviews it",
+            stopped.line_number
+        );
+        return answer(rules.on_error == OnError::Allow, damage);
+    }
+    match journal.probe(&automatic_request(agent, &relative, None)) {
+        Ok(decision) if decision.outcome == Outcome::Refuse => {
+            answer(false, denial(&relative, &refused(journal, &decision), WAIT_OR_ELSEWHERE))
+        }
+        Ok(_) => answer(true, "free: an edit would lease it for you until your session ends".into()),
+        Err(JournalError::InvalidRequest(why)) => answer(false, why),
+        Err(error) => Err(error),
+    }
+}
+
+/// The automatic lease on one file that an allowed edit takes.
+fn automatic_request(agent: &Agent, relative: &str, session: Option<String>) -> AcquireRequest {
+    AcquireRequest {
+        lane: format!("{AUTO_LANE_PREFIX}{relative}"),
+        tree: vec![relative.to_owned()],
+        owner: agent.owner.clone(),
+        run_id: session,
+        holder_pid: agent.holder(),
+        ..AcquireRequest::default()
+    }
 }
 
 /// After a tool call: beats the agent's automatic leases (coalesced). Returns how many are live.
@@ -246,8 +298,32 @@ fn held_since(lease: &Object) -> String {
     format!("held since {since}, last sign of life {last}")
 }
 
+/// What an agent refused by another's lease does instead.
+const WAIT_OR_ELSEWHERE: &str = "work on other files for now, or wait and retry this edit later";
+const LEASE_REQUIRED: &str = "this workspace requires a lease before an edit, and you hold none over it";
+const TAKE_A_LEASE: &str =
+    "take one first (`keel lease acquire --tree PATH`, or the `lease_acquire` tool), or edit a file you hold";
+
 fn deny(path: &str, why: &str, what_to_do: &str) -> Verdict {
-    Verdict::Deny { reason: format!("keel: {path} cannot be edited now: {why}. {what_to_do}.") }
+    Verdict::Deny { reason: denial(path, why, what_to_do) }
+}
+
+/// A refusal written for the agent to act on: which file, why, what to do.
+fn denial(path: &str, why: &str, what_to_do: &str) -> String {
+    format!("keel: {path} cannot be edited now: {why}. {what_to_do}.")
+}
+
+/// The arbiter's reason for a refusal, with since when the blocking lease is held and its
+/// holder's last sign of life.
+fn refused(journal: &Journal, decision: &Decision) -> String {
+    let times = decision.blocking.as_ref().and_then(|b| {
+        let identity = Identity { loop_ts: b.loop_ts.clone(), lane: b.lane.clone() };
+        journal.look(|state, _| state.lease(&identity).map(held_since)).ok().flatten()
+    });
+    match times {
+        Some(times) => format!("{}; {times}", decision.reason),
+        None => decision.reason.clone(),
+    }
 }
 
 /// `path` (absolute) relative to `root` as a `/`-joined lease path, or `None` outside it. The

@@ -127,7 +127,8 @@ impl Dialect {
     pub fn render(self, verdict: &Verdict) -> (Option<String>, u8) {
         match (self, verdict) {
             // Silence: the harness goes on as it would without keel (its own rules still apply).
-            // Gemini's and Cursor's fields for a note on an allow are unverified: silence there.
+            // Gemini CLI (0.61) reads `additionalContext` only from hooks after a tool, and Cursor's
+            // field for a note is unverified: silence there.
             (_, Verdict::Allow { note: None }) | (Self::Gemini | Self::Cursor, Verdict::Allow { note: Some(_) }) => {
                 (None, 0)
             }

@@ -138,9 +138,14 @@ impl Harness {
         }
     }
 
-    /// The timeout keel asks for: ten seconds, in the unit the harness reads (Gemini: ms).
-    fn timeout(self) -> i64 {
-        if self == Self::Gemini { 10_000 } else { 10 }
+    /// The timeout keel asks for: ten seconds, in the unit the harness reads (Gemini: ms), and
+    /// three for Codex's `SessionEnd` (Codex cuts a longer one to that, with a warning).
+    fn timeout(self, event: &str) -> i64 {
+        match (self, event) {
+            (Self::Gemini, _) => 10_000,
+            (Self::Codex, "SessionEnd") => 3,
+            _ => 10,
+        }
     }
 
     /// Adds keel's entries to the settings `text` (empty: a new file) and brings keel's existing
@@ -233,7 +238,7 @@ fn json_entry(harness: Harness, entry: &Entry, command: String) -> CstInputValue
     if harness != Harness::Cursor {
         handler.insert(0, ("type".to_owned(), CstInputValue::String("command".into())));
     }
-    handler.push(("timeout".to_owned(), CstInputValue::Number(harness.timeout().to_string())));
+    handler.push(("timeout".to_owned(), CstInputValue::Number(harness.timeout(entry.event).to_string())));
     if harness == Harness::Cursor {
         return CstInputValue::Object(handler);
     }
@@ -415,7 +420,7 @@ fn toml_edit_hooks(harness: Harness, text: &str, program: &str, edit: Edit) -> R
                     let mut handler = toml_edit::Table::new();
                     handler["type"] = toml_edit::value("command");
                     handler["command"] = toml_edit::value(command.as_str());
-                    handler["timeout"] = toml_edit::value(harness.timeout());
+                    handler["timeout"] = toml_edit::value(harness.timeout(entry.event));
                     let mut handlers = toml_edit::ArrayOfTables::new();
                     handlers.push(handler);
                     let mut group = toml_edit::Table::new();
@@ -465,6 +470,182 @@ fn toml_found(harness: Harness, text: &str) -> Result<Vec<Option<String>>, Setti
                 .map(str::to_owned)
         })
         .collect())
+}
+
+/// keel's MCP server as a harness registers it: the server named [`MCP_SERVER_NAME`] that runs
+/// `keel mcp`. Claude Code and Cursor keep servers in a file of their own (`.mcp.json`,
+/// `.cursor/mcp.json`), Codex and Gemini CLI beside the hooks.
+pub const MCP_SERVER_NAME: &str = "keel";
+
+impl Harness {
+    /// The file that registers MCP servers for `scope`, if keel may edit it. Claude Code keeps its
+    /// user-scope servers in `~/.claude.json`, a state file of its own that keel leaves to
+    /// `claude mcp add --scope user`.
+    pub fn mcp_settings(self, scope: Scope, project: &Path, home: &Path, codex_home: Option<&Path>) -> Option<PathBuf> {
+        match (self, scope) {
+            (Self::ClaudeCode, Scope::Project) => Some(project.join(".mcp.json")),
+            (Self::ClaudeCode, Scope::User) => None,
+            (Self::Cursor, Scope::Project) => Some(project.join(".cursor/mcp.json")),
+            (Self::Cursor, Scope::User) => Some(home.join(".cursor/mcp.json")),
+            (Self::Codex | Self::Gemini, _) => Some(self.settings(scope, project, home, codex_home)),
+        }
+    }
+
+    /// Registers `keel mcp` (run as `program`, a path, not a shell word) in the MCP settings
+    /// `text`, or brings keel's registration up to date. Another server named keel is an error.
+    pub fn install_mcp(self, text: &str, program: &str) -> Result<String, SettingsError> {
+        match self {
+            Self::Codex => toml_edit_mcp(text, Some(program)),
+            _ => guarded(|| json_edit_mcp(text, Some(program))),
+        }
+    }
+
+    /// Removes keel's MCP server from `text`, and the table it leaves empty.
+    pub fn uninstall_mcp(self, text: &str) -> Result<String, SettingsError> {
+        match self {
+            Self::Codex => toml_edit_mcp(text, None),
+            _ => guarded(|| json_edit_mcp(text, None)),
+        }
+    }
+
+    /// Whether `text` registers keel's MCP server running `program`.
+    pub fn mcp_state(self, text: &str, program: &str) -> Result<State, SettingsError> {
+        let found = match self {
+            Self::Codex => toml_mcp_found(text)?,
+            _ => guarded(|| json_mcp_found(text))?,
+        };
+        Ok(match found {
+            None => State::Absent,
+            Some(command) if command == program => State::Installed,
+            Some(_) => State::Partial,
+        })
+    }
+}
+
+/// Whether a server runs keel's MCP server: a program named `keel` given `mcp` and nothing else.
+fn runs_keel_mcp(command: &str, args: &[String]) -> bool {
+    command.rsplit('/').next() == Some("keel") && args == ["mcp"]
+}
+
+fn not_keel_s() -> SettingsError {
+    SettingsError::Shape(format!(
+        "an MCP server named {MCP_SERVER_NAME:?} is registered that does not run `keel mcp`; rename or remove it first"
+    ))
+}
+
+/// keel's registration in JSON (`command`, `args`), if the server named keel is an object.
+fn json_mcp_entry(servers: &CstObject) -> Option<(CstObject, Option<String>, Vec<String>)> {
+    let server = servers.object_value(MCP_SERVER_NAME)?;
+    let command = json_string(&server, "command");
+    let args = server.array_value("args").map(|a| a.elements()).unwrap_or_default();
+    let args = args.iter().filter_map(|a| a.as_string_lit()?.decoded_value().ok()).collect();
+    Some((server, command, args))
+}
+
+fn json_edit_mcp(text: &str, program: Option<&str>) -> Result<String, SettingsError> {
+    let root = parse_json(text)?;
+    let top = json_top(&root)?;
+    if program.is_none() && top.get("mcpServers").is_none() {
+        return Ok(text.to_owned());
+    }
+    let servers = json_object(&top, "mcpServers", "`mcpServers`")?;
+    if servers.get(MCP_SERVER_NAME).is_some() {
+        let Some((server, command, args)) = json_mcp_entry(&servers) else { return Err(not_keel_s()) };
+        if !command.as_deref().is_some_and(|c| runs_keel_mcp(c, &args)) {
+            return Err(not_keel_s());
+        }
+        match (program, server.get("command")) {
+            (Some(program), Some(prop)) if command.as_deref() != Some(program) => {
+                prop.set_value(CstInputValue::String(program.to_owned()));
+            }
+            (Some(_), _) => {}
+            (None, _) => {
+                if let Some(prop) = server.parent().and_then(|p| p.as_object_prop()) {
+                    prop.remove();
+                }
+            }
+        }
+    } else if let Some(program) = program {
+        let server = vec![
+            ("command".to_owned(), CstInputValue::String(program.to_owned())),
+            ("args".to_owned(), CstInputValue::Array(vec![CstInputValue::String("mcp".into())])),
+        ];
+        servers.append(MCP_SERVER_NAME, CstInputValue::Object(server));
+    }
+    if servers.properties().is_empty()
+        && let Some(prop) = servers.parent().and_then(|prop| prop.as_object_prop())
+    {
+        prop.remove();
+    }
+    let edited = root.to_string();
+    Ok(if text.trim().is_empty() && !edited.ends_with('\n') { edited + "\n" } else { edited })
+}
+
+fn json_mcp_found(text: &str) -> Result<Option<String>, SettingsError> {
+    let root = parse_json(text)?;
+    let Some(servers) = root.value().and_then(|v| v.as_object()).and_then(|top| top.object_value("mcpServers")) else {
+        return Ok(None);
+    };
+    Ok(json_mcp_entry(&servers).and_then(|(_, command, args)| command.filter(|c| runs_keel_mcp(c, &args))))
+}
+
+/// keel's `[mcp_servers.keel]`: its command, if it runs `keel mcp`; an error if it is another's.
+fn toml_mcp_command(server: &toml_edit::Item) -> Result<String, SettingsError> {
+    let command = server.get("command").and_then(toml_edit::Item::as_str);
+    let args: Vec<String> = server
+        .get("args")
+        .and_then(toml_edit::Item::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    command.filter(|c| runs_keel_mcp(c, &args)).map(str::to_owned).ok_or_else(not_keel_s)
+}
+
+fn toml_edit_mcp(text: &str, program: Option<&str>) -> Result<String, SettingsError> {
+    let mut document = parse_toml(text)?;
+    if !document.contains_key("mcp_servers") {
+        let Some(program) = program else { return Ok(text.to_owned()) };
+        let mut table = toml_edit::Table::new();
+        table.set_implicit(true);
+        document.insert("mcp_servers", toml_edit::Item::Table(table));
+        let mut server = toml_edit::Table::new();
+        server["command"] = toml_edit::value(program);
+        server["args"] = toml_edit::value(toml_edit::Array::from_iter(["mcp"]));
+        document["mcp_servers"][MCP_SERVER_NAME] = toml_edit::Item::Table(server);
+        return Ok(document.to_string());
+    }
+    let servers = document["mcp_servers"]
+        .as_table_like_mut()
+        .ok_or_else(|| SettingsError::Shape("`mcp_servers` is not a table".into()))?;
+    match (servers.get(MCP_SERVER_NAME).map(toml_mcp_command).transpose()?, program) {
+        (Some(current), Some(program)) => {
+            if current != program
+                && let Some(server) = servers.get_mut(MCP_SERVER_NAME)
+            {
+                server["command"] = toml_edit::value(program);
+            }
+        }
+        (None, Some(program)) => {
+            let mut server = toml_edit::Table::new();
+            server["command"] = toml_edit::value(program);
+            server["args"] = toml_edit::value(toml_edit::Array::from_iter(["mcp"]));
+            servers.insert(MCP_SERVER_NAME, toml_edit::Item::Table(server));
+        }
+        (Some(_), None) => {
+            servers.remove(MCP_SERVER_NAME);
+        }
+        (None, None) => return Ok(text.to_owned()),
+    }
+    if servers.is_empty() {
+        document.remove("mcp_servers");
+    }
+    let edited = document.to_string();
+    Ok(if edited == text { text.to_owned() } else { edited })
+}
+
+fn toml_mcp_found(text: &str) -> Result<Option<String>, SettingsError> {
+    let document = parse_toml(text)?;
+    let server = document.get("mcp_servers").and_then(|s| s.get(MCP_SERVER_NAME));
+    Ok(server.and_then(|s| toml_mcp_command(s).ok()))
 }
 
 #[cfg(test)]
@@ -538,6 +719,38 @@ trust_level = "trusted"
         assert!(moved.contains("'/opt/keel bin/keel' hook pre-tool-use"), "{moved}");
         assert_eq!(Harness::ClaudeCode.state(&moved, "keel").expect("reads"), State::Partial);
         assert_eq!(Harness::ClaudeCode.uninstall(&moved).expect("removes"), "{}\n");
+    }
+
+    #[test]
+    fn keel_s_mcp_server_is_registered_beside_other_servers_and_removed_leaving_them_byte_for_byte() {
+        let claude = "{\n  \"mcpServers\": {\n    \"docs\": {\"command\": \"docs-mcp\", \"args\": []}\n  }\n}\n";
+        let codex = "# mine\n[mcp_servers.docs]\ncommand = \"docs-mcp\" # the docs\n";
+        for (harness, before) in [
+            (Harness::ClaudeCode, claude),
+            (Harness::Cursor, claude),
+            (Harness::Gemini, CLAUDE_SETTINGS),
+            (Harness::Codex, codex),
+        ] {
+            let after = harness.install_mcp(before, "keel").expect("registers");
+            assert_eq!(harness.mcp_state(&after, "keel").expect("reads"), State::Installed, "{after}");
+            assert_eq!(harness.mcp_state(before, "keel").expect("reads"), State::Absent);
+            assert_eq!(harness.install_mcp(&after, "keel").expect("again"), after, "idempotent");
+            let moved = harness.install_mcp(&after, "/opt/keel/keel").expect("updates");
+            assert_eq!(harness.mcp_state(&moved, "keel").expect("reads"), State::Partial, "{moved}");
+            assert_eq!(harness.uninstall_mcp(&after).expect("removes"), before, "{harness:?}");
+            assert_eq!(harness.uninstall_mcp(before).expect("nothing to remove"), before);
+        }
+        insta::assert_snapshot!("mcp-new", Harness::ClaudeCode.install_mcp("", "keel").expect("registers"));
+        insta::assert_snapshot!("mcp-codex-new", Harness::Codex.install_mcp("", "keel").expect("registers"));
+        for (harness, theirs) in [
+            (Harness::ClaudeCode, "{\"mcpServers\": {\"keel\": {\"command\": \"npx\", \"args\": [\"keel-server\"]}}}"),
+            (Harness::ClaudeCode, "{\"mcpServers\": {\"keel\": 3}}"),
+            (Harness::ClaudeCode, "{\"mcpServers\": []}"),
+            (Harness::Codex, "[mcp_servers.keel]\ncommand = \"npx\"\n"),
+        ] {
+            assert!(harness.install_mcp(theirs, "keel").is_err(), "{theirs}");
+            assert!(harness.uninstall_mcp(theirs).is_err(), "another's server is never removed: {theirs}");
+        }
     }
 
     #[test]

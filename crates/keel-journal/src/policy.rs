@@ -68,6 +68,9 @@ pub struct Policy {
     /// `keel hook`: what an edit that needs a lease gets while the journal grants none (damage
     /// awaiting review).
     pub on_error: OnError,
+    /// `keel mcp`: give back the leases taken through the server when its client disconnects
+    /// (otherwise they are held until their TTL, or until the agent's process is gone).
+    pub mcp_release_on_exit: bool,
 }
 
 /// What `keel hook` does with a shell command whose footprint it cannot read (another program,
@@ -115,6 +118,7 @@ impl Default for Policy {
             require_lease: false,
             bash: BashRule::default(),
             on_error: OnError::default(),
+            mcp_release_on_exit: true,
         }
     }
 }

@@ -990,6 +990,31 @@ impl<S: Storage + Clone> Journal<S> {
         self.locked(|this, cache| this.acquire_locked(cache, request, true))
     }
 
+    /// What [`acquire`](Self::acquire) would answer now, writing nothing: the arbiter over the
+    /// live leases, those provably dead left out (as a grant would reclaim them). For a read-only
+    /// check before an edit; the answer can change before the caller acts on it.
+    pub fn probe(&self, request: &AcquireRequest) -> Result<Decision, JournalError> {
+        validate(request)?;
+        let arbiter_request = Request {
+            lane: request.lane.clone(),
+            kind: request.kind.clone(),
+            tree: request.tree.clone(),
+            mode: request.mode.clone(),
+            force: request.force,
+        };
+        self.observed(|this, cache| {
+            let folded = Self::folded(cache);
+            this.damage_check(folded)?;
+            let decision = decide(&arbiter_request, folded.state.live(), &this.options.taxonomy);
+            if decision.outcome != Outcome::Refuse {
+                return Ok(decision);
+            }
+            let now = (this.options.clock)();
+            let alive = folded.state.live().filter(|lease| !this.verdict(lease, now).is_dead());
+            Ok(decide(&arbiter_request, alive, &this.options.taxonomy))
+        })
+    }
+
     /// [`acquire`](Self::acquire), retried with backoff until granted or `timeout` passes; only
     /// the final refusal is recorded.
     pub fn acquire_wait(&self, request: &AcquireRequest, timeout: Duration) -> Result<AcquireOutcome, JournalError> {
