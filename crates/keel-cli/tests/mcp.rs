@@ -331,3 +331,34 @@ fn malformed_json_rpc_is_answered_and_the_session_goes_on() {
     let listed = answers.iter().find(|a| a["id"] == 2).expect("the call after the garbage is answered");
     assert_eq!(listed["result"]["isError"], false, "{listed}");
 }
+
+/// rmcp answers the requests in flight when the input ends (for up to 5 s) before it exits.
+#[test]
+fn a_client_that_closes_its_input_after_asking_still_gets_every_answer() {
+    let (_dir, root) = workspace();
+    let held =
+        support::run(&root, &["lease", "acquire", "--owner", "other", "--lane", "api", "--tree", "src/api/"], &[], "");
+    assert_eq!(support::code(&held), 0, "{}", support::stderr(&held));
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    // A waiting acquire is still in flight when the input ends; the checks behind it are quick.
+    let mut lines = vec![init, initialized];
+    let waiting = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "lease_acquire", "arguments": {"paths": ["src/api/"], "wait_s": 1}}});
+    lines.push(waiting);
+    for id in 3..53 {
+        let check = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "lease_check", "arguments": {"paths": ["src/api/x.rs"]}}});
+        lines.push(check);
+    }
+    let input = lines.iter().map(Value::to_string).collect::<Vec<_>>().join("\n") + "\n";
+    let output = support::run(&root, &["mcp"], &[], &input);
+    assert_eq!(support::code(&output), 0, "{}", String::from_utf8_lossy(&output.stderr));
+    let answers: Vec<Value> =
+        support::stdout(&output).lines().map(|line| serde_json::from_str(line).expect("JSON")).collect();
+    let ids: std::collections::BTreeSet<u64> = answers.iter().filter_map(|a| a["id"].as_u64()).collect();
+    assert_eq!(ids, (1..53).collect(), "every request is answered");
+    let waited = answers.iter().find(|a| a["id"] == 2).expect("the waiting acquire is answered");
+    assert_eq!(waited["result"]["structuredContent"]["granted"], false, "{waited}");
+}

@@ -995,23 +995,12 @@ impl<S: Storage + Clone> Journal<S> {
     /// check before an edit; the answer can change before the caller acts on it.
     pub fn probe(&self, request: &AcquireRequest) -> Result<Decision, JournalError> {
         validate(request)?;
-        let arbiter_request = Request {
-            lane: request.lane.clone(),
-            kind: request.kind.clone(),
-            tree: request.tree.clone(),
-            mode: request.mode.clone(),
-            force: request.force,
-        };
+        let arbiter_request = arbiter_request(request);
         self.observed(|this, cache| {
             let folded = Self::folded(cache);
             this.damage_check(folded)?;
-            let decision = decide(&arbiter_request, folded.state.live(), &this.options.taxonomy);
-            if decision.outcome != Outcome::Refuse {
-                return Ok(decision);
-            }
-            let now = (this.options.clock)();
-            let alive = folded.state.live().filter(|lease| !this.verdict(lease, now).is_dead());
-            Ok(decide(&arbiter_request, alive, &this.options.taxonomy))
+            let (decision, _reclaimable) = this.admission(folded, &arbiter_request, (this.options.clock)());
+            Ok(decision)
         })
     }
 
@@ -1033,6 +1022,56 @@ impl<S: Storage + Clone> Journal<S> {
         }
     }
 
+    /// The arbiter's decision over the admission view, in which leases that are provably dead do
+    /// not block, and the dead leases that would have blocked (a grant scavenges them in the
+    /// journal first, so the structural live set never holds two colliding leases). Expiry is
+    /// judged only when something blocks (it reads the process table), so an uncontended request
+    /// costs nothing extra.
+    fn admission(&self, folded: &Folded, request: &Request, now: f64) -> (Decision, Vec<(Identity, Verdict)>) {
+        let taxonomy = &self.options.taxonomy;
+        let refuses_alone =
+            |lease: &Object| decide(request, std::iter::once(lease), taxonomy).outcome == Outcome::Refuse;
+        let mut decision = decide(request, folded.state.live(), taxonomy);
+        if decision.outcome != Outcome::Refuse {
+            return (decision, Vec::new());
+        }
+        // Judging a lease reads the process table: first only the leases that refuse the request
+        // on their own. If one of them is alive the request is refused whatever the rest are (the
+        // arbiter never admits more when more is live), and the others need not be judged.
+        let blockers: Vec<(&Identity, &Object)> =
+            folded.state.live_with_identity().filter(|(_, lease)| refuses_alone(lease)).collect();
+        let dead: Vec<&Identity> =
+            blockers.iter().filter(|(_, lease)| self.verdict(lease, now).is_dead()).map(|(id, _)| *id).collect();
+        if dead.len() < blockers.len() {
+            if !dead.is_empty() {
+                // Name a live blocker, not one that is provably dead.
+                let rest = folded.state.live_with_identity().filter(|(id, _)| !dead.contains(id)).map(|(_, l)| l);
+                decision = decide(request, rest, taxonomy);
+            }
+            return (decision, Vec::new());
+        }
+        let mut alive = Vec::new();
+        let mut dead = Vec::new();
+        for (identity, lease) in folded.state.live_with_identity() {
+            let verdict = self.verdict(lease, now);
+            if verdict.is_dead() {
+                dead.push((identity, lease, verdict));
+            } else {
+                alive.push(lease);
+            }
+        }
+        if dead.is_empty() {
+            return (decision, Vec::new());
+        }
+        let decision = decide(request, alive.iter().copied(), taxonomy);
+        let reclaimed = dead
+            .iter()
+            .filter(|(_, lease, _)| refuses_alone(lease))
+            .map(|(identity, _, verdict)| ((*identity).clone(), *verdict))
+            .collect();
+        (decision, reclaimed)
+    }
+
     fn acquire_locked(
         &self,
         cache: &mut Cache<S>,
@@ -1042,63 +1081,7 @@ impl<S: Storage + Clone> Journal<S> {
         let now = (self.options.clock)();
         let folded = Self::folded(cache);
         self.damage_check(folded)?;
-        let arbiter_request = Request {
-            lane: request.lane.clone(),
-            kind: request.kind.clone(),
-            tree: request.tree.clone(),
-            mode: request.mode.clone(),
-            force: request.force,
-        };
-        // The admission view: leases that are provably dead do not block. Those that would have
-        // blocked are scavenged in the journal before the grant, so the structural live set never
-        // holds two colliding leases. Expiry is judged only when something blocks (it reads the
-        // process table), so an uncontended grant costs nothing extra.
-        let mut decision = decide(&arbiter_request, folded.state.live(), &self.options.taxonomy);
-        let mut reclaimed: Vec<(Identity, Verdict)> = Vec::new();
-        // Judging a lease reads the process table: first only the leases that refuse the request
-        // on their own. If one of them is alive the request is refused whatever the rest are (the
-        // arbiter never admits more when more is live), and the others need not be judged.
-        let alive_blocker = decision.outcome == Outcome::Refuse && {
-            let blockers: Vec<(&Identity, &Object)> = folded
-                .state
-                .live_with_identity()
-                .filter(|(_, lease)| {
-                    decide(&arbiter_request, std::iter::once(*lease), &self.options.taxonomy).outcome == Outcome::Refuse
-                })
-                .collect();
-            let dead: Vec<&Identity> =
-                blockers.iter().filter(|(_, lease)| self.verdict(lease, now).is_dead()).map(|(id, _)| *id).collect();
-            let alive = dead.len() < blockers.len();
-            if alive && !dead.is_empty() {
-                // Name a live blocker, not one that is provably dead.
-                let rest = folded.state.live_with_identity().filter(|(id, _)| !dead.contains(id)).map(|(_, l)| l);
-                decision = decide(&arbiter_request, rest, &self.options.taxonomy);
-            }
-            alive
-        };
-        if decision.outcome == Outcome::Refuse && !alive_blocker {
-            let mut alive = Vec::new();
-            let mut dead = Vec::new();
-            for (identity, lease) in folded.state.live_with_identity() {
-                let verdict = self.verdict(lease, now);
-                if verdict.is_dead() {
-                    dead.push((identity, lease, verdict));
-                } else {
-                    alive.push(lease);
-                }
-            }
-            if !dead.is_empty() {
-                decision = decide(&arbiter_request, alive.iter().copied(), &self.options.taxonomy);
-                reclaimed = dead
-                    .iter()
-                    .filter(|(_, lease, _)| {
-                        decide(&arbiter_request, std::iter::once(*lease), &self.options.taxonomy).outcome
-                            == Outcome::Refuse
-                    })
-                    .map(|(identity, _, verdict)| ((*identity).clone(), *verdict))
-                    .collect();
-            }
-        }
+        let (mut decision, mut reclaimed) = self.admission(folded, &arbiter_request(request), now);
         if decision.outcome == Outcome::Refuse {
             // Say why the blocker is not reclaimable, so the requester knows to wait, and how long.
             let blocker =
@@ -1602,6 +1585,17 @@ fn scavenge_record(identity: &Identity, reason: &str) -> Object {
 /// lock, and not again on each retry of a wait. A blank lane would be granted under a name nobody
 /// can type, a blank `loop_ts` read as an identity already live, an unknown mode as exclusive, and a
 /// tree outside the workspace would collide with nothing.
+/// The arbiter's view of a lease request.
+fn arbiter_request(request: &AcquireRequest) -> Request {
+    Request {
+        lane: request.lane.clone(),
+        kind: request.kind.clone(),
+        tree: request.tree.clone(),
+        mode: request.mode.clone(),
+        force: request.force,
+    }
+}
+
 fn validate(request: &AcquireRequest) -> Result<(), JournalError> {
     if request.owner.trim().is_empty() {
         return Err(JournalError::InvalidRequest("a lease needs an owner".into()));

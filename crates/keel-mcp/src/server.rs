@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use keel_hook::Agent;
 use keel_hook::decide::{self, Rules};
-use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalError, LiveLease};
+use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalError};
 use keel_kernel::gate::Holder;
 use keel_kernel::tree::{Region, Tree};
 use keel_kernel::{Identity, Object};
@@ -494,14 +494,26 @@ impl Server {
         }
     }
 
-    /// This agent's live leases (on `lane`, if given).
-    fn mine(&self, lane: Option<&str>) -> Result<Vec<LiveLease>, CallToolResult> {
-        let live = self.shared.journal.live().map_err(failed)?;
-        Ok(live
-            .into_iter()
-            .filter(|lease| holder(&lease.lease) == self.owner())
-            .filter(|lease| lane.is_none_or(|lane| lease.identity.lane == lane))
-            .collect())
+    /// This agent's live leases (on `lane`, if given), with their generations: one look at the
+    /// live state, judging none of the others' (a judgement reads the process table).
+    fn own(&self, lane: Option<&str>) -> Result<Vec<Own>, JournalError> {
+        self.shared.journal.look(|state, _| {
+            state
+                .live_with_identity()
+                .filter(|(identity, lease)| {
+                    holder(lease) == self.owner() && lane.is_none_or(|lane| identity.lane == lane)
+                })
+                .map(|(identity, lease)| Own {
+                    identity: identity.clone(),
+                    lease: lease.clone(),
+                    generation: state.generation(identity),
+                })
+                .collect()
+        })
+    }
+
+    fn mine(&self, lane: Option<&str>) -> Result<Vec<Own>, CallToolResult> {
+        self.own(lane).map_err(failed)
     }
 
     fn leases(&self, mine: bool) -> Result<Value, JournalError> {
@@ -577,11 +589,10 @@ impl Server {
     /// The holder of this agent's exclusive lease that covers every path: the lease this session
     /// took (with the generation it was granted) before any other.
     fn lease_over(&self, paths: &[&str]) -> Result<Option<Holder>, JournalError> {
-        let live = self.shared.journal.live()?;
+        let own = self.own(None)?;
         let taken = lock(&self.shared.taken).clone();
-        let covering = live.iter().filter(|lease| {
-            holder(&lease.lease) == self.owner()
-                && lease.lease.get("mode").and_then(Value::as_str) != Some("shared")
+        let covering = own.iter().filter(|lease| {
+            lease.lease.get("mode").and_then(Value::as_str) != Some("shared")
                 && paths.iter().all(|path| covers(&lease.lease, path))
         });
         let best = covering.min_by_key(|lease| !taken.iter().any(|(identity, _)| *identity == lease.identity));
@@ -722,6 +733,13 @@ impl ServerHandler for Server {
         let leases = self.leases(false).map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
         Ok(ReadResourceResult::new(vec![ResourceContents::text(leases.to_string(), LEASES_URI)]).into())
     }
+}
+
+/// One of this agent's live leases.
+struct Own {
+    identity: Identity,
+    lease: Object,
+    generation: Option<u64>,
 }
 
 fn holder(lease: &Object) -> &str {
