@@ -205,11 +205,14 @@ pub fn run(
         JournalCommand::Compact { dry_run: true, .. } => {
             // What `compact` would write; the spec's compaction, with a warning, when it would
             // refuse (it never rewrites a journal whose compaction changes its meaning).
-            let state = replay_file(path)?.state;
-            let records = state.compact_fenced().unwrap_or_else(|error| {
-                eprintln!("keel: warning: {}: {error}", path.display());
-                state.compact()
-            });
+            let journal = keel_journal::Journal::open(path, options.clone());
+            let records = match journal.compaction_plan() {
+                Err(keel_journal::JournalError::CompactRefused { source, .. }) => {
+                    eprintln!("keel: warning: {}: {source}", path.display());
+                    replay_file(path)?.state.compact()
+                }
+                planned => planned.map_err(crate::lease::failure)?,
+            };
             for record in records {
                 print_line(&mut out, &to_line(&record))?;
             }

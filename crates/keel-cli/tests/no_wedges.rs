@@ -291,3 +291,40 @@ fn lease_run_that_loses_its_lease_stops_its_command_at_its_next_heartbeat() {
         assert!(err.contains("lost"), "warned at once: {err}");
     }
 }
+
+/// `journal compact --dry-run` rebuilt the compaction itself and left out what `compact` adds: the
+/// checkpoint's `ts` and the `REVIEW` that carries the excuses in force forward.
+#[test]
+fn compact_dry_run_prints_exactly_what_compact_then_writes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    assert_eq!(code(&acquire(root, "a", "a/", "o1")), 0);
+    append(root, b"not a record\n");
+    assert_eq!(code(&keel(root, &["journal", "review", "--accept", "--by", "ops"])), 0);
+    assert_eq!(code(&acquire(root, "b", "b/", "o2")), 0);
+    let dry = keel(root, &["journal", "compact", "--dry-run"]);
+    assert_eq!(code(&dry), 0, "{}", stderr(&dry));
+    let compact = keel(root, &["journal", "compact"]);
+    assert_eq!(code(&compact), 0, "{}", stderr(&compact));
+    let written = std::fs::read_to_string(root.join(".keel/lane-journal.jsonl")).expect("journal");
+    // The checkpoint's `ts` is the time of writing and the carried review's `by` the process that
+    // writes: the same fields, with other values.
+    let without_ts = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|line| {
+                let mut record: serde_json::Value = serde_json::from_str(line).expect("a record");
+                for key in ["ts", "by"] {
+                    if let Some(value) = record.as_object_mut().and_then(|r| r.remove(key)) {
+                        assert!(value.is_string(), "{line}");
+                        record[key] = format!("<{key}>").into();
+                    }
+                }
+                record
+            })
+            .collect()
+    };
+    let (planned, wrote) = (without_ts(&stdout(&dry)), without_ts(&written));
+    assert_eq!(planned, wrote, "dry run:\n{}\nwritten:\n{written}", stdout(&dry));
+    assert!(wrote.iter().any(|r| r["op"] == "REVIEW"), "a review is carried forward: {written}");
+    assert_eq!(wrote[0]["ts"], "<ts>", "the checkpoint is stamped: {written}");
+}

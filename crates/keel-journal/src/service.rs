@@ -1502,8 +1502,17 @@ impl<S: Storage + Clone> Journal<S> {
         self.locked(Self::compact_locked)
     }
 
-    fn compact_locked(&self, cache: &mut Cache<S>) -> Result<Compaction, JournalError> {
-        let folded = Self::folded(cache);
+    /// The records [`compact`](Self::compact) would write now, writing nothing (for a dry run):
+    /// the same plan, so what is shown is what is written, but for the checkpoint's `ts`. It
+    /// takes no lock, so it creates no lock file either: a dry run leaves the directory as it was.
+    pub fn compaction_plan(&self) -> Result<Vec<Object>, JournalError> {
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.fold(&mut cache)?;
+        self.plan(Self::folded(&cache)).map(|(records, _ts)| records)
+    }
+
+    /// The compacted journal's records, and the time stamped on its checkpoint.
+    fn plan(&self, folded: &Folded) -> Result<(Vec<Object>, String), JournalError> {
         let mut records = folded
             .state
             .compact_fenced()
@@ -1521,6 +1530,12 @@ impl<S: Storage + Clone> Journal<S> {
             review.insert("seq".into(), Value::from(folded.state.next_seq().saturating_sub(1)));
             records.push(review);
         }
+        Ok((records, ts))
+    }
+
+    fn compact_locked(&self, cache: &mut Cache<S>) -> Result<Compaction, JournalError> {
+        let folded = Self::folded(cache);
+        let (records, ts) = self.plan(folded)?;
         let mut bytes = Vec::new();
         for record in &records {
             let line = to_line(record);
