@@ -608,34 +608,19 @@ impl<S: Storage + Clone> Journal<S> {
     }
 
     /// Runs a read-only `operation` on the state folded to the end of the journal, creating
-    /// nothing: under the writer lock where this process can take it, without it where it cannot
-    /// write (a read-only mount, a journal it may read but not lock). Unlocked, the fold sees the
-    /// journal as of one moment, which is all a locked read tells once its lock is released:
-    /// appends are whole lines (one still in flight is a fragment, left out as a torn tail) and
-    /// compaction replaces the file by rename.
+    /// nothing and taking no lock, so a reader never waits behind a writer's fdatasync and never
+    /// needs write access. The fold sees the journal as of one moment, which is all a locked read
+    /// tells once its lock is released: appends are whole lines (one still in flight is a
+    /// fragment without its `\n`, left out as a torn tail and read again next time), and
+    /// compaction replaces the file by rename (the fold reads the file it opened, by that file's
+    /// own identity and length).
     fn observed<T>(
         &self,
         operation: impl FnOnce(&Self, &mut Cache<S>) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
         let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let lock = match cache.lock.take() {
-            Some(lock) => Some(lock),
-            // No journal: the state is empty, and a look must not create `.keel/` or a lock file.
-            None if self.stat()?.is_none() => None,
-            None => match ReusableLock::open(&self.lock_path) {
-                Ok(lock) => Some(lock),
-                Err(FsError::Io { source, .. })
-                    if matches!(source.kind(), io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied) =>
-                {
-                    None
-                }
-                Err(error) => return Err(error.into()),
-            },
-        };
-        match lock {
-            Some(lock) => self.under(lock, &mut cache, operation),
-            None => self.fold(&mut cache).and_then(|()| operation(self, &mut cache)),
-        }
+        self.fold(&mut cache)?;
+        operation(self, &mut cache)
     }
 
     /// Takes `lock`, folds and runs `operation`, and keeps the lock's file open in the cache.
@@ -675,15 +660,21 @@ impl<S: Storage + Clone> Journal<S> {
             });
             return Ok(());
         };
+        let (file, stat) = match cache.reader.take() {
+            Some((file, dev, ino)) if dev == stat.dev && ino == stat.ino => (file, stat),
+            _ => {
+                // The file opened may not be the one just stat'ed (a compaction renamed a new one
+                // in between, which readers do not wait for): read it as what it is.
+                let file = self.storage.open_read(&self.path).map_err(|e| FsError::io("open", &self.path, e))?;
+                let opened = self.storage.file_stat(&file).map_err(|e| FsError::io("stat", &self.path, e))?;
+                (file, opened)
+            }
+        };
         let resume = match cache.folded.take() {
             Some(f) if f.dev == stat.dev && f.ino == stat.ino && stat.len >= f.safe_offset => {
                 Some((f.state, f.safe_offset, f.safe_lines))
             }
             _ => None,
-        };
-        let file = match cache.reader.take() {
-            Some((file, dev, ino)) if dev == stat.dev && ino == stat.ino => file,
-            _ => self.storage.open_read(&self.path).map_err(|e| FsError::io("open", &self.path, e))?,
         };
         let (state, offset, lines) = match resume {
             Some(resume) => resume,
@@ -1503,12 +1494,9 @@ impl<S: Storage + Clone> Journal<S> {
     }
 
     /// The records [`compact`](Self::compact) would write now, writing nothing (for a dry run):
-    /// the same plan, so what is shown is what is written, but for the checkpoint's `ts`. It
-    /// takes no lock, so it creates no lock file either: a dry run leaves the directory as it was.
+    /// the same plan, so what is shown is what is written, but for the checkpoint's `ts`.
     pub fn compaction_plan(&self) -> Result<Vec<Object>, JournalError> {
-        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.fold(&mut cache)?;
-        self.plan(Self::folded(&cache)).map(|(records, _ts)| records)
+        self.observed(|this, cache| this.plan(Self::folded(cache)).map(|(records, _ts)| records))
     }
 
     /// The compacted journal's records, and the time stamped on its checkpoint.

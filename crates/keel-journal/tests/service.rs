@@ -613,3 +613,45 @@ fn a_journal_kept_open_counts_a_run_of_damaged_lines_once_however_often_it_looks
     let reopened = Journal::open(&path, options(&clock)).stats().expect("stats");
     assert_eq!((reopened.records, reopened.corrupt), (first.records, first.corrupt), "a fresh process agrees");
 }
+
+/// Readers take no lock: one that reads while another process appends and compacts (renaming a
+/// new file over the journal) sees the journal of one moment, never a mix of the two files.
+#[test]
+fn a_reader_racing_appends_and_compactions_always_sees_a_whole_live_set() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let writer = Journal::open(&path, options(&clock));
+    for i in 0..20 {
+        granted(writer.acquire(&request(&format!("stable{i}"), &format!("s/{i}/"), "agent-a")).expect("acquire"));
+    }
+    let stable: std::collections::BTreeSet<String> = (0..20).map(|i| format!("stable{i}")).collect();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reading = {
+        let (path, clock, stable, done) = (path.clone(), Arc::clone(&clock), stable.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let reader = Journal::open(&path, options(&clock));
+            let mut looks = 0_u32;
+            while !done.load(Ordering::SeqCst) || looks == 0 {
+                let live: std::collections::BTreeSet<String> =
+                    reader.live().expect("a read").into_iter().map(|lease| lease.identity.lane).collect();
+                let extra: Vec<&String> = live.difference(&stable).filter(|lane| !lane.starts_with("churn")).collect();
+                assert!(stable.is_subset(&live) && extra.is_empty(), "a torn view: {live:?}");
+                assert!(live.len() <= stable.len() + 1, "at most one churning lease is live: {live:?}");
+                looks += 1;
+            }
+            looks
+        })
+    };
+    for round in 0..60 {
+        let lane = format!("churn{round}");
+        granted(writer.acquire(&request(&lane, &format!("c/{round}/"), "agent-b")).expect("acquire"));
+        writer.release(&lane, "agent-b", None).expect("release");
+        if round % 3 == 0 {
+            writer.compact().expect("compact");
+        }
+    }
+    done.store(true, Ordering::SeqCst);
+    let looks = reading.join().expect("the reader saw whole live sets");
+    assert!(looks > 0);
+}
