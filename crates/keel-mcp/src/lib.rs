@@ -78,7 +78,10 @@ pub fn serve_stdio(config: Config) -> Result<Served, ServeError> {
     runtime.block_on(async move {
         let server = Server::new(config);
         let beats = tokio::spawn(server.clone().beat_forever());
-        let (pipes, framing) = frame::frame(tokio::io::stdin(), tokio::io::stdout());
+        // When stdin and stdout are pipes (as harnesses start servers), they are read and written
+        // on the reactor rather than through a thread hand-off per operation.
+        let (input, output) = rmcp::transport::stdio_pipes();
+        let (pipes, framing) = frame::frame(input, output);
         let transport = rmcp::transport::async_rw::AsyncRwTransport::new_server(pipes.0, pipes.1)
             .with_max_line_length(MESSAGE_BYTES_MAX);
         let session =
