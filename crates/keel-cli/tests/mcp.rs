@@ -276,6 +276,24 @@ fn hook_install_registers_the_server_beside_other_servers_and_the_agent_starts_i
 }
 
 #[test]
+fn the_server_beats_its_session_s_leases_while_the_client_is_connected() {
+    let (_dir, root) = workspace();
+    // A grace of 4 s: each lease is beaten every second (a quarter of it).
+    let mut a = Agent::start(&root, &[("KEEL_GRACE_S", "4")]);
+    assert_eq!(a.ok("lease_acquire", json!({"paths": ["src/api/"]}))["granted"], true);
+    let mut seen = Value::Null;
+    for _ in 0..40 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        seen = a.ok("lease_list", json!({"mine": true}))["leases"][0].clone();
+        if seen["last_seen"] != seen["since"] {
+            break;
+        }
+    }
+    assert_ne!(seen["last_seen"], seen["since"], "no heartbeat within 4 s: {seen}");
+    assert!(seen["last_seen"].as_str() > seen["since"].as_str(), "{seen}");
+}
+
+#[test]
 fn bad_calls_are_tool_errors_naming_what_is_wrong_and_lose_no_lease() {
     let (_dir, root) = workspace();
     let mut a = Agent::start(&root, &[]);

@@ -11,9 +11,9 @@
 //! - One server per agent session. The agent is its parent process, found as `keel hook` finds
 //!   it ([`keel_hook::Agent`]; `KEEL_OWNER` overrides the name), so a lease taken here is the
 //!   agent's own for its hook too, and becomes reclaimable past the grace once the agent is gone.
-//! - Leases taken through the server are beaten every [`BEAT_EVERY_S`] seconds while the client
-//!   is connected, and given back when it disconnects (policy `mcp_release_on_exit = false`
-//!   keeps them until their TTL).
+//! - Leases taken through the server are beaten every [`BEAT_EVERY_S`] seconds (or a quarter of
+//!   their TTL or grace, if shorter) while the client is connected, and given back when it
+//!   disconnects (policy `mcp_release_on_exit = false` keeps them until their TTL).
 //! - A refusal (a lease held by another agent, a write the gate refuses) is an answer, not an
 //!   error: a normal result whose `granted`/`outcome` says so, with who and what to do.
 //!

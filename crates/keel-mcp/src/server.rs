@@ -1,5 +1,6 @@
 //! The tools, their arguments and their answers.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -645,21 +646,32 @@ impl Server {
         })
     }
 
-    /// Beats the session's leases every [`BEAT_EVERY_S`] seconds, forever.
+    /// Beats each of the session's leases every [`BEAT_EVERY_S`] seconds, or a quarter of its TTL
+    /// or grace if that is shorter (as `keel lease run` does), forever.
     pub async fn beat_forever(self) {
-        let mut every = tokio::time::interval(Duration::from_secs(BEAT_EVERY_S));
-        every.tick().await;
+        let mut beaten: HashMap<Identity, Instant> = HashMap::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            every.tick().await;
+            tick.tick().await;
+            let Ok(own) = self.own(None) else { continue };
             let taken = lock(&self.shared.taken).clone();
-            for (identity, _) in taken {
+            beaten.retain(|identity, _| taken.iter().any(|(t, _)| t == identity));
+            let expiry = &self.shared.journal.options().expiry;
+            for lease in own.iter().filter(|lease| taken.iter().any(|(t, _)| *t == lease.identity)) {
+                let cap_s = keel_kernel::expiry::ttl_s(&lease.lease, expiry)
+                    .min(keel_kernel::expiry::grace_s(&lease.lease, expiry))
+                    / 4;
+                let period_s = BEAT_EVERY_S.min(cap_s).max(1);
+                let last = beaten.entry(lease.identity.clone()).or_insert_with(Instant::now);
+                if last.elapsed() < Duration::from_secs(period_s) {
+                    continue;
+                }
                 // A failed beat is retried at the next tick; the lease's TTL outlasts several.
-                let _ = self.shared.journal.heartbeat(
-                    &identity.lane,
-                    self.owner(),
-                    Some(&identity.loop_ts),
-                    Some(BEAT_EVERY_S),
-                );
+                let id = &lease.identity;
+                let beat = self.shared.journal.heartbeat(&id.lane, self.owner(), Some(&id.loop_ts), Some(period_s));
+                if beat.is_ok() {
+                    *last = Instant::now();
+                }
             }
         }
     }
