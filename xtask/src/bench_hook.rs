@@ -170,9 +170,9 @@ pub fn run() -> anyhow::Result<()> {
     report("keel allow / bare process start", ms(allow) / ms(bare), 1.5, "x");
     report("keel deny / bare process start", ms(deny) / ms(bare), 1.5, "x");
     report("keel allow, 100,000 / 100 records of history", ms(allow_big) / ms(allow), 1.2, "x");
-    println!(
-        "  an automatic lease costs {:.2} ms over an allow (one fdatasync is about 0.1 ms here)",
-        ms(leased) - ms(allow)
-    );
+    // The target is one fdatasync more than an allow: the bound is measured now, on this disk.
+    let sync = crate::bench::fdatasync_bound(&dir)?;
+    println!("  append+fdatasync of a record-sized line (the bound): {:.2} ms", ms(sync));
+    report("keel automatic lease - allow, over one fdatasync", (ms(leased) - ms(allow)) / ms(sync), 1.0, "x");
     Ok(())
 }
