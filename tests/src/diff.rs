@@ -1,4 +1,4 @@
-//! Differential checks: the kernel's replay against the [`reference`](crate::reference) fold,
+//! Differential checks: the kernel's replay against the [`reference`](mod@crate::reference) fold,
 //! against itself fed in pieces, and against the replay of its own compaction.
 //!
 //! [`check`] returns the first difference it finds as a [`Mismatch`] that says what differs and

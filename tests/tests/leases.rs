@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use keel_fs::KernelLock;
+use keel_fs::OsLock;
 use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalOptions, replay_path};
 use keel_kernel::arbiter::Mode;
 use keel_kernel::tree::Tree;
@@ -196,7 +196,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_grant_and_leaves_no_conflict()
         }
         assert_no_live_conflict(&journal);
         check_occupancy(&occupancy);
-        let lock = KernelLock::try_acquire(&KernelLock::path_for(&journal));
+        let lock = OsLock::try_acquire(&OsLock::path_for(&journal));
         assert!(lock.is_ok(), "seed {seed} round {round}: the writer lock is free after the kill: {lock:?}");
         drop(lock);
         // The fleet is not wedged: a fresh writer can still be told yes or no, not "damaged".

@@ -11,6 +11,10 @@ use crate::workspace_root;
 const REPLAY_DIFF_CASES: u64 = 300;
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    cargo_with(args, &[])
+}
+
+fn cargo_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
     let started = Instant::now();
     println!("==> cargo {}", args.join(" "));
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -18,6 +22,7 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
         .current_dir(workspace_root())
         // Snapshot tests must fail on a difference, never write a new snapshot in CI.
         .env("INSTA_UPDATE", "no")
+        .envs(env.iter().copied())
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
     if !status.success() {
@@ -35,6 +40,8 @@ pub fn run() -> anyhow::Result<()> {
     cargo(&["test", "--locked", "-p", "keel-tests", "--test", "tidy"])?;
     cargo(&["test", "--workspace", "--locked", "--all-targets", "--no-fail-fast"])?;
     cargo(&["test", "--workspace", "--locked", "--doc"])?;
+    // A broken link in the docs is a defect like any other.
+    cargo_with(&["doc", "--workspace", "--no-deps", "--locked"], &[("RUSTDOCFLAGS", "-D warnings")])?;
     let cases = REPLAY_DIFF_CASES.to_string();
     cargo(&["run", "--locked", "-p", "xtask", "--", "replay-diff", "--cases", &cases, "--seed", "20261123"])?;
     // The shipped binary is built differently (statically, on Linux): build it and run a lease

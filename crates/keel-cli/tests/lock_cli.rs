@@ -132,7 +132,7 @@ fn config_get_set_patch_print_the_snapshot_and_a_stale_generation_exits_1_with_b
     assert_eq!(text(&from.stdout), "wrote generation 3: {\"from\":\"file\"}\n");
     assert_eq!(text(&keel(&["config", "get", "--file", f]).stdout), "generation 3: {\"from\":\"file\"}\n");
     assert_eq!(keel(&["config", "set", "--file", f, "--value", "[1]"]).status.code(), Some(2), "not an object");
-    let held = keel_fs::KernelLock::try_acquire(&keel_fs::KernelLock::path_for(&file)).expect("hold the writer lock");
+    let held = keel_fs::OsLock::try_acquire(&keel_fs::OsLock::path_for(&file)).expect("hold the writer lock");
     let busy = keel(&["config", "patch", "--file", f, "--value", "{}", "--lock-timeout-ms", "100"]);
     assert_eq!(busy.status.code(), Some(3), "{}", text(&busy.stderr));
     assert_eq!(keel(&["config", "get", "--file", f]).status.code(), Some(0), "readers take no lock");

@@ -12,7 +12,7 @@
 //! - [`append`]: [`Appender`] appends newline-terminated records with one `write` and one
 //!   `fdatasync` each, repairs a torn tail with a newline, and latches failed on any I/O error.
 //! - [`lines`]: [`LineReader`] streams lines with their byte offsets in bounded memory.
-//! - [`lock`]: [`KernelLock`] (dies with its holder), [`ExclusiveFileLock`] (`O_EXCL`, stale
+//! - [`lock`]: [`OsLock`] (dies with its holder), [`ExclusiveFileLock`] (`O_EXCL`, stale
 //!   steal by compare-and-swap) and [`SidecarDirLock`] (`<path>.lock/` directory).
 //! - [`resolve`]: [`Root::resolve`] opens the parent of a relative path beneath a root, refusing
 //!   escapes and symlinks.
@@ -26,11 +26,11 @@
 //!
 //! # Example
 //! ```
-//! use keel_fs::{Appender, KernelLock, LineReader, write_atomic};
+//! use keel_fs::{Appender, OsLock, LineReader, write_atomic};
 //! # let dir = tempfile::tempdir()?;
 //! # let root = dir.path();
 //! let journal = root.join("journal.jsonl");
-//! let _writer = KernelLock::try_acquire(&KernelLock::path_for(&journal))?;
+//! let _writer = OsLock::try_acquire(&OsLock::path_for(&journal))?;
 //! let mut appender = Appender::open(&journal)?;
 //! let report = appender.append(br#"{"op":"acquire"}"#)?;
 //! assert_eq!((report.record_offset, report.offset_after), (0, 17));
@@ -60,6 +60,6 @@ pub use atomic::{
 };
 pub use error::{FsError, Result};
 pub use lines::{LINE_BYTES_MAX_DEFAULT, Line, LineReader, Skipped};
-pub use lock::{ExclusiveFileLock, KernelLock, Release, ReusableLock, SidecarDirLock};
+pub use lock::{ExclusiveFileLock, OsLock, Release, ReusableLock, SidecarDirLock};
 pub use resolve::{ResolveError, Resolved, Root};
 pub use seam::{CrashSim, DirSync, FailAfter, OsStorage, Storage};

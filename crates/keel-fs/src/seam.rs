@@ -462,7 +462,6 @@ struct SimState {
     ops: u64,
     power_cut_at: Option<u64>,
     powered_off: bool,
-    dir_sync_unsupported: bool,
 }
 
 /// An open file of a [`CrashSim`].
@@ -543,11 +542,6 @@ impl CrashSim {
     /// Operations attempted so far.
     pub fn ops(&self) -> u64 {
         self.lock().ops
-    }
-
-    /// Makes `sync_dir` fail with `EINVAL`, as on file systems that cannot fsync a directory.
-    pub fn set_dir_sync_unsupported(&self, unsupported: bool) {
-        self.lock().dir_sync_unsupported = unsupported;
     }
 
     /// The file system a reboot finds: names and data each as `names`/`data` say. The result is
@@ -719,9 +713,6 @@ impl Storage for CrashSim {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.lock();
         Self::tick(&mut state)?;
-        if state.dir_sync_unsupported {
-            return Err(io::Error::from_raw_os_error(rustix::io::Errno::INVAL.raw_os_error()));
-        }
         let in_dir = |path: &Path| parent_dir(path) == dir;
         state.durable_names.retain(|path, _| !in_dir(path));
         let now: Vec<(PathBuf, u64)> = state

@@ -3,6 +3,6 @@
 mod append;
 mod atomic;
 mod exclusive_lock;
-mod kernel_lock;
+mod os_lock;
 mod resolve;
 mod sidecar_lock;

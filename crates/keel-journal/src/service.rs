@@ -13,7 +13,7 @@
 //! killed mid-append leaves an unterminated fragment; the next writer terminates it and records a
 //! `REVIEW` excusing that line, because nothing in it was ever acknowledged. A *complete* line that
 //! does not parse is damage: while any is unreviewed, `acquire` fails closed (a corrupted `ACQUIRE`
-//! must not silently free a region) until an operator reviews it ([`Journal::review`]).
+//! must not silently free a region) until an operator reviews it ([`Journal::accept_review`]).
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 
 use keel_fs::seam::FileStat;
 use keel_fs::{
-    Appender, FsError, KernelLock, LINE_BYTES_MAX_DEFAULT, LineReader, OsStorage, ReusableLock, Storage,
-    write_atomic_with,
+    Appender, FsError, LINE_BYTES_MAX_DEFAULT, LineReader, OsLock, OsStorage, ReusableLock, Storage, write_atomic_with,
 };
 use keel_kernel::arbiter::{Decision, Mode, Outcome, Request, decide};
 use keel_kernel::expiry::{ExpiryPolicy, Verdict, assess, format_utc};
@@ -532,7 +531,7 @@ impl<S: Storage + Clone> Journal<S> {
         Self {
             storage,
             path: path.to_owned(),
-            lock_path: KernelLock::path_for(path),
+            lock_path: OsLock::path_for(path),
             head_path: with_suffix(path, ".head"),
             torn_path: with_suffix(path, ".torn"),
             options,

@@ -7,7 +7,7 @@
 //! already past the grace, it never reclaims a fresh one (the pid may simply not be visible here).
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -252,14 +252,6 @@ fn judge(lease: &Object, now_unix_s: i64, last: i64, policy: &ExpiryPolicy, hold
         return Verdict::HolderGone { idle_s };
     }
     Verdict::Alive { idle_s, ttl_s }
-}
-
-/// Seconds since the Unix epoch of a `SystemTime` the caller read (the kernel never reads one).
-pub fn unix_seconds(time: SystemTime) -> i64 {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
-        Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
-    }
 }
 
 #[cfg(test)]

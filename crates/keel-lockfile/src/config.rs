@@ -4,13 +4,13 @@
 //! # On disk
 //! One file, `{"config": {...}, "config_version": 1, "generation": N}`, replaced atomically (temp,
 //! fsync, rename, directory fsync) on every write: config and generation travel together, so no
-//! crash can leave one changed without the other. Writers serialize under a [`KernelLock`] on
+//! crash can leave one changed without the other. Writers serialize under a [`OsLock`] on
 //! `<path>.lock`, which the kernel releases when its holder dies: no stale-lock guessing, no lock
 //! file deleted on takeover. Readers take no lock: a rename is atomic, they see old or new.
 
 use std::path::{Path, PathBuf};
 
-use keel_fs::{KernelLock, OsStorage, Storage, write_atomic_with};
+use keel_fs::{OsLock, OsStorage, Storage, write_atomic_with};
 use keel_kernel::merge::{GenerationError, json_type_name, merge_patch, next_generation};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -113,7 +113,7 @@ impl<S: Storage> ConfigStore<S> {
         change: impl FnOnce(&Value) -> Result<Value, ConfigError>,
     ) -> Result<Snapshot, ConfigError> {
         let path = self.target()?;
-        let _writer = KernelLock::acquire_timeout(&KernelLock::path_for(&path), self.options.lock_timeout_ms)?;
+        let _writer = OsLock::acquire_timeout(&OsLock::path_for(&path), self.options.lock_timeout_ms)?;
         let (mut envelope, current) = self.read(&path, op)?;
         let generation = next_generation(expected_generation, current.generation).map_err(|e| match e {
             GenerationError::Conflict { expected, current } => {

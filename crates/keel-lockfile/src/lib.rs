@@ -15,7 +15,7 @@
 //! - [`ConfigStore`]: a config object and its generation in one file. [`ConfigStore::set`] and
 //!   [`ConfigStore::patch`] (RFC 7386) take an expected generation and fail with
 //!   [`ConfigError::GenerationConflict`] when it is stale. Writers serialize under a
-//!   `keel_fs::KernelLock`, which dies with its holder.
+//!   `keel_fs::OsLock`, which dies with its holder.
 //!
 //! # Limitations
 //! - Documents are `serde_json` values: a rewrite keeps every key and value, not the bytes (keys

@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use keel_fs::{FsError, KernelLock, OsStorage};
+use keel_fs::{FsError, OsLock, OsStorage};
 use keel_lockfile::{ConfigError, ConfigOptions, ConfigStore, Snapshot};
 use serde_json::{Value, json};
 
@@ -113,7 +113,7 @@ fn a_writer_waits_for_the_lock_at_most_its_timeout_and_readers_never_wait() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("config.json");
     store(&path).set(json!({"a": 1}), None).expect("set");
-    let held = KernelLock::try_acquire(&KernelLock::path_for(&path)).expect("hold the writer lock");
+    let held = OsLock::try_acquire(&OsLock::path_for(&path)).expect("hold the writer lock");
     let config =
         ConfigStore::open_with(OsStorage, &path, ConfigOptions { lock_timeout_ms: 100, ..ConfigOptions::default() });
     assert_eq!(config.get().expect("readers take no lock").generation, 1);

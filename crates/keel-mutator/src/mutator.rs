@@ -12,7 +12,7 @@ use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use keel_fs::{Appender, KernelLock, ResolveError, Resolved, Root};
+use keel_fs::{Appender, OsLock, ResolveError, Resolved, Root};
 use keel_journal::Journal;
 use keel_kernel::gate::{self, Decision, Holder, LiveGrant, Refusal};
 use keel_kernel::tree::Tree;
@@ -240,7 +240,7 @@ enum Look {
 
 /// Everything one operation holds: the lock, the index and an appender on the log.
 struct Session<'a> {
-    _lock: KernelLock,
+    _lock: OsLock,
     index: MutexGuard<'a, Index>,
     appender: Appender,
     log_path: &'a Path,
@@ -507,7 +507,7 @@ impl Mutator {
                 reason: "must name who reviewed the damage",
             });
         }
-        let _lock = KernelLock::acquire_timeout(&state_dir.join(LOCK_NAME), options.lock_timeout_ms)?;
+        let _lock = OsLock::acquire_timeout(&state_dir.join(LOCK_NAME), options.lock_timeout_ms)?;
         let mut index = Index::default();
         index.catch_up(&log_path)?;
         if let Some(by) = accept_by.filter(|_| !index.damage.is_empty()) {
@@ -574,7 +574,7 @@ impl Mutator {
     /// Lock order: the `flock` before the in-process mutex, so threads sharing one mutator and
     /// mutators in other processes queue on the same lock without deadlock.
     fn session(&self) -> Result<Session<'_>, MutateError> {
-        let lock = KernelLock::acquire_timeout(&self.lock_path, self.options.lock_timeout_ms)?;
+        let lock = OsLock::acquire_timeout(&self.lock_path, self.options.lock_timeout_ms)?;
         let mut index = self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         index.catch_up(&self.log_path)?;
         refuse_damage(&index, &self.log_path)?;

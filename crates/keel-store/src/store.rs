@@ -1,7 +1,7 @@
 //! [`FsRuntimeStore`]: one runtime's directory, its snapshots and its two kinds of log.
 //!
 //! # Writers
-//! Every change runs under the runtime's writer lock (`runtimes/<id>.lock`, a [`KernelLock`] that
+//! Every change runs under the runtime's writer lock (`runtimes/<id>.lock`, a [`OsLock`] that
 //! dies with its holder) as: lock, bring the cached log tail up to date (rescanning only what
 //! other processes appended), remove a torn tail (recording a diagnostic first), append with one
 //! `write` + `fdatasync`, extend the index, update the snapshot, unlock. Nothing is acknowledged
@@ -25,7 +25,7 @@ use std::fs::{self, File};
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
-use keel_fs::{Appender, KernelLock, write_atomic};
+use keel_fs::{Appender, OsLock, write_atomic};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -402,7 +402,7 @@ impl FsRuntimeStore {
         if fs::symlink_metadata(&dir).is_err() {
             let lock_path = runtimes.join(format!("{encoded}.lock"));
             let _lock =
-                KernelLock::acquire_timeout(&lock_path, options.lock_timeout_ms).map_err(|e| StoreError::fs(OP, e))?;
+                OsLock::acquire_timeout(&lock_path, options.lock_timeout_ms).map_err(|e| StoreError::fs(OP, e))?;
             if fs::symlink_metadata(&dir).is_err() {
                 let snapshot = RuntimeSnapshot {
                     schema_version: SCHEMA_VERSION,
@@ -754,8 +754,8 @@ impl FsRuntimeStore {
         Ok(StoreState { runtime, workers })
     }
 
-    fn lock(&self, op: &'static str) -> Result<KernelLock> {
-        KernelLock::acquire_timeout(&self.lock_path, self.lock_timeout_ms).map_err(|e| StoreError::fs(op, e))
+    fn lock(&self, op: &'static str) -> Result<OsLock> {
+        OsLock::acquire_timeout(&self.lock_path, self.lock_timeout_ms).map_err(|e| StoreError::fs(op, e))
     }
 
     /// Appends a diagnostic to `runtime.json` (under the lock), dropping the oldest past the limit.

@@ -1,6 +1,6 @@
 //! Three locks, named by what they can do.
 //!
-//! - [`KernelLock`]: the default writer lock. An `flock` on a dedicated lock file
+//! - [`OsLock`]: the default writer lock. An `flock` on a dedicated lock file
 //!   (`<journal>.lock`); the kernel releases it when the holder dies, however it dies. Try,
 //!   blocking and timeout forms. Use it wherever the file system's locks are honest (local disks).
 //! - [`ExclusiveFileLock`]: an `O_EXCL` lock file whose JSON body names its holder, for file
@@ -22,7 +22,7 @@
 
 mod exclusive;
 mod holder;
-mod kernel;
+mod os;
 mod sidecar;
 
 pub use exclusive::{CLAIM_TTL_S, ExclusiveFileLock};
@@ -30,5 +30,5 @@ pub use holder::{
     HOLDER_BODY_BYTES_MAX, Holder, OWNER_BYTES_MAX, ProcStat, Release, host_name, is_stale, process_start_ticks,
     process_stat, unix_now_s,
 };
-pub use kernel::{KernelLock, LOCK_POLL_BACKOFF_MS_MAX, ReusableLock, ReusableLockGuard};
+pub use os::{LOCK_POLL_BACKOFF_MS_MAX, OsLock, ReusableLock, ReusableLockGuard};
 pub use sidecar::{HOLDER_FILE_NAME, SidecarDirLock};

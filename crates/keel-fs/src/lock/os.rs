@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::error::{FsError, Result};
 use crate::lock::holder::{Holder, describe_body, read_body, unix_now_s, with_suffix};
 
-/// The longest pause between two attempts of [`KernelLock::acquire_timeout`], in milliseconds.
+/// The longest pause between two attempts of [`OsLock::acquire_timeout`], in milliseconds.
 /// Polling starts at 1 ms and doubles: short waits stay short, long waits stay cheap.
 pub const LOCK_POLL_BACKOFF_MS_MAX: u64 = 50;
 
@@ -20,7 +20,7 @@ pub const LOCK_POLL_BACKOFF_MS_MAX: u64 = 50;
 /// The lock file's content is an advisory note naming the holder, for error messages only.
 #[derive(Debug)]
 #[must_use = "dropping the lock releases it at once"]
-pub struct KernelLock {
+pub struct OsLock {
     file: File,
     path: PathBuf,
 }
@@ -28,7 +28,7 @@ pub struct KernelLock {
 /// Width of the advisory holder note (a holder body is far shorter).
 const NOTE_BYTES: usize = 512;
 
-impl KernelLock {
+impl OsLock {
     /// The conventional lock file for a data file: `<data>.lock`.
     pub fn path_for(data_path: &Path) -> PathBuf {
         with_suffix(data_path, ".lock")
@@ -70,7 +70,7 @@ impl KernelLock {
     }
 }
 
-impl Drop for KernelLock {
+impl Drop for OsLock {
     fn drop(&mut self) {
         // Closing the descriptor releases the lock anyway; unlocking first just makes the
         // release independent of other descriptors sharing this open file description.
@@ -127,9 +127,9 @@ fn lock_within(file: &File, lock_path: &Path, timeout_ms: u64) -> Result<()> {
     }
 }
 
-/// A lock file kept open by a process that takes the same [`KernelLock`] protocol's lock many
+/// A lock file kept open by a process that takes the same [`OsLock`] protocol's lock many
 /// times: one `open` and one holder note for the process, then one `flock` per acquisition.
-/// Other processes see exactly the lock [`KernelLock`] takes (same file, same `flock`).
+/// Other processes see exactly the lock [`OsLock`] takes (same file, same `flock`).
 #[derive(Debug)]
 pub struct ReusableLock {
     file: File,
