@@ -44,7 +44,7 @@ pub fn run(args: &ArbitrateArgs, location: &crate::Location) -> Result<Status, F
         Some(path) => keel_journal::Policy::load(path),
         None => keel_journal::Policy::of_workspace(location.workspace()?.root()),
     };
-    let default_taxonomy = policy.map_err(crate::policy_failure)?.taxonomy();
+    let default_taxonomy = policy.map_err(crate::failure)?.taxonomy();
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let stdout = io::stdout();

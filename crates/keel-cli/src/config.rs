@@ -40,18 +40,6 @@ pub enum ConfigCommand {
     },
 }
 
-/// Maps a config error to its exit status: 1 generation conflict, 3 lock busy, 2 a config that is
-/// not an object, 4 the rest.
-pub fn failure(error: ConfigError) -> Failure {
-    let status = match &error {
-        ConfigError::GenerationConflict { .. } => Status::Refused,
-        ConfigError::NotAnObject { .. } | ConfigError::Unreadable { .. } => Status::Usage,
-        e if e.is_lock_busy() => Status::Busy,
-        _ => Status::Io,
-    };
-    Failure { status, error: error.into() }
-}
-
 fn store(file: &FileArgs) -> ConfigStore {
     let options = ConfigOptions { lock_timeout_ms: file.lock_timeout_ms, ..ConfigOptions::default() };
     ConfigStore::open_with(keel_fs::OsStorage, &file.file, options)
@@ -77,9 +65,9 @@ fn written(json: bool, result: Result<Snapshot, ConfigError>) -> Result<Status, 
         }
         Err(ConfigError::GenerationConflict { path, expected, current }) if json => {
             outln!("{}", to_line(&json!({"outcome": "conflict", "expected": expected, "current": current})))?;
-            Err(failure(ConfigError::GenerationConflict { path, expected, current }))
+            Err(crate::failure(ConfigError::GenerationConflict { path, expected, current }))
         }
-        Err(other) => Err(failure(other)),
+        Err(other) => Err(crate::failure(other)),
     }
 }
 
@@ -87,7 +75,7 @@ fn written(json: bool, result: Result<Snapshot, ConfigError>) -> Result<Status, 
 pub fn run(command: &ConfigCommand, json: bool) -> Result<Status, Failure> {
     match command {
         ConfigCommand::Get { file } => {
-            let snapshot = store(file).get().map_err(failure)?;
+            let snapshot = store(file).get().map_err(crate::failure)?;
             print_snapshot(json, &snapshot, "")?;
             Ok(Status::Ok)
         }

@@ -8,9 +8,7 @@ use clap::Subcommand;
 use keel_journal::{Journal, JournalOptions, Workspace};
 use keel_kernel::gate::Holder;
 use keel_kernel::json::to_line;
-use keel_mutator::{
-    CONTENT_BYTES_MAX_DEFAULT, Expect, IntentId, MutateError, Mutator, MutatorOptions, Outcome, PreState, Request,
-};
+use keel_mutator::{CONTENT_BYTES_MAX_DEFAULT, Expect, IntentId, Mutator, MutatorOptions, Outcome, PreState, Request};
 use serde_json::json;
 
 use crate::{Failure, Status, StdoutError};
@@ -114,23 +112,6 @@ pub enum FsCommand {
     },
 }
 
-fn failure(error: MutateError) -> Failure {
-    use keel_fs::{FsError, ResolveError};
-    let status = match &error {
-        MutateError::Fs(FsError::LockBusy { .. })
-        | MutateError::Journal(keel_journal::JournalError::Fs(FsError::LockBusy { .. })) => Status::Busy,
-        MutateError::IntentConflict { .. }
-        | MutateError::InvalidRequest { .. }
-        | MutateError::TooLarge { .. }
-        | MutateError::JournalMismatch { .. } => Status::Usage,
-        MutateError::Resolve(
-            ResolveError::Escapes { .. } | ResolveError::Symlink { .. } | ResolveError::Invalid { .. },
-        ) => Status::Refused,
-        _ => Status::Io,
-    };
-    Failure { status, error: error.into() }
-}
-
 impl GateArgs {
     fn request(&self) -> Result<Request, Failure> {
         let expect = match (&self.expect.hash, self.expect.absent, self.expect.any) {
@@ -152,7 +133,7 @@ impl GateArgs {
             Some(text) => IntentId::new(text),
             None => IntentId::generate(),
         }
-        .map_err(failure)?;
+        .map_err(crate::failure)?;
         let holder = Holder {
             owner: self.owner.clone(),
             lane: self.lane.clone(),
@@ -191,7 +172,7 @@ fn print_outcome(json: bool, outcome: &Outcome, request: &Request) -> Result<Sta
 }
 
 fn hash(root: &Path, path: &str, json: bool) -> Result<Status, Failure> {
-    let state = keel_mutator::hash_path(root, path, CONTENT_BYTES_MAX_DEFAULT).map_err(failure)?;
+    let state = keel_mutator::hash_path(root, path, CONTENT_BYTES_MAX_DEFAULT).map_err(crate::failure)?;
     let PreState::Present { hash } = state else {
         return Err(Failure::io(anyhow!("{path}: does not exist")));
     };
@@ -212,26 +193,26 @@ pub fn run(
 ) -> Result<Status, Failure> {
     let root = workspace.checkout();
     let open = || {
-        workspace.bind().map_err(crate::workspace_failure)?;
+        workspace.bind().map_err(crate::failure)?;
         // The journal's options carry the policy's protected paths, which the gate honours too.
         Mutator::open(root, Journal::open(workspace.journal(), options.clone()), MutatorOptions::default())
-            .map_err(failure)
+            .map_err(crate::failure)
     };
     match command {
         FsCommand::Write { path, source, gate } => {
             let request = gate.request()?;
             let content = read_content(source)?;
-            let outcome = open()?.write(path, &content, &request).map_err(failure)?;
+            let outcome = open()?.write(path, &content, &request).map_err(crate::failure)?;
             Ok(print_outcome(json, &outcome, &request)?)
         }
         FsCommand::Delete { path, gate } => {
             let request = gate.request()?;
-            let outcome = open()?.delete(path, &request).map_err(failure)?;
+            let outcome = open()?.delete(path, &request).map_err(crate::failure)?;
             Ok(print_outcome(json, &outcome, &request)?)
         }
         FsCommand::Rename { from, to, gate } => {
             let request = gate.request()?;
-            let outcome = open()?.rename(from, to, &request).map_err(failure)?;
+            let outcome = open()?.rename(from, to, &request).map_err(crate::failure)?;
             Ok(print_outcome(json, &outcome, &request)?)
         }
         FsCommand::Hash { path } => hash(root, path, json),
@@ -240,7 +221,7 @@ pub fn run(
 }
 
 fn review(root: &Path, accept_by: Option<&str>, json: bool) -> Result<Status, Failure> {
-    let damage = Mutator::review_log(root, accept_by, &MutatorOptions::default()).map_err(failure)?;
+    let damage = Mutator::review_log(root, accept_by, &MutatorOptions::default()).map_err(crate::failure)?;
     let accepted = accept_by.is_some() && !damage.is_empty();
     if json {
         let lines: Vec<_> = damage

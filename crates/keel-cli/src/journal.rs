@@ -105,7 +105,7 @@ pub fn run(
     let writing =
         matches!(command, JournalCommand::Compact { dry_run: false, .. } | JournalCommand::Review { accept: true, .. });
     if writing {
-        workspace.bind().map_err(crate::workspace_failure)?;
+        workspace.bind().map_err(crate::failure)?;
     }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(Stdout(stdout.lock()));
@@ -123,7 +123,7 @@ pub fn run(
         }
         JournalCommand::Compact { dry_run: false, json } => {
             let journal = keel_journal::Journal::open(path, options.clone());
-            let compaction = journal.compact().map_err(crate::lease::failure)?;
+            let compaction = journal.compact().map_err(crate::failure)?;
             if *json {
                 print_line(&mut out, &to_line(&compaction))?;
             } else {
@@ -142,7 +142,7 @@ pub fn run(
         }
         JournalCommand::Stats { json } => {
             let journal = keel_journal::Journal::open(path, options.clone());
-            let stats = journal.stats().map_err(crate::lease::failure)?;
+            let stats = journal.stats().map_err(crate::failure)?;
             if *json {
                 let mut object = serde_json::to_value(&stats).expect("stats serialise");
                 object["root"] = Value::from(workspace.root().display().to_string());
@@ -169,10 +169,10 @@ pub fn run(
         JournalCommand::Review { accept, by, json } => {
             let journal = keel_journal::Journal::open(path, options.clone());
             let (lines, raised) = if *accept {
-                let accepted = journal.accept_review(by).map_err(crate::lease::failure)?;
+                let accepted = journal.accept_review(by).map_err(crate::failure)?;
                 (accepted.lines, accepted.generations_raised)
             } else {
-                (journal.unreviewed().map_err(crate::lease::failure)?, None)
+                (journal.unreviewed().map_err(crate::failure)?, None)
             };
             if *json {
                 let report = serde_json::json!({
@@ -211,7 +211,7 @@ pub fn run(
                     eprintln!("keel: warning: {}: {source}", path.display());
                     replay_file(path)?.state.compact()
                 }
-                planned => planned.map_err(crate::lease::failure)?,
+                planned => planned.map_err(crate::failure)?,
             };
             for record in records {
                 print_line(&mut out, &to_line(&record))?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use keel_journal::{AcquireOutcome, AcquireRequest, Beat, HolderPid, Journal, JournalError, JournalOptions, Workspace};
+use keel_journal::{AcquireOutcome, AcquireRequest, Beat, HolderPid, Journal, JournalOptions, Workspace};
 use keel_kernel::json::to_line;
 use serde_json::{Value, json};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
@@ -188,21 +188,6 @@ pub enum LeaseCommand {
     },
 }
 
-/// Maps a journal error to its exit status.
-pub fn failure(error: JournalError) -> Failure {
-    let status = match &error {
-        JournalError::Fs(keel_fs::FsError::LockBusy { .. }) => Status::Busy,
-        JournalError::IdentityInUse { .. }
-        | JournalError::CompactRefused { .. }
-        | JournalError::CompactTooLong { .. } => Status::Refused,
-        // A caller's value or path that cannot be used (a journal in a directory that is not
-        // there, an owner name over the limit) is a usage error, like a mistyped `--root`.
-        JournalError::InvalidRequest(_) | JournalError::Fs(keel_fs::FsError::Invalid { .. }) => Status::Usage,
-        _ => Status::Io,
-    };
-    Failure { status, error: error.into() }
-}
-
 pub fn run(
     command: &LeaseCommand,
     workspace: &Workspace,
@@ -210,7 +195,7 @@ pub fn run(
     output: &Output,
 ) -> Result<Status, Failure> {
     if !matches!(command, LeaseCommand::Live) {
-        workspace.bind().map_err(crate::workspace_failure)?;
+        workspace.bind().map_err(crate::failure)?;
     }
     let journal = Journal::open(workspace.journal(), options);
     let json = output.json;
@@ -220,7 +205,7 @@ pub fn run(
             Ok(print_acquire(json, &outcome, args.wait_s.is_some())?)
         }
         LeaseCommand::Release { lane, owner, loop_ts } => {
-            let released = journal.release(lane, owner, loop_ts.as_deref()).map_err(failure)?;
+            let released = journal.release(lane, owner, loop_ts.as_deref()).map_err(crate::failure)?;
             Ok(match released {
                 Some(id) => {
                     let object = json!({"outcome": "released", "lane": id.lane, "loop_ts": id.loop_ts});
@@ -235,7 +220,7 @@ pub fn run(
             })
         }
         LeaseCommand::Heartbeat { lane, owner, loop_ts, coalesce_s } => {
-            let beat = journal.heartbeat(lane, owner, loop_ts.as_deref(), *coalesce_s).map_err(failure)?;
+            let beat = journal.heartbeat(lane, owner, loop_ts.as_deref(), *coalesce_s).map_err(crate::failure)?;
             Ok(match beat {
                 Some(beat) => {
                     let sentence = match &beat {
@@ -258,7 +243,7 @@ pub fn run(
         }
         LeaseCommand::Adopt { lane, loop_ts, owner, pid } => {
             let holder = pid.map_or(HolderPid::None, HolderPid::Pid);
-            let adopted = journal.adopt(lane, loop_ts, owner, holder).map_err(failure)?;
+            let adopted = journal.adopt(lane, loop_ts, owner, holder).map_err(crate::failure)?;
             let generation = adopted.as_ref().map(|a| a.generation);
             let object = json!({"outcome": if adopted.is_some() { "adopted" } else { "no_lease" }, "lane": lane, "loop_ts": loop_ts, "holder": owner, "generation": generation});
             let sentence = match generation {
@@ -271,7 +256,7 @@ pub fn run(
             Ok(if adopted.is_some() { Status::Ok } else { Status::Refused })
         }
         LeaseCommand::Halt { lane, owner, reason } => {
-            journal.halt(lane, owner, reason).map_err(failure)?;
+            journal.halt(lane, owner, reason).map_err(crate::failure)?;
             print(
                 json,
                 &json!({"outcome": "recorded", "op": "HALT", "lane": lane}),
@@ -280,7 +265,7 @@ pub fn run(
             Ok(Status::Ok)
         }
         LeaseCommand::Spawn { lane, owner, command } => {
-            journal.spawn(lane, owner, command).map_err(failure)?;
+            journal.spawn(lane, owner, command).map_err(crate::failure)?;
             print(
                 json,
                 &json!({"outcome": "recorded", "op": "SPAWN", "lane": lane}),
@@ -289,7 +274,7 @@ pub fn run(
             Ok(Status::Ok)
         }
         LeaseCommand::Scavenge { lane, loop_ts, reason, only_dead } => {
-            let verdict = journal.scavenge(lane, loop_ts, reason, *only_dead).map_err(failure)?;
+            let verdict = journal.scavenge(lane, loop_ts, reason, *only_dead).map_err(crate::failure)?;
             let ok = verdict.is_some();
             let object = json!({"outcome": if ok { "scavenged" } else { "not_scavenged" }, "lane": lane, "loop_ts": loop_ts, "verdict": verdict});
             let sentence = if ok {
@@ -304,7 +289,7 @@ pub fn run(
             Ok(if ok { Status::Ok } else { Status::Refused })
         }
         LeaseCommand::Live => {
-            let view = journal.live_view().map_err(failure)?;
+            let view = journal.live_view().map_err(crate::failure)?;
             let live = &view.leases;
             let (root, path) = (workspace.root().display().to_string(), workspace.journal().display().to_string());
             if json {
@@ -358,8 +343,8 @@ pub fn run(
 fn acquire(journal: &Journal, args: &AcquireArgs, holder: HolderPid) -> Result<AcquireOutcome, Failure> {
     let request = args.request(holder);
     match args.wait_s {
-        Some(wait) => journal.acquire_wait(&request, wait).map_err(failure),
-        None => journal.acquire(&request).map_err(failure),
+        Some(wait) => journal.acquire_wait(&request, wait).map_err(crate::failure),
+        None => journal.acquire(&request).map_err(crate::failure),
     }
 }
 
@@ -552,7 +537,7 @@ fn run_holding(
         }
     };
     let released =
-        journal.release(&grant.identity.lane, &args.owner, Some(&grant.identity.loop_ts)).map_err(failure)?;
+        journal.release(&grant.identity.lane, &args.owner, Some(&grant.identity.loop_ts)).map_err(crate::failure)?;
     if released.is_none() {
         eprintln!("keel: the lease was no longer live when the command ended (reclaimed or scavenged)");
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 use clap::Subcommand;
 use keel_kernel::json::to_line;
-use keel_lockfile::{Lockfile, LockfileError, LockfileOptions};
+use keel_lockfile::{Lockfile, LockfileOptions};
 use serde_json::{Value, json};
 
 use crate::{Failure, Status, print};
@@ -100,21 +100,9 @@ pub enum LockCommand {
     },
 }
 
-/// Maps a lockfile error to its exit status: 3 lock busy, 2 a bad section name or value, 4 the rest.
-pub fn failure(error: LockfileError) -> Failure {
-    let status = if error.is_lock_busy() {
-        Status::Busy
-    } else if matches!(error, LockfileError::Name { .. } | LockfileError::Encode { .. }) {
-        Status::Usage
-    } else {
-        Status::Io
-    };
-    Failure { status, error: error.into() }
-}
-
 fn open(file: &FileArgs) -> Result<Lockfile, Failure> {
     let options = LockfileOptions { lock_timeout_ms: file.lock_timeout_ms, ..LockfileOptions::default() };
-    Lockfile::open_with(keel_fs::OsStorage, &file.file, options).map_err(failure)
+    Lockfile::open_with(keel_fs::OsStorage, &file.file, options).map_err(crate::failure)
 }
 
 fn shown(path: &Path) -> String {
@@ -137,7 +125,7 @@ pub fn run(command: &LockCommand, json: bool) -> Result<Status, Failure> {
             Ok(Status::Ok)
         }
         LockCommand::Get { file, section: Some(section) } => {
-            let value = open(file)?.section_value(section).map_err(failure)?;
+            let value = open(file)?.section_value(section).map_err(crate::failure)?;
             let present = value.is_some();
             if json {
                 outln!(
@@ -156,8 +144,8 @@ pub fn run(command: &LockCommand, json: bool) -> Result<Status, Failure> {
         LockCommand::Set { file, section, source } => {
             let value = source.load()?;
             let lockfile = open(file)?;
-            lockfile.set_section(section, &value).map_err(failure)?;
-            let report = lockfile.flush().map_err(failure)?;
+            lockfile.set_section(section, &value).map_err(crate::failure)?;
+            let report = lockfile.flush().map_err(crate::failure)?;
             let object = json!({"outcome": "set", "file": shown(&file.file), "section": section, "written": report.written, "bytes": report.bytes});
             print(
                 json,
@@ -174,8 +162,8 @@ pub fn run(command: &LockCommand, json: bool) -> Result<Status, Failure> {
         }
         LockCommand::Digest { file, set: Some(digest) } => {
             let lockfile = open(file)?;
-            lockfile.set_inputs_digest(digest).map_err(failure)?;
-            let report = lockfile.flush().map_err(failure)?;
+            lockfile.set_inputs_digest(digest).map_err(crate::failure)?;
+            let report = lockfile.flush().map_err(crate::failure)?;
             let value = (!digest.is_empty()).then_some(digest.as_str());
             let object = json!({"outcome": "digest", "file": shown(&file.file), "inputs_digest": value, "written": report.written});
             let sentence = match value {
@@ -187,11 +175,11 @@ pub fn run(command: &LockCommand, json: bool) -> Result<Status, Failure> {
         }
         LockCommand::Unset { file, section } => {
             let lockfile = open(file)?;
-            let present = lockfile.section_value(section).map_err(failure)?.is_some();
+            let present = lockfile.section_value(section).map_err(crate::failure)?.is_some();
             // Removing nothing writes nothing: no file appears where there was none.
             let written = if present {
-                lockfile.remove_section(section).map_err(failure)?;
-                lockfile.flush().map_err(failure)?.written
+                lockfile.remove_section(section).map_err(crate::failure)?;
+                lockfile.flush().map_err(crate::failure)?.written
             } else {
                 false
             };

@@ -37,6 +37,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
+use keel_fs::ErrorKind;
 use keel_journal::{Named, Policy, PolicyError, Workspace, WorkspaceError};
 
 /// Where the workspace and its journal are.
@@ -63,13 +64,13 @@ impl Location {
     /// start a workspace of its own, whose leases exclude nobody working in the real one.
     fn workspace(&self) -> Result<Workspace, Failure> {
         let named = Named { root: self.root.as_deref(), journal: self.journal.as_deref() };
-        Workspace::locate(named, Path::new(".")).map_err(workspace_failure)
+        Workspace::locate(named, Path::new(".")).map_err(failure)
     }
 
     /// The lease service's options: the workspace policy's, with `--grace-s` for the leases this
     /// command grants (never below the policy's floor).
     fn journal_options(&self, workspace: &Workspace) -> Result<keel_journal::JournalOptions, Failure> {
-        let policy = Policy::of_workspace(workspace.root()).map_err(policy_failure)?;
+        let policy = Policy::of_workspace(workspace.root()).map_err(failure)?;
         let mut options = keel_journal::JournalOptions::from_policy(&policy);
         if let Some(grace_s) = self.grace_s {
             options.expiry.grace_s = grace_s;
@@ -78,22 +79,41 @@ impl Location {
     }
 }
 
-/// Maps a policy error to its exit status: a policy that is not one is a usage error, like a
-/// mistyped argument; a file that cannot be read is an I/O error unless it is missing.
-pub fn policy_failure(error: PolicyError) -> Failure {
-    match &error {
-        PolicyError::Io { source, .. } if source.kind() != std::io::ErrorKind::NotFound => Failure::io(error),
-        _ => Failure::usage(error),
-    }
+/// A library error that says what kind of failure it is.
+pub trait Kinded: Into<anyhow::Error> {
+    /// What kind of failure it is.
+    fn kind(&self) -> ErrorKind;
 }
 
-/// Maps a workspace error to its exit status: anything the caller named or laid out wrongly is a
-/// usage error.
-pub fn workspace_failure(error: WorkspaceError) -> Failure {
-    match error {
-        WorkspaceError::Fs(error) => Failure::io(error),
-        error => Failure::usage(error),
-    }
+macro_rules! kinded {
+    ($($error:ty),* $(,)?) => {$(
+        impl Kinded for $error {
+            fn kind(&self) -> ErrorKind {
+                <$error>::kind(self)
+            }
+        }
+    )*};
+}
+
+kinded!(
+    keel_journal::JournalError,
+    PolicyError,
+    WorkspaceError,
+    keel_mutator::MutateError,
+    keel_lockfile::LockfileError,
+    keel_lockfile::ConfigError,
+    keel_store::StoreError,
+);
+
+/// The one map from a library error's kind to the exit status.
+pub fn failure(error: impl Kinded) -> Failure {
+    let status = match error.kind() {
+        ErrorKind::Busy => Status::Busy,
+        ErrorKind::Refused => Status::Refused,
+        ErrorKind::Usage => Status::Usage,
+        ErrorKind::Damaged | ErrorKind::Io => Status::Io,
+    };
+    Failure { status, error: error.into() }
 }
 
 #[derive(Debug, Parser)]

@@ -8,7 +8,7 @@ use crate::{Failure, Location, Status};
 /// the protocol's.
 pub fn run(location: &Location) -> Result<Status, Failure> {
     let workspace = location.workspace()?;
-    let policy = Policy::of_workspace(workspace.root()).map_err(crate::policy_failure)?;
+    let policy = Policy::of_workspace(workspace.root()).map_err(crate::failure)?;
     let options = location.journal_options(&workspace)?;
     let agent = keel_hook::Agent::of_parent(std::os::unix::process::parent_id(), std::env::var("KEEL_OWNER").ok());
     let config = keel_mcp::Config { workspace, policy, options, agent };

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use keel_journal::{Policy, Workspace};
 use serde_json::Value;
 
-use crate::{Failure, Status, policy_failure};
+use crate::{Failure, Status};
 
 #[derive(Debug, Subcommand)]
 #[command(defer = true)]
@@ -25,7 +25,7 @@ pub fn run(command: &PolicyCommand, workspace: &Workspace, json: bool) -> Result
     let path = Policy::path_in(workspace.root());
     match command {
         PolicyCommand::Show => {
-            let policy = Policy::of_workspace(workspace.root()).map_err(policy_failure)?;
+            let policy = Policy::of_workspace(workspace.root()).map_err(crate::failure)?;
             if json {
                 let mut object = serde_json::to_value(&policy).expect("a policy serialises");
                 object["path"] = Value::from(path.display().to_string());
@@ -40,7 +40,7 @@ pub fn run(command: &PolicyCommand, workspace: &Workspace, json: bool) -> Result
         PolicyCommand::Check { file } => {
             let path = file.clone().unwrap_or(path);
             let policy = if file.is_some() { Policy::load(&path) } else { Policy::of_workspace(workspace.root()) };
-            policy.map_err(policy_failure)?;
+            policy.map_err(crate::failure)?;
             crate::print(
                 json,
                 &serde_json::json!({"ok": true, "path": path.display().to_string()}),

@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use keel_kernel::json::to_line;
-use keel_store::{EventCursor, FsRuntimeStore, StoreError, StoreOptions};
+use keel_store::{EventCursor, FsRuntimeStore, StoreOptions};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -148,28 +148,6 @@ pub enum TranscriptCommand {
     },
 }
 
-/// Maps a store error to its exit status: 1 not found or refused, 2 bad input, 3 lock busy,
-/// 4 I/O or damaged data.
-pub fn failure(error: StoreError) -> Failure {
-    let status = match &error {
-        _ if error.is_lock_busy() => Status::Busy,
-        StoreError::InvalidId { .. } | StoreError::InvalidInput { .. } | StoreError::LimitTooLarge { .. } => {
-            Status::Usage
-        }
-        StoreError::Missing { .. }
-        | StoreError::WorkerExists { .. }
-        | StoreError::WrongRuntime { .. }
-        | StoreError::WrongRuntimeCursor { .. } => Status::Refused,
-        StoreError::Corrupt { .. }
-        | StoreError::Damaged { .. }
-        | StoreError::Misplaced { .. }
-        | StoreError::SchemaVersion { .. }
-        | StoreError::NotADirectory { .. }
-        | StoreError::Fs { .. } => Status::Io,
-    };
-    Failure { status, error: error.into() }
-}
-
 fn parse_json(flag: &str, text: &str) -> Result<Value, Failure> {
     serde_json::from_str(text).map_err(|e| Failure::usage(anyhow!("{flag} is not JSON: {e}")))
 }
@@ -183,7 +161,7 @@ fn print<T: Serialize>(json: bool, value: &T, sentence: impl FnOnce() -> String)
 }
 
 fn open(root: &Path, runtime: &RuntimeArg) -> Result<FsRuntimeStore, Failure> {
-    FsRuntimeStore::open(root, &runtime.runtime).map_err(failure)
+    FsRuntimeStore::open(root, &runtime.runtime).map_err(crate::failure)
 }
 
 /// Compact text for a JSON value in a listing.
@@ -198,8 +176,8 @@ pub fn run(command: &StoreCommand, root: &Path, json: bool) -> Result<Status, Fa
         StoreCommand::Init { runtime, name } => {
             let mut options = StoreOptions::new(root, runtime.runtime.clone());
             options.display_name.clone_from(name);
-            let store = FsRuntimeStore::open_or_create(&options).map_err(failure)?;
-            let state = store.load().map_err(failure)?;
+            let store = FsRuntimeStore::open_or_create(&options).map_err(crate::failure)?;
+            let state = store.load().map_err(crate::failure)?;
             print(json, &state.runtime, || {
                 format!(
                     "runtime {:?} ({}) ready: {} workers, next event id {}",
@@ -214,20 +192,20 @@ pub fn run(command: &StoreCommand, root: &Path, json: bool) -> Result<Status, Fa
         StoreCommand::Worker(WorkerCommand::Add { runtime, worker, request }) => {
             let request = request.as_deref().map_or(Ok(json!({})), |text| parse_json("--request", text))?;
             let mut store = open(root, runtime)?;
-            let created = store.create_worker(worker, request).map_err(failure)?;
+            let created = store.create_worker(worker, request).map_err(crate::failure)?;
             print(json, &created, || format!("created worker {worker:?} in runtime {:?}", runtime.runtime))?;
             Ok(Status::Ok)
         }
         StoreCommand::Worker(WorkerCommand::Status { runtime, worker, status }) => {
             let mut store = open(root, runtime)?;
-            let updated = store.set_worker_status(worker, status).map_err(failure)?;
+            let updated = store.set_worker_status(worker, status).map_err(crate::failure)?;
             print(json, &updated, || format!("worker {worker:?} is now {status}"))?;
             Ok(Status::Ok)
         }
         StoreCommand::Event(EventCommand::Append { runtime, worker, payload }) => {
             let payload = parse_json("the event", payload)?;
             let mut store = open(root, runtime)?;
-            let event = store.append_event(worker.as_deref(), payload).map_err(failure)?;
+            let event = store.append_event(worker.as_deref(), payload).map_err(crate::failure)?;
             print(json, &event, || format!("appended event {}", event.id))?;
             Ok(Status::Ok)
         }
@@ -235,7 +213,7 @@ pub fn run(command: &StoreCommand, root: &Path, json: bool) -> Result<Status, Fa
             let store = open(root, runtime)?;
             let cursor = from.map(|next_event_id| EventCursor { runtime_id: runtime.runtime.clone(), next_event_id });
             let page_limit_max = store.limits().page_limit_max;
-            let page = store.read_events(cursor.as_ref(), *limit, page_limit_max).map_err(failure)?;
+            let page = store.read_events(cursor.as_ref(), *limit, page_limit_max).map_err(crate::failure)?;
             if json {
                 print(true, &page, String::new)?;
             } else {
@@ -255,15 +233,16 @@ pub fn run(command: &StoreCommand, root: &Path, json: bool) -> Result<Status, Fa
             let entry = parse_json("the entry", entry)?;
             let mut store = open(root, runtime)?;
             let worker_ref = store.worker_ref(worker);
-            let stored = store.append_transcript_entry(&worker_ref, entry).map_err(failure)?;
+            let stored = store.append_transcript_entry(&worker_ref, entry).map_err(crate::failure)?;
             print(json, &stored, || format!("appended transcript entry {} for worker {worker:?}", stored.seq))?;
             Ok(Status::Ok)
         }
         StoreCommand::Transcript(TranscriptCommand::Read { runtime, worker, start, limit }) => {
             let store = open(root, runtime)?;
             let page_limit_max = store.limits().page_limit_max;
-            let page =
-                store.read_transcript(&store.worker_ref(worker), *start, *limit, page_limit_max).map_err(failure)?;
+            let page = store
+                .read_transcript(&store.worker_ref(worker), *start, *limit, page_limit_max)
+                .map_err(crate::failure)?;
             if json {
                 print(true, &page, String::new)?;
             } else {
@@ -279,7 +258,7 @@ pub fn run(command: &StoreCommand, root: &Path, json: bool) -> Result<Status, Fa
         }
         StoreCommand::Review { runtime, accept, by } => {
             let store = open(root, runtime)?;
-            let found = store.review(accept.then_some(by.as_str())).map_err(failure)?;
+            let found = store.review(accept.then_some(by.as_str())).map_err(crate::failure)?;
             if json {
                 let lines: Vec<Value> = found
                     .iter()
@@ -307,7 +286,7 @@ pub fn run(command: &StoreCommand, root: &Path, json: bool) -> Result<Status, Fa
             Ok(Status::Ok)
         }
         StoreCommand::Check { runtime } => {
-            let report = FsRuntimeStore::check(root, &runtime.runtime).map_err(failure)?;
+            let report = FsRuntimeStore::check(root, &runtime.runtime).map_err(crate::failure)?;
             let clean = report.is_clean();
             if json {
                 let mut value = serde_json::to_value(&report).expect("reports serialise");

@@ -117,7 +117,32 @@ pub enum FsError {
     },
 }
 
+/// What kind of failure an error is, across keel's libraries: what a caller does next depends on
+/// it (retry later, give up, fix the input, call an operator), and the CLI's exit status is it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A lock stayed held past the wait: try again later.
+    Busy,
+    /// The request was understood and refused (a conflict, a generation that moved on).
+    Refused,
+    /// The caller's input cannot be used (a malformed value, a path that is not allowed).
+    Usage,
+    /// Stored data is damaged and needs an operator.
+    Damaged,
+    /// The operating system failed an operation.
+    Io,
+}
+
 impl FsError {
+    /// The kind of failure: a busy lock, an unusable caller value, or I/O.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::LockBusy { .. } => ErrorKind::Busy,
+            Self::Invalid { .. } => ErrorKind::Usage,
+            _ => ErrorKind::Io,
+        }
+    }
+
     /// Wraps an I/O error with the operation and path it came from.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         FsError::Io { op, path: path.into(), source }

@@ -58,7 +58,7 @@ pub use append::{AppendReport, Appender, RECORD_BYTES_MAX, append_record, append
 pub use atomic::{
     SYMLINK_HOPS_MAX, WriteReport, remove_stale_temporaries, resolve_symlinks, write_atomic, write_atomic_with,
 };
-pub use error::{FsError, Result};
+pub use error::{ErrorKind, FsError, Result};
 pub use lines::{LINE_BYTES_MAX_DEFAULT, Line, LineReader, Skipped};
 pub use lock::{ExclusiveFileLock, OsLock, Release, ReusableLock, SidecarDirLock};
 pub use resolve::{ResolveError, Resolved, Root};

@@ -149,6 +149,17 @@ pub enum PolicyError {
     },
 }
 
+impl PolicyError {
+    /// A policy that is not one is a usage error, like a mistyped argument; a file that cannot be
+    /// read is I/O, unless it is missing.
+    pub fn kind(&self) -> keel_fs::ErrorKind {
+        match self {
+            Self::Io { source, .. } if source.kind() != std::io::ErrorKind::NotFound => keel_fs::ErrorKind::Io,
+            _ => keel_fs::ErrorKind::Usage,
+        }
+    }
+}
+
 impl Policy {
     /// The policy of the workspace rooted at `root`: `.keel/policy.toml`, or the default policy
     /// when there is none.

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use keel_fs::seam::FileStat;
 use keel_fs::{
-    Appender, FsError, LINE_BYTES_MAX_DEFAULT, LineReader, OsLock, OsStorage, ReusableLock, Storage, write_atomic_with,
+    Appender, ErrorKind, FsError, LINE_BYTES_MAX_DEFAULT, LineReader, OsLock, OsStorage, ReusableLock, Storage,
+    write_atomic_with,
 };
 use keel_kernel::arbiter::{Decision, Mode, Outcome, Request, decide};
 use keel_kernel::expiry::{ExpiryPolicy, Verdict, assess, format_utc};
@@ -186,6 +187,23 @@ pub enum JournalError {
     /// A request is malformed.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+}
+
+impl JournalError {
+    /// The kind of failure: a busy lock, a refused request (an identity in use, a compaction that
+    /// would change the journal's meaning), a malformed request or unusable path, damage awaiting
+    /// review, or I/O.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Fs(error) => error.kind(),
+            Self::IdentityInUse { .. } | Self::CompactRefused { .. } | Self::CompactTooLong { .. } => {
+                ErrorKind::Refused
+            }
+            Self::InvalidRequest(_) => ErrorKind::Usage,
+            Self::Damaged { .. } => ErrorKind::Damaged,
+            Self::Exhausted { .. } => ErrorKind::Io,
+        }
+    }
 }
 
 /// Most characters of a damaged line an error message quotes.

@@ -97,6 +97,16 @@ pub enum WorkspaceError {
     Fs(#[from] FsError),
 }
 
+impl WorkspaceError {
+    /// Anything the caller named or laid out wrongly is a usage error; the file system failing is I/O.
+    pub fn kind(&self) -> keel_fs::ErrorKind {
+        match self {
+            Self::Fs(_) => keel_fs::ErrorKind::Io,
+            _ => keel_fs::ErrorKind::Usage,
+        }
+    }
+}
+
 /// A workspace: its root, the checkout an agent edits, and its journal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Workspace {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use keel_fs::{FsError, Release};
+use keel_fs::{ErrorKind, FsError, Release};
 use keel_kernel::merge::{DocumentError, SectionNameError};
 
 /// An error from [`crate::Lockfile`].
@@ -161,11 +161,31 @@ impl LockfileError {
     pub fn is_lock_busy(&self) -> bool {
         matches!(self, Self::Fs(FsError::LockBusy { .. }))
     }
+
+    /// The kind of failure: a busy lock, a bad section name or value, or I/O.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            _ if self.is_lock_busy() => ErrorKind::Busy,
+            Self::Name { .. } | Self::Encode { .. } => ErrorKind::Usage,
+            _ => ErrorKind::Io,
+        }
+    }
 }
 
 impl ConfigError {
     /// Whether this is the lock staying busy past the timeout (the CLI's exit 3).
     pub fn is_lock_busy(&self) -> bool {
         matches!(self, Self::Fs(FsError::LockBusy { .. }))
+    }
+
+    /// The kind of failure: a generation that moved on (refused), a config that is not an object
+    /// (usage), a busy lock, or I/O.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::GenerationConflict { .. } => ErrorKind::Refused,
+            Self::NotAnObject { .. } | Self::Unreadable { .. } => ErrorKind::Usage,
+            _ if self.is_lock_busy() => ErrorKind::Busy,
+            _ => ErrorKind::Io,
+        }
     }
 }

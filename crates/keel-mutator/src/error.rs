@@ -112,6 +112,24 @@ pub enum MutateError {
 }
 
 impl MutateError {
+    /// The kind of failure: a busy lock, a path the gate refuses (outside the root, through a
+    /// symbolic link), a request that cannot be used, or I/O.
+    pub fn kind(&self) -> keel_fs::ErrorKind {
+        use keel_fs::{ErrorKind, FsError, ResolveError};
+        match self {
+            Self::Fs(FsError::LockBusy { .. })
+            | Self::Journal(keel_journal::JournalError::Fs(FsError::LockBusy { .. })) => ErrorKind::Busy,
+            Self::IntentConflict { .. }
+            | Self::InvalidRequest { .. }
+            | Self::TooLarge { .. }
+            | Self::JournalMismatch { .. } => ErrorKind::Usage,
+            Self::Resolve(
+                ResolveError::Escapes { .. } | ResolveError::Symlink { .. } | ResolveError::Invalid { .. },
+            ) => ErrorKind::Refused,
+            _ => ErrorKind::Io,
+        }
+    }
+
     /// An I/O error on `path` during `op`.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: impl Into<io::Error>) -> Self {
         Self::Io { op, path: path.into(), source: source.into() }

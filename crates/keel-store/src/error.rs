@@ -183,6 +183,24 @@ impl StoreError {
     pub fn is_lock_busy(&self) -> bool {
         matches!(self, StoreError::Fs { source: FsError::LockBusy { .. }, .. })
     }
+
+    /// The kind of failure: a busy lock, bad input, something missing or in the wrong place
+    /// (refused), damaged data, or I/O.
+    pub fn kind(&self) -> keel_fs::ErrorKind {
+        use keel_fs::ErrorKind;
+        match self {
+            _ if self.is_lock_busy() => ErrorKind::Busy,
+            Self::InvalidId { .. } | Self::InvalidInput { .. } | Self::LimitTooLarge { .. } => ErrorKind::Usage,
+            Self::Missing { .. }
+            | Self::WorkerExists { .. }
+            | Self::WrongRuntime { .. }
+            | Self::WrongRuntimeCursor { .. } => ErrorKind::Refused,
+            Self::Corrupt { .. } | Self::Damaged { .. } | Self::Misplaced { .. } | Self::SchemaVersion { .. } => {
+                ErrorKind::Damaged
+            }
+            Self::NotADirectory { .. } | Self::Fs { .. } => ErrorKind::Io,
+        }
+    }
 }
 
 /// Shorthand for results of this crate.
