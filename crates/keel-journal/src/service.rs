@@ -29,12 +29,13 @@ use keel_kernel::arbiter::{Decision, Mode, Outcome, Request, decide};
 use keel_kernel::expiry::{ExpiryPolicy, Verdict, assess, format_utc};
 use keel_kernel::json::to_line;
 use keel_kernel::line::BadLine;
+use keel_kernel::record::{Lease, Refusal, Writer};
 use keel_kernel::replay::{CompactError, Excuse, GENERATION_FLOOR, StateSnapshot, review_record};
 use keel_kernel::tree;
 use keel_kernel::value::casefold;
 use keel_kernel::{Identity, LiveState, Object, Replay, Taxonomy};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::process;
 
@@ -1109,24 +1110,23 @@ impl<S: Storage + Clone> Journal<S> {
         let identity = self.new_identity(folded, request, &decision.lane, now, &mut reclaimed)?;
         let lease = self.lease_body(request, &decision, &identity, now)?;
         let mut records: Vec<Object> =
-            reclaimed.iter().map(|(id, verdict)| scavenge_record(id, &format!("reclaimed: {verdict}"))).collect();
-        records.push(self.acquire_record(&lease, &identity));
+            reclaimed.iter().map(|(id, verdict)| Writer::scavenge(id, &format!("reclaimed: {verdict}"))).collect();
+        records.push(self.writer().acquire(&identity, &lease));
         self.append(cache, records)?;
         let generation = Self::folded(cache).state.generation(&identity).expect("a grant just folded has a generation");
         Ok(AcquireOutcome::Acquire(Grant { lease, identity, generation, decision, reclaimed }))
     }
 
     fn record_refusal(&self, cache: &mut Cache<S>, request: &AcquireRequest, decision: &Decision, now: f64) -> bool {
-        let record = object(json!({
-            "op": "REFUSE",
-            "holder": request.owner,
-            "host_id": self.options.host_id,
-            "lane": request.lane,
-            "loop_ts": request.loop_ts.clone().unwrap_or_else(|| fresh_loop_ts(now)),
-            "reason": decision.reason,
-            "reason_class": decision.reason_class,
-            "run_id": request.run_id,
-        }));
+        let loop_ts = request.loop_ts.clone().unwrap_or_else(|| fresh_loop_ts(now));
+        let record = self.writer().refuse(&Refusal {
+            holder: &request.owner,
+            lane: &request.lane,
+            loop_ts: &loop_ts,
+            reason: &decision.reason,
+            reason_class: decision.reason_class,
+            run_id: request.run_id.as_deref(),
+        });
         // Forensic only: a failed write never turns a refusal into anything else, and nothing
         // waits for it to be durable.
         self.append_records(cache, vec![record], false).is_ok()
@@ -1184,55 +1184,31 @@ impl<S: Storage + Clone> Journal<S> {
         now: f64,
     ) -> Result<Object, JournalError> {
         let Recorded { pid, start, pgid } = request.holder_pid.recorded()?;
-        let mut lease = object(json!({
-            "acquired_at": format_utc(now.floor() as i64),
-            "holder": request.owner,
-            "host_id": self.options.host_id,
-            "lane": identity.lane,
-            "lane_kind": decision.lane_kind,
-            "loop_ts": identity.loop_ts,
-            "mode": decision.mode,
-            "pid": pid,
-            "tree": decision.tree,
-        }));
-        if let Some(start) = start {
-            lease.insert("proc_starttime".into(), Value::from(start));
-        }
         // The lease's protection is fixed now, in its body: whoever judges it later reads its own
         // grace and TTL from it, and may only lengthen them.
         let expiry = &self.options.expiry;
         let ttl_minutes =
             request.ttl_minutes.unwrap_or(expiry.default_ttl_s as f64 / 60.0).max(expiry.ttl_floor_s as f64 / 60.0);
-        lease.insert("ttl_minutes".into(), Value::from(ttl_minutes));
-        lease.insert("grace_s".into(), Value::from(expiry.grace_s.max(expiry.grace_floor_s)));
-        if let Some(pgid) = pgid {
-            lease.insert("pgid".into(), Value::from(pgid));
-        }
-        if request.force {
-            // The operator's override collides on purpose; `journal verify` reports it as such.
-            lease.insert("forced".into(), Value::Bool(true));
-        }
-        if let Some(run_id) = &request.run_id {
-            lease.insert("run_id".into(), Value::from(run_id.clone()));
-        }
+        let acquired_at = format_utc(now.floor() as i64);
+        let lease = self.writer().lease(&Lease {
+            identity,
+            holder: &request.owner,
+            acquired_at: &acquired_at,
+            decision,
+            pid,
+            proc_starttime: start,
+            pgid,
+            ttl_minutes,
+            grace_s: expiry.grace_s.max(expiry.grace_floor_s),
+            forced: request.force,
+            run_id: request.run_id.as_deref(),
+        });
         Ok(lease)
     }
 
-    fn acquire_record(&self, lease: &Object, identity: &Identity) -> Object {
-        let mut record = object(json!({
-            "op": "ACQUIRE",
-            "host_id": self.options.host_id,
-            "lane": identity.lane,
-            "lane_kind": lease.get("lane_kind"),
-            "loop_ts": identity.loop_ts,
-            "pid": lease.get("pid"),
-            "prev_holder": null,
-            "reason": format!("lane-lease:{}", lease.get("holder").and_then(Value::as_str).unwrap_or("")),
-            "tree": lease.get("tree"),
-            "ttl_minutes": lease.get("ttl_minutes"),
-        }));
-        record.insert("lease".into(), Value::Object(lease.clone()));
-        record
+    /// The writer of this journal's records.
+    fn writer(&self) -> Writer<'_> {
+        Writer { host_id: &self.options.host_id }
     }
 
     /// Finds the live lease an owner means: the exact `loop_ts` on `lane`, or the newest lease on
@@ -1261,10 +1237,7 @@ impl<S: Storage + Clone> Journal<S> {
                 return Ok(None);
             };
             let identity = identity.clone();
-            let record = object(json!({
-                "op": "RELEASE", "host_id": this.options.host_id, "holder": owner,
-                "lane": identity.lane, "loop_ts": identity.loop_ts, "reason": format!("lane-lease:{owner}"),
-            }));
+            let record = this.writer().release(&identity, owner);
             this.append(cache, vec![record])?;
             Ok(Some(identity))
         })
@@ -1302,10 +1275,7 @@ impl<S: Storage + Clone> Journal<S> {
                 return Ok(Some(Beat::Coalesced { identity, heartbeat_at: text.clone() }));
             }
             let heartbeat_at = format_utc(now.floor() as i64);
-            let record = object(json!({
-                "op": "HEARTBEAT", "host_id": this.options.host_id, "heartbeat_at": heartbeat_at,
-                "lane": identity.lane, "loop_ts": identity.loop_ts,
-            }));
+            let record = this.writer().heartbeat(&identity, &heartbeat_at);
             this.append(cache, vec![record])?;
             Ok(Some(Beat::Beaten { identity, heartbeat_at }))
         })
@@ -1349,11 +1319,7 @@ impl<S: Storage + Clone> Journal<S> {
                 };
             }
             body.insert("heartbeat_at".into(), Value::from(now_ts(&this.options.clock)));
-            let mut record = object(json!({
-                "op": "RECONCILE", "host_id": this.options.host_id, "lane": identity.lane,
-                "loop_ts": identity.loop_ts, "prev_holder": prev_holder, "reason": format!("adopt:{new_owner}"),
-            }));
-            record.insert("lease".into(), Value::Object(body));
+            let record = this.writer().adopt(&identity, &prev_holder, new_owner, body);
             this.append(cache, vec![record])?;
             let generation =
                 Self::folded(cache).state.generation(&identity).expect("an adopted lease just folded has a generation");
@@ -1365,10 +1331,7 @@ impl<S: Storage + Clone> Journal<S> {
     pub fn halt(&self, lane: &str, owner: &str, reason: &str) -> Result<(), JournalError> {
         owner_named(owner)?;
         self.locked(|this, cache| {
-            let record = object(json!({
-                "op": "HALT", "command": null, "handle": owner, "host_id": this.options.host_id,
-                "lane": lane, "loop_ts": "", "reason": reason, "run_id": null,
-            }));
+            let record = this.writer().halt(lane, owner, reason);
             this.append(cache, vec![record])
         })
     }
@@ -1377,11 +1340,8 @@ impl<S: Storage + Clone> Journal<S> {
     pub fn spawn(&self, lane: &str, owner: &str, command: &str) -> Result<(), JournalError> {
         owner_named(owner)?;
         self.locked(|this, cache| {
-            let record = object(json!({
-                "op": "SPAWN", "holder": owner, "host_id": this.options.host_id, "lane": lane,
-                "loop_ts": fresh_loop_ts((this.options.clock)()), "pid": std::process::id(),
-                "reason": format!("spawn:{owner}"), "command": command,
-            }));
+            let loop_ts = fresh_loop_ts((this.options.clock)());
+            let record = this.writer().spawn(lane, &loop_ts, owner, std::process::id(), command);
             this.append(cache, vec![record])
         })
     }
@@ -1404,7 +1364,7 @@ impl<S: Storage + Clone> Journal<S> {
             if only_if_dead && !verdict.is_dead() {
                 return Ok(None);
             }
-            this.append(cache, vec![scavenge_record(&identity, reason)])?;
+            this.append(cache, vec![Writer::scavenge(&identity, reason)])?;
             Ok(Some(verdict))
         })
     }
@@ -1597,14 +1557,6 @@ fn whole_bad_last_line(folded: &Folded) -> Option<&BadLine> {
     }
 }
 
-fn scavenge_record(identity: &Identity, reason: &str) -> Object {
-    object(json!({"op": "SCAVENGE", "lane": identity.lane, "loop_ts": identity.loop_ts, "reason": reason}))
-}
-
-/// Refuses a request that is wrong whatever the journal holds: checked once, before the writer
-/// lock, and not again on each retry of a wait. A blank lane would be granted under a name nobody
-/// can type, a blank `loop_ts` read as an identity already live, an unknown mode as exclusive, and a
-/// tree outside the workspace would collide with nothing.
 /// The arbiter's view of a lease request.
 fn arbiter_request(request: &AcquireRequest) -> Request {
     Request {
@@ -1616,6 +1568,10 @@ fn arbiter_request(request: &AcquireRequest) -> Request {
     }
 }
 
+/// Refuses a request that is wrong whatever the journal holds: checked once, before the writer
+/// lock, and not again on each retry of a wait. A blank lane would be granted under a name nobody
+/// can type, a blank `loop_ts` read as an identity already live, an unknown mode as exclusive, and a
+/// tree outside the workspace would collide with nothing.
 fn validate(request: &AcquireRequest) -> Result<(), JournalError> {
     if request.owner.trim().is_empty() {
         return Err(JournalError::InvalidRequest("a lease needs an owner".into()));
@@ -1658,11 +1614,4 @@ fn owner_named(owner: &str) -> Result<(), JournalError> {
         return Err(JournalError::InvalidRequest("the owner must not be blank".into()));
     }
     Ok(())
-}
-
-fn object(value: Value) -> Object {
-    match value {
-        Value::Object(object) => object,
-        _ => unreachable!("record literals are objects"),
-    }
 }

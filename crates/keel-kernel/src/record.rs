@@ -1,16 +1,197 @@
-//! Which records keel takes as damage although they parse: a record whose shape no writer of the
-//! format produces, and whose literal reading would silently free regions, restart fencing, or
-//! push a counter to a value no writer could go on from.
+//! Records: the ones keel writes, built here by typed functions (one for each operation, so no
+//! writer spells a record by hand), and the ones keel takes as damage although they parse.
 //!
-//! The format's reader folds any object (a `CHECKPOINT` whose `leases` is a string empties the
-//! live set; one whose generation rows are not integers restarts the counter). dos-kernel does
-//! so; keel deliberately does not: such a record becomes a corrupt sentinel, stops grants until
-//! an operator reviews it, and is otherwise not folded, so the live set and the counter stay what
-//! the records before it made them.
+//! Damage: a record whose shape no writer of the format produces, and whose literal reading
+//! would silently free regions, restart fencing, or push a counter to a value no writer could go
+//! on from. The format's reader folds any object (a `CHECKPOINT` whose `leases` is a string
+//! empties the live set; one whose generation rows are not integers restarts the counter).
+//! dos-kernel does so; keel deliberately does not: such a record becomes a corrupt sentinel,
+//! stops grants until an operator reviews it, and is otherwise not folded, so the live set and
+//! the counter stay what the records before it made them.
+//!
+//! The builders leave `seq` to the appender, which numbers each record as it writes it. `REVIEW`
+//! ([`crate::replay::review_record`]) and `CHECKPOINT` ([`crate::LiveState::compact`]) are built
+//! where their contents are computed.
 
 use serde_json::Value;
 
 use crate::value::Object;
+
+use crate::replay::Identity;
+
+/// Who writes a record: the host it runs on, named in every record keel writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    /// The host's name (`host_id`).
+    pub host_id: &'a str,
+}
+
+fn object(value: Value) -> Object {
+    match value {
+        Value::Object(object) => object,
+        _ => unreachable!("the record literals below are objects"),
+    }
+}
+
+/// What a lease's body records at its grant.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    /// Its identity.
+    pub identity: &'a Identity,
+    /// Its holder (the owner name).
+    pub holder: &'a str,
+    /// When it was granted (RFC 3339, whole seconds).
+    pub acquired_at: &'a str,
+    /// The arbiter's grant: lane kind, mode and tree.
+    pub decision: &'a crate::arbiter::Decision,
+    /// The holder's process, if it names one (`null` otherwise).
+    pub pid: Option<u32>,
+    /// That process's start time, which tells it from a later process with the same pid.
+    pub proc_starttime: Option<u64>,
+    /// The holder's process group, if the lease lives while any process of it runs.
+    pub pgid: Option<u32>,
+    /// Its TTL, in minutes.
+    pub ttl_minutes: f64,
+    /// Its grace after its holder is gone, in seconds.
+    pub grace_s: u64,
+    /// An operator's override: it collides on purpose, and `journal verify` reports it as such.
+    pub forced: bool,
+    /// The holder's run, if it named one.
+    pub run_id: Option<&'a str>,
+}
+
+impl Writer<'_> {
+    /// A lease's body, as an `ACQUIRE` carries it and the fold keeps it.
+    pub fn lease(&self, lease: &Lease<'_>) -> Object {
+        let decision = lease.decision;
+        let mut body = object(serde_json::json!({
+            "acquired_at": lease.acquired_at,
+            "holder": lease.holder,
+            "host_id": self.host_id,
+            "lane": lease.identity.lane,
+            "lane_kind": decision.lane_kind,
+            "loop_ts": lease.identity.loop_ts,
+            "mode": decision.mode,
+            "pid": lease.pid,
+            "tree": decision.tree,
+            "ttl_minutes": lease.ttl_minutes,
+            "grace_s": lease.grace_s,
+        }));
+        let optional = [
+            ("proc_starttime", lease.proc_starttime.map(Value::from)),
+            ("pgid", lease.pgid.map(Value::from)),
+            ("forced", lease.forced.then_some(Value::Bool(true))),
+            ("run_id", lease.run_id.map(Value::from)),
+        ];
+        for (member, value) in optional {
+            if let Some(value) = value {
+                body.insert(member.into(), value);
+            }
+        }
+        body
+    }
+
+    /// `ACQUIRE`: a grant of `lease` (its whole body, which the fold keeps) at `identity`.
+    pub fn acquire(&self, identity: &Identity, lease: &Object) -> Object {
+        let holder = lease.get("holder").and_then(Value::as_str).unwrap_or("");
+        let mut record = object(serde_json::json!({
+            "op": "ACQUIRE",
+            "host_id": self.host_id,
+            "lane": identity.lane,
+            "lane_kind": lease.get("lane_kind"),
+            "loop_ts": identity.loop_ts,
+            "pid": lease.get("pid"),
+            "prev_holder": null,
+            "reason": format!("lane-lease:{holder}"),
+            "tree": lease.get("tree"),
+            "ttl_minutes": lease.get("ttl_minutes"),
+        }));
+        record.insert("lease".into(), Value::Object(lease.clone()));
+        record
+    }
+
+    /// `RELEASE`: `owner` gives back the lease at `identity`.
+    pub fn release(&self, identity: &Identity, owner: &str) -> Object {
+        object(serde_json::json!({
+            "op": "RELEASE", "host_id": self.host_id, "holder": owner,
+            "lane": identity.lane, "loop_ts": identity.loop_ts, "reason": format!("lane-lease:{owner}"),
+        }))
+    }
+
+    /// `HEARTBEAT`: the lease at `identity` showed a sign of life at `heartbeat_at` (RFC 3339).
+    pub fn heartbeat(&self, identity: &Identity, heartbeat_at: &str) -> Object {
+        object(serde_json::json!({
+            "op": "HEARTBEAT", "host_id": self.host_id, "heartbeat_at": heartbeat_at,
+            "lane": identity.lane, "loop_ts": identity.loop_ts,
+        }))
+    }
+
+    /// `RECONCILE`: the lease at `identity` is replaced by `lease` (an adoption by `new_owner`
+    /// from `prev_holder`); every reader gives it the next generation.
+    pub fn adopt(&self, identity: &Identity, prev_holder: &Value, new_owner: &str, lease: Object) -> Object {
+        let mut record = object(serde_json::json!({
+            "op": "RECONCILE", "host_id": self.host_id, "lane": identity.lane,
+            "loop_ts": identity.loop_ts, "prev_holder": prev_holder, "reason": format!("adopt:{new_owner}"),
+        }));
+        record.insert("lease".into(), Value::Object(lease));
+        record
+    }
+
+    /// `SCAVENGE`: the lease at `identity` is evicted, for `reason`.
+    pub fn scavenge(identity: &Identity, reason: &str) -> Object {
+        object(
+            serde_json::json!({"op": "SCAVENGE", "lane": identity.lane, "loop_ts": identity.loop_ts, "reason": reason}),
+        )
+    }
+
+    /// `REFUSE`: a request by `holder` for `lane` was refused (forensic: folds to nothing).
+    pub fn refuse(&self, refusal: &Refusal<'_>) -> Object {
+        object(serde_json::json!({
+            "op": "REFUSE",
+            "holder": refusal.holder,
+            "host_id": self.host_id,
+            "lane": refusal.lane,
+            "loop_ts": refusal.loop_ts,
+            "reason": refusal.reason,
+            "reason_class": refusal.reason_class,
+            "run_id": refusal.run_id,
+        }))
+    }
+
+    /// `HALT`: an intent, by `handle`, to stop whatever runs on `lane` (folds to nothing).
+    pub fn halt(&self, lane: &str, handle: &str, reason: &str) -> Object {
+        object(serde_json::json!({
+            "op": "HALT", "command": null, "handle": handle, "host_id": self.host_id,
+            "lane": lane, "loop_ts": "", "reason": reason, "run_id": null,
+        }))
+    }
+
+    /// `SPAWN`: an intent, by `holder` (process `pid`), to start `command` on `lane` (folds to
+    /// nothing).
+    pub fn spawn(&self, lane: &str, loop_ts: &str, holder: &str, pid: u32, command: &str) -> Object {
+        object(serde_json::json!({
+            "op": "SPAWN", "holder": holder, "host_id": self.host_id, "lane": lane,
+            "loop_ts": loop_ts, "pid": pid, "reason": format!("spawn:{holder}"), "command": command,
+        }))
+    }
+}
+
+/// What a `REFUSE` record says.
+#[derive(Debug, Clone, Copy)]
+pub struct Refusal<'a> {
+    /// The requester.
+    pub holder: &'a str,
+    /// The lane asked for.
+    pub lane: &'a str,
+    /// The requester's `loop_ts` (or a fresh one).
+    pub loop_ts: &'a str,
+    /// The arbiter's reason.
+    pub reason: &'a str,
+    /// The arbiter's class of refusal.
+    pub reason_class: Option<crate::arbiter::RefusalClass>,
+    /// The requester's run, if it named one.
+    pub run_id: Option<&'a str>,
+}
 
 /// The largest `seq`, `seq_watermark` or generation keel takes as real: 2^53 − 1, the largest
 /// integer every JSON reader holds exactly. A journal appending a million records a second takes
