@@ -2,7 +2,7 @@
 //! Code does (`sh -c 'keel hook pre-tool-use'`, the event on stdin), and the agents' edits are
 //! allowed, leased and denied as the story of the issue tells it.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;

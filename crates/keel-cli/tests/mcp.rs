@@ -2,7 +2,7 @@
 //! test makes once under the target directory): each agent is a Python process that starts its
 //! own `keel mcp` as a harness does, and runs keel's hook through `sh -c` as Claude Code does.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};

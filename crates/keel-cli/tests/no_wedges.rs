@@ -1,7 +1,7 @@
 //! No wedges: one bad value, line or clock never stops the fleet for good. Each test is a way an
 //! adversarial user once wedged every agent of a workspace through the `keel` binary.
 
-mod support;
+use crate::support;
 
 use std::io::Write as _;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The workspace policy, `.keel/policy.toml`: every lease obeys it, a malformed one is a usage
 //! error naming its file, line and key, and `keel arbitrate` reads it the same way.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Output;

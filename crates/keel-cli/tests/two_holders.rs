@@ -1,7 +1,7 @@
 //! Two holders, never: each test is a way an adversarial user once got a colliding region granted
 //! (or a stale holder past the gate) through the `keel` binary, pinned so it cannot come back.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

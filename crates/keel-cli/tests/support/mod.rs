@@ -1,7 +1,5 @@
 //! What the binary's end-to-end tests share: running `keel` in a directory, and reading its output.
 
-#![allow(dead_code)] // each test binary uses its own part of this
-
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

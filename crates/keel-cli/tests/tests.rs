@@ -1,0 +1,15 @@
+//! The `keel` binary end to end, one test binary: each module runs the shipped command line the
+//! way a user, an agent harness or git does, in workspaces of its own.
+
+mod support;
+
+mod cli;
+mod fs_cli;
+mod hook;
+mod lock_cli;
+mod mcp;
+mod no_wedges;
+mod policy;
+mod readonly_cli;
+mod store_cli;
+mod two_holders;
