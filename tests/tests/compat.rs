@@ -2,7 +2,8 @@
 //! reference fold, which reproduces every dos-kernel fixture): same live set, same generations.
 //! keel reading dos-kernel's journals is the kernel's conformance test.
 
-use keel_journal::{AcquireOutcome, AcquireRequest, HolderPid, Journal, JournalOptions};
+use keel_journal::{AcquireOutcome, AcquireRequest, HolderPid, Journal, JournalOptions, LeaseBackend, LeaseRef};
+use keel_kernel::Identity;
 use keel_tests::reference;
 
 fn request(lane: &str, tree: &str, owner: &str) -> AcquireRequest {
@@ -23,12 +24,12 @@ fn every_record_keel_writes_replays_the_same_in_the_reference_reader() {
     }
     let refused = journal.acquire(&request("late", "src/api/x.rs", "agent9")).expect("acquire");
     assert!(matches!(refused, AcquireOutcome::Refuse { .. }));
-    journal.heartbeat("lane0", "agent0", None, None).expect("beat");
-    journal.adopt("lane1", &loops[1].loop_ts, "agent7", HolderPid::None).expect("adopt");
-    journal.release("lane2", "agent2", None).expect("release");
+    journal.heartbeat(&LeaseRef::lane("lane0"), "agent0", None).expect("beat");
+    journal.adopt(&Identity::new("lane1", loops[1].loop_ts.as_str()), "agent7", HolderPid::None).expect("adopt");
+    journal.release(&LeaseRef::lane("lane2"), "agent2").expect("release");
     journal.halt("lane3", "agent3", "stop").expect("halt");
     journal.spawn("lane3", "agent3", "make test").expect("spawn");
-    journal.scavenge("lane4", &loops[4].loop_ts, "operator", false).expect("scavenge");
+    journal.scavenge(&Identity::new("lane4", loops[4].loop_ts.as_str()), "operator", false).expect("scavenge");
     let check = |stage: &str| {
         let bytes = std::fs::read(&path).expect("journal");
         let expected = reference::replay(&bytes);

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use keel_fs::seam::Survives;
 use keel_fs::{CrashSim, FailAfter, Storage};
-use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalOptions};
+use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalOptions, LeaseBackend, LeaseRef};
 use keel_kernel::replay_bytes;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,13 +57,13 @@ fn script<S: Storage + Clone>(journal: &Journal<S>, keep_going: bool) -> Vec<Ack
                     Some(ts) => {
                         in_doubt = Some(Ack::ReleaseInDoubt(ts.clone()));
                         journal
-                            .release(name, &format!("agent-{name}"), Some(&ts))
+                            .release(&LeaseRef { lane: name, loop_ts: Some(&ts) }, &format!("agent-{name}"))
                             .map(|released| released.map(|id| Ack::Released(id.loop_ts)))
                     }
                     None => Ok(None),
                 }
             }
-            "heartbeat" => journal.heartbeat(name, &format!("agent-{name}"), None, None).map(|_| None),
+            "heartbeat" => journal.heartbeat(&LeaseRef::lane(name), &format!("agent-{name}"), None).map(|_| None),
             "compact" => journal.compact().map(|_| Some(Ack::Compacted)),
             _ => unreachable!("script verbs"),
         };
@@ -107,7 +107,7 @@ fn seeded(sim: &CrashSim, path: &Path) {
     for name in ["x", "y"] {
         assert!(matches!(journal.acquire(&request(name)).expect("seed acquire"), AcquireOutcome::Acquire(_)));
     }
-    journal.release("x", "agent-x", None).expect("seed release");
+    journal.release(&LeaseRef::lane("x"), "agent-x").expect("seed release");
 }
 
 #[test]
@@ -295,7 +295,7 @@ proptest::proptest! {
         proptest::prop_assert!(!matches!(early, Ok(AcquireOutcome::Acquire(_))), "granted a/x next to a live a/: {early:?}");
         // Every holder can release, damage or not.
         let (loop_ts, lane) = live.remove(0);
-        let released = fresh.release(&lane, &format!("agent-{lane}"), Some(&loop_ts));
+        let released = fresh.release(&LeaseRef { lane: &lane, loop_ts: Some(&loop_ts) }, &format!("agent-{lane}"));
         proptest::prop_assert!(matches!(released, Ok(Some(_))), "the holder could not release: {released:?}");
         fresh.accept_review("fuzz").expect("review");
         // Grants resume, with a token never seen before; the others still exclude.

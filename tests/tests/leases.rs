@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keel_fs::OsLock;
-use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalOptions, replay_path};
+use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalOptions, LeaseBackend, LeaseRef, replay_path};
 use keel_kernel::arbiter::Mode;
 use keel_kernel::tree::Tree;
 
@@ -210,7 +210,9 @@ fn kill_9_at_random_moments_loses_no_acknowledged_grant_and_leaves_no_conflict()
         };
         match probe.acquire(&request) {
             Ok(AcquireOutcome::Acquire(grant)) => {
-                probe.release(&grant.identity.lane, "probe", Some(&grant.identity.loop_ts)).expect("release");
+                probe
+                    .release(&LeaseRef { lane: &grant.identity.lane, loop_ts: Some(&grant.identity.loop_ts) }, "probe")
+                    .expect("release");
             }
             other => panic!("seed {seed} round {round}: a disjoint probe must be granted after a kill: {other:?}"),
         }

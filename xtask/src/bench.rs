@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use keel_journal::LeaseBackend as _;
 
 use crate::workspace_root;
 
@@ -258,7 +259,7 @@ fn lease_cycles(journal: &keel_journal::Journal, cycles: usize) -> anyhow::Resul
         let keel_journal::AcquireOutcome::Acquire(grant) = outcome else {
             bail!("the benchmark's disjoint request was refused: {outcome:?}");
         };
-        journal.release(&grant.identity.lane, "bench", Some(&grant.identity.loop_ts))?;
+        journal.release(&keel_journal::LeaseRef::exact(&grant.identity), "bench")?;
         if i > 0 {
             times.push(started.elapsed());
         }

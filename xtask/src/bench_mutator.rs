@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalOptions};
+use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalOptions, LeaseBackend as _};
 use keel_mutator::{Expect, IntentId, Mutator, MutatorOptions, Outcome, Request};
 
 /// Writes measured per kind.

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use keel_journal::{Journal, JournalOptions};
+use keel_journal::{Journal, JournalOptions, LeaseBackend as _};
 
 use crate::{Failure, Status};
 

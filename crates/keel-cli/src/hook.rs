@@ -13,7 +13,7 @@ use clap::Subcommand;
 use keel_hook::decide::{self, Rules};
 use keel_hook::install::{Harness, Scope, State};
 use keel_hook::{Agent, Dialect, Event};
-use keel_journal::{Journal, Named, Policy, Workspace};
+use keel_journal::{Journal, LeaseBackend as _, Named, Policy, Workspace};
 use serde_json::Value;
 
 use crate::{Location, Status};

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::path::Path;
 
-use keel_journal::Workspace;
+use keel_journal::{LeaseBackend as _, Workspace};
 
 use clap::Subcommand;
 use keel_fs::LineReader;

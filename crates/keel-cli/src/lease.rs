@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use keel_journal::{AcquireOutcome, AcquireRequest, Beat, HolderPid, Journal, JournalOptions, Workspace};
+use keel_journal::{
+    AcquireOutcome, AcquireRequest, Beat, HolderPid, Journal, JournalOptions, LeaseBackend, LeaseRef, Workspace,
+};
+use keel_kernel::Identity;
 use keel_kernel::json::to_line;
 use serde_json::{Value, json};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
@@ -205,7 +208,8 @@ pub fn run(
             Ok(print_acquire(json, &outcome, args.wait_s.is_some())?)
         }
         LeaseCommand::Release { lane, owner, loop_ts } => {
-            let released = journal.release(lane, owner, loop_ts.as_deref()).map_err(crate::failure)?;
+            let released =
+                journal.release(&LeaseRef { lane, loop_ts: loop_ts.as_deref() }, owner).map_err(crate::failure)?;
             Ok(match released {
                 Some(id) => {
                     let object = json!({"outcome": "released", "lane": id.lane, "loop_ts": id.loop_ts});
@@ -220,7 +224,9 @@ pub fn run(
             })
         }
         LeaseCommand::Heartbeat { lane, owner, loop_ts, coalesce_s } => {
-            let beat = journal.heartbeat(lane, owner, loop_ts.as_deref(), *coalesce_s).map_err(crate::failure)?;
+            let beat = journal
+                .heartbeat(&LeaseRef { lane, loop_ts: loop_ts.as_deref() }, owner, *coalesce_s)
+                .map_err(crate::failure)?;
             Ok(match beat {
                 Some(beat) => {
                     let sentence = match &beat {
@@ -243,7 +249,9 @@ pub fn run(
         }
         LeaseCommand::Adopt { lane, loop_ts, owner, pid } => {
             let holder = pid.map_or(HolderPid::None, HolderPid::Pid);
-            let adopted = journal.adopt(lane, loop_ts, owner, holder).map_err(crate::failure)?;
+            let adopted = journal
+                .adopt(&Identity { lane: lane.clone(), loop_ts: loop_ts.clone() }, owner, holder)
+                .map_err(crate::failure)?;
             let generation = adopted.as_ref().map(|a| a.generation);
             let object = json!({"outcome": if adopted.is_some() { "adopted" } else { "no_lease" }, "lane": lane, "loop_ts": loop_ts, "holder": owner, "generation": generation});
             let sentence = match generation {
@@ -274,7 +282,9 @@ pub fn run(
             Ok(Status::Ok)
         }
         LeaseCommand::Scavenge { lane, loop_ts, reason, only_dead } => {
-            let verdict = journal.scavenge(lane, loop_ts, reason, *only_dead).map_err(crate::failure)?;
+            let verdict = journal
+                .scavenge(&Identity { lane: lane.clone(), loop_ts: loop_ts.clone() }, reason, *only_dead)
+                .map_err(crate::failure)?;
             let ok = verdict.is_some();
             let object = json!({"outcome": if ok { "scavenged" } else { "not_scavenged" }, "lane": lane, "loop_ts": loop_ts, "verdict": verdict});
             let sentence = if ok {
@@ -536,8 +546,7 @@ fn run_holding(
             Err(error) => Run::Failed(error),
         }
     };
-    let released =
-        journal.release(&grant.identity.lane, &args.owner, Some(&grant.identity.loop_ts)).map_err(crate::failure)?;
+    let released = journal.release(&LeaseRef::exact(&grant.identity), &args.owner).map_err(crate::failure)?;
     if released.is_none() {
         eprintln!("keel: the lease was no longer live when the command ended (reclaimed or scavenged)");
     }
@@ -651,7 +660,7 @@ impl Beating<'_> {
             }
             waited = Duration::ZERO;
             let identity = &self.grant.identity;
-            match self.journal.heartbeat(&identity.lane, owner, Some(&identity.loop_ts), None) {
+            match self.journal.heartbeat(&LeaseRef::exact(identity), owner, None) {
                 Ok(Some(_)) => {}
                 Ok(None) => return self.lost(),
                 Err(error) => eprintln!("keel: heartbeat failed: {error}"),

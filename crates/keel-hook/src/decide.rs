@@ -2,7 +2,9 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use keel_journal::{AcquireOutcome, AcquireRequest, BashRule, Journal, JournalError, OnError, Policy, Workspace};
+use keel_journal::{
+    AcquireOutcome, AcquireRequest, BashRule, JournalError, LeaseBackend, LeaseRef, OnError, Policy, Workspace,
+};
 use keel_kernel::arbiter::{Decision, Outcome};
 use keel_kernel::tree::{Region, Tree};
 use keel_kernel::{Identity, LiveState, Object};
@@ -65,7 +67,7 @@ impl Rules {
 
 /// Decides a tool call before it runs.
 pub fn pre_tool_use(
-    journal: &Journal,
+    journal: &impl LeaseBackend,
     workspace: &Workspace,
     agent: &Agent,
     event: &Event,
@@ -171,7 +173,7 @@ pub struct Check {
 /// be allowed now: the same request through the same arbiter as [`pre_tool_use`], never a lease
 /// taken or a record written.
 pub fn check(
-    journal: &Journal,
+    journal: &impl LeaseBackend,
     workspace: &Workspace,
     agent: &Agent,
     path: &Path,
@@ -226,25 +228,25 @@ fn automatic_request(agent: &Agent, relative: &str, session: Option<String>) -> 
 }
 
 /// After a tool call: beats the agent's automatic leases (coalesced). Returns how many are live.
-pub fn post_tool_use(journal: &Journal, agent: &Agent) -> Result<usize, JournalError> {
+pub fn post_tool_use(journal: &impl LeaseBackend, agent: &Agent) -> Result<usize, JournalError> {
     let mine = automatic_leases(journal, agent)?;
     for identity in &mine {
-        journal.heartbeat(&identity.lane, &agent.owner, Some(&identity.loop_ts), Some(AUTO_BEAT_COALESCE_S))?;
+        journal.heartbeat(&LeaseRef::exact(identity), &agent.owner, Some(AUTO_BEAT_COALESCE_S))?;
     }
     Ok(mine.len())
 }
 
 /// The session ended: gives back the agent's automatic leases. Returns how many.
-pub fn session_end(journal: &Journal, agent: &Agent) -> Result<usize, JournalError> {
+pub fn session_end(journal: &impl LeaseBackend, agent: &Agent) -> Result<usize, JournalError> {
     let mine = automatic_leases(journal, agent)?;
     for identity in &mine {
-        journal.release(&identity.lane, &agent.owner, Some(&identity.loop_ts))?;
+        journal.release(&LeaseRef::exact(identity), &agent.owner)?;
     }
     Ok(mine.len())
 }
 
 /// The identities of the agent's automatic leases.
-fn automatic_leases(journal: &Journal, agent: &Agent) -> Result<Vec<Identity>, JournalError> {
+fn automatic_leases(journal: &impl LeaseBackend, agent: &Agent) -> Result<Vec<Identity>, JournalError> {
     journal.look(|state, _| {
         state
             .live_with_identity()
@@ -259,7 +261,7 @@ fn holder(lease: &Object) -> &str {
 }
 
 /// Whether the agent holds a live exclusive lease, not provably dead, whose region contains `path`.
-fn holds(journal: &Journal, state: &LiveState, agent: &Agent, path: &str) -> bool {
+fn holds(journal: &impl LeaseBackend, state: &LiveState, agent: &Agent, path: &str) -> bool {
     let Some(Region::Prefix(wanted)) = Tree::new(&[path]).regions().first().cloned() else { return false };
     state.live().filter(|lease| holder(lease) == agent.owner).any(|lease| {
         let exclusive = lease.get("mode").and_then(Value::as_str) != Some("shared");
@@ -273,7 +275,7 @@ fn holds(journal: &Journal, state: &LiveState, agent: &Agent, path: &str) -> boo
 }
 
 /// Who else holds a live lease, not provably dead, over `path`, as a sentence.
-fn blocker(journal: &Journal, state: &LiveState, agent: &Agent, path: &str) -> Option<String> {
+fn blocker(journal: &impl LeaseBackend, state: &LiveState, agent: &Agent, path: &str) -> Option<String> {
     let wanted = Tree::new(&[path]);
     let (identity, lease) = state.live_with_identity().find(|(_, lease)| {
         holder(lease) != agent.owner
@@ -315,7 +317,7 @@ fn denial(path: &str, why: &str, what_to_do: &str) -> String {
 
 /// The arbiter's reason for a refusal, with since when the blocking lease is held and its
 /// holder's last sign of life.
-fn refused(journal: &Journal, decision: &Decision) -> String {
+fn refused(journal: &impl LeaseBackend, decision: &Decision) -> String {
     let times = decision.blocking.as_ref().and_then(|b| {
         let identity = Identity { loop_ts: b.loop_ts.clone(), lane: b.lane.clone() };
         journal.look(|state, _| state.lease(&identity).map(held_since)).ok().flatten()

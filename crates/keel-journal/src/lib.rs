@@ -15,7 +15,7 @@
 //!
 //! # Example
 //! ```
-//! use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalOptions};
+//! use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalOptions, LeaseBackend, LeaseRef};
 //! let dir = tempfile::tempdir()?;
 //! let journal = Journal::open(&dir.path().join("lane-journal.jsonl"), JournalOptions::default());
 //! let request = AcquireRequest { lane: "api".into(), tree: vec!["src/api/".into()], owner: "agent-a".into(), ..Default::default() };
@@ -23,18 +23,20 @@
 //! assert_eq!(grant.generation, 1);
 //! let second = AcquireRequest { lane: "handlers".into(), tree: vec!["src/api/handlers.rs".into()], owner: "agent-b".into(), ..Default::default() };
 //! assert!(matches!(journal.acquire(&second)?, AcquireOutcome::Refuse { .. }));
-//! assert!(journal.release("api", "agent-a", None)?.is_some());
+//! assert!(journal.release(&LeaseRef::lane("api"), "agent-a")?.is_some());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod policy;
 pub mod process;
 pub mod read;
 pub mod service;
 pub mod workspace;
 
+pub use backend::{LeaseBackend, LeaseRef};
 pub use policy::{BashRule, OnError, Policy, PolicyError};
 pub use read::{ReadOutcome, replay_from, replay_path};
 pub use service::{

@@ -30,6 +30,8 @@ use keel_kernel::expiry::{ExpiryPolicy, Verdict, assess, format_utc};
 use keel_kernel::json::to_line;
 use keel_kernel::line::BadLine;
 use keel_kernel::record::{Lease, Refusal, Writer};
+
+use crate::backend::{LeaseBackend, LeaseRef};
 use keel_kernel::replay::{CompactError, Excuse, GENERATION_FLOOR, StateSnapshot, review_record};
 use keel_kernel::tree;
 use keel_kernel::value::casefold;
@@ -992,45 +994,6 @@ impl<S: Storage + Clone> Journal<S> {
         assess(lease, now.floor() as i64, &self.options.expiry, holder)
     }
 
-    /// Takes a lease, or says why not (naming the blocking lease). On a grant the `ACQUIRE` is
-    /// durable before this returns; a refusal appends a `REFUSE` on a best-effort basis.
-    pub fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, JournalError> {
-        validate(request)?;
-        self.locked(|this, cache| this.acquire_locked(cache, request, true))
-    }
-
-    /// What [`acquire`](Self::acquire) would answer now, writing nothing: the arbiter over the
-    /// live leases, those provably dead left out (as a grant would reclaim them). For a read-only
-    /// check before an edit; the answer can change before the caller acts on it.
-    pub fn probe(&self, request: &AcquireRequest) -> Result<Decision, JournalError> {
-        validate(request)?;
-        let arbiter_request = arbiter_request(request);
-        self.observed(|this, cache| {
-            let folded = Self::folded(cache);
-            this.damage_check(folded)?;
-            let (decision, _reclaimable) = this.admission(folded, &arbiter_request, (this.options.clock)());
-            Ok(decision)
-        })
-    }
-
-    /// [`acquire`](Self::acquire), retried with backoff until granted or `timeout` passes; only
-    /// the final refusal is recorded.
-    pub fn acquire_wait(&self, request: &AcquireRequest, timeout: Duration) -> Result<AcquireOutcome, JournalError> {
-        validate(request)?;
-        let started = Instant::now();
-        let mut backoff_ms = 10;
-        loop {
-            let last = started.elapsed() >= timeout;
-            let outcome = self.locked(|this, cache| this.acquire_locked(cache, request, last))?;
-            if last || matches!(outcome, AcquireOutcome::Acquire(_)) {
-                return Ok(outcome);
-            }
-            let left = timeout.saturating_sub(started.elapsed());
-            std::thread::sleep(Duration::from_millis(backoff_ms).min(left));
-            backoff_ms = (backoff_ms * 2).min(WAIT_BACKOFF_MS_MAX);
-        }
-    }
-
     /// The arbiter's decision over the admission view, in which leases that are provably dead do
     /// not block, and the dead leases that would have blocked (a grant scavenges them in the
     /// journal first, so the structural live set never holds two colliding leases). Expiry is
@@ -1230,182 +1193,6 @@ impl<S: Storage + Clone> Journal<S> {
             .last()
     }
 
-    /// Gives back a lease held by `owner`. `Ok(None)` when no such lease is live.
-    pub fn release(&self, lane: &str, owner: &str, loop_ts: Option<&str>) -> Result<Option<Identity>, JournalError> {
-        self.locked(|this, cache| {
-            let Some((identity, _)) = Self::find_owned(&Self::folded(cache).state, lane, owner, loop_ts) else {
-                return Ok(None);
-            };
-            let identity = identity.clone();
-            let record = this.writer().release(&identity, owner);
-            this.append(cache, vec![record])?;
-            Ok(Some(identity))
-        })
-    }
-
-    /// Beats a lease held by `owner`: only the exact holder may. With `coalesce_floor_s`, a beat
-    /// younger than that is not written again. `Ok(None)` when no such lease is live.
-    pub fn heartbeat(
-        &self,
-        lane: &str,
-        owner: &str,
-        loop_ts: Option<&str>,
-        coalesce_floor_s: Option<u64>,
-    ) -> Result<Option<Beat>, JournalError> {
-        self.locked(|this, cache| {
-            let now = (this.options.clock)();
-            let Some((identity, lease)) = Self::find_owned(&Self::folded(cache).state, lane, owner, loop_ts) else {
-                return Ok(None);
-            };
-            let identity = identity.clone();
-            let last = ["heartbeat_at", "acquired_at"]
-                .iter()
-                .filter_map(|k| lease.get(*k).and_then(Value::as_str))
-                .filter_map(|t| keel_kernel::expiry::parse_utc(t).map(|s| (s, t.to_owned())))
-                .max();
-            // A beat is skipped only while the last one is under half a grace old: a floor past
-            // that would let the lease fall out of its grace, and a live lease be reclaimed.
-            let grace_s = keel_kernel::expiry::grace_s(lease, &this.options.expiry);
-            let floor = coalesce_floor_s
-                .or(Some(this.options.heartbeat_coalesce_s).filter(|&f| f > 0))
-                .map(|floor| floor.min(grace_s / 2));
-            if let (Some(floor), Some((at, text))) = (floor, &last)
-                && (now.floor() as i64).saturating_sub(*at) < i64::try_from(floor).unwrap_or(i64::MAX)
-            {
-                return Ok(Some(Beat::Coalesced { identity, heartbeat_at: text.clone() }));
-            }
-            let heartbeat_at = format_utc(now.floor() as i64);
-            let record = this.writer().heartbeat(&identity, &heartbeat_at);
-            this.append(cache, vec![record])?;
-            Ok(Some(Beat::Beaten { identity, heartbeat_at }))
-        })
-    }
-
-    /// Transfers a live lease to `new_owner`, tied to `holder` (see [`HolderPid`]). Never creates
-    /// a lease: `Ok(None)` when none is live at that identity.
-    ///
-    /// The new holder gets a new fencing generation, above every token the old holder could
-    /// present, so anything that checks tokens (the write gate, or a service outside keel) tells
-    /// them apart. It is recorded as a `RECONCILE` of the lease at its identity with the new body:
-    /// every reader of the format, dos-kernel's included, replaces the lease in place and gives
-    /// it the next generation, so the live sets and generations still agree.
-    pub fn adopt(
-        &self,
-        lane: &str,
-        loop_ts: &str,
-        new_owner: &str,
-        holder: HolderPid,
-    ) -> Result<Option<Adopted>, JournalError> {
-        owner_named(new_owner)?;
-        let Recorded { pid, start, pgid } = holder.recorded()?;
-        self.locked(|this, cache| {
-            let identity = Identity { loop_ts: loop_ts.to_owned(), lane: lane.to_owned() };
-            let folded = Self::folded(cache);
-            let Some(lease) = folded.state.lease(&identity) else {
-                return Ok(None);
-            };
-            if folded.state.next_generation() == u64::MAX {
-                return Err(JournalError::Exhausted { path: this.path.clone(), counter: "generation" });
-            }
-            let prev_holder = lease.get("holder").cloned().unwrap_or(Value::Null);
-            let mut body = lease.clone();
-            body.insert("holder".into(), Value::from(new_owner));
-            body.insert("host_id".into(), Value::from(this.options.host_id.clone()));
-            body.insert("pid".into(), pid.map_or(Value::Null, Value::from));
-            for (member, value) in [("proc_starttime", start), ("pgid", pgid.map(u64::from))] {
-                match value {
-                    Some(value) => body.insert(member.into(), Value::from(value)),
-                    None => body.remove(member),
-                };
-            }
-            body.insert("heartbeat_at".into(), Value::from(now_ts(&this.options.clock)));
-            let record = this.writer().adopt(&identity, &prev_holder, new_owner, body);
-            this.append(cache, vec![record])?;
-            let generation =
-                Self::folded(cache).state.generation(&identity).expect("an adopted lease just folded has a generation");
-            Ok(Some(Adopted { identity, generation }))
-        })
-    }
-
-    /// Records an intent to stop whatever runs on `lane`. Grants nothing, kills nothing.
-    pub fn halt(&self, lane: &str, owner: &str, reason: &str) -> Result<(), JournalError> {
-        owner_named(owner)?;
-        self.locked(|this, cache| {
-            let record = this.writer().halt(lane, owner, reason);
-            this.append(cache, vec![record])
-        })
-    }
-
-    /// Records an intent to start work on `lane`. Grants nothing, starts nothing.
-    pub fn spawn(&self, lane: &str, owner: &str, command: &str) -> Result<(), JournalError> {
-        owner_named(owner)?;
-        self.locked(|this, cache| {
-            let loop_ts = fresh_loop_ts((this.options.clock)());
-            let record = this.writer().spawn(lane, &loop_ts, owner, std::process::id(), command);
-            this.append(cache, vec![record])
-        })
-    }
-
-    /// Evicts the live lease at `(loop_ts, lane)`. With `only_if_dead`, only a provably dead one.
-    /// Returns its verdict, or `None` when nothing was evicted.
-    pub fn scavenge(
-        &self,
-        lane: &str,
-        loop_ts: &str,
-        reason: &str,
-        only_if_dead: bool,
-    ) -> Result<Option<Verdict>, JournalError> {
-        self.locked(|this, cache| {
-            let identity = Identity { loop_ts: loop_ts.to_owned(), lane: lane.to_owned() };
-            let Some(lease) = Self::folded(cache).state.lease(&identity) else {
-                return Ok(None);
-            };
-            let verdict = this.verdict(lease, (this.options.clock)());
-            if only_if_dead && !verdict.is_dead() {
-                return Ok(None);
-            }
-            this.append(cache, vec![Writer::scavenge(&identity, reason)])?;
-            Ok(Some(verdict))
-        })
-    }
-
-    /// The live leases in first-acquired order, with generations and expiry verdicts. The
-    /// admission view is those whose verdict is not dead.
-    pub fn live(&self) -> Result<Vec<LiveLease>, JournalError> {
-        self.observed(|this, cache| Ok(this.live_leases(cache)))
-    }
-
-    /// Runs `look` on the live state as folded now, and what stops grants, without copying a
-    /// lease or judging one: for a caller that judges only the few leases it cares about
-    /// ([`judge`](Self::judge)). With hundreds of live leases, copying and judging all of them is
-    /// most of what a look costs. Holds the journal's lock while `look` runs: keep it short.
-    pub fn look<R>(&self, look: impl FnOnce(&LiveState, Option<Stopped>) -> R) -> Result<R, JournalError> {
-        self.observed(|this, cache| {
-            let stopped = this.stopped(Self::folded(cache));
-            Ok(look(&Self::folded(cache).state, stopped))
-        })
-    }
-
-    /// Whether `lease` is provably dead now, as [`live`](Self::live) would say.
-    pub fn judge(&self, lease: &Object) -> Verdict {
-        self.verdict(lease, (self.options.clock)())
-    }
-
-    /// [`live`](Self::live), and what stops grants, if anything, seen in one fold.
-    pub fn live_view(&self) -> Result<LiveView, JournalError> {
-        self.observed(|this, cache| {
-            Ok(LiveView { leases: this.live_leases(cache), grants_stopped: this.stopped(Self::folded(cache)) })
-        })
-    }
-
-    /// Runs `fence` on the live leases *while holding the writer lock*, so that no grant, release
-    /// or reclaim can happen between what `fence` sees and what it does. This is how a write gate
-    /// makes its last check and its commit one step: a lease cannot be re-granted in between.
-    /// Keep `fence` short (a check and a rename): every other writer waits for it.
-    pub fn with_live<R>(&self, fence: impl FnOnce(&[LiveLease]) -> R) -> Result<R, JournalError> {
-        self.locked(|this, cache| Ok(fence(&this.live_leases(cache))))
-    }
-
     fn live_leases(&self, cache: &Cache<S>) -> Vec<LiveLease> {
         let now = (self.options.clock)();
         let state = &Self::folded(cache).state;
@@ -1418,22 +1205,6 @@ impl<S: Storage + Clone> Journal<S> {
                 verdict: self.verdict(lease, now),
             })
             .collect()
-    }
-
-    /// The journal's figures.
-    pub fn stats(&self) -> Result<Stats, JournalError> {
-        self.observed(|_, cache| {
-            let folded = Self::folded(cache);
-            Ok(Stats {
-                records: folded.state.record_count(),
-                bytes: folded.end_offset,
-                live_leases: folded.state.live_count(),
-                corrupt: folded.state.corrupt().len() + usize::from(whole_bad_last_line(folded).is_some()),
-                unreviewed_corrupt: unreviewed(folded).len(),
-                ops: folded.state.op_counts(),
-                last_compaction: cache.last_compaction.clone(),
-            })
-        })
     }
 
     /// The unreviewed damaged lines (as corrupt sentinels): what stops grants. Writes nothing.
@@ -1614,4 +1385,191 @@ fn owner_named(owner: &str) -> Result<(), JournalError> {
         return Err(JournalError::InvalidRequest("the owner must not be blank".into()));
     }
     Ok(())
+}
+
+impl<S: Storage + Clone> LeaseBackend for Journal<S> {
+    fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, JournalError> {
+        validate(request)?;
+        self.locked(|this, cache| this.acquire_locked(cache, request, true))
+    }
+
+    fn probe(&self, request: &AcquireRequest) -> Result<Decision, JournalError> {
+        validate(request)?;
+        let arbiter_request = arbiter_request(request);
+        self.observed(|this, cache| {
+            let folded = Self::folded(cache);
+            this.damage_check(folded)?;
+            let (decision, _reclaimable) = this.admission(folded, &arbiter_request, (this.options.clock)());
+            Ok(decision)
+        })
+    }
+
+    fn acquire_wait(&self, request: &AcquireRequest, timeout: Duration) -> Result<AcquireOutcome, JournalError> {
+        validate(request)?;
+        let started = Instant::now();
+        let mut backoff_ms = 10;
+        loop {
+            let last = started.elapsed() >= timeout;
+            let outcome = self.locked(|this, cache| this.acquire_locked(cache, request, last))?;
+            if last || matches!(outcome, AcquireOutcome::Acquire(_)) {
+                return Ok(outcome);
+            }
+            let left = timeout.saturating_sub(started.elapsed());
+            std::thread::sleep(Duration::from_millis(backoff_ms).min(left));
+            backoff_ms = (backoff_ms * 2).min(WAIT_BACKOFF_MS_MAX);
+        }
+    }
+
+    fn release(&self, lease: &LeaseRef<'_>, owner: &str) -> Result<Option<Identity>, JournalError> {
+        let LeaseRef { lane, loop_ts } = *lease;
+        self.locked(|this, cache| {
+            let Some((identity, _)) = Self::find_owned(&Self::folded(cache).state, lane, owner, loop_ts) else {
+                return Ok(None);
+            };
+            let identity = identity.clone();
+            let record = this.writer().release(&identity, owner);
+            this.append(cache, vec![record])?;
+            Ok(Some(identity))
+        })
+    }
+
+    fn heartbeat(
+        &self,
+        lease: &LeaseRef<'_>,
+        owner: &str,
+        coalesce_floor_s: Option<u64>,
+    ) -> Result<Option<Beat>, JournalError> {
+        let LeaseRef { lane, loop_ts } = *lease;
+        self.locked(|this, cache| {
+            let now = (this.options.clock)();
+            let Some((identity, lease)) = Self::find_owned(&Self::folded(cache).state, lane, owner, loop_ts) else {
+                return Ok(None);
+            };
+            let identity = identity.clone();
+            let last = ["heartbeat_at", "acquired_at"]
+                .iter()
+                .filter_map(|k| lease.get(*k).and_then(Value::as_str))
+                .filter_map(|t| keel_kernel::expiry::parse_utc(t).map(|s| (s, t.to_owned())))
+                .max();
+            // A beat is skipped only while the last one is under half a grace old: a floor past
+            // that would let the lease fall out of its grace, and a live lease be reclaimed.
+            let grace_s = keel_kernel::expiry::grace_s(lease, &this.options.expiry);
+            let floor = coalesce_floor_s
+                .or(Some(this.options.heartbeat_coalesce_s).filter(|&f| f > 0))
+                .map(|floor| floor.min(grace_s / 2));
+            if let (Some(floor), Some((at, text))) = (floor, &last)
+                && (now.floor() as i64).saturating_sub(*at) < i64::try_from(floor).unwrap_or(i64::MAX)
+            {
+                return Ok(Some(Beat::Coalesced { identity, heartbeat_at: text.clone() }));
+            }
+            let heartbeat_at = format_utc(now.floor() as i64);
+            let record = this.writer().heartbeat(&identity, &heartbeat_at);
+            this.append(cache, vec![record])?;
+            Ok(Some(Beat::Beaten { identity, heartbeat_at }))
+        })
+    }
+
+    fn adopt(&self, lease: &Identity, new_owner: &str, holder: HolderPid) -> Result<Option<Adopted>, JournalError> {
+        owner_named(new_owner)?;
+        let Recorded { pid, start, pgid } = holder.recorded()?;
+        self.locked(|this, cache| {
+            let identity = lease.clone();
+            let folded = Self::folded(cache);
+            let Some(lease) = folded.state.lease(&identity) else {
+                return Ok(None);
+            };
+            if folded.state.next_generation() == u64::MAX {
+                return Err(JournalError::Exhausted { path: this.path.clone(), counter: "generation" });
+            }
+            let prev_holder = lease.get("holder").cloned().unwrap_or(Value::Null);
+            let mut body = lease.clone();
+            body.insert("holder".into(), Value::from(new_owner));
+            body.insert("host_id".into(), Value::from(this.options.host_id.clone()));
+            body.insert("pid".into(), pid.map_or(Value::Null, Value::from));
+            for (member, value) in [("proc_starttime", start), ("pgid", pgid.map(u64::from))] {
+                match value {
+                    Some(value) => body.insert(member.into(), Value::from(value)),
+                    None => body.remove(member),
+                };
+            }
+            body.insert("heartbeat_at".into(), Value::from(now_ts(&this.options.clock)));
+            let record = this.writer().adopt(&identity, &prev_holder, new_owner, body);
+            this.append(cache, vec![record])?;
+            let generation =
+                Self::folded(cache).state.generation(&identity).expect("an adopted lease just folded has a generation");
+            Ok(Some(Adopted { identity, generation }))
+        })
+    }
+
+    fn halt(&self, lane: &str, owner: &str, reason: &str) -> Result<(), JournalError> {
+        owner_named(owner)?;
+        self.locked(|this, cache| {
+            let record = this.writer().halt(lane, owner, reason);
+            this.append(cache, vec![record])
+        })
+    }
+
+    fn spawn(&self, lane: &str, owner: &str, command: &str) -> Result<(), JournalError> {
+        owner_named(owner)?;
+        self.locked(|this, cache| {
+            let loop_ts = fresh_loop_ts((this.options.clock)());
+            let record = this.writer().spawn(lane, &loop_ts, owner, std::process::id(), command);
+            this.append(cache, vec![record])
+        })
+    }
+
+    fn scavenge(&self, lease: &Identity, reason: &str, only_if_dead: bool) -> Result<Option<Verdict>, JournalError> {
+        self.locked(|this, cache| {
+            let identity = lease.clone();
+            let Some(lease) = Self::folded(cache).state.lease(&identity) else {
+                return Ok(None);
+            };
+            let verdict = this.verdict(lease, (this.options.clock)());
+            if only_if_dead && !verdict.is_dead() {
+                return Ok(None);
+            }
+            this.append(cache, vec![Writer::scavenge(&identity, reason)])?;
+            Ok(Some(verdict))
+        })
+    }
+
+    fn live(&self) -> Result<Vec<LiveLease>, JournalError> {
+        self.observed(|this, cache| Ok(this.live_leases(cache)))
+    }
+
+    fn look<R>(&self, look: impl FnOnce(&LiveState, Option<Stopped>) -> R) -> Result<R, JournalError> {
+        self.observed(|this, cache| {
+            let stopped = this.stopped(Self::folded(cache));
+            Ok(look(&Self::folded(cache).state, stopped))
+        })
+    }
+
+    fn judge(&self, lease: &Object) -> Verdict {
+        self.verdict(lease, (self.options.clock)())
+    }
+
+    fn live_view(&self) -> Result<LiveView, JournalError> {
+        self.observed(|this, cache| {
+            Ok(LiveView { leases: this.live_leases(cache), grants_stopped: this.stopped(Self::folded(cache)) })
+        })
+    }
+
+    fn with_live<R>(&self, fence: impl FnOnce(&[LiveLease]) -> R) -> Result<R, JournalError> {
+        self.locked(|this, cache| Ok(fence(&this.live_leases(cache))))
+    }
+
+    fn stats(&self) -> Result<Stats, JournalError> {
+        self.observed(|_, cache| {
+            let folded = Self::folded(cache);
+            Ok(Stats {
+                records: folded.state.record_count(),
+                bytes: folded.end_offset,
+                live_leases: folded.state.live_count(),
+                corrupt: folded.state.corrupt().len() + usize::from(whole_bad_last_line(folded).is_some()),
+                unreviewed_corrupt: unreviewed(folded).len(),
+                ops: folded.state.op_counts(),
+                last_compaction: cache.last_compaction.clone(),
+            })
+        })
+    }
 }

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use keel_journal::{
-    AcquireOutcome, AcquireRequest, Beat, HolderPid, Journal, JournalError, JournalOptions, replay_path,
+    AcquireOutcome, AcquireRequest, Beat, HolderPid, Journal, JournalError, JournalOptions, LeaseBackend, LeaseRef,
+    replay_path,
 };
+use keel_kernel::Identity;
 use keel_kernel::expiry::{ExpiryPolicy, Verdict, format_utc};
 use keel_kernel::json::to_line;
 use serde_json::json;
@@ -116,7 +118,10 @@ fn a_lease_tied_to_no_process_lasts_its_ttl_past_the_grace() {
     third.holder_pid = HolderPid::Pid(child.id());
     let c = granted(journal.acquire(&third).expect("acquire"));
     assert_eq!(c.lease.get("pid"), Some(&json!(child.id())));
-    journal.adopt("c", &c.identity.loop_ts, "agent-d", HolderPid::None).expect("adopt").expect("live");
+    journal
+        .adopt(&Identity::new("c", c.identity.loop_ts.as_str()), "agent-d", HolderPid::None)
+        .expect("adopt")
+        .expect("live");
     child.kill().expect("kill sleep");
     child.wait().expect("reaped");
     clock.store(START_S + 601 + 61, Ordering::SeqCst);
@@ -158,10 +163,10 @@ fn a_coalescing_floor_never_lets_a_lease_fall_out_of_its_grace() {
     let journal = Journal::open(&path, options(&clock)); // grace 60 s
     granted(journal.acquire(&request("a", "src/", "agent-a")).expect("acquire"));
     clock.store(START_S + 29, Ordering::SeqCst);
-    let beat = journal.heartbeat("a", "agent-a", None, Some(300)).expect("ok").expect("live");
+    let beat = journal.heartbeat(&LeaseRef::lane("a"), "agent-a", Some(300)).expect("ok").expect("live");
     assert!(matches!(beat, Beat::Coalesced { .. }), "under half a grace: {beat:?}");
     clock.store(START_S + 30, Ordering::SeqCst);
-    let beat = journal.heartbeat("a", "agent-a", None, Some(300)).expect("ok").expect("live");
+    let beat = journal.heartbeat(&LeaseRef::lane("a"), "agent-a", Some(300)).expect("ok").expect("live");
     assert!(matches!(beat, Beat::Beaten { .. }), "half a grace old: written whatever the floor: {beat:?}");
 }
 
@@ -172,12 +177,19 @@ fn only_the_exact_holder_beats_and_a_floor_coalesces_beats() {
     let clock = Arc::new(AtomicU64::new(START_S));
     let journal = Journal::open(&path, options(&clock));
     let grant = granted(journal.acquire(&request("a", "src/", "agent-a")).expect("acquire"));
-    assert_eq!(journal.heartbeat("a", "agent-b", None, None).expect("ok"), None, "another owner cannot beat");
+    assert_eq!(
+        journal.heartbeat(&LeaseRef::lane("a"), "agent-b", None).expect("ok"),
+        None,
+        "another owner cannot beat"
+    );
     clock.store(START_S + 10, Ordering::SeqCst);
-    let beat = journal.heartbeat("a", "agent-a", None, Some(30)).expect("ok").expect("live");
+    let beat = journal.heartbeat(&LeaseRef::lane("a"), "agent-a", Some(30)).expect("ok").expect("live");
     assert!(matches!(beat, Beat::Coalesced { .. }), "10 s after the acquire is below a 30 s floor: {beat:?}");
     clock.store(START_S + 40, Ordering::SeqCst);
-    let beat = journal.heartbeat("a", "agent-a", Some(&grant.identity.loop_ts), Some(30)).expect("ok").expect("live");
+    let beat = journal
+        .heartbeat(&LeaseRef { lane: "a", loop_ts: Some(&grant.identity.loop_ts) }, "agent-a", Some(30))
+        .expect("ok")
+        .expect("live");
     assert_eq!(beat, Beat::Beaten { identity: grant.identity, heartbeat_at: format_utc(START_I + 40) });
     assert_eq!(ops(&path).iter().filter(|op| *op == "HEARTBEAT").count(), 1, "the coalesced beat wrote nothing");
 }
@@ -189,17 +201,17 @@ fn adopt_transfers_a_live_lease_and_never_creates_one() {
     let clock = Arc::new(AtomicU64::new(START_S));
     let journal = Journal::open(&path, options(&clock));
     let grant = granted(journal.acquire(&request("a", "src/", "agent-a")).expect("acquire"));
-    assert_eq!(journal.adopt("a", "no-such-loop", "agent-b", HolderPid::This).expect("ok"), None);
+    assert_eq!(journal.adopt(&Identity::new("a", "no-such-loop"), "agent-b", HolderPid::This).expect("ok"), None);
     assert_eq!(
-        journal.adopt("a", &grant.identity.loop_ts, "agent-b", HolderPid::This).expect("ok"),
+        journal.adopt(&Identity::new("a", grant.identity.loop_ts.as_str()), "agent-b", HolderPid::This).expect("ok"),
         Some(keel_journal::Adopted { identity: grant.identity.clone(), generation: grant.generation + 1 })
     );
     let live = journal.live().expect("live");
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].lease["holder"], "agent-b");
     assert_eq!(live[0].generation, Some(grant.generation + 1), "the new holder gets a new fencing token");
-    assert_eq!(journal.release("a", "agent-a", None).expect("ok"), None, "the old owner no longer holds it");
-    assert!(journal.release("a", "agent-b", None).expect("ok").is_some());
+    assert_eq!(journal.release(&LeaseRef::lane("a"), "agent-a").expect("ok"), None, "the old owner no longer holds it");
+    assert!(journal.release(&LeaseRef::lane("a"), "agent-b").expect("ok").is_some());
 }
 
 #[test]
@@ -268,7 +280,7 @@ fn size_triggered_compaction_keeps_the_journal_bounded_and_the_fences_of_live_le
     let mut largest = 0;
     for i in 0..300 {
         let grant = granted(journal.acquire(&request(&format!("l{i}"), &format!("x/{i}/"), "agent")).expect("ok"));
-        journal.release(&grant.identity.lane, "agent", None).expect("release");
+        journal.release(&LeaseRef::lane(&grant.identity.lane), "agent").expect("release");
         largest = largest.max(std::fs::metadata(&path).expect("journal").len());
     }
     assert!(largest < 20 * 1024, "the journal stays bounded: {largest} bytes at most");
@@ -398,7 +410,7 @@ fn blank_names_unknown_modes_and_trees_outside_the_workspace_are_refused_before_
     assert!(refused.to_string().contains("\"/etc/\""), "the entry is named: {refused}");
     for owner in ["", " "] {
         assert!(matches!(
-            journal.adopt("a", &a.identity.loop_ts, owner, HolderPid::This),
+            journal.adopt(&Identity::new("a", a.identity.loop_ts.as_str()), owner, HolderPid::This),
             Err(JournalError::InvalidRequest(_))
         ));
         assert!(matches!(journal.halt("a", owner, "stop"), Err(JournalError::InvalidRequest(_))));
@@ -441,7 +453,7 @@ fn a_token_is_never_issued_twice_across_a_compaction() {
     let keeper = granted(journal.acquire(&request("docs", "docs/", "agent-k")).expect("acquire"));
     let first = granted(journal.acquire(&request("api", "src/", "agent-w")).expect("acquire"));
     assert!(first.generation > keeper.generation);
-    journal.release("api", "agent-w", None).expect("release");
+    journal.release(&LeaseRef::lane("api"), "agent-w").expect("release");
     journal.compact().expect("compact");
     // Another process, replaying the compacted file from scratch, hands out the next token.
     let again = Journal::open(&path, options(&clock));
@@ -514,7 +526,7 @@ fn a_failed_automatic_compaction_does_not_fail_the_durable_operation_before_it()
     let journal = Journal::with_storage(&storage, &path, options.clone());
     let grant = granted(journal.acquire(&request("a", "a/", "agent-a")).expect("the grant is durable"));
     granted(journal.acquire(&request("b", "b/", "agent-b")).expect("and so is the next"));
-    journal.release("a", "agent-a", None).expect("the release is durable");
+    journal.release(&LeaseRef::lane("a"), "agent-a").expect("the release is durable");
     assert!(storage.tripped(), "the compaction was tried and failed");
     let live = Journal::open(&path, options).live().expect("live");
     assert_eq!(live.iter().map(|l| l.identity.lane.as_str()).collect::<Vec<_>>(), ["b"]);
@@ -646,7 +658,7 @@ fn a_reader_racing_appends_and_compactions_always_sees_a_whole_live_set() {
     for round in 0..60 {
         let lane = format!("churn{round}");
         granted(writer.acquire(&request(&lane, &format!("c/{round}/"), "agent-b")).expect("acquire"));
-        writer.release(&lane, "agent-b", None).expect("release");
+        writer.release(&LeaseRef::lane(&lane), "agent-b").expect("release");
         if round % 3 == 0 {
             writer.compact().expect("compact");
         }

@@ -29,6 +29,11 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The lease at `loop_ts` on `lane`.
+    pub fn new(lane: impl Into<String>, loop_ts: impl Into<String>) -> Self {
+        Self { loop_ts: loop_ts.into(), lane: lane.into() }
+    }
+
     /// The identity of a record or lease body.
     pub fn of(object: &Object) -> Self {
         Self { loop_ts: identity_text(object.get("loop_ts")), lane: identity_text(object.get("lane")) }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use keel_hook::Agent;
 use keel_hook::decide::{self, Rules};
-use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalError};
+use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalError, LeaseBackend, LeaseRef};
 use keel_kernel::gate::Holder;
 use keel_kernel::tree::{Region, Tree};
 use keel_kernel::{Identity, Object};
@@ -238,7 +238,7 @@ impl Server {
         };
         let mut released = Vec::new();
         for lease in &mine {
-            match shared.journal.release(&lease.identity.lane, self.owner(), Some(&lease.identity.loop_ts)) {
+            match shared.journal.release(&LeaseRef::exact(&lease.identity), self.owner()) {
                 Ok(Some(identity)) => released.push(identity),
                 Ok(None) => {}
                 Err(error) => return failed(error),
@@ -258,7 +258,7 @@ impl Server {
         let mut beats = Vec::new();
         for lease in &mine {
             let id = &lease.identity;
-            match self.shared.journal.heartbeat(&id.lane, self.owner(), Some(&id.loop_ts), None) {
+            match self.shared.journal.heartbeat(&LeaseRef::exact(id), self.owner(), None) {
                 Ok(beat) => beats.push(beat),
                 Err(error) => return failed(error),
             }
@@ -668,7 +668,7 @@ impl Server {
                 }
                 // A failed beat is retried at the next tick; the lease's TTL outlasts several.
                 let id = &lease.identity;
-                let beat = self.shared.journal.heartbeat(&id.lane, self.owner(), Some(&id.loop_ts), Some(period_s));
+                let beat = self.shared.journal.heartbeat(&LeaseRef::exact(id), self.owner(), Some(period_s));
                 if beat.is_ok() {
                     *last = Instant::now();
                 }
@@ -686,10 +686,7 @@ impl Server {
         taken
             .iter()
             .filter(|(identity, _)| {
-                matches!(
-                    self.shared.journal.release(&identity.lane, self.owner(), Some(&identity.loop_ts)),
-                    Ok(Some(_))
-                )
+                matches!(self.shared.journal.release(&LeaseRef::exact(identity), self.owner()), Ok(Some(_)))
             })
             .count()
     }

@@ -47,7 +47,7 @@
 //!
 //! # Example
 //! ```
-//! use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalOptions};
+//! use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalOptions, LeaseBackend, LeaseRef};
 //! use keel_mutator::{Expect, IntentId, Mutator, MutatorOptions, Outcome, Request};
 //!
 //! let root = tempfile::tempdir()?;
@@ -66,7 +66,7 @@
 //! let outside = Request { intent: IntentId::new("w2")?, ..request.clone() };
 //! assert!(matches!(mutator.write("README.md", b"x", &outside)?, Outcome::Forbidden { .. }));
 //!
-//! mutator.journal().release("api", "agent-a", None)?;
+//! mutator.journal().release(&LeaseRef::lane("api"), "agent-a")?;
 //! let late = Request { intent: IntentId::new("w3")?, expect: Expect::Any, ..request };
 //! assert!(matches!(mutator.write("src/lib.rs", b"late", &late)?, Outcome::StaleGeneration { live: None, .. }));
 //! # Ok::<(), Box<dyn std::error::Error>>(())

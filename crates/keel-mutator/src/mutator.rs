@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use keel_fs::{Appender, OsLock, ResolveError, Resolved, Root};
-use keel_journal::Journal;
+use keel_journal::{Journal, LeaseBackend};
 use keel_kernel::gate::{self, Decision, Holder, LiveGrant, Refusal};
 use keel_kernel::tree::Tree;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use keel_journal::LeaseBackend as _;
 use keel_kernel::gate::Refusal;
 use keel_mutator::{Expect, MutatorOptions, Outcome, Point};
 

@@ -4,7 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
 
-use keel_journal::{AcquireOutcome, AcquireRequest};
+use keel_journal::{AcquireOutcome, AcquireRequest, LeaseBackend};
+use keel_kernel::Identity;
 use keel_kernel::gate::Refusal;
 use keel_mutator::{Expect, IntentId, MutateError, Outcome, PreState, Request};
 
@@ -18,7 +19,13 @@ fn a_paused_holder_whose_region_was_regranted_is_stale_and_the_file_keeps_the_ne
     // A pauses past its TTL; an operator (or the next acquire) scavenges it; B takes an
     // overlapping region and writes.
     ws.now_s.fetch_add(600, Ordering::SeqCst);
-    assert!(mutator.journal().scavenge("api", &a.identity.loop_ts, "ttl", true).expect("scavenge").is_some());
+    assert!(
+        mutator
+            .journal()
+            .scavenge(&Identity::new("api", a.identity.loop_ts.as_str()), "ttl", true)
+            .expect("scavenge")
+            .is_some()
+    );
     let b = ws.acquire("handlers", &["src/api/"], "agent-b");
     assert!(b.generation > a.generation);
     let written = mutator.write("src/api/x.rs", b"B", &request(&b, "agent-b", Expect::Absent, "b-1")).expect("write");

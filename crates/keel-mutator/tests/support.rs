@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use keel_journal::{AcquireOutcome, AcquireRequest, Grant, Journal, JournalOptions};
+use keel_journal::{AcquireOutcome, AcquireRequest, Grant, Journal, JournalOptions, LeaseBackend as _};
 use keel_mutator::{Expect, IntentId, Mutator, MutatorOptions, Request};
 
 /// The canary's content: it must never change, nor appear in any outcome.

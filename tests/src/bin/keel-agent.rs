@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalOptions};
+use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalOptions, LeaseBackend, LeaseRef};
 use keel_kernel::expiry::ExpiryPolicy;
 
 fn main() {
@@ -67,7 +67,7 @@ fn main() {
                     .write_all(format!("EXIT {name} {loop_ts} {}\n", tree.join(",")).as_bytes())
                     .expect("occupancy");
                 writeln!(stdout.lock(), "RELEASING {lane} {loop_ts}").expect("stdout");
-                match journal.release(&lane, &name, Some(&loop_ts)) {
+                match journal.release(&LeaseRef { lane: &lane, loop_ts: Some(&loop_ts) }, &name) {
                     Ok(Some(_)) => writeln!(stdout.lock(), "RELEASED {lane} {loop_ts}").expect("stdout"),
                     Ok(None) => writeln!(stdout.lock(), "LOST {lane} {loop_ts}").expect("stdout"),
                     Err(error) => eprintln!("{name}: release failed: {error}"),
