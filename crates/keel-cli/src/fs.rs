@@ -115,12 +115,8 @@ pub enum FsCommand {
 impl GateArgs {
     fn request(&self) -> Result<Request, Failure> {
         let expect = match (&self.expect.hash, self.expect.absent, self.expect.any) {
-            (Some(hash), false, false) => {
-                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(Failure::usage(anyhow!("--expect-hash takes a blake3 hash: 64 hex digits")));
-                }
-                Expect::Hash(hash.to_ascii_lowercase())
-            }
+            (Some(hash), false, false) => Expect::hash(hash)
+                .ok_or_else(|| Failure::usage(anyhow!("--expect-hash takes a blake3 hash: 64 hex digits")))?,
             (None, true, false) => Expect::Absent,
             (None, false, true) => Expect::Any,
             _ => {

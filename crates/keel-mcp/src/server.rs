@@ -792,8 +792,5 @@ fn check_paths(field: &str, paths: &[String]) -> Result<(), CallToolResult> {
 }
 
 fn expect_hash(hash: &str) -> Result<Expect, CallToolResult> {
-    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(failed("expect_hash: give the 64 hex digits fs_hash returned"));
-    }
-    Ok(Expect::Hash(hash.to_ascii_lowercase()))
+    Expect::hash(hash).ok_or_else(|| failed("expect_hash: give the 64 hex digits fs_hash returned"))
 }

@@ -75,6 +75,12 @@ pub enum Expect {
 }
 
 impl Expect {
+    /// The expectation that a file holds the content whose blake3 `hash` a caller read (64 hex
+    /// digits, in either case); `None` for anything else.
+    pub fn hash(hash: &str) -> Option<Self> {
+        (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then(|| Self::Hash(hash.to_ascii_lowercase()))
+    }
+
     /// Whether `actual` satisfies the expectation.
     pub fn admits(&self, actual: &PreState) -> bool {
         match (self, actual) {
