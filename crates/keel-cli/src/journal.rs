@@ -79,22 +79,10 @@ fn quoted(raw: &Value) -> String {
     raw.to_string()
 }
 
-/// Why a damaged line that parses is damage anyway (a record no keel writes); `None` for a line
-/// that does not parse.
-fn why_damaged(raw: &Value) -> Option<&'static str> {
-    match keel_kernel::line::classify_text(raw.as_str()?) {
-        LineClass::Record(record) => keel_kernel::record::malformed(&record),
-        _ => None,
-    }
-}
-
-/// ` (why)` for a line [`why_damaged`] explains, else nothing.
+/// ` (why)` for a line [`keel_journal::verify::why_damaged`] explains, else nothing.
 fn in_parentheses(why: Option<&str>) -> String {
     why.map_or_else(String::new, |why| format!(" ({why})"))
 }
-
-/// Most colliding pairs `verify` lists.
-const COLLISIONS_LISTED_MAX: usize = 100;
 
 pub fn run(
     command: &JournalCommand,
@@ -188,7 +176,11 @@ pub fn run(
                     let raw = sentinel.get("_raw").unwrap_or(&Value::Null);
                     print_line(
                         &mut out,
-                        &format!("line {number}: {}{}", quoted(raw), in_parentheses(why_damaged(raw))),
+                        &format!(
+                            "line {number}: {}{}",
+                            quoted(raw),
+                            in_parentheses(keel_journal::verify::why_damaged(raw))
+                        ),
                     )?;
                 }
                 let verdict = match raised {
@@ -279,91 +271,53 @@ fn tail(out: &mut impl Write, path: &Path, count: usize) -> Result<(), Failure> 
 }
 
 fn verify(out: &mut impl Write, path: &Path, as_json: bool) -> Result<Status, Failure> {
-    let read = keel_journal::replay_path(path).map_err(Failure::io)?;
-    let replayed = &read.replayed;
-    let state = &replayed.state;
-    // A review (an operator's, or the writer's for a crashed writer's fragment) lets grants go on,
-    // but the line stays corrupt: the spec never erases an integrity breach, so neither does verify.
-    let corrupt: Vec<Value> = state
-        .corrupt()
-        .iter()
-        .map(|sentinel| {
-            let index = sentinel.get("_line").and_then(Value::as_u64);
-            let reviewed = state.is_excused(sentinel);
-            let why = sentinel.get("_raw").and_then(why_damaged);
-            json!({"line_number": index.map(|i| i + 1), "line_index": index, "raw": sentinel.get("_raw"), "reviewed": reviewed,
-                   "bytes": sentinel.get("_bytes"),
-                   "why": why})
-        })
-        .collect();
-    // Two live leases whose regions collide: the arbiter never admits that, so it is damage.
-    let live: Vec<(&keel_kernel::Identity, &keel_kernel::Object)> = state.live_with_identity().collect();
-    let (collisions, more_collisions) = keel_kernel::audit::collisions(&live, COLLISIONS_LISTED_MAX);
-    // Replay ignores an unparseable last line either way (the spec's torn tail), but only one
-    // without its `\n` can be a write cut short; a whole one stops grants until it is reviewed.
-    let torn = replayed
-        .torn_tail
-        .as_ref()
-        .map(|t| json!({"line_number": t.line + 1, "line_index": t.line, "raw": t.raw, "terminated": read.terminated}));
-    let mis_keyed = state.compact_checked().err().map(|e| e.to_string());
-    // A whole bad last line is damage to the service (grants stop), so it is to verify as well.
-    let clean = corrupt.is_empty() && !(torn.is_some() && read.terminated) && collisions.is_empty();
+    let report = keel_journal::verify::verify(path).map_err(Failure::io)?;
+    let clean = report.clean;
     if as_json {
-        let report = json!({
-            "path": path.display().to_string(),
-            "lines": replayed.lines,
-            "records": state.record_count(),
-            "ops": state.op_counts(),
-            "corrupt": corrupt,
-            "torn_tail": torn,
-            "live_leases": state.live_count(),
-            "compaction_refused": mis_keyed,
-            "collisions": collisions,
-            "more_collisions": more_collisions,
-            "clean": clean,
-        });
         print_line(out, &to_line(&report))?;
     } else {
-        let ops: Vec<String> = state.op_counts().iter().map(|(op, n)| format!("{op} {n}")).collect();
-        let mut report = vec![
+        let ops: Vec<String> = report.ops.iter().map(|(op, n)| format!("{op} {n}")).collect();
+        let mut lines = vec![
             format!("journal: {}", path.display()),
-            format!("lines: {}, records: {} ({})", replayed.lines, state.record_count(), ops.join(", ")),
-            format!("live leases: {}", state.live_count()),
-            format!("corrupt records: {}", corrupt.len()),
+            format!("lines: {}, records: {} ({})", report.lines, report.records, ops.join(", ")),
+            format!("live leases: {}", report.live_leases),
+            format!("corrupt records: {}", report.corrupt.len()),
         ];
-        for bad in &corrupt {
-            let reviewed = if bad["reviewed"] == true { " (reviewed)" } else { "" };
-            let why = in_parentheses(bad["why"].as_str());
-            report.push(format!("  line {}{reviewed}: {}{why}", bad["line_number"], bad["raw"]));
+        for bad in &report.corrupt {
+            let reviewed = if bad.reviewed { " (reviewed)" } else { "" };
+            let why = in_parentheses(bad.why);
+            let number = bad.line_number.map_or_else(|| "null".to_owned(), |n| n.to_string());
+            let raw = bad.raw.as_ref().map_or_else(|| "null".to_owned(), ToString::to_string);
+            lines.push(format!("  line {number}{reviewed}: {raw}{why}"));
         }
-        if !collisions.is_empty() {
-            report.push(format!(
+        if !report.collisions.is_empty() {
+            lines.push(format!(
                 "colliding live leases: {}{}",
-                collisions.len(),
-                if more_collisions { " (and more)" } else { "" }
+                report.collisions.len(),
+                if report.more_collisions { " (and more)" } else { "" }
             ));
-            for c in &collisions {
-                report.push(format!(
+            for c in &report.collisions {
+                lines.push(format!(
                     "  lane {:?} (loop_ts {}, holder {:?}) entry {:?} collides with lane {:?} (loop_ts {}, holder {:?}) entry {:?}",
                     c.first.identity.lane, c.first.identity.loop_ts, c.first.holder, c.first.entry,
                     c.second.identity.lane, c.second.identity.loop_ts, c.second.holder, c.second.entry
                 ));
             }
         }
-        if let Some(torn) = &torn {
-            let what = if read.terminated {
+        if let Some(torn) = &report.torn_tail {
+            let what = if torn.terminated {
                 "a whole line that does not parse: replay ignores it, but `keel lease` grants nothing \
                  until `keel journal review --accept`"
             } else {
                 "an unacknowledged write cut short; it did not happen"
             };
-            report.push(format!("torn tail: line {}: {} ({what})", torn["line_number"], torn["raw"]));
+            lines.push(format!("torn tail: line {}: {} ({what})", torn.line_number, Value::from(torn.raw.clone())));
         }
-        if let Some(reason) = &mis_keyed {
-            report.push(format!("compaction would be refused: {reason}"));
+        if let Some(reason) = &report.compaction_refused {
+            lines.push(format!("compaction would be refused: {reason}"));
         }
-        report.push(if clean { "ok".into() } else { "CORRUPT".into() });
-        for line in report {
+        lines.push(if clean { "ok".into() } else { "CORRUPT".into() });
+        for line in lines {
             print_line(out, &line)?;
         }
     }

@@ -34,6 +34,7 @@ pub mod policy;
 pub mod process;
 pub mod read;
 pub mod service;
+pub mod verify;
 pub mod workspace;
 
 pub use backend::{LeaseBackend, LeaseRef};
