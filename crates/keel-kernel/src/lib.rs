@@ -41,6 +41,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod arbiter;
 pub mod audit;
 pub mod expiry;

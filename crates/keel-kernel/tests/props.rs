@@ -9,7 +9,9 @@
 //! Admission runs over realistic trees (paths, globs, `lock://` names, mixed case, `ß`,
 //! backslashes, white space) and random taxonomies.
 
+use keel_kernel::admission::admit;
 use keel_kernel::arbiter::{LaneSpec, Mode, Outcome, Request, Taxonomy, decide};
+use keel_kernel::expiry::Verdict;
 use keel_kernel::tree::{Region, Tree, normalise};
 use keel_kernel::value::seq_number;
 use keel_kernel::{
@@ -722,6 +724,51 @@ proptest! {
                     "admitted {:?} over {:?}", decision, lease
                 );
             }
+        }
+    }
+
+    #[test]
+    fn admission_never_admits_a_region_held_by_a_live_lease_and_reclaims_only_dead_blockers(
+        request in request(false),
+        live in proptest::collection::vec(live_lease(), 0..5),
+        dead in proptest::collection::vec(any::<bool>(), 5),
+        taxonomy in taxonomy(),
+    ) {
+        let mut replay = Replay::new();
+        for (i, lease) in live.iter().enumerate() {
+            let mut body = lease.clone();
+            body.insert("loop_ts".into(), json!(format!("t{i}")));
+            let record = json!({"op": "ACQUIRE", "lane": body.get("lane"), "loop_ts": format!("t{i}"), "lease": body});
+            replay.push_line(keel_kernel::json::to_line(&record).as_bytes());
+        }
+        let state = replay.finish().state;
+        let is_dead = |lease: &Object| {
+            let ts = lease.get("loop_ts").and_then(Value::as_str).unwrap_or("t0");
+            dead[ts[1..].parse::<usize>().unwrap_or(0)]
+        };
+        let judge = |lease: &Object| {
+            if is_dead(lease) { Verdict::HolderGone { idle_s: 999 } } else { Verdict::Alive { idle_s: 0, ttl_s: 60 } }
+        };
+        let admission = admit(&request, &state, &taxonomy, judge);
+        let decision = &admission.decision;
+        if decision.outcome == Outcome::Acquire {
+            let granted = Tree::new(&decision.tree);
+            for lease in state.live().filter(|lease| !is_dead(lease)) {
+                let held = Tree::from_json(lease.get("tree"));
+                if held.is_empty() {
+                    continue;
+                }
+                prop_assert!(!granted.is_empty(), "admitted an unknown blast radius next to {:?}", lease);
+                let both_shared = decision.mode == Mode::Shared && Mode::of_lease(lease) == Mode::Shared;
+                prop_assert!(both_shared || !granted.intersects(&held), "admitted {:?} over live {:?}", decision, lease);
+                prop_assert!(!kind_runs_alone(lease, &taxonomy), "admitted {:?} beside {:?}", decision, lease);
+            }
+        }
+        for (identity, verdict) in &admission.reclaimed {
+            let lease = state.lease(identity).expect("a reclaimed lease is live");
+            prop_assert!(is_dead(lease) && verdict.is_dead(), "reclaimed a live lease: {:?}", lease);
+            let alone = decide(&request, std::iter::once(lease), &taxonomy);
+            prop_assert_eq!(alone.outcome, Outcome::Refuse, "reclaimed a lease that blocks nothing: {:?}", lease);
         }
     }
 

@@ -2,9 +2,9 @@
 //! the new lease's identity and body, and the live leases as callers see them.
 
 use super::{
-    AcquireOutcome, AcquireRequest, Cache, Decision, Folded, Grant, Identity, Journal, JournalError, Lease, LiveLease,
-    LiveState, Mode, Object, Outcome, Recorded, Refusal, Request, Storage, Value, Verdict, Writer, assess, casefold,
-    decide, format_utc, fresh_loop_ts, process, tree,
+    AcquireOutcome, AcquireRequest, Admission, Cache, Decision, Folded, Grant, Identity, Journal, JournalError, Lease,
+    LiveLease, LiveState, Mode, Object, Outcome, Recorded, Refusal, Request, Storage, Value, Verdict, Writer, admit,
+    assess, casefold, format_utc, fresh_loop_ts, process, tree,
 };
 
 impl<S: Storage + Clone> Journal<S> {
@@ -13,59 +13,9 @@ impl<S: Storage + Clone> Journal<S> {
         assess(lease, now.floor() as i64, &self.options.expiry, holder)
     }
 
-    /// The arbiter's decision over the admission view, in which leases that are provably dead do
-    /// not block, and the dead leases that would have blocked (a grant scavenges them in the
-    /// journal first, so the structural live set never holds two colliding leases). Expiry is
-    /// judged only when something blocks (it reads the process table), so an uncontended request
-    /// costs nothing extra.
-    pub(super) fn admission(
-        &self,
-        folded: &Folded,
-        request: &Request,
-        now: f64,
-    ) -> (Decision, Vec<(Identity, Verdict)>) {
-        let taxonomy = &self.options.taxonomy;
-        let refuses_alone =
-            |lease: &Object| decide(request, std::iter::once(lease), taxonomy).outcome == Outcome::Refuse;
-        let mut decision = decide(request, folded.state.live(), taxonomy);
-        if decision.outcome != Outcome::Refuse {
-            return (decision, Vec::new());
-        }
-        // Judging a lease reads the process table: first only the leases that refuse the request
-        // on their own. If one of them is alive the request is refused whatever the rest are (the
-        // arbiter never admits more when more is live), and the others need not be judged.
-        let blockers: Vec<(&Identity, &Object)> =
-            folded.state.live_with_identity().filter(|(_, lease)| refuses_alone(lease)).collect();
-        let dead: Vec<&Identity> =
-            blockers.iter().filter(|(_, lease)| self.verdict(lease, now).is_dead()).map(|(id, _)| *id).collect();
-        if dead.len() < blockers.len() {
-            if !dead.is_empty() {
-                // Name a live blocker, not one that is provably dead.
-                let rest = folded.state.live_with_identity().filter(|(id, _)| !dead.contains(id)).map(|(_, l)| l);
-                decision = decide(request, rest, taxonomy);
-            }
-            return (decision, Vec::new());
-        }
-        let mut alive = Vec::new();
-        let mut dead = Vec::new();
-        for (identity, lease) in folded.state.live_with_identity() {
-            let verdict = self.verdict(lease, now);
-            if verdict.is_dead() {
-                dead.push((identity, lease, verdict));
-            } else {
-                alive.push(lease);
-            }
-        }
-        if dead.is_empty() {
-            return (decision, Vec::new());
-        }
-        let decision = decide(request, alive.iter().copied(), taxonomy);
-        let reclaimed = dead
-            .iter()
-            .filter(|(_, lease, _)| refuses_alone(lease))
-            .map(|(identity, _, verdict)| ((*identity).clone(), *verdict))
-            .collect();
-        (decision, reclaimed)
+    /// Reclaim-then-arbitrate ([`keel_kernel::admission::admit`]), judging leases now.
+    pub(super) fn admission(&self, folded: &Folded, request: &Request, now: f64) -> Admission {
+        admit(request, &folded.state, &self.options.taxonomy, |lease| self.verdict(lease, now))
     }
 
     pub(super) fn acquire_locked(
@@ -77,7 +27,7 @@ impl<S: Storage + Clone> Journal<S> {
         let now = (self.options.clock)();
         let folded = Self::folded(cache);
         self.damage_check(folded)?;
-        let (mut decision, mut reclaimed) = self.admission(folded, &arbiter_request(request), now);
+        let Admission { mut decision, mut reclaimed } = self.admission(folded, &arbiter_request(request), now);
         if decision.outcome == Outcome::Refuse {
             // Say why the blocker is not reclaimable, so the requester knows to wait, and how long.
             let blocker =

@@ -25,7 +25,8 @@ use keel_fs::{
     Appender, ErrorKind, FsError, LINE_BYTES_MAX_DEFAULT, LineReader, OsLock, OsStorage, ReusableLock, Storage,
     write_atomic_with,
 };
-use keel_kernel::arbiter::{Decision, Mode, Outcome, Request, decide};
+use keel_kernel::admission::{Admission, admit};
+use keel_kernel::arbiter::{Decision, Mode, Outcome, Request};
 use keel_kernel::expiry::{ExpiryPolicy, Verdict, assess, format_utc};
 use keel_kernel::json::to_line;
 use keel_kernel::line::BadLine;

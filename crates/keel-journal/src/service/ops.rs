@@ -19,7 +19,7 @@ impl<S: Storage + Clone> LeaseBackend for Journal<S> {
         self.observed(|this, cache| {
             let folded = Self::folded(cache);
             this.damage_check(folded)?;
-            let (decision, _reclaimable) = this.admission(folded, &arbiter_request, (this.options.clock)());
+            let decision = this.admission(folded, &arbiter_request, (this.options.clock)()).decision;
             Ok(decision)
         })
     }
