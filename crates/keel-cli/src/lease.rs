@@ -12,7 +12,7 @@ use keel_journal::{
 };
 use keel_kernel::Identity;
 use keel_kernel::json::to_line;
-use serde_json::{Value, json};
+use serde_json::json;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::WithOrigin;
@@ -522,34 +522,33 @@ fn run_holding(
         eprintln!("keel: signal {} while taking the lease; {} was not started", origin.signal, command[0]);
         drop(gate_write);
         let _ = child.wait();
+        journal.release(&LeaseRef::exact(&grant.identity), &args.owner).map_err(crate::failure)?;
         Run::Cancelled(origin.signal)
     } else {
         let mut gate = std::fs::File::from(gate_write);
         let _ = gate.write_all(&[GO]);
         drop(gate);
-        let done = AtomicBool::new(false);
-        let lost = AtomicBool::new(false);
         let forward = Forward::to(&child, tie);
         let closer = signals.handle();
-        let beat = Beating { journal, grant, heartbeat_s, on_lost, done: &done, lost: &lost, forward: &forward };
-        let exit = std::thread::scope(|scope| {
-            scope.spawn(|| beat.run());
-            scope.spawn(|| forward.all(&mut signals));
-            let exit = child.wait();
-            done.store(true, Ordering::SeqCst);
-            closer.close();
-            exit
+        let events = Stopping { grant, on_lost, stopped: AtomicBool::new(false), forward: &forward };
+        let expiry = journal.options().expiry;
+        let held = keel_journal::holding::hold(journal, grant, &args.owner, &expiry, heartbeat_s, &events, || {
+            std::thread::scope(|scope| {
+                scope.spawn(|| forward.all(&mut signals));
+                let exit = child.wait();
+                closer.close();
+                exit
+            })
         });
-        match exit.with_context(|| format!("waiting for {}", command[0])) {
-            Ok(_) if lost.load(Ordering::SeqCst) => Run::Lost,
+        if held.released.map_err(crate::failure)?.is_none() {
+            eprintln!("keel: the lease was no longer live when the command ended (reclaimed or scavenged)");
+        }
+        match held.value.with_context(|| format!("waiting for {}", command[0])) {
+            Ok(_) if events.stopped.load(Ordering::SeqCst) => Run::Lost,
             Ok(exit) => Run::Exited(exit),
             Err(error) => Run::Failed(error),
         }
     };
-    let released = journal.release(&LeaseRef::exact(&grant.identity), &args.owner).map_err(crate::failure)?;
-    if released.is_none() {
-        eprintln!("keel: the lease was no longer live when the command ended (reclaimed or scavenged)");
-    }
     match run {
         Run::Failed(error) => Err(Failure::io(error)),
         Run::Lost => std::process::exit(LOST_LEASE_STATUS),
@@ -630,46 +629,22 @@ impl Forward {
     }
 }
 
-/// `lease run`'s heartbeat thread, and what it does when a beat finds the lease gone.
-struct Beating<'a> {
-    journal: &'a Journal,
+/// What `lease run` does when its lease's heartbeat fails or finds the lease gone.
+struct Stopping<'a> {
     grant: &'a keel_journal::Grant,
-    heartbeat_s: u64,
     on_lost: OnLost,
-    done: &'a AtomicBool,
-    lost: &'a AtomicBool,
+    /// Whether the command was stopped because the lease was lost.
+    stopped: AtomicBool,
     forward: &'a Forward,
 }
 
-impl Beating<'_> {
-    /// Beats until the command ends. The period is capped at a quarter of the lease's TTL and of
-    /// its grace, so a lease is never let idle into its own expiry by a long `--heartbeat-s`.
-    fn run(&self) {
-        let lease = &self.grant.lease;
-        let owner = lease.get("holder").and_then(Value::as_str).unwrap_or_default();
-        let policy = self.journal.options().expiry;
-        let cap_s = keel_kernel::expiry::ttl_s(lease, &policy).min(keel_kernel::expiry::grace_s(lease, &policy)) / 4;
-        let period = Duration::from_secs(self.heartbeat_s.min(cap_s).max(1));
-        let tick = Duration::from_millis(100);
-        let mut waited = Duration::ZERO;
-        while !self.done.load(Ordering::SeqCst) {
-            std::thread::sleep(tick);
-            waited += tick;
-            if waited < period {
-                continue;
-            }
-            waited = Duration::ZERO;
-            let identity = &self.grant.identity;
-            match self.journal.heartbeat(&LeaseRef::exact(identity), owner, None) {
-                Ok(Some(_)) => {}
-                Ok(None) => return self.lost(),
-                Err(error) => eprintln!("keel: heartbeat failed: {error}"),
-            }
-        }
+impl keel_journal::holding::HoldEvents for Stopping<'_> {
+    fn beat_failed(&self, error: &keel_journal::JournalError) {
+        eprintln!("keel: heartbeat failed: {error}");
     }
 
     /// The lease is gone: say so at once, and stop the command unless told to let it run.
-    fn lost(&self) {
+    fn lost(&self, done: &AtomicBool) {
         let identity = &self.grant.identity;
         eprintln!(
             "keel: lease on lane {:?} (loop_ts {}) lost: it was reclaimed or scavenged",
@@ -680,10 +655,10 @@ impl Beating<'_> {
             return;
         }
         eprintln!("keel: stopping the command (SIGTERM, SIGKILL in {} s)", STOP_GRACE.as_secs());
-        self.lost.store(true, Ordering::SeqCst);
+        self.stopped.store(true, Ordering::SeqCst);
         self.forward.send(rustix::process::Signal::TERM);
         let stop_by = std::time::Instant::now() + STOP_GRACE;
-        while !self.done.load(Ordering::SeqCst) {
+        while !done.load(Ordering::SeqCst) {
             if std::time::Instant::now() >= stop_by {
                 self.forward.send(rustix::process::Signal::KILL);
                 return;

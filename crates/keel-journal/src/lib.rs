@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod holding;
 pub mod policy;
 pub mod process;
 pub mod read;

@@ -667,3 +667,46 @@ fn a_reader_racing_appends_and_compactions_always_sees_a_whole_live_set() {
     let looks = reading.join().expect("the reader saw whole live sets");
     assert!(looks > 0);
 }
+
+/// `holding::hold` beats the lease while the work runs, tells the holder when a beat finds it
+/// gone, and releases it after; a lease that is gone is not released twice.
+#[test]
+fn held_work_is_beaten_told_when_its_lease_is_lost_and_released_after() {
+    struct Seen(std::sync::Mutex<Vec<&'static str>>);
+    impl keel_journal::holding::HoldEvents for Seen {
+        fn lost(&self, _done: &std::sync::atomic::AtomicBool) {
+            self.0.lock().expect("not poisoned").push("lost");
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.jsonl");
+    let clock = Arc::new(AtomicU64::new(START_S));
+    let journal = Journal::open(&path, options(&clock));
+    let expiry = journal.options().expiry;
+    let seen = Seen(std::sync::Mutex::new(Vec::new()));
+
+    let grant = granted(journal.acquire(&request("a", "src/", "agent-a")).expect("acquire"));
+    clock.store(START_S + 5, Ordering::SeqCst);
+    let held = keel_journal::holding::hold(&journal, &grant, "agent-a", &expiry, 1, &seen, || {
+        // Two beat periods of work: the lease is beaten at least once meanwhile.
+        std::thread::sleep(std::time::Duration::from_millis(2300));
+        "done"
+    });
+    assert_eq!((held.value, held.lost), ("done", false));
+    assert_eq!(held.released.expect("released"), Some(grant.identity.clone()));
+    assert!(ops(&path).contains(&"HEARTBEAT".to_owned()), "beaten while the work ran: {:?}", ops(&path));
+
+    let grant = granted(journal.acquire(&request("b", "lib/", "agent-a")).expect("acquire"));
+    let held = keel_journal::holding::hold(&journal, &grant, "agent-a", &expiry, 1, &seen, || {
+        journal.scavenge(&grant.identity, "operator", false).expect("scavenge");
+        for _ in 0..50 {
+            if !seen.0.lock().expect("not poisoned").is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    assert!(held.lost, "the next beat found the lease gone");
+    assert_eq!(*seen.0.lock().expect("not poisoned"), ["lost"]);
+    assert_eq!(held.released.expect("a release that finds nothing is no error"), None);
+}

@@ -658,10 +658,7 @@ impl Server {
             beaten.retain(|identity, _| taken.iter().any(|(t, _)| t == identity));
             let expiry = &self.shared.journal.options().expiry;
             for lease in own.iter().filter(|lease| taken.iter().any(|(t, _)| *t == lease.identity)) {
-                let cap_s = keel_kernel::expiry::ttl_s(&lease.lease, expiry)
-                    .min(keel_kernel::expiry::grace_s(&lease.lease, expiry))
-                    / 4;
-                let period_s = BEAT_EVERY_S.min(cap_s).max(1);
+                let period_s = keel_journal::holding::beat_period_s(&lease.lease, expiry, BEAT_EVERY_S);
                 let last = beaten.entry(lease.identity.clone()).or_insert_with(Instant::now);
                 if last.elapsed() < Duration::from_secs(period_s) {
                     continue;
