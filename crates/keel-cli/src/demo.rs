@@ -72,7 +72,7 @@ pub fn run() -> Result<Status, Failure> {
     let dir = std::env::temp_dir().join(format!("keel-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display())).map_err(Failure::io)?;
     let keel = std::env::current_exe().context("finding the keel binary").map_err(Failure::io)?;
-    let demo = Demo { keel, journal: dir.join(keel_journal::STATE_DIR).join("lane-journal.jsonl"), dir: dir.clone() };
+    let demo = Demo { keel, journal: dir.join(keel_journal::workspace::JOURNAL_DEFAULT), dir: dir.clone() };
     let result = walk_through(&demo);
     let _ = std::fs::remove_dir_all(&dir);
     result.map_err(Failure::io)
