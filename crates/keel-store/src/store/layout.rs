@@ -1,0 +1,148 @@
+//! The runtime's files: snapshots written atomically and read back bounded, and the directory
+//! layout's small helpers.
+
+use super::{
+    DeserializeOwned, ErrorKind, File, Limits, Path, RUNTIMES_DIR, Read, Result, SCHEMA_VERSION, SNAPSHOT_BYTES_MAX,
+    STATUS_BYTES_MAX, Serialize, StoreError, Value, decode_id, encode_id, fs, missing_or_io, write_atomic,
+};
+
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub(super) fn encode(op: &'static str, kind: &'static str, id: &str) -> Result<String> {
+    encode_id(kind, id).map_err(|source| StoreError::InvalidId { op, source })
+}
+
+pub(super) fn check_word(op: &'static str, what: &'static str, word: &str) -> Result<()> {
+    let ok = !word.is_empty()
+        && word.len() <= STATUS_BYTES_MAX
+        && word.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidInput {
+            op,
+            what,
+            reason: format!("{word:?} is not 1 to {STATUS_BYTES_MAX} bytes of [a-z0-9_-]"),
+        })
+    }
+}
+
+pub(super) fn to_json_line<T: Serialize>(
+    value: &T,
+    limits: &Limits,
+    op: &'static str,
+    what: &'static str,
+) -> Result<Vec<u8>> {
+    let line = serde_json::to_vec(value).map_err(|e| StoreError::InvalidInput { op, what, reason: e.to_string() })?;
+    if line.len() as u64 > limits.record_bytes_max {
+        return Err(StoreError::InvalidInput {
+            op,
+            what,
+            reason: format!("{} bytes as a JSON line; the limit is {}", line.len(), limits.record_bytes_max),
+        });
+    }
+    readable_back(&line, op, what)?;
+    Ok(line)
+}
+
+/// Refuses bytes about to be stored that `serde_json` would not read back: a value nested 127
+/// deep is accepted as input, then sits one level deeper in its record, past the reader's limit
+/// of 128, and the acknowledged record would read as damage.
+pub(super) fn readable_back(bytes: &[u8], op: &'static str, what: &'static str) -> Result<()> {
+    serde_json::from_slice::<serde_json::Value>(bytes).map(|_| ()).map_err(|e| StoreError::InvalidInput {
+        op,
+        what,
+        reason: format!("it could not be read back once stored: {e}"),
+    })
+}
+
+pub(super) fn write_snapshot<T: Serialize>(path: &Path, snapshot: &T, op: &'static str) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(snapshot).expect("snapshots serialise");
+    readable_back(&bytes, op, "snapshot")?;
+    bytes.push(b'\n');
+    let _report = write_atomic(path, &bytes).map_err(|e| StoreError::fs(op, e))?;
+    Ok(())
+}
+
+/// Reads and parses a snapshot file, refusing one over [`SNAPSHOT_BYTES_MAX`].
+pub(super) fn read_snapshot<T: DeserializeOwned>(path: &Path, op: &'static str) -> Result<(T, u64)> {
+    let file = File::open(path).map_err(|e| missing_or_io(op, path, e))?;
+    let meta = file.metadata().map_err(|e| StoreError::io(op, path, e))?;
+    if !meta.is_file() {
+        return Err(StoreError::corrupt(op, path, None, "not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(SNAPSHOT_BYTES_MAX + 1).read_to_end(&mut bytes).map_err(|e| StoreError::io(op, path, e))?;
+    if bytes.len() as u64 > SNAPSHOT_BYTES_MAX {
+        return Err(StoreError::corrupt(op, path, None, format!("larger than {SNAPSHOT_BYTES_MAX} bytes")));
+    }
+    let value: Value =
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(op, path, None, format!("not JSON: {e}")))?;
+    let version = value
+        .get("schema_version")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| StoreError::corrupt(op, path, None, "no numeric schema_version".to_owned()))?;
+    if version != SCHEMA_VERSION {
+        return Err(StoreError::SchemaVersion { op, path: path.to_owned(), found: version, supported: SCHEMA_VERSION });
+    }
+    // From the bytes again, not from `value`: `from_value` respells numbers (`1.10` as `1.1`),
+    // and a worker's request must read back as it was written.
+    let snapshot = serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(op, path, None, e.to_string()))?;
+    Ok((snapshot, version))
+}
+
+/// Fails unless `path` is a directory (not following a symlink).
+pub(super) fn require_dir(path: &Path, op: &'static str) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(StoreError::NotADirectory { op, path: path.to_owned() }),
+        Err(e) => Err(missing_or_io(op, path, e)),
+    }
+}
+
+pub(super) fn sync_dir(path: &Path, op: &'static str) -> Result<()> {
+    File::open(path).and_then(|dir| dir.sync_all()).map_err(|e| StoreError::io(op, path, e))
+}
+
+pub(super) fn create_empty_file(path: &Path, op: &'static str) -> Result<()> {
+    File::create_new(path).and_then(|f| f.sync_all()).map_err(|e| StoreError::io(op, path, e))
+}
+
+/// Removes a half-built directory left by a crash (its name says it was never renamed in).
+pub(super) fn remove_leftover(path: &Path, op: &'static str) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::io(op, path, e)),
+    }
+}
+
+/// The runtime ids stored under `root`, in id order. Entries that are not canonical encodings
+/// are reported as corrupt.
+pub fn list_runtimes(root: &Path) -> Result<Vec<String>> {
+    const OP: &str = "list runtimes";
+    let dir = root.join(RUNTIMES_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io(OP, &dir, e)),
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::io(OP, &dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name.ends_with(".lock") {
+            continue;
+        }
+        let id = decode_id(&name)
+            .ok_or_else(|| StoreError::corrupt(OP, entry.path(), None, "not the canonical encoding of a runtime id"))?;
+        ids.push(id);
+    }
+    ids.sort();
+    Ok(ids)
+}

@@ -1,0 +1,248 @@
+//! [`FsRuntimeStore`]: one runtime's directory, its snapshots and its two kinds of log.
+//!
+//! # Writers
+//! Every change runs under the runtime's writer lock (`runtimes/<id>.lock`, a [`OsLock`] that
+//! dies with its holder) as: lock, bring the cached log tail up to date (rescanning only what
+//! other processes appended), remove a torn tail (recording a diagnostic first), append with one
+//! `write` + `fdatasync`, extend the index, update the snapshot, unlock. Nothing is acknowledged
+//! before it is durable.
+//!
+//! # Readers
+//! Reads take no lock: the logs only grow (except that a writer cuts off a torn tail, which no
+//! reader was ever shown), so a reader sees a prefix of what writers acknowledged.
+//!
+//! # Counters
+//! `runtime.json`'s `next_event_id` and `worker.json`'s `next_transcript_seq` are checkpoints,
+//! refreshed whenever the snapshot is written for another reason: writing a snapshot per record
+//! would triple the syncs of an append. The logs are authoritative and [`FsRuntimeStore::load`]
+//! returns live values; a checkpoint ahead of its log is corruption (acknowledged records are
+//! missing). `worker.json`'s `last_event_id` is kept current by every event naming the worker; a
+//! crash between the event's append and the snapshot write leaves it one event behind, which the
+//! next writer repairs (that event is then the last line of the log).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read};
+use std::path::{Path, PathBuf};
+
+use keel_fs::{Appender, OsLock, write_atomic};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{Result, StoreError};
+
+mod check;
+mod layout;
+mod open;
+mod read;
+mod write;
+
+use crate::id::{decode_id, encode_id, validate_id};
+use crate::log::{FileIdentity, Keyed, Log, Scanner, Step, Tail, missing_or_io};
+use crate::model::{
+    DamagedLine, Diagnostic, Event, EventCursor, EventPage, LABEL_BYTES_MAX, Limits, PAGE_LIMIT_CEILING,
+    RuntimeSnapshot, SCHEMA_VERSION, StoreState, TranscriptEntry, TranscriptPage, WorkerRef, WorkerSnapshot,
+};
+pub use layout::list_runtimes;
+use layout::{
+    check_word, create_empty_file, encode, now_ms, read_snapshot, remove_leftover, require_dir, sync_dir, to_json_line,
+    write_snapshot,
+};
+
+/// The longest snapshot file read, in bytes (diagnostics are bounded; config bundles are small).
+pub const SNAPSHOT_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+/// The longest status word, in bytes.
+pub const STATUS_BYTES_MAX: usize = 64;
+
+/// How long a change waits for the writer lock by default, in milliseconds.
+pub const LOCK_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+const RUNTIMES_DIR: &str = "runtimes";
+const RUNTIME_FILE: &str = "runtime.json";
+const EVENTS_FILE: &str = "events.jsonl";
+const EVENTS_INDEX_FILE: &str = "events.idx";
+const WORKERS_DIR: &str = "workers";
+const WORKER_FILE: &str = "worker.json";
+const TRANSCRIPT_FILE: &str = "transcript.jsonl";
+const TRANSCRIPT_INDEX_FILE: &str = "transcript.idx";
+/// Prefix of a directory being built before it is renamed into place (ignored when listing).
+const CREATING_PREFIX: &str = ".creating-";
+/// The suffix of a log's review file: the damaged lines someone looked at and accepted.
+const REVIEWED_SUFFIX: &str = ".reviewed";
+/// The largest review file read.
+const REVIEWED_BYTES_MAX: u64 = 1024 * 1024;
+
+/// One page read from a log.
+struct Page<R> {
+    items: Vec<R>,
+    damaged: Vec<DamagedLine>,
+    has_more: bool,
+    /// The key after the last line the page took.
+    next_key: u64,
+}
+
+impl<R> Default for Page<R> {
+    fn default() -> Self {
+        Self { items: Vec::new(), damaged: Vec::new(), has_more: false, next_key: 0 }
+    }
+}
+
+/// What a review file holds.
+#[derive(Debug, Default, serde::Deserialize, Serialize)]
+struct Reviewed {
+    /// `(line, BLAKE3 of its text)` of each damaged line accepted.
+    excuses: Vec<(u64, String)>,
+    /// Who looked, most recent last.
+    by: Vec<String>,
+}
+
+fn reviewed_path(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(REVIEWED_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// The damaged lines of `log` someone accepted; none when there is no review file. A review file
+/// that cannot be read excuses nothing (appends keep waiting: fail closed).
+fn reviewed_lines(log: &Path, op: &'static str) -> Result<Vec<(u64, String)>> {
+    let path = reviewed_path(log);
+    match fs::metadata(&path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io(op, &path, e)),
+        Ok(meta) if meta.len() > REVIEWED_BYTES_MAX => return Ok(Vec::new()),
+        Ok(_) => {}
+    }
+    let bytes = fs::read(&path).map_err(|e| StoreError::io(op, &path, e))?;
+    Ok(serde_json::from_slice::<Reviewed>(&bytes).map(|r| r.excuses).unwrap_or_default())
+}
+
+/// Every damaged line of `log`, from its first line.
+fn damage_in<R: DeserializeOwned + Keyed>(log: &Log, op: &'static str) -> Result<Vec<crate::log::Damage>> {
+    let mut damage = Vec::new();
+    if !log.path.exists() {
+        return Ok(damage);
+    }
+    let mut scanner = Scanner::<R>::open(log, 0, log.first_key, op)?;
+    loop {
+        match scanner.next(op)? {
+            Step::Damaged(d) => damage.push(d),
+            Step::Record { .. } => {}
+            Step::Torn(_) | Step::End => return Ok(damage),
+        }
+    }
+}
+
+/// Appends to a log wait until every damaged line its scans found has been reviewed.
+fn refuse_unreviewed(handle: &LogHandle, op: &'static str) -> Result<()> {
+    let Some(tail) = handle.tail.as_ref().filter(|t| !t.damage.is_empty()) else { return Ok(()) };
+    let reviewed = reviewed_lines(&handle.log.path, op)?;
+    match tail.damage.iter().find(|d| !reviewed.contains(&(d.line, d.raw_blake3.clone()))) {
+        Some(d) => Err(StoreError::Damaged {
+            op,
+            path: handle.log.path.clone(),
+            line: d.line,
+            key: d.key,
+            excerpt: d.excerpt.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+impl Keyed for Event {
+    fn key(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Keyed for TranscriptEntry {
+    fn key(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// How to open or create a runtime.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The workspace root; the store lives in `<root>/runtimes/`.
+    pub root: PathBuf,
+    /// The runtime's id.
+    pub runtime_id: String,
+    /// Its display name when created (default: the id).
+    pub display_name: Option<String>,
+    /// Its backend when created.
+    pub backend: String,
+    /// Its limits when created (an existing runtime keeps the limits it was created with).
+    pub limits: Limits,
+    /// How long a change waits for the writer lock.
+    pub lock_timeout_ms: u64,
+}
+
+impl StoreOptions {
+    /// Options for runtime `runtime_id` under `root`, with default limits.
+    pub fn new(root: impl Into<PathBuf>, runtime_id: impl Into<String>) -> Self {
+        Self {
+            root: root.into(),
+            runtime_id: runtime_id.into(),
+            display_name: None,
+            backend: "local".to_owned(),
+            limits: Limits::default(),
+            lock_timeout_ms: LOCK_TIMEOUT_MS_DEFAULT,
+        }
+    }
+}
+
+/// What `check` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CheckReport {
+    /// The runtime checked.
+    pub runtime_id: String,
+    /// Valid events in the log.
+    pub events: u64,
+    /// Workers.
+    pub workers: u64,
+    /// Valid transcript entries, all workers together.
+    pub transcript_entries: u64,
+    /// Damage: every entry makes the store unclean.
+    pub problems: Vec<String>,
+    /// Tolerated states that the next append repairs (torn tails, a stale index entry, a
+    /// worker snapshot one event behind).
+    pub notes: Vec<String>,
+}
+
+impl CheckReport {
+    /// Whether nothing is damaged.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// A log with what this handle last knew about its tail and an open appender.
+#[derive(Debug)]
+struct LogHandle {
+    log: Log,
+    tail: Option<Tail>,
+    /// Whether the tail was scanned or written under the writer lock (a tail scanned by a
+    /// lock-free open may have raced a writer that crashed before updating a snapshot).
+    tail_locked: bool,
+    appender: Option<Appender>,
+}
+
+impl LogHandle {
+    fn new(log: Log, tail: Option<Tail>) -> Self {
+        Self { log, tail, tail_locked: false, appender: None }
+    }
+}
+
+/// The filesystem runtime store of one runtime. See the crate documentation.
+#[derive(Debug)]
+pub struct FsRuntimeStore {
+    runtime_id: String,
+    dir: PathBuf,
+    lock_path: PathBuf,
+    limits: Limits,
+    lock_timeout_ms: u64,
+    events: LogHandle,
+    transcripts: HashMap<String, LogHandle>,
+}
