@@ -18,7 +18,7 @@
 //! never wrong.
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Seek, SeekFrom};
+use std::io::{ErrorKind, Read as _, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -399,6 +399,12 @@ fn excerpt(bytes: &[u8]) -> String {
     String::from_utf8_lossy(cut).into_owned()
 }
 
+/// One index entry: the indexed key and the log offset of its record, little-endian.
+fn decode_entry(entry: &[u8]) -> (u64, u64) {
+    let word = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]));
+    (word(&entry[..8]), word(&entry[8..16]))
+}
+
 impl Log {
     /// How many whole entries the index file holds (0 when it is missing).
     pub fn index_entries(&self, op: &'static str) -> Result<u64> {
@@ -413,14 +419,22 @@ impl Log {
     fn read_entry(&self, file: &File, i: u64, op: &'static str) -> Result<Option<(u64, u64)>> {
         let mut entry = [0_u8; INDEX_ENTRY_BYTES as usize];
         match file.read_exact_at(&mut entry, i * INDEX_ENTRY_BYTES) {
-            Ok(()) => {
-                let key = u64::from_le_bytes(entry[..8].try_into().expect("8 bytes"));
-                let offset = u64::from_le_bytes(entry[8..].try_into().expect("8 bytes"));
-                Ok(Some((key, offset)))
-            }
+            Ok(()) => Ok(Some(decode_entry(&entry))),
             Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(None),
             Err(e) => Err(StoreError::io(op, &self.index_path, e)),
         }
+    }
+
+    /// The first `entries` entries of the index (fewer if it is shorter), read in one go.
+    pub fn read_index(&self, entries: u64, op: &'static str) -> Result<Vec<(u64, u64)>> {
+        if entries == 0 {
+            return Ok(Vec::new());
+        }
+        let mut bytes = Vec::new();
+        File::open(&self.index_path)
+            .and_then(|file| file.take(entries.saturating_mul(INDEX_ENTRY_BYTES)).read_to_end(&mut bytes))
+            .map_err(|e| StoreError::io(op, &self.index_path, e))?;
+        Ok(bytes.chunks_exact(INDEX_ENTRY_BYTES as usize).map(decode_entry).collect())
     }
 
     /// Writes entries for consecutive indexed keys, the first being entry `first_entry`.

@@ -2,8 +2,8 @@
 
 use super::{
     BTreeMap, CheckReport, DamagedLine, DeserializeOwned, ErrorKind, Event, FsRuntimeStore, Keyed, Log, Path, PathBuf,
-    RUNTIMES_DIR, Read, Result, Reviewed, Scanner, Step, StoreError, TranscriptEntry, damage_in, encode, fs,
-    reviewed_lines, reviewed_path, write_atomic,
+    RUNTIMES_DIR, Result, Reviewed, Scanner, Step, StoreError, TranscriptEntry, damage_in, encode, fs, reviewed_lines,
+    reviewed_path, write_atomic,
 };
 
 impl FsRuntimeStore {
@@ -178,7 +178,7 @@ impl FsRuntimeStore {
         }
         let entries = log.index_entries(OP)?;
         // Only the entries the log accounts for are read: a huge index costs no memory.
-        let stored = read_index_file(&log.index_path, entries.min(offsets.len() as u64), OP)?;
+        let stored = log.read_index(entries.min(offsets.len() as u64), OP)?;
         for (i, expected) in offsets.iter().enumerate() {
             match stored.get(i) {
                 Some(entry) if entry == expected => {}
@@ -206,24 +206,4 @@ impl FsRuntimeStore {
         }
         Ok(count)
     }
-}
-
-/// The first `entries` entries of the index at `path` (fewer if it is shorter).
-pub(super) fn read_index_file(path: &Path, entries: u64, op: &'static str) -> Result<Vec<(u64, u64)>> {
-    if entries == 0 {
-        return Ok(Vec::new());
-    }
-    let mut bytes = Vec::new();
-    fs::File::open(path)
-        .and_then(|file| file.take(entries.saturating_mul(16)).read_to_end(&mut bytes))
-        .map_err(|e| StoreError::io(op, path, e))?;
-    Ok(bytes
-        .chunks_exact(16)
-        .map(|c| {
-            (
-                u64::from_le_bytes(c[..8].try_into().expect("8 bytes")),
-                u64::from_le_bytes(c[8..].try_into().expect("8 bytes")),
-            )
-        })
-        .collect())
 }
