@@ -6,6 +6,10 @@
 //! - Every library crate forbids `unsafe` code.
 //! - No test is hidden (`#[ignore]`) or passes by panicking (`#[should_panic]`).
 //! - No bare `.unwrap()` outside tests: a panic that is a bug says why with `expect`.
+//! - The journal service writes no JSON literal: every record comes from the kernel's typed
+//!   builders (`keel_kernel::record::Writer`).
+//! - The CLI names only an allowed list of kernel items: it parses, calls and prints, and the
+//!   decisions stay below it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -175,6 +179,80 @@ fn shipped_code_has_no_bare_unwrap() {
 }
 
 #[test]
+fn the_journal_service_writes_no_json_literal() {
+    let mut found = Vec::new();
+    for (path, text) in sources("crates/keel-journal/src") {
+        for (number, line) in code_lines(shipped(&text)) {
+            if line.contains("json!(") {
+                found.push(format!("{}:{}: {}", path.display(), number + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "build records with keel_kernel::record::Writer:\n{}", found.join("\n"));
+}
+
+/// The kernel items the CLI may name: printing in the journal's style, the types its output
+/// shows, the arbiter `keel arbitrate` fronts, and the line and path checks of its own commands.
+/// Anything else is a decision, and belongs in a library.
+const CLI_KERNEL_ALLOWED: [&str; 19] = [
+    "json::to_line",
+    "Object",
+    "Identity",
+    "Replayed",
+    "tree::misspelling",
+    "tree::confined",
+    "tree::TREE_ENTRIES_MAX",
+    "tree::Tree",
+    "line::LineClass",
+    "line::LineDecoder",
+    "line::oversized_sentinel",
+    "line::line_text",
+    "line::OVERSIZED_QUOTE_BYTES",
+    "gate::Holder",
+    "expiry::Verdict",
+    "arbiter::Mode",
+    "arbiter::Outcome",
+    "arbiter::Request",
+    "arbiter::Taxonomy",
+];
+
+/// The kernel items a line names (`keel_kernel::a::{B, c}` names `a::B` and `a::c`).
+fn kernel_items(line: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut rest = line;
+    while let Some(at) = rest.find("keel_kernel::") {
+        rest = &rest[at + "keel_kernel::".len()..];
+        let path: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+        let after = &rest[path.len()..];
+        if let (Some(group), true) = (after.strip_prefix('{'), path.ends_with("::")) {
+            let inner = group.split('}').next().unwrap_or_default();
+            items.extend(inner.split(',').map(|item| format!("{path}{}", item.trim())).filter(|i| !i.ends_with("::")));
+        } else {
+            items.push(path.trim_end_matches("::").to_owned());
+        }
+    }
+    items
+}
+
+#[test]
+fn the_cli_names_only_allowed_kernel_items() {
+    let mut found = Vec::new();
+    for (path, text) in sources("crates/keel-cli/src") {
+        for (number, line) in code_lines(shipped(&text)) {
+            for item in kernel_items(line) {
+                // `keel arbitrate` is the arbiter's own front end: the one place the CLI asks it.
+                let allowed = CLI_KERNEL_ALLOWED.iter().any(|ok| item == *ok || item.starts_with(&format!("{ok}::")))
+                    || (item == "arbiter::decide" && path.ends_with("arbitrate.rs"));
+                if !allowed {
+                    found.push(format!("{}:{}: keel_kernel::{item}", path.display(), number + 1));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "a decision in the CLI belongs in a library:\n{}", found.join("\n"));
+}
+
+#[test]
 fn tidy_catches_what_it_claims_to() {
     // The checks above must be able to fail: run their matchers on known-bad text.
     let bad = "use std::fs::File;\nfn f() { let t = std::time::SystemTime::now(); }\n";
@@ -182,4 +260,9 @@ fn tidy_catches_what_it_claims_to() {
     assert_eq!(hits, 2);
     assert_eq!(shipped("a\n#[cfg(test)]\nb.unwrap()"), "a\n");
     assert_eq!(code_lines("// std::fs\n  /// File::open\n").count(), 0);
+    assert_eq!(
+        kernel_items("use keel_kernel::arbiter::{Mode, decide}; keel_kernel::json::to_line(&x)"),
+        ["arbiter::Mode", "arbiter::decide", "json::to_line"]
+    );
+    assert!(!CLI_KERNEL_ALLOWED.contains(&"admission::admit"), "a decision is never on the list");
 }
