@@ -17,7 +17,8 @@
 //! - [`resolve`]: [`Root::resolve`] opens the parent of a relative path beneath a root, refusing
 //!   escapes and symlinks.
 //! - [`seam`]: the [`Storage`] trait that atomic write and append go through, with the real
-//!   [`OsStorage`], the fault injector [`FailAfter`] and the power-loss simulator [`CrashSim`].
+//!   [`OsStorage`], and for tests (the `testing` feature) the fault injector `FailAfter` and the
+//!   power-loss simulator `CrashSim`.
 //!
 //! # Limitations
 //! Linux first: `openat2`, `renameat2(RENAME_NOREPLACE)` and `flock` are used as Linux provides
@@ -62,4 +63,6 @@ pub use error::{ErrorKind, FsError, Result};
 pub use lines::{LINE_BYTES_MAX_DEFAULT, Line, LineReader, Skipped};
 pub use lock::{ExclusiveFileLock, OsLock, Release, ReusableLock, SidecarDirLock};
 pub use resolve::{ResolveError, Resolved, Root};
-pub use seam::{CrashSim, DirSync, FailAfter, OsStorage, Storage};
+#[cfg(any(test, feature = "testing"))]
+pub use seam::{CrashSim, FailAfter};
+pub use seam::{DirSync, OsStorage, Storage};
