@@ -75,6 +75,7 @@ impl<S: Storage + Clone> Journal<S> {
             cache.appender = Some((appender, stat.dev, stat.ino));
         }
         let (appender, _, _) = cache.appender.as_mut().expect("opened just above");
+        let appended = records.len() as u64;
         for (n, mut record) in (seq..).zip(records) {
             record.insert("seq".to_owned(), Value::from(n));
             record.entry("ts").or_insert_with(|| Value::from(ts.clone()));
@@ -97,6 +98,12 @@ impl<S: Storage + Clone> Journal<S> {
             let _ = self.storage.remove_file(&self.torn_path);
         }
         self.fold(cache)?;
+        // Under the writer lock no keel writer appended: the fold continues where the records end
+        // (unless someone removed or replaced the file meanwhile, which no lock keeps out).
+        let after = Self::folded(cache);
+        if (after.dev, after.ino) == (dev, ino) {
+            debug_assert_eq!(after.state.next_seq(), seq + appended, "next_seq after an append");
+        }
         self.after_append(cache)
     }
 

@@ -1,8 +1,8 @@
 //! Reviews of damage and compaction (and its plan, for a dry run).
 
 use super::{
-    Accepted, BadLine, Cache, Compaction, Excuse, Folded, GENERATION_FLOOR, Journal, JournalError,
-    LINE_BYTES_MAX_DEFAULT, Object, Storage, Value, now_ts, owner_named, review_record, to_line, unreviewed,
+    Accepted, BadLine, Cache, Compaction, Excuse, Folded, GENERATION_FLOOR, Identity, Journal, JournalError,
+    LINE_BYTES_MAX_DEFAULT, LiveState, Object, Storage, Value, now_ts, owner_named, review_record, to_line, unreviewed,
     whole_bad_last_line, write_atomic_with,
 };
 
@@ -72,6 +72,12 @@ impl<S: Storage + Clone> Journal<S> {
     pub(super) fn compact_locked(&self, cache: &mut Cache<S>) -> Result<Compaction, JournalError> {
         let folded = Self::folded(cache);
         let (records, ts) = self.plan(folded)?;
+        // What compaction must keep: every live lease at its generation, and the counter.
+        let kept = |state: &LiveState| -> (Vec<(Identity, Option<u64>)>, u64) {
+            let live = state.live_with_identity().map(|(id, _)| (id.clone(), state.generation(id))).collect();
+            (live, state.next_generation())
+        };
+        let before = cfg!(debug_assertions).then(|| kept(&folded.state));
         let mut bytes = Vec::new();
         for record in &records {
             let line = to_line(record);
@@ -105,6 +111,9 @@ impl<S: Storage + Clone> Journal<S> {
         cache.last_compaction = Some(compaction.clone());
         cache.head_offset = 0;
         self.fold(cache)?;
+        if let Some(before) = before {
+            debug_assert_eq!(kept(&Self::folded(cache).state), before, "compaction changed the live set or counter");
+        }
         let _ = self.write_head(cache);
         Ok(compaction)
     }

@@ -44,6 +44,7 @@ impl<S: Storage + Clone> Journal<S> {
         if folded.state.next_generation() == u64::MAX {
             return Err(JournalError::Exhausted { path: self.path.clone(), counter: "generation" });
         }
+        let counter_before = folded.state.next_generation();
         let identity = self.new_identity(folded, request, &decision.lane, now, &mut reclaimed)?;
         let lease = self.lease_body(request, &decision, &identity, now)?;
         let mut records: Vec<Object> =
@@ -51,6 +52,7 @@ impl<S: Storage + Clone> Journal<S> {
         records.push(self.writer().acquire(&identity, &lease));
         self.append(cache, records)?;
         let generation = Self::folded(cache).state.generation(&identity).expect("a grant just folded has a generation");
+        debug_assert_eq!(generation, counter_before, "a grant's generation is the fold's counter + 1");
         Ok(AcquireOutcome::Acquire(Grant { lease, identity, generation, decision, reclaimed }))
     }
 
