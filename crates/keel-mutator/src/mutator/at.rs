@@ -4,7 +4,7 @@
 use super::{
     AtFlags, BorrowedFd, DirSyncStatus, Errno, ErrorKind, File, FileType, HASH_BUFFER_BYTES, Index, Look, Mode,
     MutateError, OFlags, Observed, Outcome, Path, PreState, Read, Refusal, ResolveError, Resolved, Root,
-    SCRATCH_STEM_BYTES_MAX, gate,
+    SCRATCH_STEM_BYTES_MAX, Stage, gate,
 };
 
 /// Marks a journal path beneath the workspace root in [`journal_place`].
@@ -64,7 +64,7 @@ pub(super) fn refuse_damage(index: &Index, log_path: &Path) -> Result<(), Mutate
 /// white space at either end, a control character, a `.` or empty segment) is a usage error
 /// naming it, since the file system would use another path than the gate judged; an escape
 /// (absolute, `..`) is the gate's refusal.
-pub(super) fn gate_path(path: &str) -> Result<Result<String, Outcome>, MutateError> {
+pub(super) fn gate_path(path: &str) -> Stage<String> {
     if let Some(reason) = keel_kernel::tree::misspelling(path).filter(|_| gate::escape(path).is_none()) {
         return Err(MutateError::InvalidRequest { what: format!("path {path:?}"), reason });
     }

@@ -3,7 +3,7 @@
 
 use super::{
     AtFlags, Decision, Errno, Expect, Holder, IntentId, IntentKey, LeaseBackend, LiveGrant, Look, MutateError, Mutator,
-    Observed, Outcome, Path, Point, PreState, Record, Request, ResolveError, Session, Standing, Step, Target,
+    Observed, Outcome, Path, Point, PreState, Record, Request, ResolveError, Session, Stage, Standing, Step, Target,
     dir_identity, forbidden_escape, gate, look,
 };
 
@@ -20,7 +20,7 @@ impl Mutator {
         request: &Request,
         key: &IntentKey,
         paths: &[&str],
-    ) -> Result<Result<Vec<Target>, Outcome>, MutateError> {
+    ) -> Stage<Vec<Target>> {
         self.recover_all(session)?;
         if let Some(outcome) = Self::prior(session, &request.intent, key)? {
             return Ok(Err(outcome));
@@ -42,7 +42,7 @@ impl Mutator {
         &self,
         session: &mut Session<'_>,
         intent: &str,
-        result: Result<Result<Outcome, Outcome>, MutateError>,
+        result: Stage<Outcome>,
     ) -> Result<Outcome, MutateError> {
         match result {
             Ok(Ok(outcome)) => {
@@ -116,7 +116,7 @@ impl Mutator {
 
     /// Resolves beneath the root without following symlinks; an escape or a symlink is a
     /// `Forbidden` outcome, a missing directory an error.
-    pub(super) fn resolve(&self, path: &str) -> Result<Result<Target, Outcome>, MutateError> {
+    pub(super) fn resolve(&self, path: &str) -> Stage<Target> {
         match self.root.resolve(Path::new(path)) {
             Ok(resolved) => Ok(Ok(Target { resolved, path: path.to_owned() })),
             Err(
@@ -159,7 +159,7 @@ impl Mutator {
         intent: &str,
         target: &Target,
         expect: &Expect,
-    ) -> Result<Result<Observed, Outcome>, MutateError> {
+    ) -> Stage<Observed> {
         let observed = match self.check(session, intent, target, expect)? {
             Ok(observed) => observed,
             Err(refused) => return Ok(Err(refused)),
@@ -182,7 +182,7 @@ impl Mutator {
         intent: &str,
         target: &Target,
         expect: &Expect,
-    ) -> Result<Result<Observed, Outcome>, MutateError> {
+    ) -> Stage<Observed> {
         let observed = match look(&target.resolved, &target.path, self.options.content_bytes_max)? {
             Look::Seen(observed) => observed,
             Look::Symlink => {
@@ -220,7 +220,7 @@ impl Mutator {
         paths: &[&str],
         holder: &Holder,
         commit: impl FnOnce() -> Result<T, MutateError>,
-    ) -> Result<Result<T, Outcome>, MutateError> {
+    ) -> Stage<T> {
         self.journal.with_live(|live| {
             let swapped = Outcome::InodeSwapped { path: target.path.clone() };
             let now = match rustix::fs::statat(target.parent(), target.name(), AtFlags::SYMLINK_NOFOLLOW) {

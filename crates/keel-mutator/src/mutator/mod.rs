@@ -34,6 +34,10 @@ use at::{
     refuse_damage, scratch_name, unlink_at,
 };
 
+/// What a stage of an operation gives: `Ok(Ok(t))` to go on with `t`, `Ok(Err(outcome))` to stop
+/// with the outcome the caller is told (a refusal is an answer, not an error), `Err` on failure.
+type Stage<T> = Result<Result<T, Outcome>, MutateError>;
+
 /// The largest content written or hashed, in bytes.
 pub const CONTENT_BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
 /// How long an operation waits for the mutator lock by default, in milliseconds.

@@ -2,7 +2,7 @@
 
 use super::{
     DirSyncStatus, Errno, Expect, File, IntentKey, Look, Mode, MutateError, Mutator, OFlags, Op, Outcome, Point,
-    PreState, Record, RenameFlags, Request, Session, Step, Target, Write, content_hash, dir_identity, dir_sync,
+    PreState, Record, RenameFlags, Request, Session, Stage, Step, Target, Write, content_hash, dir_identity, dir_sync,
     forbidden_escape, gate_path, look, scratch_name, unlink_at,
 };
 
@@ -43,7 +43,7 @@ impl Mutator {
         content: &[u8],
         hash: &str,
         request: &Request,
-    ) -> Result<Result<Outcome, Outcome>, MutateError> {
+    ) -> Stage<Outcome> {
         let intent = request.intent.as_str();
         let observed = match self.check(session, intent, target, &request.expect)? {
             Ok(observed) => observed,
@@ -139,7 +139,7 @@ impl Mutator {
         target: &Target,
         scratch: &str,
         request: &Request,
-    ) -> Result<Result<Outcome, Outcome>, MutateError> {
+    ) -> Stage<Outcome> {
         let intent = request.intent.as_str();
         let observed = match self.check_present(session, intent, target, &request.expect)? {
             Ok(observed) => observed,
@@ -203,7 +203,7 @@ impl Mutator {
         source: &Target,
         destination: &Target,
         request: &Request,
-    ) -> Result<Result<Outcome, Outcome>, MutateError> {
+    ) -> Stage<Outcome> {
         let intent = request.intent.as_str();
         let Look::Seen(at_destination) =
             look(&destination.resolved, &destination.path, self.options.content_bytes_max)?
