@@ -294,6 +294,34 @@ fn the_server_beats_its_session_s_leases_while_the_client_is_connected() {
 }
 
 #[test]
+fn the_holder_renames_and_deletes_through_the_gate_and_another_agent_is_refused_both() {
+    let (_dir, root) = workspace();
+    let mut a = Agent::start(&root, &[]);
+    let mut b = Agent::start(&root, &[]);
+    assert_eq!(a.ok("lease_acquire", json!({"paths": ["src/api/"]}))["granted"], true);
+    let written = a.ok("fs_write", json!({"path": "src/api/old.rs", "content": "fn old() {}\n"}));
+    assert_eq!(written["outcome"], "written", "{written}");
+    for (tool, args) in [
+        ("fs_rename", json!({"from": "src/api/old.rs", "to": "src/api/stolen.rs"})),
+        ("fs_delete", json!({"path": "src/api/old.rs"})),
+    ] {
+        let refused = b.ok(tool, args);
+        assert_eq!(refused["outcome"], "forbidden", "{tool} by another agent: {refused}");
+    }
+    let stale =
+        a.ok("fs_rename", json!({"from": "src/api/old.rs", "to": "src/api/new.rs", "expect_hash": "0".repeat(64)}));
+    assert_eq!(stale["outcome"], "precondition_failed", "{stale}");
+    let renamed =
+        a.ok("fs_rename", json!({"from": "src/api/old.rs", "to": "src/api/new.rs", "expect_hash": written["hash"]}));
+    assert_eq!(renamed["outcome"], "renamed", "{renamed}");
+    assert!(!root.join("src/api/old.rs").exists() && root.join("src/api/new.rs").exists());
+    let deleted = a.ok("fs_delete", json!({"path": "src/api/new.rs"}));
+    assert_eq!(deleted["outcome"], "deleted", "{deleted}");
+    assert!(!root.join("src/api/new.rs").exists());
+    assert_eq!(a.ok("fs_hash", json!({"path": "src/api/new.rs"}))["exists"], false);
+}
+
+#[test]
 fn bad_calls_are_tool_errors_naming_what_is_wrong_and_lose_no_lease() {
     let (_dir, root) = workspace();
     let mut a = Agent::start(&root, &[]);
