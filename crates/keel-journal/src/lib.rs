@@ -2,11 +2,14 @@
 //! give back leases over regions of a workspace through one append-only journal, and no crash,
 //! race or bad byte yields two holders of a colliding region or loses an acknowledged grant.
 //!
-//! It never decides admission itself (that is the kernel's arbiter, [`keel_kernel::arbiter`]) and
-//! touches the disk only through `keel-fs` (plus `/proc` for whether a holder process still runs).
+//! It never decides admission itself (that is the kernel's arbiter, [`keel_kernel::arbiter`] and
+//! [`keel_kernel::admission`]). The journal's own I/O goes through `keel-fs`'s storage seam; the
+//! workspace and policy readers read their small files directly, and `/proc` tells whether a
+//! holder process still runs.
 //!
 //! # The model
-//! - [`Journal`] runs every state change under the journal's writer lock (an OS lock that dies
+//! - [`LeaseBackend`] is what a lease service does; callers are written against it. [`Journal`]
+//!   implements it over one file, and runs every state change under the journal's writer lock (an OS lock that dies
 //!   with its holder): fold to the end of the journal, decide, append with one write and one
 //!   fdatasync, release. A grant is acknowledged only once its record is durable.
 //! - Cost is independent of history: the fold resumes from an in-process cache or a validated
