@@ -594,6 +594,24 @@ impl LiveState {
         self.corrupt.iter().filter(|sentinel| !self.is_excused(sentinel)).collect()
     }
 
+    /// The damage awaiting review, as corrupt sentinels in journal order: the corrupt lines no
+    /// `REVIEW` excuses, then `whole_bad_tail`, a complete last line that does not parse. Replay
+    /// calls that line a torn tail, but it was written whole (a crashed writer leaves no `\n`)
+    /// and the next append would make it a corrupt line, so it is damage like any other.
+    pub fn unreviewed(&self, whole_bad_tail: Option<&BadLine>) -> Vec<Object> {
+        let mut damage: Vec<Object> = self.damage().into_iter().cloned().collect();
+        damage.extend(whole_bad_tail.map(BadLine::sentinel));
+        damage
+    }
+
+    /// What stops grants: the damage awaiting review, less the fragments a writer's repair has
+    /// begun to excuse (`repairing`: a crashed writer's lines, never acknowledged).
+    pub fn stopping_grants(&self, whole_bad_tail: Option<&BadLine>, repairing: &[Excuse]) -> Vec<Object> {
+        let mut damage = self.unreviewed(whole_bad_tail);
+        damage.retain(|sentinel| !Excuse::of_sentinel(sentinel).is_some_and(|e| repairing.contains(&e)));
+        damage
+    }
+
     /// Whether a `REVIEW` record has excused this corrupt sentinel.
     pub fn is_excused(&self, sentinel: &Object) -> bool {
         Excuse::of_sentinel(sentinel).is_some_and(|e| self.excused.contains(&e))

@@ -162,9 +162,7 @@ impl<S: Storage + Clone> Journal<S> {
     /// What stops grants now, if anything: the first unreviewed damaged line (a crashed writer's
     /// fragment that a repair began to excuse does not).
     pub(super) fn stopped(&self, folded: &Folded) -> Option<Stopped> {
-        let begun = self.repairs_begun(folded);
-        let mut damage = unreviewed(folded);
-        damage.retain(|sentinel| !Excuse::of_sentinel(sentinel).is_some_and(|e| begun.contains(&e)));
+        let damage = folded.state.stopping_grants(whole_bad_last_line(folded), &self.repairs_begun(folded));
         let first = damage.first()?;
         Some(Stopped {
             line_number: first.get("_line").and_then(Value::as_u64).map_or(0, |l| l + 1),
@@ -183,14 +181,10 @@ impl<S: Storage + Clone> Journal<S> {
     }
 }
 
-/// The damage that stops grants, as corrupt sentinels: the unreviewed corrupt lines, then a
-/// complete last line that does not parse. Replay calls that line a torn tail, but it was written
-/// whole (a crashed writer leaves no `\n`), and the next append would make it a corrupt line; so it
-/// is damage to review like any other, and a review's excuse for it holds once the review follows it.
+/// The damage awaiting review ([`keel_kernel::LiveState::unreviewed`]); a review's excuse for a
+/// whole bad last line holds once the review follows it.
 pub(super) fn unreviewed(folded: &Folded) -> Vec<Object> {
-    let mut damage: Vec<Object> = folded.state.damage().into_iter().cloned().collect();
-    damage.extend(whole_bad_last_line(folded).map(BadLine::sentinel));
-    damage
+    folded.state.unreviewed(whole_bad_last_line(folded))
 }
 
 /// The last line, if it does not parse and ends with `\n` (see [`unreviewed`]).
