@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use keel_kernel::Object;
-use keel_kernel::arbiter::{Mode, Outcome, Request, Taxonomy, decide};
+use keel_kernel::arbiter::{Outcome, Request, Taxonomy, decide};
 use keel_kernel::json::to_line;
 use serde::Deserialize;
 use serde_json::json;
@@ -73,18 +73,7 @@ pub fn run(args: &ArbitrateArgs, location: &crate::Location) -> Result<Status, F
                 continue;
             }
             match serde_json::from_str::<Case>(text.trim()) {
-                Ok(case) if case.request.tree.len() > keel_kernel::tree::TREE_ENTRIES_MAX => {
-                    malformed = true;
-                    let (entries, max) = (case.request.tree.len(), keel_kernel::tree::TREE_ENTRIES_MAX);
-                    let error = format!(
-                        "stdin line {number}: request: a tree of {entries} entries; at most {max} are accepted"
-                    );
-                    json!({"error": error, "line": number})
-                }
-                Ok(case) => match Mode::requested(&case.request.mode) {
-                    // A request's mode is read strictly, a live lease's leniently (arbiter-v1:
-                    // unknown recorded text is exclusive); a misspelt `shraed` is the caller's
-                    // mistake, not a request for an exclusive lease.
+                Ok(case) => match case.request.validate() {
                     Err(error) => {
                         malformed = true;
                         json!({"error": format!("stdin line {number}: request: {error}"), "line": number})

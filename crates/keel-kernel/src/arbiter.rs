@@ -177,6 +177,32 @@ pub struct Request {
     pub force: bool,
 }
 
+/// Why a request cannot be decided at all (as opposed to being refused).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRequest {
+    /// More tree entries than anyone decides over.
+    #[error("a tree of {entries} entries; at most {} are accepted", crate::tree::TREE_ENTRIES_MAX)]
+    TreeTooLong {
+        /// How many it had.
+        entries: usize,
+    },
+    /// A mode that is neither `shared` nor `exclusive`.
+    #[error(transparent)]
+    Mode(#[from] UnknownMode),
+}
+
+impl Request {
+    /// Whether the arbiter can decide this request: a bounded tree and a mode it knows. (A
+    /// request's mode is read strictly, a live lease's leniently: a misspelt `shraed` is the
+    /// caller's mistake, not a request for an exclusive lease.)
+    pub fn validate(&self) -> Result<Mode, InvalidRequest> {
+        if self.tree.len() > crate::tree::TREE_ENTRIES_MAX {
+            return Err(InvalidRequest::TreeTooLong { entries: self.tree.len() });
+        }
+        Ok(Mode::requested(&self.mode)?)
+    }
+}
+
 /// Acquire or refuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -542,6 +568,20 @@ fn decide_inner(request: &Request, mode: Mode, live: &[Live<'_>], taxonomy: &Tax
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_with_an_unknown_mode_or_too_long_a_tree_cannot_be_decided() {
+        let request = |mode: &str, entries: usize| Request {
+            mode: mode.into(),
+            tree: vec!["src/".to_owned(); entries],
+            ..Request::default()
+        };
+        assert_eq!(request(" Shared", 1).validate(), Ok(Mode::Shared));
+        assert_eq!(request("", 1).validate(), Ok(Mode::Exclusive));
+        assert!(matches!(request("shraed", 1).validate(), Err(InvalidRequest::Mode(_))));
+        let long = request("", crate::tree::TREE_ENTRIES_MAX + 1).validate().expect_err("too long");
+        assert!(long.to_string().contains("at most"), "{long}");
+    }
     use serde_json::json;
 
     fn lease(lane: &str, kind: &str, tree: &[&str], mode: &str) -> Object {

@@ -3,8 +3,8 @@
 
 use super::{
     AcquireOutcome, AcquireRequest, Admission, Cache, Decision, Folded, Grant, Identity, Journal, JournalError, Lease,
-    LiveLease, LiveState, Mode, Object, Outcome, Recorded, Refusal, Request, Storage, Value, Verdict, Writer, admit,
-    assess, casefold, format_utc, fresh_loop_ts, process, tree,
+    LiveLease, LiveState, Object, Outcome, Recorded, Refusal, Request, Storage, Value, Verdict, Writer, admit, assess,
+    casefold, format_utc, fresh_loop_ts, process, tree,
 };
 
 impl<S: Storage + Clone> Journal<S> {
@@ -226,15 +226,8 @@ pub(super) fn validate(request: &AcquireRequest) -> Result<(), JournalError> {
             keel_kernel::GENERATION_WATERMARK
         )));
     }
-    Mode::requested(&request.mode).map_err(|e| JournalError::InvalidRequest(e.to_string()))?;
+    arbiter_request(request).validate().map_err(|e| JournalError::InvalidRequest(e.to_string()))?;
     request.holder_pid.recorded()?;
-    if request.tree.len() > tree::TREE_ENTRIES_MAX {
-        return Err(JournalError::InvalidRequest(format!(
-            "a tree of {} entries; at most {} are accepted",
-            request.tree.len(),
-            tree::TREE_ENTRIES_MAX
-        )));
-    }
     if let Some((entry, why)) = request.tree.iter().find_map(|e| tree::requestable(e).err().map(|why| (e, why))) {
         return Err(JournalError::InvalidRequest(format!("tree entry {entry:?} cannot be requested: {why}")));
     }

@@ -26,7 +26,7 @@ use keel_fs::{
     write_atomic_with,
 };
 use keel_kernel::admission::{Admission, admit};
-use keel_kernel::arbiter::{Decision, Mode, Outcome, Request};
+use keel_kernel::arbiter::{Decision, Outcome, Request};
 use keel_kernel::expiry::{ExpiryPolicy, Verdict, assess, format_utc};
 use keel_kernel::json::to_line;
 use keel_kernel::line::BadLine;
