@@ -262,15 +262,28 @@ fn holder(lease: &Object) -> &str {
 
 /// Whether the agent holds a live exclusive lease, not provably dead, whose region contains `path`.
 fn holds(journal: &impl LeaseBackend, state: &LiveState, agent: &Agent, path: &str) -> bool {
-    let Some(Region::Prefix(wanted)) = Tree::new(&[path]).regions().first().cloned() else { return false };
+    let Some(wanted) = file_region(path) else { return false };
     state.live().filter(|lease| holder(lease) == agent.owner).any(|lease| {
         let exclusive = lease.get("mode").and_then(Value::as_str) != Some("shared");
-        let covers = Tree::from_json(lease.get("tree")).regions().iter().any(|region| match region {
-            Region::Universal => true,
-            Region::Prefix(prefix) => wanted.starts_with(prefix.as_str()),
-            Region::Lock(_) => false,
-        });
-        exclusive && covers && !journal.judge(lease).is_dead()
+        exclusive && covers(lease, &wanted) && !journal.judge(lease).is_dead()
+    })
+}
+
+/// The region an edit of the workspace-relative file `path` touches, as the prefix it is; `None`
+/// for a path that names no file region.
+pub fn file_region(path: &str) -> Option<String> {
+    match Tree::new(&[path]).regions().first() {
+        Some(Region::Prefix(wanted)) => Some(wanted.clone()),
+        _ => None,
+    }
+}
+
+/// Whether a lease's tree holds the file region `wanted` (see [`file_region`]).
+pub fn covers(lease: &Object, wanted: &str) -> bool {
+    Tree::from_json(lease.get("tree")).regions().iter().any(|region| match region {
+        Region::Universal => true,
+        Region::Prefix(prefix) => wanted.starts_with(prefix.as_str()),
+        Region::Lock(_) => false,
     })
 }
 

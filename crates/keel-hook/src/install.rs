@@ -603,15 +603,12 @@ fn toml_mcp_command(server: &toml_edit::Item) -> Result<String, SettingsError> {
 fn toml_edit_mcp(text: &str, program: Option<&str>) -> Result<String, SettingsError> {
     let mut document = parse_toml(text)?;
     if !document.contains_key("mcp_servers") {
-        let Some(program) = program else { return Ok(text.to_owned()) };
+        if program.is_none() {
+            return Ok(text.to_owned());
+        }
         let mut table = toml_edit::Table::new();
         table.set_implicit(true);
         document.insert("mcp_servers", toml_edit::Item::Table(table));
-        let mut server = toml_edit::Table::new();
-        server["command"] = toml_edit::value(program);
-        server["args"] = toml_edit::value(toml_edit::Array::from_iter(["mcp"]));
-        document["mcp_servers"][MCP_SERVER_NAME] = toml_edit::Item::Table(server);
-        return Ok(document.to_string());
     }
     let servers = document["mcp_servers"]
         .as_table_like_mut()

@@ -9,7 +9,6 @@ use keel_hook::Agent;
 use keel_hook::decide::{self, Rules};
 use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalError, LeaseBackend, LeaseRef};
 use keel_kernel::gate::Holder;
-use keel_kernel::tree::{Region, Tree};
 use keel_kernel::{Identity, Object};
 use keel_mutator::{Expect, IntentId, MutateError, Mutator, MutatorOptions, Outcome, PreState, Request};
 use keel_store::{EventCursor, FsRuntimeStore, StoreError, StoreOptions};
@@ -594,7 +593,9 @@ impl Server {
         let taken = lock(&self.shared.taken).clone();
         let covering = own.iter().filter(|lease| {
             lease.lease.get("mode").and_then(Value::as_str) != Some("shared")
-                && paths.iter().all(|path| covers(&lease.lease, path))
+                && paths
+                    .iter()
+                    .all(|path| decide::file_region(path).is_some_and(|wanted| decide::covers(&lease.lease, &wanted)))
         });
         let best = covering.min_by_key(|lease| !taken.iter().any(|(identity, _)| *identity == lease.identity));
         Ok(best.map(|lease| {
@@ -750,16 +751,6 @@ struct Own {
 
 fn holder(lease: &Object) -> &str {
     lease.get("holder").and_then(Value::as_str).unwrap_or_default()
-}
-
-/// Whether a lease's tree holds `path` (a workspace-relative file).
-fn covers(lease: &Object, path: &str) -> bool {
-    let Some(Region::Prefix(wanted)) = Tree::new(&[path]).regions().first().cloned() else { return false };
-    Tree::from_json(lease.get("tree")).regions().iter().any(|region| match region {
-        Region::Universal => true,
-        Region::Prefix(prefix) => wanted.starts_with(prefix.as_str()),
-        Region::Lock(_) => false,
-    })
 }
 
 /// A path an agent gave, made workspace-relative when it is an absolute path inside the checkout
