@@ -62,7 +62,7 @@ pub use atomic::{
 pub use error::{ErrorKind, FsError, Result};
 pub use lines::{LINE_BYTES_MAX_DEFAULT, Line, LineReader, Skipped};
 pub use lock::{ExclusiveFileLock, OsLock, Release, ReusableLock, SidecarDirLock};
-pub use resolve::{ResolveError, Resolved, Root};
+pub use resolve::{ResolveError, Resolved, Root, canonicalize};
 #[cfg(any(test, feature = "testing"))]
 pub use seam::{CrashSim, FailAfter};
 pub use seam::{DirSync, OsStorage, Storage};

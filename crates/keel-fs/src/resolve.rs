@@ -14,12 +14,14 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
+
+use crate::seam::{FileKind, OsStorage, Storage, is_errno};
 
 /// The longest relative path accepted, in bytes (Linux's `PATH_MAX`).
 pub const PATH_BYTES_MAX: usize = 4096;
@@ -82,31 +84,41 @@ pub enum Strategy {
     Walk,
 }
 
-/// An open root directory that paths are resolved beneath.
+/// An open root directory that paths are resolved beneath, through a [`Storage`] (the real
+/// one by default; tests pass a fault injector or a power-loss simulator).
 #[derive(Debug)]
-pub struct Root {
-    fd: OwnedFd,
+pub struct Root<S: Storage = OsStorage> {
+    storage: S,
+    dir: S::Dir,
     path: PathBuf,
 }
 
 /// A resolved path: its parent directory, open, and its final name (which may not exist yet).
 #[derive(Debug)]
-pub struct Resolved {
-    parent: OwnedFd,
+pub struct Resolved<D = OwnedFd> {
+    parent: D,
     name: OsString,
     relative: PathBuf,
     exists: bool,
 }
 
-const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
-
-impl Root {
+impl Root<OsStorage> {
     /// Opens `path` as the root. The root itself may be reached through symlinks: it is the
     /// caller's trusted starting point.
     pub fn open(path: &Path) -> Result<Self, ResolveError> {
-        let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| ResolveError::Io { op: "open root", path: path.to_owned(), source: e.into() })?;
-        Ok(Self { fd, path: path.to_owned() })
+        Self::open_with(OsStorage, path)
+    }
+}
+
+impl<S: Storage> Root<S> {
+    /// Opens `path` as the root through `storage`.
+    pub fn open_with(storage: S, path: &Path) -> Result<Self, ResolveError> {
+        let dir = storage.open_dir(path).map_err(|source| ResolveError::Io {
+            op: "open root",
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self { storage, dir, path: path.to_owned() })
     }
 
     /// The root's path as given to [`Root::open`].
@@ -114,73 +126,64 @@ impl Root {
         &self.path
     }
 
+    /// The storage the root was opened through.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The root directory's handle.
+    pub fn dir(&self) -> &S::Dir {
+        &self.dir
+    }
+
     /// Resolves `relative` beneath the root.
-    pub fn resolve(&self, relative: &Path) -> Result<Resolved, ResolveError> {
+    pub fn resolve(&self, relative: &Path) -> Result<Resolved<S::Dir>, ResolveError> {
         self.resolve_with(relative, Strategy::Auto)
     }
 
     /// Resolves `relative` beneath the root with the given strategy.
-    pub fn resolve_with(&self, relative: &Path, strategy: Strategy) -> Result<Resolved, ResolveError> {
+    pub fn resolve_with(&self, relative: &Path, strategy: Strategy) -> Result<Resolved<S::Dir>, ResolveError> {
         let (parents, name) = split(relative)?;
         let parent = match strategy {
-            Strategy::Auto => match self.open_beneath(&parents) {
-                Some(fd) => fd,
+            Strategy::Auto => match self.storage.open_beneath(&self.dir, &parents.iter().collect::<PathBuf>()) {
+                Some(dir) => dir,
                 None => self.walk(relative, &parents)?,
             },
             Strategy::Walk => self.walk(relative, &parents)?,
         };
-        let exists = match rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink => {
+        let exists = match self.storage.stat_at(&parent, name) {
+            Ok(stat) if stat.kind == FileKind::Symlink => {
                 return Err(ResolveError::Symlink { path: relative.to_owned(), component: relative.to_owned() });
             }
             Ok(_) => true,
-            Err(Errno::NOENT) => false,
-            Err(e) => {
-                return Err(ResolveError::Io {
-                    op: "stat final component",
-                    path: relative.to_owned(),
-                    source: e.into(),
-                });
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(source) => {
+                return Err(ResolveError::Io { op: "stat final component", path: relative.to_owned(), source });
             }
         };
         Ok(Resolved { parent, name: name.to_owned(), relative: relative.to_owned(), exists })
     }
 
-    /// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` of the parent directories; `None` when
-    /// unavailable or refused (the walk then resolves, or explains the refusal precisely).
-    fn open_beneath(&self, parents: &[&OsStr]) -> Option<OwnedFd> {
-        let mut joined = PathBuf::from(".");
-        for parent in parents {
-            joined.push(parent);
-        }
-        rustix::fs::openat2(
-            &self.fd,
-            &joined,
-            DIR_FLAGS,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        )
-        .ok()
-    }
-
-    fn walk(&self, relative: &Path, parents: &[&OsStr]) -> Result<OwnedFd, ResolveError> {
-        let io_error = |op, e: Errno| ResolveError::Io { op, path: relative.to_owned(), source: e.into() };
-        let mut current = rustix::fs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty())
-            .map_err(|e| ResolveError::Io { op: "open root", path: self.path.clone(), source: e.into() })?;
+    fn walk(&self, relative: &Path, parents: &[&OsStr]) -> Result<S::Dir, ResolveError> {
+        let io_error = |op, source| ResolveError::Io { op, path: relative.to_owned(), source };
+        let mut current = self.storage.open_dir_at(&self.dir, OsStr::new(".")).map_err(|source| ResolveError::Io {
+            op: "open root",
+            path: self.path.clone(),
+            source,
+        })?;
         let mut so_far = PathBuf::new();
         for component in parents {
             so_far.push(component);
-            match rustix::fs::openat(&current, *component, DIR_FLAGS, Mode::empty()) {
+            match self.storage.open_dir_at(&current, component) {
                 Ok(next) => current = next,
-                Err(Errno::NOENT) => {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     return Err(ResolveError::NotFound { path: relative.to_owned(), component: so_far });
                 }
-                Err(Errno::LOOP | Errno::NOTDIR) => {
+                Err(e) if is_errno(&e, Errno::LOOP) || is_errno(&e, Errno::NOTDIR) => {
                     // O_NOFOLLOW|O_DIRECTORY on a symlink gives ELOOP or ENOTDIR depending on
                     // the kernel; look without following to tell a symlink from a file.
-                    let stat = rustix::fs::statat(&current, *component, AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(|e| io_error("stat component", e))?;
-                    if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
+                    let stat = self.storage.stat_at(&current, component).map_err(|e| io_error("stat component", e))?;
+                    if stat.kind == FileKind::Symlink {
                         return Err(ResolveError::Symlink { path: relative.to_owned(), component: so_far });
                     }
                     return Err(ResolveError::Invalid {
@@ -195,10 +198,10 @@ impl Root {
     }
 }
 
-impl Resolved {
+impl<D> Resolved<D> {
     /// The open parent directory, for `*at()` calls.
-    pub fn parent(&self) -> BorrowedFd<'_> {
-        self.parent.as_fd()
+    pub fn parent(&self) -> &D {
+        &self.parent
     }
 
     /// The final component.
@@ -215,7 +218,9 @@ impl Resolved {
     pub fn exists(&self) -> bool {
         self.exists
     }
+}
 
+impl Resolved<OwnedFd> {
     /// Opens the final component with `flags` plus `O_NOFOLLOW | O_CLOEXEC` (so a symlink
     /// swapped in after resolution is refused, not followed); `mode` applies with `O_CREAT`.
     pub fn open(&self, flags: OFlags, mode: Mode) -> Result<File, ResolveError> {
@@ -230,6 +235,11 @@ impl Resolved {
             Err(e) => Err(ResolveError::Io { op: "open", path: self.relative.clone(), source: e.into() }),
         }
     }
+}
+
+/// `realpath(3)`: `path` made absolute with every symbolic link in it resolved (it must exist).
+pub fn canonicalize(path: &Path) -> crate::Result<PathBuf> {
+    std::fs::canonicalize(path).map_err(|e| crate::FsError::io("resolve", path, e))
 }
 
 /// Validates `relative` and splits it into parent directory names and the final name.

@@ -6,6 +6,7 @@
 //! Decisions stay the kernel's: a backend folds its records into a [`LiveState`], asks the
 //! kernel's arbiter and expiry predicate, and only stores and serialises.
 
+use std::path::Path;
 use std::time::Duration;
 
 use keel_kernel::arbiter::Decision;
@@ -36,6 +37,16 @@ impl<'a> LeaseRef<'a> {
     pub fn exact(identity: &'a Identity) -> Self {
         Self { lane: &identity.lane, loop_ts: Some(&identity.loop_ts) }
     }
+}
+
+/// Where a lease service keeps its state: what the write gate binds a workspace to (so a stale
+/// copy or a second service cannot let a released generation through) and protects from writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location<'a> {
+    /// A journal file on this host (its lock, head and temporaries sit beside it).
+    File(&'a Path),
+    /// A service reached over the network, by a name that identifies it (endpoints and prefix).
+    Named(&'a str),
 }
 
 /// A lease service. Every operation is atomic with respect to the others; a grant, a release or
@@ -110,4 +121,10 @@ pub trait LeaseBackend {
 
     /// The journal's figures.
     fn stats(&self) -> Result<Stats, JournalError>;
+
+    /// Where the service keeps its state.
+    fn location(&self) -> Location<'_>;
+
+    /// Paths no gated write may touch, whoever holds a lease (the taxonomy's `protected`).
+    fn protected(&self) -> &[String];
 }

@@ -41,7 +41,7 @@ pub mod service;
 pub mod verify;
 pub mod workspace;
 
-pub use backend::{LeaseBackend, LeaseRef};
+pub use backend::{LeaseBackend, LeaseRef, Location};
 pub use policy::{BashRule, OnError, Policy, PolicyError};
 pub use read::{ReadOutcome, replay_from, replay_path};
 pub use service::{

@@ -9,12 +9,11 @@
 //! I/O error) mid-way, and the next holder of the mutator lock finishes or undoes it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
-use std::io::{ErrorKind, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::io::ErrorKind;
 use std::path::Path;
 
-use keel_fs::{AppendReport, LineReader, RECORD_BYTES_MAX};
+use keel_fs::seam::StorageRead;
+use keel_fs::{AppendReport, LineReader, RECORD_BYTES_MAX, Storage};
 use serde::{Deserialize, Serialize};
 
 use crate::error::MutateError;
@@ -350,8 +349,8 @@ impl Index {
     /// Folds whatever the log gained since the last call (or all of it, if the file was
     /// replaced). Only whole lines are folded: [`offset`](Self::offset) stops before a torn
     /// tail, which the next holder of the lock cuts off ([`Self::cut_torn_tail`]).
-    pub fn catch_up(&mut self, path: &Path) -> Result<(), MutateError> {
-        let file = match File::open(path) {
+    pub fn catch_up<S: Storage>(&mut self, storage: &S, path: &Path) -> Result<(), MutateError> {
+        let file = match storage.open_read(path) {
             Ok(file) => file,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 *self = Self::default();
@@ -359,17 +358,16 @@ impl Index {
             }
             Err(e) => return Err(MutateError::io("open mutation log", path, e)),
         };
-        let meta = file.metadata().map_err(|e| MutateError::io("fstat mutation log", path, e))?;
-        let identity = (meta.dev(), meta.ino());
-        if self.file != Some(identity) || meta.len() < self.offset {
+        let stat = storage.file_stat(&file).map_err(|e| MutateError::io("fstat mutation log", path, e))?;
+        let identity = (stat.dev, stat.ino);
+        if self.file != Some(identity) || stat.len < self.offset {
             *self = Self { file: Some(identity), ..Self::default() };
         }
-        if meta.len() == self.offset {
+        if stat.len == self.offset {
             return Ok(());
         }
-        let mut file = file;
-        file.seek(SeekFrom::Start(self.offset)).map_err(|e| MutateError::io("seek mutation log", path, e))?;
-        let mut reader = LineReader::new(file, path, self.offset).with_line_bytes_max(RECORD_BYTES_MAX);
+        let mut reader = LineReader::new(StorageRead::new(storage, &file, self.offset), path, self.offset)
+            .with_line_bytes_max(RECORD_BYTES_MAX);
         loop {
             let line = match reader.next_line() {
                 Ok(Some(line)) => line,
@@ -401,10 +399,16 @@ impl Index {
 
     /// Notes that this process appended `record` (its bytes, which are re-read as any reader
     /// would, so the index is exactly what a fresh fold gives) as `report` describes.
-    pub fn appended(&mut self, record: &[u8], report: &AppendReport, path: &Path) -> Result<(), MutateError> {
+    pub fn appended<S: Storage>(
+        &mut self,
+        storage: &S,
+        record: &[u8],
+        report: &AppendReport,
+        path: &Path,
+    ) -> Result<(), MutateError> {
         if self.file.is_none() {
-            let meta = std::fs::metadata(path).map_err(|e| MutateError::io("stat mutation log", path, e))?;
-            self.file = Some((meta.dev(), meta.ino()));
+            let stat = storage.path_stat(path).map_err(|e| MutateError::io("stat mutation log", path, e))?;
+            self.file = Some((stat.dev, stat.ino));
         }
         if report.repaired_torn_tail {
             // Something wrote a fragment while the lock was held (the session cut any before it
@@ -423,18 +427,20 @@ impl Index {
     /// [`catch_up`](Self::catch_up): no one else can be appending. Removing the fragment,
     /// rather than terminating it as a shared journal's appender must, keeps every whole line of
     /// this log a record, so a whole line that is not one is damage. Returns whether it cut.
-    pub fn cut_torn_tail(&self, path: &Path) -> Result<bool, MutateError> {
-        let file = match std::fs::OpenOptions::new().write(true).open(path) {
+    pub fn cut_torn_tail<S: Storage>(&self, storage: &S, path: &Path) -> Result<bool, MutateError> {
+        let file = match storage.open_write(path) {
             Ok(file) => file,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(MutateError::io("open mutation log", path, e)),
         };
-        let meta = file.metadata().map_err(|e| MutateError::io("fstat mutation log", path, e))?;
-        if meta.len() <= self.offset || self.file != Some((meta.dev(), meta.ino())) {
+        let stat = storage.file_stat(&file).map_err(|e| MutateError::io("fstat mutation log", path, e))?;
+        if stat.len <= self.offset || self.file != Some((stat.dev, stat.ino)) {
             return Ok(false);
         }
-        file.set_len(self.offset).map_err(|e| MutateError::io("truncate the torn tail of mutation log", path, e))?;
-        file.sync_data().map_err(|e| MutateError::io("fdatasync mutation log", path, e))?;
+        storage
+            .set_len(&file, self.offset)
+            .map_err(|e| MutateError::io("truncate the torn tail of mutation log", path, e))?;
+        storage.sync_data(&file).map_err(|e| MutateError::io("fdatasync mutation log", path, e))?;
         Ok(true)
     }
 
@@ -500,7 +506,7 @@ mod tests {
         bytes.extend_from_slice(tail);
         std::fs::write(&path, bytes).expect("write log");
         let mut index = Index::default();
-        index.catch_up(&path).expect("fold");
+        index.catch_up(&keel_fs::OsStorage, &path).expect("fold");
         (dir, path, index)
     }
 
@@ -543,9 +549,9 @@ mod tests {
         let (_dir, path, index) = fold(&lines, b"{\"intent\":\"a\",\"st");
         assert!(index.damage.is_empty(), "{:?}", index.damage);
         assert_eq!(index.offset, lines[0].len() as u64 + 1);
-        assert!(index.cut_torn_tail(&path).expect("cut"));
+        assert!(index.cut_torn_tail(&keel_fs::OsStorage, &path).expect("cut"));
         assert_eq!(std::fs::metadata(&path).expect("stat").len(), index.offset);
-        assert!(!index.cut_torn_tail(&path).expect("nothing left to cut"));
+        assert!(!index.cut_torn_tail(&keel_fs::OsStorage, &path).expect("nothing left to cut"));
     }
 
     #[test]

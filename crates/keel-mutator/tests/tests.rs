@@ -5,4 +5,5 @@ mod crash;
 mod damage;
 mod escapes;
 mod outcomes;
+mod seam;
 mod support;

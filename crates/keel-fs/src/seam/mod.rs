@@ -12,21 +12,21 @@
 //! - A file's mode is metadata that survives with the file (not modelled separately).
 //! - No torn sectors inside a synced region; no lying fsync (if the disk lies, nothing helps).
 
-use std::fs::{File, OpenOptions, Permissions};
-use std::io::{self, ErrorKind, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::ffi::{OsStr, OsString};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags};
+mod os;
+pub use os::OsStorage;
 
 #[cfg(any(test, feature = "testing"))]
-mod testing;
+mod fail;
 #[cfg(any(test, feature = "testing"))]
-pub use testing::{CrashSim, FailAfter, SimFile, Survives};
-
-/// How many times [`OsStorage::open_append`] retries when the file vanishes between its
-/// "create exclusively" and "open existing" attempts (someone deleting it in a loop).
-const OPEN_APPEND_ATTEMPTS_MAX: u32 = 4;
+mod sim;
+#[cfg(any(test, feature = "testing"))]
+pub use fail::FailAfter;
+#[cfg(any(test, feature = "testing"))]
+pub use sim::{CrashSim, SimDir, SimFile, Survives};
 
 /// Whether a directory `fsync` happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,19 @@ pub enum DirSync {
     Synced,
     /// The file system refused to fsync a directory (`EINVAL`/`ENOTSUP`); the step was skipped.
     Unsupported,
+}
+
+/// What kind of thing a name is (never following a symlink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// A FIFO, socket or device.
+    Other,
 }
 
 /// The facts about a file that the callers of the seam need.
@@ -49,17 +62,23 @@ pub struct FileStat {
     pub len: u64,
     /// Permission bits (`st_mode & 0o7777`).
     pub mode: u32,
+    /// What the name is.
+    pub kind: FileKind,
 }
 
 /// The kinds of operation the seam performs; `FailAfter::only` filters on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    /// [`Storage::create_new`].
+    /// [`Storage::create_new`] and [`Storage::create_new_at`].
     CreateNew,
     /// [`Storage::open_append`].
     OpenAppend,
-    /// [`Storage::open_read`].
+    /// [`Storage::open_write`].
+    OpenWrite,
+    /// [`Storage::open_read`] and [`Storage::open_read_at`].
     OpenRead,
+    /// [`Storage::open_dir`] and [`Storage::open_dir_at`].
+    OpenDir,
     /// [`Storage::write_all`] and [`Storage::write_once`].
     Write,
     /// [`Storage::read_at`].
@@ -68,30 +87,44 @@ pub enum Op {
     SyncAll,
     /// [`Storage::sync_data`].
     SyncData,
-    /// [`Storage::file_stat`] and [`Storage::path_stat`].
+    /// [`Storage::file_stat`], [`Storage::path_stat`], [`Storage::link_stat`],
+    /// [`Storage::stat_at`] and [`Storage::dir_stat`].
     Stat,
     /// [`Storage::set_mode`].
     SetMode,
-    /// [`Storage::rename`].
+    /// [`Storage::rename`], [`Storage::rename_noreplace`] and [`Storage::rename_at`].
     Rename,
-    /// [`Storage::sync_dir`].
+    /// [`Storage::sync_dir`] and [`Storage::sync_dir_handle`].
     SyncDir,
-    /// [`Storage::remove_file`].
+    /// [`Storage::remove_file`], [`Storage::unlink_at`] and [`Storage::remove_dir`].
     Remove,
     /// [`Storage::set_len`].
     SetLen,
+    /// [`Storage::create_dir`] and [`Storage::create_dir_at`].
+    CreateDir,
+    /// [`Storage::list_dir`].
+    ListDir,
 }
 
-/// The operations atomic write and durable append need. Paths are used as given; callers pass
-/// the directory of a file to [`Storage::sync_dir`].
+/// Every operation keel performs on files and directories. Paths are used as given; callers
+/// pass the directory of a file to [`Storage::sync_dir`]. The `*_at` operations act on a name
+/// in an open directory handle, so a path is resolved once (beneath a root, see
+/// [`crate::resolve`]) and a renamed directory cannot redirect them; none follows a symlink in
+/// the name it acts on. A name that is absent is an error of kind `NotFound`; an `*_at` error
+/// carries the operating system's `errno` (`EEXIST`, `ELOOP`, `ENOTDIR`, ...) so callers can
+/// tell the cases apart.
 pub trait Storage {
     /// An open file.
     type File;
+    /// An open directory.
+    type Dir;
     /// Creates `path` exclusively (`O_CREAT|O_EXCL`), write-only.
     fn create_new(&self, path: &Path) -> io::Result<Self::File>;
     /// Opens `path` for reading and `O_APPEND` writing, creating it if missing; `true` when this
     /// call created it.
     fn open_append(&self, path: &Path) -> io::Result<(Self::File, bool)>;
+    /// Opens an existing `path` for writing at offset 0 (to cut it with [`Storage::set_len`]).
+    fn open_write(&self, path: &Path) -> io::Result<Self::File>;
     /// Opens an existing `path` for reading only: what a reader needs, and all a read-only
     /// mount allows.
     fn open_read(&self, path: &Path) -> io::Result<Self::File>;
@@ -109,64 +142,108 @@ pub trait Storage {
     fn file_stat(&self, file: &Self::File) -> io::Result<FileStat>;
     /// `stat` (follows symlinks, as `open` does).
     fn path_stat(&self, path: &Path) -> io::Result<FileStat>;
+    /// `lstat`: the name itself, a symlink not followed.
+    fn link_stat(&self, path: &Path) -> io::Result<FileStat>;
     /// `fchmod`.
     fn set_mode(&self, file: &Self::File, mode: u32) -> io::Result<()>;
     /// `rename`, replacing `to` if it exists.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// `renameat2(RENAME_NOREPLACE)`: fails with `EEXIST` if `to` exists (also directories).
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Opens the directory `dir` and `fsync`s it.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// `unlink`.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// `rmdir`: the directory must be empty.
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
+    /// `mkdir` (mode 0o777 less the umask); `AlreadyExists` if the name exists.
+    fn create_dir(&self, path: &Path) -> io::Result<()>;
+    /// The names in the directory `path` (not `.` or `..`), in no particular order.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<OsString>>;
     /// `ftruncate`: cuts the file to `len` bytes (needs no free space).
     fn set_len(&self, file: &Self::File, len: u64) -> io::Result<()>;
+
+    /// Opens the directory `path`: a trusted starting point, so symlinks in it are followed.
+    fn open_dir(&self, path: &Path) -> io::Result<Self::Dir>;
+    /// Opens the directory `name` in `dir` (`O_NOFOLLOW|O_DIRECTORY`: a symlink or a file there
+    /// fails with `ELOOP` or `ENOTDIR`).
+    fn open_dir_at(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<Self::Dir>;
+    /// Opens the directories `parents` beneath `dir` in one step, never leaving `dir` nor
+    /// following a symlink (`openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)`); `None` when the
+    /// storage has no such call or refuses, and the caller then walks with
+    /// [`Storage::open_dir_at`].
+    fn open_beneath(&self, dir: &Self::Dir, parents: &Path) -> Option<Self::Dir>;
+    /// Creates `name` in `dir` exclusively and without following a symlink, write-only, with
+    /// `mode` (less the umask).
+    fn create_new_at(&self, dir: &Self::Dir, name: &OsStr, mode: u32) -> io::Result<Self::File>;
+    /// Opens `name` in `dir` for reading, refusing a symlink (`ELOOP`) and never blocking on
+    /// a FIFO.
+    fn open_read_at(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<Self::File>;
+    /// `fstatat(AT_SYMLINK_NOFOLLOW)`.
+    fn stat_at(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<FileStat>;
+    /// `fstat` of a directory handle.
+    fn dir_stat(&self, dir: &Self::Dir) -> io::Result<FileStat>;
+    /// `renameat2`: `from` in `from_dir` to `to` in `to_dir`; without `replace`, fails with
+    /// `EEXIST` when `to` exists.
+    fn rename_at(
+        &self,
+        from_dir: &Self::Dir,
+        from: &OsStr,
+        to_dir: &Self::Dir,
+        to: &OsStr,
+        replace: bool,
+    ) -> io::Result<()>;
+    /// `unlinkat` of a file.
+    fn unlink_at(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<()>;
+    /// `mkdirat`.
+    fn create_dir_at(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<()>;
+    /// `fsync` of a directory handle: its entries become durable.
+    fn sync_dir_handle(&self, dir: &Self::Dir) -> io::Result<()>;
+}
+
+/// Forwards every operation of `&S` to `S`.
+macro_rules! forward {
+    ($($name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        $(fn $name(&self $(, $arg: $ty)*) -> $ret { (**self).$name($($arg),*) })*
+    };
 }
 
 impl<S: Storage + ?Sized> Storage for &S {
     type File = S::File;
-    fn create_new(&self, path: &Path) -> io::Result<Self::File> {
-        (**self).create_new(path)
-    }
-    fn open_append(&self, path: &Path) -> io::Result<(Self::File, bool)> {
-        (**self).open_append(path)
-    }
-    fn open_read(&self, path: &Path) -> io::Result<Self::File> {
-        (**self).open_read(path)
-    }
-    fn write_all(&self, file: &mut Self::File, bytes: &[u8]) -> io::Result<()> {
-        (**self).write_all(file, bytes)
-    }
-    fn write_once(&self, file: &mut Self::File, bytes: &[u8]) -> io::Result<usize> {
-        (**self).write_once(file, bytes)
-    }
-    fn read_at(&self, file: &Self::File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        (**self).read_at(file, offset, buf)
-    }
-    fn sync_all(&self, file: &Self::File) -> io::Result<()> {
-        (**self).sync_all(file)
-    }
-    fn sync_data(&self, file: &Self::File) -> io::Result<()> {
-        (**self).sync_data(file)
-    }
-    fn file_stat(&self, file: &Self::File) -> io::Result<FileStat> {
-        (**self).file_stat(file)
-    }
-    fn path_stat(&self, path: &Path) -> io::Result<FileStat> {
-        (**self).path_stat(path)
-    }
-    fn set_mode(&self, file: &Self::File, mode: u32) -> io::Result<()> {
-        (**self).set_mode(file, mode)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        (**self).rename(from, to)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        (**self).sync_dir(dir)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        (**self).remove_file(path)
-    }
-    fn set_len(&self, file: &Self::File, len: u64) -> io::Result<()> {
-        (**self).set_len(file, len)
+    type Dir = S::Dir;
+    forward! {
+        create_new(&self, path: &Path) -> io::Result<Self::File>;
+        open_append(&self, path: &Path) -> io::Result<(Self::File, bool)>;
+        open_write(&self, path: &Path) -> io::Result<Self::File>;
+        open_read(&self, path: &Path) -> io::Result<Self::File>;
+        write_all(&self, file: &mut Self::File, bytes: &[u8]) -> io::Result<()>;
+        write_once(&self, file: &mut Self::File, bytes: &[u8]) -> io::Result<usize>;
+        read_at(&self, file: &Self::File, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+        sync_all(&self, file: &Self::File) -> io::Result<()>;
+        sync_data(&self, file: &Self::File) -> io::Result<()>;
+        file_stat(&self, file: &Self::File) -> io::Result<FileStat>;
+        path_stat(&self, path: &Path) -> io::Result<FileStat>;
+        link_stat(&self, path: &Path) -> io::Result<FileStat>;
+        set_mode(&self, file: &Self::File, mode: u32) -> io::Result<()>;
+        rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+        rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()>;
+        sync_dir(&self, dir: &Path) -> io::Result<()>;
+        remove_file(&self, path: &Path) -> io::Result<()>;
+        remove_dir(&self, path: &Path) -> io::Result<()>;
+        create_dir(&self, path: &Path) -> io::Result<()>;
+        list_dir(&self, path: &Path) -> io::Result<Vec<OsString>>;
+        set_len(&self, file: &Self::File, len: u64) -> io::Result<()>;
+        open_dir(&self, path: &Path) -> io::Result<Self::Dir>;
+        open_dir_at(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<Self::Dir>;
+        open_beneath(&self, dir: &Self::Dir, parents: &Path) -> Option<Self::Dir>;
+        create_new_at(&self, dir: &Self::Dir, name: &OsStr, mode: u32) -> io::Result<Self::File>;
+        open_read_at(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<Self::File>;
+        stat_at(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<FileStat>;
+        dir_stat(&self, dir: &Self::Dir) -> io::Result<FileStat>;
+        rename_at(&self, from_dir: &Self::Dir, from: &OsStr, to_dir: &Self::Dir, to: &OsStr, replace: bool) -> io::Result<()>;
+        unlink_at(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<()>;
+        create_dir_at(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<()>;
+        sync_dir_handle(&self, dir: &Self::Dir) -> io::Result<()>;
     }
 }
 
@@ -196,102 +273,51 @@ pub fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// The real operating system.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OsStorage;
-
-fn stat_of(meta: &std::fs::Metadata) -> FileStat {
-    FileStat { dev: meta.dev(), ino: meta.ino(), len: meta.len(), mode: meta.mode() & 0o7777 }
+/// Reads all of `file` through `storage`, refusing more than `bytes_max` bytes (the error's
+/// kind is `FileTooLarge`), so no read is unbounded.
+pub fn read_to_end<S: Storage + ?Sized>(storage: &S, file: &S::File, bytes_max: u64) -> io::Result<Vec<u8>> {
+    const CHUNK: usize = 64 * 1024;
+    let mut bytes = Vec::new();
+    loop {
+        let start = bytes.len();
+        bytes.resize(start + CHUNK, 0);
+        let n = storage.read_at(file, start as u64, &mut bytes[start..])?;
+        bytes.truncate(start + n);
+        if bytes.len() as u64 > bytes_max {
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, format!("longer than {bytes_max} bytes")));
+        }
+        if n == 0 {
+            return Ok(bytes);
+        }
+    }
 }
 
-impl Storage for OsStorage {
-    type File = File;
+/// A file of a [`Storage`] as a [`std::io::Read`] from `offset` on (for [`crate::LineReader`]).
+#[derive(Debug)]
+pub struct StorageRead<'a, S: Storage + ?Sized> {
+    storage: &'a S,
+    file: &'a S::File,
+    offset: u64,
+}
 
-    fn create_new(&self, path: &Path) -> io::Result<File> {
-        OpenOptions::new().write(true).create_new(true).open(path)
+impl<'a, S: Storage + ?Sized> StorageRead<'a, S> {
+    /// Reads `file` through `storage`, starting at `offset`.
+    pub fn new(storage: &'a S, file: &'a S::File, offset: u64) -> Self {
+        Self { storage, file, offset }
     }
+}
 
-    fn open_append(&self, path: &Path) -> io::Result<(File, bool)> {
-        // Two steps instead of `create(true)` so the caller learns whether the name is new and
-        // therefore needs a directory fsync.
-        for _ in 0..OPEN_APPEND_ATTEMPTS_MAX {
-            match OpenOptions::new().read(true).append(true).create_new(true).open(path) {
-                Ok(file) => return Ok((file, true)),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-            match OpenOptions::new().read(true).append(true).open(path) {
-                Ok(file) => return Ok((file, false)),
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Err(io::Error::other("file kept appearing and vanishing while being opened"))
+impl<S: Storage + ?Sized> io::Read for StorageRead<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.storage.read_at(self.file, self.offset, buf)?;
+        self.offset += n as u64;
+        Ok(n)
     }
+}
 
-    fn open_read(&self, path: &Path) -> io::Result<File> {
-        File::open(path)
-    }
-
-    fn write_all(&self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
-        file.write_all(bytes)
-    }
-
-    fn write_once(&self, file: &mut File, bytes: &[u8]) -> io::Result<usize> {
-        loop {
-            match file.write(bytes) {
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                result => return result,
-            }
-        }
-    }
-
-    fn read_at(&self, file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match file.read_at(buf, offset) {
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                result => return result,
-            }
-        }
-    }
-
-    fn sync_all(&self, file: &File) -> io::Result<()> {
-        file.sync_all()
-    }
-
-    fn sync_data(&self, file: &File) -> io::Result<()> {
-        file.sync_data()
-    }
-
-    fn file_stat(&self, file: &File) -> io::Result<FileStat> {
-        Ok(stat_of(&file.metadata()?))
-    }
-
-    fn path_stat(&self, path: &Path) -> io::Result<FileStat> {
-        Ok(stat_of(&std::fs::metadata(path)?))
-    }
-
-    fn set_mode(&self, file: &File, mode: u32) -> io::Result<()> {
-        file.set_permissions(Permissions::from_mode(mode & 0o7777))
-    }
-
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        std::fs::rename(from, to)
-    }
-
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let fd = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-        rustix::fs::fsync(&fd)?;
-        Ok(())
-    }
-
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_file(path)
-    }
-
-    fn set_len(&self, file: &File, len: u64) -> io::Result<()> {
-        file.set_len(len)
-    }
+/// Whether `e` is the operating system's `errno`: how callers tell the `*_at` errors apart.
+pub fn is_errno(e: &io::Error, errno: rustix::io::Errno) -> bool {
+    e.raw_os_error() == Some(errno.raw_os_error())
 }
 
 #[cfg(test)]

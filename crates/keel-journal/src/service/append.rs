@@ -132,7 +132,7 @@ impl<S: Storage + Clone> Journal<S> {
         }
         let file = self.storage.open_read(path).ok()?;
         let mut bytes = Vec::new();
-        StorageRead { storage: &self.storage, file: &file, offset: 0 }.read_to_end(&mut bytes).ok()?;
+        StorageRead::new(&self.storage, &file, 0).read_to_end(&mut bytes).ok()?;
         Some(bytes)
     }
 

@@ -130,7 +130,7 @@ impl<S: Storage + Clone> Journal<S> {
             None => self.load_head(&stat, &file, cache).unwrap_or_default(),
         };
         let mut replay = Replay::resume(state, lines);
-        let reader = StorageRead { storage: &self.storage, file: &file, offset };
+        let reader = StorageRead::new(&self.storage, &file, offset);
         let mut lines_reader =
             LineReader::new(reader, &self.path, offset).with_expected_bytes(stat.len.saturating_sub(offset));
         let (mut safe_offset, mut safe_lines, mut terminated) = (offset, lines, true);

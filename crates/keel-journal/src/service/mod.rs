@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keel_fs::seam::FileStat;
+use keel_fs::seam::{FileStat, StorageRead};
 use keel_fs::{
     Appender, ErrorKind, FsError, LINE_BYTES_MAX_DEFAULT, LineReader, OsLock, OsStorage, ReusableLock, Storage,
     write_atomic_with,
@@ -540,20 +540,6 @@ fn fresh_loop_ts(now: f64) -> String {
     let micros = ((now - seconds) * 1e6).floor() as u64;
     let base = format_utc(seconds as i64);
     format!("{}.{micros:06}Z", base.trim_end_matches('Z'))
-}
-
-struct StorageRead<'a, S: Storage> {
-    storage: &'a S,
-    file: &'a S::File,
-    offset: u64,
-}
-
-impl<S: Storage> Read for StorageRead<'_, S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.storage.read_at(self.file, self.offset, buf)?;
-        self.offset += n as u64;
-        Ok(n)
-    }
 }
 
 impl<S: Storage + Clone> Journal<S> {

@@ -1,5 +1,7 @@
 //! The journal as a [`LeaseBackend`]: each operation folds, decides with the kernel, appends.
 
+use crate::backend::Location;
+
 use super::{
     AcquireOutcome, AcquireRequest, Adopted, Beat, Decision, Duration, HolderPid, Identity, Instant, Journal,
     JournalError, LeaseBackend, LeaseRef, LiveLease, LiveState, LiveView, Object, Recorded, Stats, Stopped, Storage,
@@ -191,5 +193,13 @@ impl<S: Storage + Clone> LeaseBackend for Journal<S> {
                 last_compaction: cache.last_compaction.clone(),
             })
         })
+    }
+
+    fn location(&self) -> Location<'_> {
+        Location::File(&self.path)
+    }
+
+    fn protected(&self) -> &[String] {
+        &self.options.taxonomy.protected
     }
 }

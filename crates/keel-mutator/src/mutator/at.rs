@@ -1,19 +1,25 @@
 //! The `*at` helpers: every file operation relative to a directory handle beneath the root, so a
-//! path is resolved once and a renamed directory cannot redirect a write; and the journal binding.
+//! path is resolved once and a renamed directory cannot redirect a write; all of it through the
+//! storage seam. And the journal binding.
 
 use super::{
-    AtFlags, BorrowedFd, DirSyncStatus, Errno, ErrorKind, File, FileType, HASH_BUFFER_BYTES, Index, Look, Mode,
-    MutateError, OFlags, Observed, Outcome, Path, PreState, Read, Refusal, ResolveError, Resolved, Root,
-    SCRATCH_STEM_BYTES_MAX, Stage, gate,
+    BINDING_BYTES_MAX, DirSyncStatus, Errno, ErrorKind, FileKind, HASH_BUFFER_BYTES, Index, Location, Look,
+    MutateError, Observed, OsStr, Outcome, Path, PreState, Refusal, ResolveError, Resolved, Root,
+    SCRATCH_STEM_BYTES_MAX, Stage, Storage, gate, is_errno, read_to_end,
 };
 
 /// Marks a journal path beneath the workspace root in [`journal_place`].
 pub(super) const INSIDE_ROOT: &str = "root:";
 
-/// Where `journal` is, as the binding records it: `root:<path beneath the root>` or its absolute
-/// path, with symbolic links resolved in its directory (the file itself may not exist yet).
-pub(super) fn journal_place(root: &Path, journal: &Path) -> Result<String, MutateError> {
-    let canonical = |path: &Path| std::fs::canonicalize(path).map_err(|e| MutateError::io("resolve", path, e));
+/// Where the lease backend is, as the binding records it: for a journal, `root:<path beneath the
+/// root>` or its absolute path, with symbolic links resolved in its directory (the file itself
+/// may not exist yet); for a service, its name.
+pub(super) fn journal_place(root: &Path, location: Location<'_>) -> Result<String, MutateError> {
+    let journal = match location {
+        Location::File(journal) => journal,
+        Location::Named(name) => return Ok(name.to_owned()),
+    };
+    let canonical = |path: &Path| keel_fs::canonicalize(path).map_err(MutateError::from);
     let root = canonical(root)?;
     let Some(name) = journal.file_name() else {
         return Err(MutateError::InvalidRequest {
@@ -32,8 +38,14 @@ pub(super) fn journal_place(root: &Path, journal: &Path) -> Result<String, Mutat
 /// Binds the workspace to the journal its first mutator used, and refuses any other: the gate
 /// checks generations against the journal it is given, so a stale copy of the journal, or a
 /// wrong `$KEEL_JOURNAL`, would let a released lease's generation land. Under the mutator lock.
-pub(super) fn bind_journal(binding: &Path, place: &str, root: &Path) -> Result<(), MutateError> {
-    match std::fs::read(binding) {
+pub(super) fn bind_journal<S: Storage>(
+    storage: &S,
+    binding: &Path,
+    place: &str,
+    root: &Path,
+) -> Result<(), MutateError> {
+    let read = storage.open_read(binding).and_then(|file| read_to_end(storage, &file, BINDING_BYTES_MAX));
+    match read {
         Ok(bound) if bound == place.as_bytes() => Ok(()),
         Ok(bound) => Err(MutateError::JournalMismatch {
             root: root.to_owned(),
@@ -42,7 +54,7 @@ pub(super) fn bind_journal(binding: &Path, place: &str, root: &Path) -> Result<(
             binding: binding.to_owned(),
         }),
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            let _report = keel_fs::write_atomic(binding, place.as_bytes())?;
+            let _report = keel_fs::write_atomic_with(storage, binding, place.as_bytes())?;
             Ok(())
         }
         Err(e) => Err(MutateError::io("read journal binding", binding, e)),
@@ -84,44 +96,58 @@ pub(super) fn scratch_name(path: &str, kind: &str, intent: &str) -> String {
     format!(".{}.{kind}.{intent}", &name[..end])
 }
 
-pub(super) fn dir_sync(parent: BorrowedFd<'_>, path: &str) -> Result<DirSyncStatus, MutateError> {
-    let status = keel_fs::seam::dir_sync_status(rustix::fs::fsync(parent).map_err(std::io::Error::from))
+pub(super) fn dir_sync<S: Storage>(storage: &S, parent: &S::Dir, path: &str) -> Result<DirSyncStatus, MutateError> {
+    let status = keel_fs::seam::dir_sync_status(storage.sync_dir_handle(parent))
         .map_err(|e| MutateError::io("fsync directory", path, e))?;
     Ok(status.into())
 }
 
-pub(super) fn dir_identity(fd: BorrowedFd<'_>, path: &str) -> Result<(u64, u64), MutateError> {
-    let stat = rustix::fs::fstat(fd).map_err(|e| MutateError::io("fstat directory", path, e))?;
-    Ok((stat.st_dev, stat.st_ino))
+pub(super) fn dir_identity<S: Storage>(storage: &S, dir: &S::Dir, path: &str) -> Result<(u64, u64), MutateError> {
+    let stat = storage.dir_stat(dir).map_err(|e| MutateError::io("fstat directory", path, e))?;
+    Ok((stat.dev, stat.ino))
 }
 
-pub(super) fn exists_at(parent: BorrowedFd<'_>, name: &str, path: &str) -> Result<bool, MutateError> {
-    match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(_) => Ok(true),
-        Err(Errno::NOENT) => Ok(false),
+/// The identity of `name` in `parent` (not following a symlink), or `None` when absent.
+pub(super) fn inode_at<S: Storage>(
+    storage: &S,
+    parent: &S::Dir,
+    name: &OsStr,
+    path: &str,
+) -> Result<Option<(u64, u64)>, MutateError> {
+    match storage.stat_at(parent, name) {
+        Ok(stat) => Ok(Some((stat.dev, stat.ino))),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(MutateError::io("stat", path, e)),
     }
 }
 
-pub(super) fn unlink_at(parent: BorrowedFd<'_>, name: &str, path: &str) -> Result<(), MutateError> {
-    match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
-        Ok(()) | Err(Errno::NOENT) => Ok(()),
+pub(super) fn exists_at<S: Storage>(storage: &S, parent: &S::Dir, name: &str, path: &str) -> Result<bool, MutateError> {
+    Ok(inode_at(storage, parent, OsStr::new(name), path)?.is_some())
+}
+
+pub(super) fn unlink_at<S: Storage>(storage: &S, parent: &S::Dir, name: &str, path: &str) -> Result<(), MutateError> {
+    match storage.unlink_at(parent, OsStr::new(name)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(MutateError::io("unlink", path, e)),
     }
 }
 
 /// The blake3 hash of a file's content, read through `file` (at most `bytes_max` bytes).
-pub(super) fn hash_file(file: &mut File, path: &str, bytes_max: u64) -> Result<String, MutateError> {
+pub(super) fn hash_file<S: Storage>(
+    storage: &S,
+    file: &S::File,
+    path: &str,
+    bytes_max: u64,
+) -> Result<String, MutateError> {
     let mut hasher = blake3::Hasher::new();
     let mut buffer = vec![0_u8; HASH_BUFFER_BYTES];
     let mut total: u64 = 0;
     loop {
-        let n = match file.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(MutateError::io("read", path, e)),
-        };
+        let n = storage.read_at(file, total, &mut buffer).map_err(|e| MutateError::io("read", path, e))?;
+        if n == 0 {
+            break;
+        }
         total += n as u64;
         if total > bytes_max {
             return Err(MutateError::TooLarge { path: path.into(), bytes: total, bytes_max });
@@ -133,52 +159,57 @@ pub(super) fn hash_file(file: &mut File, path: &str, bytes_max: u64) -> Result<S
 
 /// Looks at the final component of `resolved` without following a symlink: absent, a symlink,
 /// or a regular file with its hash, inode and permission bits.
-pub(super) fn look(resolved: &Resolved, path: &str, bytes_max: u64) -> Result<Look, MutateError> {
-    match rustix::fs::statat(resolved.parent(), resolved.name(), AtFlags::SYMLINK_NOFOLLOW) {
-        Err(Errno::NOENT) => return Ok(Look::Seen(Observed { state: PreState::Absent, inode: None, mode: None })),
+pub(super) fn look<S: Storage>(
+    storage: &S,
+    resolved: &Resolved<S::Dir>,
+    path: &str,
+    bytes_max: u64,
+) -> Result<Look, MutateError> {
+    let absent = Look::Seen(Observed { state: PreState::Absent, inode: None, mode: None });
+    match storage.stat_at(resolved.parent(), resolved.name()) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(absent),
         Err(e) => return Err(MutateError::io("stat", path, e)),
-        Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink => return Ok(Look::Symlink),
-        Ok(stat) if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile => {
-            return Err(MutateError::NotAFile { path: path.into() });
-        }
+        Ok(stat) if stat.kind == FileKind::Symlink => return Ok(Look::Symlink),
+        Ok(stat) if stat.kind != FileKind::File => return Err(MutateError::NotAFile { path: path.into() }),
         Ok(_) => {}
     }
-    // O_NONBLOCK: a FIFO swapped in after the stat must not hang the open.
-    let mut file = match resolved.open(OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty()) {
+    let file = match storage.open_read_at(resolved.parent(), resolved.name()) {
         Ok(file) => file,
-        Err(ResolveError::Symlink { .. }) => return Ok(Look::Symlink),
-        Err(ResolveError::NotFound { .. }) => {
-            return Ok(Look::Seen(Observed { state: PreState::Absent, inode: None, mode: None }));
-        }
-        Err(e) => return Err(MutateError::Resolve(e)),
+        Err(e) if is_errno(&e, Errno::LOOP) => return Ok(Look::Symlink),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(absent),
+        Err(e) => return Err(MutateError::io("open", path, e)),
     };
-    let stat = rustix::fs::fstat(&file).map_err(|e| MutateError::io("fstat", path, e))?;
-    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+    let stat = storage.file_stat(&file).map_err(|e| MutateError::io("fstat", path, e))?;
+    if stat.kind != FileKind::File {
         return Err(MutateError::NotAFile { path: path.into() });
     }
-    if stat.st_size as u64 > bytes_max {
-        return Err(MutateError::TooLarge { path: path.into(), bytes: stat.st_size as u64, bytes_max });
+    if stat.len > bytes_max {
+        return Err(MutateError::TooLarge { path: path.into(), bytes: stat.len, bytes_max });
     }
-    let hash = hash_file(&mut file, path, bytes_max)?;
+    let hash = hash_file(storage, &file, path, bytes_max)?;
     Ok(Look::Seen(Observed {
         state: PreState::Present { hash },
-        inode: Some((stat.st_dev, stat.st_ino)),
-        mode: Some(stat.st_mode & 0o7777),
+        inode: Some((stat.dev, stat.ino)),
+        mode: Some(stat.mode),
     }))
 }
 
-/// The content hash of the regular file at `path` beneath `root` (no lease needed: reading).
-/// A symlink or an escaping path is refused like any other resolution.
-pub fn hash_path(root: &Path, path: &str, bytes_max: u64) -> Result<PreState, MutateError> {
+/// The content hash of the regular file at `path` beneath `root`.
+pub(super) fn hash_in<S: Storage>(root: &Root<S>, path: &str, bytes_max: u64) -> Result<PreState, MutateError> {
     let canonical = gate::canonical_path(path)
         .map_err(|reason| MutateError::Resolve(ResolveError::Invalid { path: path.into(), reason }))?;
-    let root = Root::open(root).map_err(MutateError::Resolve)?;
     let resolved = root.resolve(Path::new(&canonical)).map_err(MutateError::Resolve)?;
-    match look(&resolved, &canonical, bytes_max)? {
+    match look(root.storage(), &resolved, &canonical, bytes_max)? {
         Look::Seen(observed) => Ok(observed.state),
         Look::Symlink => Err(MutateError::Resolve(ResolveError::Symlink {
             path: canonical.clone().into(),
             component: canonical.into(),
         })),
     }
+}
+
+/// The content hash of the regular file at `path` beneath `root` (no lease needed: reading).
+/// A symlink or an escaping path is refused like any other resolution.
+pub fn hash_path(root: &Path, path: &str, bytes_max: u64) -> Result<PreState, MutateError> {
+    hash_in(&Root::open(root).map_err(MutateError::Resolve)?, path, bytes_max)
 }

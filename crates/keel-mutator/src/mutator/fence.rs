@@ -2,12 +2,12 @@
 //! the journal's serialisation right before the commit.
 
 use super::{
-    AtFlags, Decision, Errno, Expect, Holder, IntentId, IntentKey, LeaseBackend, LiveGrant, Look, MutateError, Mutator,
-    Observed, Outcome, Path, Point, PreState, Record, Request, ResolveError, Session, Stage, Standing, Step, Target,
-    dir_identity, forbidden_escape, gate, look,
+    Decision, Expect, Holder, IntentId, IntentKey, LeaseBackend, LiveGrant, Look, MutateError, Mutator, Observed,
+    Outcome, Path, Point, PreState, Record, Request, ResolveError, Session, Stage, Standing, Step, Storage, Target,
+    dir_identity, forbidden_escape, gate, inode_at, look,
 };
 
-impl Mutator {
+impl<B: LeaseBackend, S: Storage + Clone> Mutator<B, S> {
     /// Ends an attempt: `complete` after success, `aborted` after a refusal (the refusal itself
     /// is logged by whoever refused, unless it came from a re-check), or, after an error,
     /// whatever recovery makes of it (best effort; the next operation or open tries again).
@@ -16,11 +16,11 @@ impl Mutator {
     /// answer to give at once (a duplicate or a refusal); nothing has been logged for it.
     pub(super) fn admit(
         &self,
-        session: &mut Session<'_>,
+        session: &mut Session<'_, S>,
         request: &Request,
         key: &IntentKey,
         paths: &[&str],
-    ) -> Stage<Vec<Target>> {
+    ) -> Stage<Vec<Target<S::Dir>>> {
         self.recover_all(session)?;
         if let Some(outcome) = Self::prior(session, &request.intent, key)? {
             return Ok(Err(outcome));
@@ -40,7 +40,7 @@ impl Mutator {
 
     pub(super) fn settle(
         &self,
-        session: &mut Session<'_>,
+        session: &mut Session<'_, S>,
         intent: &str,
         result: Stage<Outcome>,
     ) -> Result<Outcome, MutateError> {
@@ -70,7 +70,7 @@ impl Mutator {
     /// A finished earlier attempt of this intent: `Duplicate` if it applied the same request,
     /// an error if the id was used for a different one, `None` to go ahead.
     pub(super) fn prior(
-        session: &Session<'_>,
+        session: &Session<'_, S>,
         intent: &IntentId,
         key: &IntentKey,
     ) -> Result<Option<Outcome>, MutateError> {
@@ -116,7 +116,7 @@ impl Mutator {
 
     /// Resolves beneath the root without following symlinks; an escape or a symlink is a
     /// `Forbidden` outcome, a missing directory an error.
-    pub(super) fn resolve(&self, path: &str) -> Stage<Target> {
+    pub(super) fn resolve(&self, path: &str) -> Stage<Target<S::Dir>> {
         match self.root.resolve(Path::new(path)) {
             Ok(resolved) => Ok(Ok(Target { resolved, path: path.to_owned() })),
             Err(
@@ -128,7 +128,7 @@ impl Mutator {
 
     pub(super) fn log_intent(
         &self,
-        session: &mut Session<'_>,
+        session: &mut Session<'_, S>,
         request: &Request,
         key: &IntentKey,
         scratch: Option<&str>,
@@ -155,9 +155,9 @@ impl Mutator {
     /// delete or a rename needs, whatever pre-state the caller allowed.
     pub(super) fn check_present(
         &self,
-        session: &mut Session<'_>,
+        session: &mut Session<'_, S>,
         intent: &str,
-        target: &Target,
+        target: &Target<S::Dir>,
         expect: &Expect,
     ) -> Stage<Observed> {
         let observed = match self.check(session, intent, target, expect)? {
@@ -178,12 +178,12 @@ impl Mutator {
     /// Checks the pre-state and logs `checked`, or logs `aborted` and returns the refusal.
     pub(super) fn check(
         &self,
-        session: &mut Session<'_>,
+        session: &mut Session<'_, S>,
         intent: &str,
-        target: &Target,
+        target: &Target<S::Dir>,
         expect: &Expect,
     ) -> Stage<Observed> {
-        let observed = match look(&target.resolved, &target.path, self.options.content_bytes_max)? {
+        let observed = match look(self.storage(), &target.resolved, &target.path, self.options.content_bytes_max)? {
             Look::Seen(observed) => observed,
             Look::Symlink => {
                 session.log(&Record::noted(intent, Step::Aborted, "forbidden"))?;
@@ -215,7 +215,7 @@ impl Mutator {
     /// still allows; only then does `commit` run.
     pub(super) fn fenced<T>(
         &self,
-        target: &Target,
+        target: &Target<S::Dir>,
         observed: &Observed,
         paths: &[&str],
         holder: &Holder,
@@ -223,11 +223,7 @@ impl Mutator {
     ) -> Stage<T> {
         self.journal.with_live(|live| {
             let swapped = Outcome::InodeSwapped { path: target.path.clone() };
-            let now = match rustix::fs::statat(target.parent(), target.name(), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(stat) => Some((stat.st_dev, stat.st_ino)),
-                Err(Errno::NOENT) => None,
-                Err(e) => return Err(MutateError::io("stat", &target.path, e)),
-            };
+            let now = inode_at(self.storage(), target.parent(), target.name(), &target.path)?;
             if now != observed.inode {
                 return Ok(Err(swapped));
             }
@@ -243,14 +239,16 @@ impl Mutator {
     }
 
     /// The path still resolves, through real directories, to the directory we hold open.
-    pub(super) fn recheck_parent(&self, target: &Target) -> Result<Option<Outcome>, MutateError> {
+    pub(super) fn recheck_parent(&self, target: &Target<S::Dir>) -> Result<Option<Outcome>, MutateError> {
         let swapped = Some(Outcome::InodeSwapped { path: target.path.clone() });
         let again = match self.root.resolve(Path::new(&target.path)) {
             Ok(again) => again,
             Err(ResolveError::Io { op, path, source }) => return Err(MutateError::Io { op, path, source }),
             Err(_) => return Ok(swapped),
         };
-        if dir_identity(again.parent(), &target.path)? != dir_identity(target.parent(), &target.path)? {
+        if dir_identity(self.storage(), again.parent(), &target.path)?
+            != dir_identity(self.storage(), target.parent(), &target.path)?
+        {
             return Ok(swapped);
         }
         Ok(None)

@@ -6,17 +6,16 @@
 //! lease journal is read twice per operation: before anything is recorded (a refusal changes
 //! nothing) and again right before the commit (the fence is checked at commit time).
 
-use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
-use std::os::fd::BorrowedFd;
+use std::ffi::OsStr;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use keel_fs::{Appender, OsLock, ResolveError, Resolved, Root};
-use keel_journal::{Journal, LeaseBackend};
+use keel_fs::seam::{FileKind, is_errno, read_to_end};
+use keel_fs::{Appender, OsLock, OsStorage, ResolveError, Resolved, Root, Storage};
+use keel_journal::{Journal, LeaseBackend, Location};
 use keel_kernel::gate::{self, Decision, Holder, LiveGrant, Refusal};
 use keel_kernel::tree::Tree;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use crate::error::MutateError;
@@ -30,8 +29,8 @@ mod recovery;
 
 pub use at::hash_path;
 use at::{
-    INSIDE_ROOT, bind_journal, dir_identity, dir_sync, exists_at, forbidden_escape, gate_path, journal_place, look,
-    refuse_damage, scratch_name, unlink_at,
+    INSIDE_ROOT, bind_journal, dir_identity, dir_sync, exists_at, forbidden_escape, gate_path, hash_in, inode_at,
+    journal_place, look, refuse_damage, scratch_name, unlink_at,
 };
 
 /// What a stage of an operation gives: `Ok(Ok(t))` to go on with `t`, `Ok(Err(outcome))` to stop
@@ -58,6 +57,8 @@ pub const JOURNAL_BINDING_NAME: &str = "journal-binding";
 const SCRATCH_STEM_BYTES_MAX: usize = 64;
 /// Read buffer for hashing.
 const HASH_BUFFER_BYTES: usize = 64 * 1024;
+/// The largest journal binding read back (a path or a service name).
+const BINDING_BYTES_MAX: u64 = 64 * 1024;
 
 /// A point in an operation where [`MutatorOptions::on_step`] is called: after an effect
 /// (`TempWritten`, `Renamed`, ...) and after the log record that follows it (`...Logged`).
@@ -203,11 +204,13 @@ pub struct Recovery {
     pub compacted: bool,
 }
 
-/// Fenced, logged, atomic mutation of the files beneath one workspace root.
+/// Fenced, logged, atomic mutation of the files beneath one workspace root, checked against the
+/// leases of one [`LeaseBackend`] (the journal by default), doing all its I/O through one
+/// [`Storage`] (the real file system by default; tests crash or fail it).
 /// `Send + Sync`: share one per process, or open several (they serialise on the lock).
-pub struct Mutator {
-    root: Root,
-    journal: Journal,
+pub struct Mutator<B: LeaseBackend = Journal, S: Storage + Clone = OsStorage> {
+    root: Root<S>,
+    journal: B,
     options: MutatorOptions,
     protected: Tree,
     log_path: PathBuf,
@@ -216,20 +219,20 @@ pub struct Mutator {
     recovery: Recovery,
 }
 
-impl std::fmt::Debug for Mutator {
+impl<B: LeaseBackend, S: Storage + Clone> std::fmt::Debug for Mutator<B, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mutator").field("root", &self.root.path()).field("log", &self.log_path).finish_non_exhaustive()
     }
 }
 
 /// An open `*at()` target: parent directory and name.
-struct Target {
-    resolved: Resolved,
+struct Target<D> {
+    resolved: Resolved<D>,
     path: String,
 }
 
-impl Target {
-    fn parent(&self) -> BorrowedFd<'_> {
+impl<D> Target<D> {
+    fn parent(&self) -> &D {
         self.resolved.parent()
     }
 
@@ -254,31 +257,73 @@ enum Look {
 }
 
 /// Everything one operation holds: the lock, the index and an appender on the log.
-struct Session<'a> {
+struct Session<'a, S: Storage> {
     _lock: OsLock,
     index: MutexGuard<'a, Index>,
-    appender: Appender,
+    appender: Appender<S>,
+    storage: &'a S,
     log_path: &'a Path,
 }
 
-impl Session<'_> {
+impl<S: Storage> Session<'_, S> {
     fn log(&mut self, record: &Record) -> Result<(), MutateError> {
         let line = serde_json::to_vec(record)?;
         let report = self.appender.append(&line)?;
-        self.index.appended(&line, &report, self.log_path)
+        self.index.appended(self.storage, &line, &report, self.log_path)
+    }
+}
+
+impl<B: LeaseBackend> Mutator<B, OsStorage> {
+    /// Opens the mutator of the workspace at `root`, checking writes against `backend`.
+    /// Creates `<root>/.keel/` if needed, then replays the mutation log under the lock: every
+    /// incomplete intent is rolled forward (its effect had happened) or back (its temporary or
+    /// trash file removed), and an oversized log is compacted.
+    pub fn open(root: &Path, backend: B, options: MutatorOptions) -> Result<Self, MutateError> {
+        Self::open_with(OsStorage, root, backend, options)
     }
 }
 
 impl Mutator {
-    /// Opens the mutator of the workspace at `root`, checking writes against `journal`.
-    /// Creates `<root>/.keel/` if needed, then replays the mutation log under the lock: every
-    /// incomplete intent is rolled forward (its effect had happened) or back (its temporary or
-    /// trash file removed), and an oversized log is compacted.
-    pub fn open(root: &Path, journal: Journal, options: MutatorOptions) -> Result<Self, MutateError> {
-        let root_dir = Root::open(root).map_err(MutateError::Resolve)?;
+    /// The mutation log's damaged lines that no review has excused (the reason
+    /// [`MutateError::LogDamaged`] refuses every operation). With `accept_by` (who reviewed
+    /// them), also records an `excused` record after them, so operations run again. Without it,
+    /// changes nothing. Needs no open [`Mutator`], since opening is refused while damage stands;
+    /// takes the mutator lock like any operation.
+    pub fn review_log(root: &Path, accept_by: Option<&str>, options: &MutatorOptions) -> Result<Damage, MutateError> {
+        let storage = OsStorage;
         let state_dir = root.join(STATE_DIR);
-        match std::fs::symlink_metadata(&state_dir) {
-            Ok(meta) if meta.file_type().is_dir() => {}
+        let log_path = state_dir.join(LOG_NAME);
+        match storage.link_stat(&log_path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Damage::default()),
+            Err(e) => return Err(MutateError::io("stat mutation log", &log_path, e)),
+        }
+        if accept_by.is_some_and(|by| by.trim().is_empty()) {
+            return Err(MutateError::InvalidRequest {
+                what: "reviewer".to_owned(),
+                reason: "must name who reviewed the damage",
+            });
+        }
+        let _lock = OsLock::acquire_timeout(&state_dir.join(LOCK_NAME), options.lock_timeout_ms)?;
+        let mut index = Index::default();
+        index.catch_up(&storage, &log_path)?;
+        if let Some(by) = accept_by.filter(|_| !index.damage.is_empty()) {
+            index.cut_torn_tail(&storage, &log_path)?;
+            let line = serde_json::to_vec(&Record::noted("", Step::Excused, by))?;
+            // The log exists and its torn tail is cut: the report has nothing to say.
+            let _report = Appender::open(&log_path)?.append(&line)?;
+        }
+        Ok(index.damage)
+    }
+}
+
+impl<B: LeaseBackend, S: Storage + Clone> Mutator<B, S> {
+    /// [`Mutator::open`] with all file I/O through `storage`.
+    pub fn open_with(storage: S, root: &Path, backend: B, options: MutatorOptions) -> Result<Self, MutateError> {
+        let root_dir = Root::open_with(storage.clone(), root).map_err(MutateError::Resolve)?;
+        let state_dir = root.join(STATE_DIR);
+        match storage.link_stat(&state_dir) {
+            Ok(stat) if stat.kind == FileKind::Dir => {}
             Ok(_) => {
                 return Err(MutateError::io(
                     "open state directory",
@@ -286,15 +331,19 @@ impl Mutator {
                     std::io::Error::other("exists but is not a directory (a symlink is refused)"),
                 ));
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => match std::fs::create_dir(&state_dir) {
-                Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => match storage.create_dir(&state_dir) {
+                // Its name made durable before anything inside it is acknowledged.
+                Ok(()) => {
+                    let _synced = keel_fs::seam::dir_sync_status(storage.sync_dir(root))
+                        .map_err(|e| MutateError::io("fsync directory", root, e))?;
+                }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(MutateError::io("create state directory", &state_dir, e)),
             },
             Err(e) => return Err(MutateError::io("stat state directory", &state_dir, e)),
         }
-        let place = journal_place(root_dir.path(), journal.path())?;
-        let mut protected: Vec<String> = journal.options().taxonomy.protected.clone();
+        let place = journal_place(root_dir.path(), backend.location())?;
+        let mut protected: Vec<String> = backend.protected().to_vec();
         protected.extend(options.protected.iter().cloned());
         protected.push(format!("{STATE_DIR}/"));
         if let Some(journal_file) = place.strip_prefix(INSIDE_ROOT) {
@@ -309,7 +358,7 @@ impl Mutator {
         let mut mutator = Self {
             root: root_dir,
             protected: Tree::new(&protected),
-            journal,
+            journal: backend,
             log_path: state_dir.join(LOG_NAME),
             lock_path: state_dir.join(LOCK_NAME),
             options,
@@ -318,7 +367,7 @@ impl Mutator {
         };
         let recovery = {
             let mut session = mutator.session()?;
-            bind_journal(&state_dir.join(JOURNAL_BINDING_NAME), &place, root)?;
+            bind_journal(&storage, &state_dir.join(JOURNAL_BINDING_NAME), &place, root)?;
             let mut recovery = mutator.recover_all(&mut session)?;
             recovery.compacted = mutator.compact_if_large(&mut session)?;
             recovery
@@ -327,44 +376,13 @@ impl Mutator {
         Ok(mutator)
     }
 
-    /// The mutation log's damaged lines that no review has excused (the reason
-    /// [`MutateError::LogDamaged`] refuses every operation). With `accept_by` (who reviewed
-    /// them), also records an `excused` record after them, so operations run again. Without it,
-    /// changes nothing. Needs no open [`Mutator`], since opening is refused while damage stands;
-    /// takes the mutator lock like any operation.
-    pub fn review_log(root: &Path, accept_by: Option<&str>, options: &MutatorOptions) -> Result<Damage, MutateError> {
-        let state_dir = root.join(STATE_DIR);
-        let log_path = state_dir.join(LOG_NAME);
-        match std::fs::symlink_metadata(&log_path) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Damage::default()),
-            Err(e) => return Err(MutateError::io("stat mutation log", &log_path, e)),
-        }
-        if accept_by.is_some_and(|by| by.trim().is_empty()) {
-            return Err(MutateError::InvalidRequest {
-                what: "reviewer".to_owned(),
-                reason: "must name who reviewed the damage",
-            });
-        }
-        let _lock = OsLock::acquire_timeout(&state_dir.join(LOCK_NAME), options.lock_timeout_ms)?;
-        let mut index = Index::default();
-        index.catch_up(&log_path)?;
-        if let Some(by) = accept_by.filter(|_| !index.damage.is_empty()) {
-            index.cut_torn_tail(&log_path)?;
-            let line = serde_json::to_vec(&Record::noted("", Step::Excused, by))?;
-            // The log exists and its torn tail is cut: the report has nothing to say.
-            let _report = Appender::open(&log_path)?.append(&line)?;
-        }
-        Ok(index.damage)
-    }
-
     /// What opening found and did.
     pub fn recovery(&self) -> Recovery {
         self.recovery
     }
 
-    /// The lease journal writes are checked against.
-    pub fn journal(&self) -> &Journal {
+    /// The lease backend writes are checked against.
+    pub fn journal(&self) -> &B {
         &self.journal
     }
 
@@ -380,7 +398,11 @@ impl Mutator {
 
     /// The content hash of the file at `path` (see [`hash_path`]).
     pub fn hash(&self, path: &str) -> Result<PreState, MutateError> {
-        hash_path(self.root.path(), path, self.options.content_bytes_max)
+        hash_in(&self.root, path, self.options.content_bytes_max)
+    }
+
+    fn storage(&self) -> &S {
+        self.root.storage()
     }
 
     fn point(&self, point: Point) {
@@ -392,7 +414,7 @@ impl Mutator {
     /// A step that happened (`done`) and its log record, made durable (`logged`).
     fn step_done(
         &self,
-        session: &mut Session<'_>,
+        session: &mut Session<'_, S>,
         record: &Record,
         done: Point,
         logged: Point,
@@ -404,7 +426,7 @@ impl Mutator {
     }
 
     /// The last step of every mutation: the directory sync, logged with how it went.
-    fn dir_synced(&self, session: &mut Session<'_>, intent: &str, synced: DirSyncStatus) -> Result<(), MutateError> {
+    fn dir_synced(&self, session: &mut Session<'_, S>, intent: &str, synced: DirSyncStatus) -> Result<(), MutateError> {
         let record = Record { dir_sync: Some(synced), ..Record::step(intent, Step::DirSynced) };
         self.step_done(session, &record, Point::DirSynced, Point::DirSyncedLogged)
     }
@@ -412,13 +434,14 @@ impl Mutator {
     /// Takes the lock (first: see the lock order below), then the index, then folds the log.
     /// Lock order: the `flock` before the in-process mutex, so threads sharing one mutator and
     /// mutators in other processes queue on the same lock without deadlock.
-    fn session(&self) -> Result<Session<'_>, MutateError> {
+    fn session(&self) -> Result<Session<'_, S>, MutateError> {
         let lock = OsLock::acquire_timeout(&self.lock_path, self.options.lock_timeout_ms)?;
         let mut index = self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        index.catch_up(&self.log_path)?;
+        let storage = self.storage();
+        index.catch_up(storage, &self.log_path)?;
         refuse_damage(&index, &self.log_path)?;
-        index.cut_torn_tail(&self.log_path)?;
-        let appender = Appender::open(&self.log_path)?;
-        Ok(Session { _lock: lock, index, appender, log_path: &self.log_path })
+        index.cut_torn_tail(storage, &self.log_path)?;
+        let appender = Appender::open_with(storage.clone(), &self.log_path)?;
+        Ok(Session { _lock: lock, index, appender, storage, log_path: &self.log_path })
     }
 }

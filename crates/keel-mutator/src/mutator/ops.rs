@@ -1,12 +1,12 @@
 //! Write, delete and rename: each a fenced sequence of logged steps.
 
 use super::{
-    DirSyncStatus, Errno, Expect, File, IntentKey, Look, Mode, MutateError, Mutator, OFlags, Op, Outcome, Point,
-    PreState, Record, RenameFlags, Request, Session, Stage, Step, Target, Write, content_hash, dir_identity, dir_sync,
-    forbidden_escape, gate_path, look, scratch_name, unlink_at,
+    DirSyncStatus, Errno, Expect, IntentKey, LeaseBackend, Look, MutateError, Mutator, Op, OsStr, Outcome, Point,
+    PreState, Record, Request, Session, Stage, Step, Storage, Target, content_hash, dir_identity, dir_sync,
+    forbidden_escape, gate_path, is_errno, look, scratch_name, unlink_at,
 };
 
-impl Mutator {
+impl<B: LeaseBackend, S: Storage + Clone> Mutator<B, S> {
     /// Writes `content` to `path` (workspace-relative) if the gate, the pre-state and the inode
     /// checks allow; atomically (temporary sibling, fsync, rename, directory fsync) and keeping
     /// the replaced file's permission bits.
@@ -37,8 +37,8 @@ impl Mutator {
 
     fn write_steps(
         &self,
-        session: &mut Session<'_>,
-        target: &Target,
+        session: &mut Session<'_, S>,
+        target: &Target<S::Dir>,
         scratch: &str,
         content: &[u8],
         hash: &str,
@@ -51,53 +51,48 @@ impl Mutator {
         };
         // The temporary sibling: a stale one of the same intent (a crashed earlier attempt that
         // recovery could not reach) is replaced.
-        unlink_at(target.parent(), scratch, &target.path)?;
-        let fd = rustix::fs::openat(
-            target.parent(),
-            scratch,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o666),
-        )
-        .map_err(|e| MutateError::io("create temporary", &target.path, e))?;
-        let mut file = File::from(fd);
+        unlink_at(self.storage(), target.parent(), scratch, &target.path)?;
+        let storage = self.storage();
+        let mut file = storage
+            .create_new_at(target.parent(), OsStr::new(scratch), 0o666)
+            .map_err(|e| MutateError::io("create temporary", &target.path, e))?;
         let written = (|| {
             if let Some(mode) = observed.mode {
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
-                    .map_err(|e| MutateError::io("fchmod", &target.path, e))?;
+                storage.set_mode(&file, mode).map_err(|e| MutateError::io("fchmod", &target.path, e))?;
             }
-            file.write_all(content).map_err(|e| MutateError::io("write temporary", &target.path, e))?;
-            file.sync_all().map_err(|e| MutateError::io("fsync temporary", &target.path, e))
+            storage.write_all(&mut file, content).map_err(|e| MutateError::io("write temporary", &target.path, e))?;
+            storage.sync_all(&file).map_err(|e| MutateError::io("fsync temporary", &target.path, e))
         })();
         drop(file);
         if let Err(error) = written {
-            let _ = unlink_at(target.parent(), scratch, &target.path);
+            let _ = unlink_at(self.storage(), target.parent(), scratch, &target.path);
             return Err(error);
         }
         self.step_done(session, &Record::step(intent, Step::TempCreated), Point::TempWritten, Point::TempLogged)?;
-        let flags = if observed.inode.is_none() { RenameFlags::NOREPLACE } else { RenameFlags::empty() };
+        let replace = observed.inode.is_some();
         let renamed = self.fenced(target, &observed, &[&target.path], &request.holder, || {
-            Ok(rustix::fs::renameat_with(target.parent(), scratch, target.parent(), target.name(), flags))
+            Ok(storage.rename_at(target.parent(), OsStr::new(scratch), target.parent(), target.name(), replace))
         })?;
         let renamed = match renamed {
             Ok(renamed) => renamed,
             Err(refused) => {
-                unlink_at(target.parent(), scratch, &target.path)?;
+                unlink_at(self.storage(), target.parent(), scratch, &target.path)?;
                 return Ok(Err(refused));
             }
         };
         match renamed {
             Ok(()) => {}
-            Err(Errno::EXIST) => {
-                unlink_at(target.parent(), scratch, &target.path)?;
+            Err(e) if is_errno(&e, Errno::EXIST) => {
+                unlink_at(self.storage(), target.parent(), scratch, &target.path)?;
                 return Ok(Err(Outcome::InodeSwapped { path: target.path.clone() }));
             }
             Err(e) => {
-                let _ = unlink_at(target.parent(), scratch, &target.path);
+                let _ = unlink_at(self.storage(), target.parent(), scratch, &target.path);
                 return Err(MutateError::io("rename", &target.path, e));
             }
         }
         self.step_done(session, &Record::step(intent, Step::Renamed), Point::Renamed, Point::RenamedLogged)?;
-        let synced = dir_sync(target.parent(), &target.path)?;
+        let synced = dir_sync(self.storage(), target.parent(), &target.path)?;
         self.dir_synced(session, intent, synced)?;
         Ok(Ok(Outcome::Written {
             path: target.path.clone(),
@@ -135,8 +130,8 @@ impl Mutator {
 
     fn delete_steps(
         &self,
-        session: &mut Session<'_>,
-        target: &Target,
+        session: &mut Session<'_, S>,
+        target: &Target<S::Dir>,
         scratch: &str,
         request: &Request,
     ) -> Stage<Outcome> {
@@ -146,16 +141,17 @@ impl Mutator {
             Err(refused) => return Ok(Err(refused)),
         };
         let trashed = self.fenced(target, &observed, &[&target.path], &request.holder, || {
-            rustix::fs::renameat_with(target.parent(), target.name(), target.parent(), scratch, RenameFlags::NOREPLACE)
+            self.storage()
+                .rename_at(target.parent(), target.name(), target.parent(), OsStr::new(scratch), false)
                 .map_err(|e| MutateError::io("rename to trash", &target.path, e))
         })?;
         if let Err(refused) = trashed {
             return Ok(Err(refused));
         }
         self.step_done(session, &Record::step(intent, Step::Trashed), Point::Trashed, Point::TrashedLogged)?;
-        unlink_at(target.parent(), scratch, &target.path)?;
+        unlink_at(self.storage(), target.parent(), scratch, &target.path)?;
         self.step_done(session, &Record::step(intent, Step::Unlinked), Point::Unlinked, Point::UnlinkedLogged)?;
-        let synced = dir_sync(target.parent(), &target.path)?;
+        let synced = dir_sync(self.storage(), target.parent(), &target.path)?;
         self.dir_synced(session, intent, synced)?;
         Ok(Ok(Outcome::Deleted { path: target.path.clone(), dir_sync: synced }))
     }
@@ -199,14 +195,14 @@ impl Mutator {
 
     fn rename_steps(
         &self,
-        session: &mut Session<'_>,
-        source: &Target,
-        destination: &Target,
+        session: &mut Session<'_, S>,
+        source: &Target<S::Dir>,
+        destination: &Target<S::Dir>,
         request: &Request,
     ) -> Stage<Outcome> {
         let intent = request.intent.as_str();
         let Look::Seen(at_destination) =
-            look(&destination.resolved, &destination.path, self.options.content_bytes_max)?
+            look(self.storage(), &destination.resolved, &destination.path, self.options.content_bytes_max)?
         else {
             session.log(&Record::noted(intent, Step::Aborted, "forbidden"))?;
             return Ok(Err(forbidden_escape(&destination.path, "the destination is a symlink")));
@@ -228,12 +224,12 @@ impl Mutator {
             if let Some(refused) = self.recheck_parent(destination)? {
                 return Ok(Err(refused));
             }
-            Ok(Ok(rustix::fs::renameat_with(
+            Ok(Ok(self.storage().rename_at(
                 source.parent(),
                 source.name(),
                 destination.parent(),
                 destination.name(),
-                RenameFlags::NOREPLACE,
+                false,
             )))
         })?;
         let moved = match moved {
@@ -242,13 +238,17 @@ impl Mutator {
         };
         match moved {
             Ok(()) => {}
-            Err(Errno::EXIST) => return Ok(Err(Outcome::InodeSwapped { path: destination.path.clone() })),
+            Err(e) if is_errno(&e, Errno::EXIST) => {
+                return Ok(Err(Outcome::InodeSwapped { path: destination.path.clone() }));
+            }
             Err(e) => return Err(MutateError::io("rename", &source.path, e)),
         }
         self.step_done(session, &Record::step(intent, Step::Renamed), Point::Renamed, Point::RenamedLogged)?;
-        let mut synced = dir_sync(destination.parent(), &destination.path)?;
-        if dir_identity(source.parent(), &source.path)? != dir_identity(destination.parent(), &destination.path)? {
-            let source_synced = dir_sync(source.parent(), &source.path)?;
+        let mut synced = dir_sync(self.storage(), destination.parent(), &destination.path)?;
+        if dir_identity(self.storage(), source.parent(), &source.path)?
+            != dir_identity(self.storage(), destination.parent(), &destination.path)?
+        {
+            let source_synced = dir_sync(self.storage(), source.parent(), &source.path)?;
             if source_synced == DirSyncStatus::Unsupported {
                 synced = source_synced;
             }
