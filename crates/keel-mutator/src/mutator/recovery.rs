@@ -2,7 +2,7 @@
 
 use super::{
     Appender, Entry, INTENTS_REMEMBERED_MAX, LeaseBackend, Look, MutateError, Mutator, Observed, Op, Path, PreState,
-    Record, Recovery, Session, Step, Storage, dir_sync, exists_at, look, unlink_at,
+    Record, Recovery, Resolved, Session, Step, Storage, dir_sync, exists_at, look, unlink_at,
 };
 
 impl<B: LeaseBackend, S: Storage + Clone> Mutator<B, S> {
@@ -23,7 +23,8 @@ impl<B: LeaseBackend, S: Storage + Clone> Mutator<B, S> {
     }
 
     /// Finishes or undoes an incomplete attempt; `true` when its effect had happened (rolled
-    /// forward). Safe only under the lock: no live operation can be mid-way.
+    /// forward). Safe only under the lock: no live operation can be mid-way. What to look at and
+    /// what it means is [`plan`]'s; this only looks.
     pub(super) fn recover(
         &self,
         session: &mut Session<'_, S>,
@@ -36,50 +37,29 @@ impl<B: LeaseBackend, S: Storage + Clone> Mutator<B, S> {
             session.log(&Record::noted(intent, Step::RolledBack, "path no longer resolves"))?;
             return Ok(false);
         };
-        let applied = match entry.key.op {
-            Op::Write => {
-                let scratch = entry.scratch.clone().unwrap_or_default();
-                if !scratch.is_empty() && exists_at(self.storage(), resolved.parent(), &scratch, &path)? {
-                    unlink_at(self.storage(), resolved.parent(), &scratch, &path)?;
-                    false
-                } else if entry.has(Step::Renamed) {
-                    true
-                } else if entry.has(Step::TempCreated) {
-                    // The temporary file is gone: either the rename happened (and the target
-                    // holds the new content) or nothing did.
-                    match look(self.storage(), &resolved, &path, self.options.content_bytes_max)? {
-                        Look::Seen(Observed { state: PreState::Present { hash }, .. }) => Some(hash) == entry.key.hash,
-                        _ => false,
-                    }
-                } else {
-                    false
-                }
+        let scratch = entry.scratch.clone().unwrap_or_default();
+        let scratch_exists = !scratch.is_empty() && exists_at(self.storage(), resolved.parent(), &scratch, &path)?;
+        let holds = |resolved: &Resolved<S::Dir>, path: &str, hash: Option<&String>| -> Result<bool, MutateError> {
+            Ok(match look(self.storage(), resolved, path, self.options.content_bytes_max)? {
+                Look::Seen(Observed { state: PreState::Present { hash: found }, .. }) => Some(&found) == hash,
+                _ => false,
+            })
+        };
+        let applied = match plan(entry.key.op, |step| entry.has(step), scratch_exists) {
+            Plan::RemoveScratch { applied } => {
+                unlink_at(self.storage(), resolved.parent(), &scratch, &path)?;
+                applied
             }
-            Op::Delete => {
-                let scratch = entry.scratch.clone().unwrap_or_default();
-                if !scratch.is_empty() && exists_at(self.storage(), resolved.parent(), &scratch, &path)? {
-                    unlink_at(self.storage(), resolved.parent(), &scratch, &path)?;
-                    true
-                } else {
-                    entry.has(Step::Trashed)
-                }
-            }
-            Op::Rename => {
+            Plan::Decided { applied } => applied,
+            Plan::IfTargetHoldsNewContent => holds(&resolved, &path, entry.key.hash.as_ref())?,
+            Plan::IfMoved => {
+                let source = resolved.name().to_string_lossy();
                 let to = entry.key.to.clone().unwrap_or_default();
-                if entry.has(Step::Renamed) {
-                    true
-                } else if entry.has(Step::Checked)
-                    && !exists_at(self.storage(), resolved.parent(), &resolved.name().to_string_lossy(), &path)?
-                {
-                    let moved = self
-                        .root
-                        .resolve(Path::new(&to))
-                        .ok()
-                        .map(|r| look(self.storage(), &r, &to, self.options.content_bytes_max));
-                    matches!(moved, Some(Ok(Look::Seen(Observed { state: PreState::Present { hash }, .. }))) if Some(&hash) == entry.pre.as_ref())
-                } else {
-                    false
-                }
+                !exists_at(self.storage(), resolved.parent(), &source, &path)?
+                    && match self.root.resolve(Path::new(&to)) {
+                        Ok(destination) => holds(&destination, &to, entry.pre.as_ref())?,
+                        Err(_) => false,
+                    }
             }
         };
         if applied {
@@ -109,5 +89,78 @@ impl<B: LeaseBackend, S: Storage + Clone> Mutator<B, S> {
         session.index.catch_up(self.storage(), &self.log_path)?;
         session.appender = Appender::open_with(self.storage().clone(), &self.log_path)?;
         Ok(true)
+    }
+}
+
+/// What recovery must look at, or do, for an incomplete intent: decided from its log records
+/// and whether its scratch file (temporary or trash) still exists. Pure, so each case is tested
+/// without a disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Plan {
+    /// Remove the scratch file; the intent then counts as applied or not.
+    RemoveScratch {
+        /// Whether the effect had happened.
+        applied: bool,
+    },
+    /// The log alone decides.
+    Decided {
+        /// Whether the effect had happened.
+        applied: bool,
+    },
+    /// A write whose temporary is gone with no `renamed` record: either the rename happened or
+    /// nothing did, so it applied exactly when the target holds the new content.
+    IfTargetHoldsNewContent,
+    /// A checked rename with no `renamed` record: it applied exactly when the source is gone and
+    /// the destination holds the content that was checked.
+    IfMoved,
+}
+
+/// See [`Plan`]. A write's temporary still there means the rename never happened (it is the
+/// rename that removes that name); a delete's trash name still there means the file was moved
+/// aside, so the delete finishes by unlinking it.
+pub(super) fn plan(op: Op, has: impl Fn(Step) -> bool, scratch_exists: bool) -> Plan {
+    match op {
+        Op::Write if scratch_exists => Plan::RemoveScratch { applied: false },
+        Op::Write if has(Step::Renamed) => Plan::Decided { applied: true },
+        Op::Write if has(Step::TempCreated) => Plan::IfTargetHoldsNewContent,
+        Op::Write => Plan::Decided { applied: false },
+        Op::Delete if scratch_exists => Plan::RemoveScratch { applied: true },
+        Op::Delete => Plan::Decided { applied: has(Step::Trashed) },
+        Op::Rename if has(Step::Renamed) => Plan::Decided { applied: true },
+        Op::Rename if has(Step::Checked) => Plan::IfMoved,
+        Op::Rename => Plan::Decided { applied: false },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steps(list: &[Step]) -> impl Fn(Step) -> bool + '_ {
+        move |step| list.contains(&step)
+    }
+
+    #[test]
+    fn a_write_is_undone_while_its_temporary_exists_and_done_once_renamed() {
+        let all = [Step::Intent, Step::Checked, Step::TempCreated, Step::Renamed];
+        assert_eq!(plan(Op::Write, steps(&all[..3]), true), Plan::RemoveScratch { applied: false });
+        assert_eq!(plan(Op::Write, steps(&all), false), Plan::Decided { applied: true });
+        assert_eq!(plan(Op::Write, steps(&all[..3]), false), Plan::IfTargetHoldsNewContent);
+        assert_eq!(plan(Op::Write, steps(&all[..2]), false), Plan::Decided { applied: false });
+        assert_eq!(plan(Op::Write, steps(&[]), false), Plan::Decided { applied: false });
+    }
+
+    #[test]
+    fn a_delete_is_finished_once_the_file_is_moved_aside() {
+        assert_eq!(plan(Op::Delete, steps(&[Step::Checked]), true), Plan::RemoveScratch { applied: true });
+        assert_eq!(plan(Op::Delete, steps(&[Step::Checked, Step::Trashed]), false), Plan::Decided { applied: true });
+        assert_eq!(plan(Op::Delete, steps(&[Step::Checked]), false), Plan::Decided { applied: false });
+    }
+
+    #[test]
+    fn a_rename_is_judged_by_where_the_checked_content_is() {
+        assert_eq!(plan(Op::Rename, steps(&[Step::Checked, Step::Renamed]), false), Plan::Decided { applied: true });
+        assert_eq!(plan(Op::Rename, steps(&[Step::Checked]), false), Plan::IfMoved);
+        assert_eq!(plan(Op::Rename, steps(&[Step::Intent]), false), Plan::Decided { applied: false });
     }
 }
