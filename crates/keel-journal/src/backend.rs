@@ -128,3 +128,63 @@ pub trait LeaseBackend {
     /// Paths no gated write may touch, whoever holds a lease (the taxonomy's `protected`).
     fn protected(&self) -> &[String];
 }
+
+/// A shared service is a service: one backend serves a server's tools and its write gate.
+impl<T: LeaseBackend + ?Sized> LeaseBackend for std::sync::Arc<T> {
+    fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, JournalError> {
+        (**self).acquire(request)
+    }
+    fn probe(&self, request: &AcquireRequest) -> Result<Decision, JournalError> {
+        (**self).probe(request)
+    }
+    fn acquire_wait(&self, request: &AcquireRequest, timeout: Duration) -> Result<AcquireOutcome, JournalError> {
+        (**self).acquire_wait(request, timeout)
+    }
+    fn release(&self, lease: &LeaseRef<'_>, owner: &str) -> Result<Option<Identity>, JournalError> {
+        (**self).release(lease, owner)
+    }
+    fn heartbeat(
+        &self,
+        lease: &LeaseRef<'_>,
+        owner: &str,
+        coalesce_floor_s: Option<u64>,
+    ) -> Result<Option<Beat>, JournalError> {
+        (**self).heartbeat(lease, owner, coalesce_floor_s)
+    }
+    fn adopt(&self, lease: &Identity, new_owner: &str, holder: HolderPid) -> Result<Option<Adopted>, JournalError> {
+        (**self).adopt(lease, new_owner, holder)
+    }
+    fn halt(&self, lane: &str, owner: &str, reason: &str) -> Result<(), JournalError> {
+        (**self).halt(lane, owner, reason)
+    }
+    fn spawn(&self, lane: &str, owner: &str, command: &str) -> Result<(), JournalError> {
+        (**self).spawn(lane, owner, command)
+    }
+    fn scavenge(&self, lease: &Identity, reason: &str, only_if_dead: bool) -> Result<Option<Verdict>, JournalError> {
+        (**self).scavenge(lease, reason, only_if_dead)
+    }
+    fn live(&self) -> Result<Vec<LiveLease>, JournalError> {
+        (**self).live()
+    }
+    fn look<R>(&self, look: impl FnOnce(&LiveState, Option<Stopped>) -> R) -> Result<R, JournalError> {
+        (**self).look(look)
+    }
+    fn judge(&self, lease: &Object) -> Verdict {
+        (**self).judge(lease)
+    }
+    fn live_view(&self) -> Result<LiveView, JournalError> {
+        (**self).live_view()
+    }
+    fn with_live<R>(&self, fence: impl FnOnce(&[LiveLease]) -> R) -> Result<R, JournalError> {
+        (**self).with_live(fence)
+    }
+    fn stats(&self) -> Result<Stats, JournalError> {
+        (**self).stats()
+    }
+    fn location(&self) -> Location<'_> {
+        (**self).location()
+    }
+    fn protected(&self) -> &[String] {
+        (**self).protected()
+    }
+}

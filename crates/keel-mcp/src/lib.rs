@@ -24,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+mod args;
 mod frame;
 mod server;
 

@@ -1,13 +1,13 @@
 //! The tools, their arguments and their answers.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use keel_hook::Agent;
 use keel_hook::decide::{self, Rules};
-use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalError, LeaseBackend, LeaseRef};
+use keel_journal::{AcquireOutcome, AcquireRequest, Journal, JournalError, LeaseBackend, LeaseRef, Location};
 use keel_kernel::gate::Holder;
 use keel_kernel::{Identity, Object};
 use keel_mutator::{Expect, IntentId, MutateError, Mutator, MutatorOptions, Outcome, PreState, Request};
@@ -22,10 +22,12 @@ use rmcp::model::{
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
-use schemars::JsonSchema;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::args::{
+    AcquireArgs, AppendArgs, CheckArgs, DeleteArgs, HashArgs, LaneArgs, ListArgs, Mode, NoArgs, ReadArgs, RenameArgs,
+    WriteArgs, check_paths, expect_hash, workspace_relative,
+};
 use crate::{Config, FS_WRITE_BYTES_MAX};
 
 /// How often the session's leases are beaten while the client is connected, in seconds (each
@@ -35,8 +37,6 @@ pub const BEAT_EVERY_S: u64 = 30;
 pub const WAIT_S_MAX: f64 = 600.0;
 /// The runtime of the store that holds the fleet's shared record.
 pub const FLEET_RUNTIME: &str = "fleet";
-/// The most paths one call may name.
-const PATHS_MAX: usize = 256;
 /// The most events one `events_read` returns.
 const EVENTS_PAGE_MAX: u64 = 1_000;
 /// The first and the longest wait between retries of a waiting acquire, in milliseconds.
@@ -44,18 +44,25 @@ const WAIT_BACKOFF_MS: (u64, u64) = (20, 500);
 /// The resource holding the live leases.
 const LEASES_URI: &str = "keel://leases";
 
-/// The MCP server of one agent session. Cheap to clone: every clone serves the same session.
-#[derive(Clone)]
-pub struct Server {
-    shared: Arc<Shared>,
+/// The MCP server of one agent session, on one lease backend (the workspace's journal by
+/// default). Cheap to clone: every clone serves the same session.
+pub struct Server<B: LeaseBackend = Journal> {
+    shared: Arc<Shared<B>>,
     tool_router: ToolRouter<Self>,
 }
 
-struct Shared {
+impl<B: LeaseBackend> Clone for Server<B> {
+    fn clone(&self) -> Self {
+        Self { shared: Arc::clone(&self.shared), tool_router: self.tool_router.clone() }
+    }
+}
+
+/// What every clone of a server shares.
+struct Shared<B: LeaseBackend> {
     config: Config,
-    journal: Journal,
-    /// Opened on the first `fs_*` call: it binds the workspace to its journal and recovers.
-    mutator: Mutex<Option<Arc<Mutator>>>,
+    journal: Arc<B>,
+    /// Opened on the first `fs_*` call: it binds the workspace to its backend and recovers.
+    mutator: Mutex<Option<Arc<Mutator<Arc<B>>>>>,
     store: Mutex<Option<FsRuntimeStore>>,
     /// The leases granted through this session, with the generation each was granted: the
     /// fencing token its writes present.
@@ -68,7 +75,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A tool's failure: bad input or a failing journal, told to the agent.
-fn failed(message: impl std::fmt::Display) -> CallToolResult {
+pub(crate) fn failed(message: impl std::fmt::Display) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(format!("keel: {message}"))])
 }
 
@@ -76,138 +83,21 @@ fn answer(value: Value) -> CallToolResult {
     CallToolResult::structured(value)
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum Mode {
-    /// Nobody else may hold an intersecting lease.
-    #[default]
-    Exclusive,
-    /// Other shared leases may overlap (readers, or agents that only append).
-    Shared,
-}
-
-/// Arguments of `lease_acquire`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct AcquireArgs {
-    /// The region: workspace-relative files, directories (`src/api/`) or globs (`src/**/*.rs`).
-    paths: Vec<String>,
-    /// `exclusive` (default) or `shared`.
-    #[serde(default)]
-    mode: Mode,
-    /// A name for the lease (default: made from the paths).
-    lane: Option<String>,
-    /// How long the lease lives without a heartbeat, in minutes (default: the workspace's).
-    ttl_minutes: Option<f64>,
-    /// Wait up to this many seconds for the region to become free (default 0: answer now).
-    wait_s: Option<f64>,
-    /// Why you need the region; kept in the fleet's event record.
-    reason: Option<String>,
-}
-
-/// Arguments naming one of this agent's leases, or all of them.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct LaneArgs {
-    /// The lease's lane (default: every lease of yours).
-    lane: Option<String>,
-}
-
-/// Arguments of `lease_list`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct ListArgs {
-    /// Only your own leases.
-    #[serde(default)]
-    mine: bool,
-}
-
-/// Arguments of `lease_check`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct CheckArgs {
-    /// Files you are about to edit, workspace-relative or absolute.
-    paths: Vec<String>,
-}
-
-/// Arguments of `fs_write`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct WriteArgs {
-    /// The file, workspace-relative.
-    path: String,
-    /// The whole new content (UTF-8 text).
-    content: String,
-    /// The `hash` `fs_hash` gave for the content you last read: the write lands only if the file still holds it.
-    expect_hash: Option<String>,
-    /// The file must not exist yet (the default when no `expect_hash` is given).
-    expect_absent: Option<bool>,
-}
-
-/// Arguments of `fs_delete`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct DeleteArgs {
-    /// The file, workspace-relative.
-    path: String,
-    /// The `hash` of the content you last read (default: any content).
-    expect_hash: Option<String>,
-}
-
-/// Arguments of `fs_rename`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct RenameArgs {
-    /// The file, workspace-relative.
-    from: String,
-    /// Its new path, workspace-relative; must not exist.
-    to: String,
-    /// The `hash` of the content you last read (default: any content).
-    expect_hash: Option<String>,
-}
-
-/// Arguments of `fs_hash`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct HashArgs {
-    /// The file, workspace-relative.
-    path: String,
-}
-
-/// Arguments of `events_append`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct AppendArgs {
-    /// What happened, as a short word (`started`, `finished`, `handoff`, ...).
-    kind: String,
-    /// Anything else worth keeping, as JSON.
-    #[serde(default)]
-    data: Value,
-}
-
-/// Arguments of `events_read`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct ReadArgs {
-    /// The first event id to return (the `next` of the previous page; default: the first).
-    from: Option<u64>,
-    /// The most events to return (default 100, at most 1000).
-    limit: Option<u64>,
-}
-
-/// Arguments of a tool that takes none.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct NoArgs {}
-
-#[tool_router]
-impl Server {
+impl Server<Journal> {
     /// A server for `config`'s agent, on its workspace's journal.
     pub fn new(config: Config) -> Self {
         let journal = Journal::open(config.workspace.journal(), config.options.clone());
+        Self::with_backend(config, journal)
+    }
+}
+
+#[tool_router]
+impl<B: LeaseBackend + Send + Sync + 'static> Server<B> {
+    /// A server for `config`'s agent, on `backend`.
+    pub fn with_backend(config: Config, backend: B) -> Self {
         let shared = Shared {
             config,
-            journal,
+            journal: Arc::new(backend),
             mutator: Mutex::new(None),
             store: Mutex::new(None),
             taken: Mutex::new(Vec::new()),
@@ -394,7 +284,10 @@ impl Server {
         let status = journal.stats().and_then(|stats| Ok((stats, journal.live_view()?.grants_stopped)));
         match status {
             Ok((stats, stopped)) => answer(json!({
-                "journal": journal.path(),
+                "journal": match journal.location() {
+                    Location::File(path) => path.display().to_string(),
+                    Location::Named(name) => name.to_owned(),
+                },
                 "stats": stats,
                 "grants_stopped": stopped,
             })),
@@ -403,7 +296,7 @@ impl Server {
     }
 }
 
-impl Server {
+impl<B: LeaseBackend + Send + Sync + 'static> Server<B> {
     fn owner(&self) -> &str {
         &self.shared.config.agent.owner
     }
@@ -546,7 +439,7 @@ impl Server {
         &self,
         paths: &[&str],
         expect: Expect,
-        run: impl FnOnce(&Mutator, &Request) -> Result<Outcome, MutateError>,
+        run: impl FnOnce(&Mutator<Arc<B>>, &Request) -> Result<Outcome, MutateError>,
     ) -> CallToolResult {
         for path in paths {
             if let Err(why) = keel_kernel::tree::confined(path) {
@@ -610,16 +503,15 @@ impl Server {
         }))
     }
 
-    fn mutator(&self) -> Result<Arc<Mutator>, String> {
+    fn mutator(&self) -> Result<Arc<Mutator<Arc<B>>>, String> {
         let mut slot = lock(&self.shared.mutator);
         if let Some(mutator) = slot.as_ref() {
             return Ok(Arc::clone(mutator));
         }
         let config = &self.shared.config;
         config.workspace.bind().map_err(|e| e.to_string())?;
-        let journal = Journal::open(config.workspace.journal(), config.options.clone());
         let options = MutatorOptions { content_bytes_max: FS_WRITE_BYTES_MAX as u64, ..MutatorOptions::default() };
-        let mutator = Mutator::open(config.workspace.checkout(), journal, options);
+        let mutator = Mutator::open(config.workspace.checkout(), Arc::clone(&self.shared.journal), options);
         let mutator = Arc::new(mutator.map_err(|e| e.to_string())?);
         *slot = Some(Arc::clone(&mutator));
         Ok(mutator)
@@ -657,7 +549,7 @@ impl Server {
             let Ok(own) = self.own(None) else { continue };
             let taken = lock(&self.shared.taken).clone();
             beaten.retain(|identity, _| taken.iter().any(|(t, _)| t == identity));
-            let expiry = &self.shared.journal.options().expiry;
+            let expiry = &self.shared.config.options.expiry;
             for lease in own.iter().filter(|lease| taken.iter().any(|(t, _)| *t == lease.identity)) {
                 let period_s = keel_journal::holding::beat_period_s(&lease.lease, expiry, BEAT_EVERY_S);
                 let last = beaten.entry(lease.identity.clone()).or_insert_with(Instant::now);
@@ -691,7 +583,7 @@ impl Server {
 }
 
 #[tool_handler(router = self.tool_router)]
-impl ServerHandler for Server {
+impl<B: LeaseBackend + Send + Sync + 'static> ServerHandler for Server<B> {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().build())
             .with_server_info(Implementation::new("keel", env!("CARGO_PKG_VERSION")))
@@ -751,34 +643,4 @@ struct Own {
 
 fn holder(lease: &Object) -> &str {
     lease.get("holder").and_then(Value::as_str).unwrap_or_default()
-}
-
-/// A path an agent gave, made workspace-relative when it is an absolute path inside the checkout
-/// (a trailing `/` kept: it means "everything under").
-fn workspace_relative(checkout: &Path, path: &str) -> String {
-    let absolute = PathBuf::from(path);
-    match absolute.strip_prefix(checkout) {
-        Ok(inside) if absolute.is_absolute() => {
-            let mut relative = inside.to_string_lossy().into_owned();
-            if path.ends_with('/') && !relative.is_empty() {
-                relative.push('/');
-            }
-            relative
-        }
-        _ => path.to_owned(),
-    }
-}
-
-fn check_paths(field: &str, paths: &[String]) -> Result<(), CallToolResult> {
-    if paths.len() > PATHS_MAX {
-        return Err(failed(format!("{field}: at most {PATHS_MAX} paths in one call (got {})", paths.len())));
-    }
-    match paths.iter().position(|p| p.trim().is_empty()) {
-        Some(at) => Err(failed(format!("{field}[{at}]: an empty path"))),
-        None => Ok(()),
-    }
-}
-
-fn expect_hash(hash: &str) -> Result<Expect, CallToolResult> {
-    Expect::hash(hash).ok_or_else(|| failed("expect_hash: give the 64 hex digits fs_hash returned"))
 }
