@@ -121,14 +121,13 @@ pub(super) enum Plan {
 pub(super) fn plan(op: Op, has: impl Fn(Step) -> bool, scratch_exists: bool) -> Plan {
     match op {
         Op::Write if scratch_exists => Plan::RemoveScratch { applied: false },
-        Op::Write if has(Step::Renamed) => Plan::Decided { applied: true },
-        Op::Write if has(Step::TempCreated) => Plan::IfTargetHoldsNewContent,
-        Op::Write => Plan::Decided { applied: false },
         Op::Delete if scratch_exists => Plan::RemoveScratch { applied: true },
         Op::Delete => Plan::Decided { applied: has(Step::Trashed) },
-        Op::Rename if has(Step::Renamed) => Plan::Decided { applied: true },
+        Op::Write | Op::Rename if has(Step::Renamed) => Plan::Decided { applied: true },
+        Op::Write if has(Step::TempCreated) => Plan::IfTargetHoldsNewContent,
         Op::Rename if has(Step::Checked) => Plan::IfMoved,
-        Op::Rename => Plan::Decided { applied: false },
+        // Nothing on disk was touched yet.
+        Op::Write | Op::Rename => Plan::Decided { applied: false },
     }
 }
 
