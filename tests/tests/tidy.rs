@@ -10,7 +10,10 @@
 //!   builders (`keel_kernel::record::Writer`).
 //! - The CLI names only an allowed list of kernel items: it parses, calls and prints, and the
 //!   decisions stay below it.
+//! - Only keel-fs names `std::fs` or `rustix::fs`: file-system I/O elsewhere goes through its
+//!   functions, whose errors name the operation and the path and whose reads have a limit.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -252,6 +255,139 @@ fn the_cli_names_only_allowed_kernel_items() {
     assert!(found.is_empty(), "a decision in the CLI belongs in a library:\n{}", found.join("\n"));
 }
 
+/// The paths only keel-fs may name.
+const FS_PATHS: [&str; 2] = ["std::fs", "rustix::fs"];
+
+/// The sources outside keel-fs that may still name [`FS_PATHS`], each with why. The list only
+/// shrinks: a file leaves it once its I/O goes through keel-fs.
+const FS_OUTSIDE_KEEL_FS_ALLOWED: [(&str, &str); 2] = [
+    // `/proc` is the process table, not a file keel keeps: nothing to make durable or bound.
+    ("crates/keel-journal/src/process.rs", "reads /proc"),
+    // Remove this entry when keel-store's conversion is done.
+    ("crates/keel-store/", "being moved onto the seam"),
+];
+
+/// Whether `line` spells `path` as a whole path (`std::fs::File`, not `xstd::fs` or `std::fsx`).
+fn names_path(line: &str, path: &str) -> bool {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    line.match_indices(path).any(|(at, _)| !line[..at].ends_with(ident) && !line[at + path.len()..].starts_with(ident))
+}
+
+/// Every path a `use` statement imports: `use std::{io, fs::File as F};` names `std::io` and
+/// `std::fs::File`.
+fn use_paths(statement: &str) -> Vec<String> {
+    let tree = statement.split_once("use ").map_or("", |(_, tree)| tree);
+    let tree = tree.split(';').next().unwrap_or_default();
+    let spaced = tree.replace('{', " { ").replace('}', " } ").replace(',', " , ");
+    let mut tokens = Vec::new();
+    let mut words = spaced.split_whitespace();
+    while let Some(word) = words.next() {
+        if word == "as" {
+            let _alias = words.next();
+        } else {
+            tokens.push(word);
+        }
+    }
+    let mut paths = Vec::new();
+    expand_use_tree("", &tokens.concat(), &mut paths);
+    paths
+}
+
+/// Appends the paths of the `use` tree `tree` (no spaces), each prefixed with `prefix`.
+fn expand_use_tree(prefix: &str, tree: &str, out: &mut Vec<String>) {
+    let mut items = Vec::new();
+    let (mut depth, mut start) = (0usize, 0);
+    for (at, c) in tree.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                items.push(&tree[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&tree[start..]);
+    for item in items.into_iter().filter(|item| !item.is_empty()) {
+        match item.split_once('{') {
+            Some((head, group)) => {
+                expand_use_tree(&format!("{prefix}{head}"), group.strip_suffix('}').unwrap_or(group), out);
+            }
+            None => out.push(format!("{prefix}{item}")),
+        }
+    }
+}
+
+/// Whether `code` starts a `use` statement (`use`, `pub use`, `pub(crate) use`, ...).
+fn opens_use(code: &str) -> bool {
+    let code = code.trim_start();
+    let code = match code.strip_prefix("pub") {
+        Some(rest) if rest.starts_with('(') => rest.split_once(')').map_or("", |(_, rest)| rest),
+        Some(rest) => rest,
+        None => code,
+    };
+    code.trim_start().starts_with("use ")
+}
+
+/// The 1-based lines of a source's shipped code that name `std::fs` or `rustix::fs`: spelled
+/// out, or imported through a group (`use std::{fs, io};`, reported at the line the `use`
+/// starts on). Comments and the `#[cfg(test)]` part are not looked at.
+fn fs_lines(text: &str) -> Vec<usize> {
+    let names_fs = |path: &str| {
+        let path = path.trim_start_matches("::");
+        FS_PATHS.iter().any(|fs| path == *fs || path.starts_with(&format!("{fs}::")))
+    };
+    let mut found = BTreeSet::new();
+    let mut statement: Option<(usize, String)> = None;
+    for (number, line) in code_lines(shipped(text)) {
+        if FS_PATHS.iter().any(|fs| names_path(line, fs)) {
+            found.insert(number + 1);
+        }
+        // A `use` holds no string, so a `//` in it starts a comment.
+        let code = line.split("//").next().unwrap_or_default();
+        if statement.is_none() && opens_use(code) {
+            statement = Some((number + 1, String::new()));
+        }
+        if let Some((start, body)) = &mut statement {
+            body.push_str(code);
+            body.push(' ');
+            if code.contains(';') {
+                if use_paths(body).iter().any(|path| names_fs(path)) {
+                    found.insert(*start);
+                }
+                statement = None;
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+#[test]
+fn only_keel_fs_names_std_fs_or_rustix_fs() {
+    let root = root();
+    let mut found = Vec::new();
+    for (path, text) in sources("crates") {
+        let relative = path.strip_prefix(&root).expect("sources are beneath the root");
+        let in_src = relative.components().nth(2).is_some_and(|c| c.as_os_str() == "src");
+        let allowed = relative.starts_with("crates/keel-fs")
+            || FS_OUTSIDE_KEEL_FS_ALLOWED.iter().any(|(allowed, _why)| relative.starts_with(allowed));
+        if !in_src || allowed {
+            continue;
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        for number in fs_lines(&text) {
+            found.push(format!("{}:{number}: {}", relative.display(), lines[number - 1].trim()));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "file-system I/O goes through keel-fs (a function there names the operation and the path in its \
+         errors and puts a limit on what it reads):\n{}",
+        found.join("\n")
+    );
+}
+
 #[test]
 fn tidy_catches_what_it_claims_to() {
     // The checks above must be able to fail: run their matchers on known-bad text.
@@ -265,4 +401,9 @@ fn tidy_catches_what_it_claims_to() {
         ["arbiter::Mode", "arbiter::decide", "json::to_line"]
     );
     assert!(!CLI_KERNEL_ALLOWED.contains(&"admission::admit"), "a decision is never on the list");
+    let fs_bad = "use std::{\n    io,\n    fs::File, // why\n};\nuse rustix::{fs, io};\npub(crate) use std::fs as f;\n\
+                  fn f() { ::std::fs::read(p) }\n// std::fs::read\nuse std::os::unix::fs::PermissionsExt;\n\
+                  use keel_fs::fs;\nlet x = mystd::fs::a();\n#[cfg(test)]\nuse std::fs;\n";
+    assert_eq!(fs_lines(fs_bad), [1, 5, 6, 7]);
+    assert_eq!(use_paths("use std::{io::{self, Read as R}, fs};"), ["std::io::self", "std::io::Read", "std::fs"]);
 }

@@ -17,6 +17,8 @@ const DEMO_TTL_MINUTES: &str = "0.05";
 /// The grace the demo's processes use (the default is 120 s): a lease beaten within it is never
 /// reclaimed. Longer than the TTL, so the reclaim shown is the TTL's.
 const DEMO_GRACE_S: &str = "4";
+/// The most of the demo's journal shown: it holds a few dozen records, far below this.
+const DEMO_JOURNAL_BYTES_MAX: u64 = 1024 * 1024;
 
 struct Demo {
     keel: PathBuf,
@@ -70,11 +72,11 @@ impl Demo {
 
 pub fn run() -> Result<Status, Failure> {
     let dir = std::env::temp_dir().join(format!("keel-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display())).map_err(Failure::io)?;
+    keel_fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display())).map_err(Failure::io)?;
     let keel = std::env::current_exe().context("finding the keel binary").map_err(Failure::io)?;
     let demo = Demo { keel, journal: dir.join(keel_journal::workspace::JOURNAL_DEFAULT), dir: dir.clone() };
     let result = walk_through(&demo);
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = keel_fs::remove_dir_all(&dir);
     result.map_err(Failure::io)
 }
 
@@ -176,7 +178,8 @@ fn walk_through(demo: &Demo) -> anyhow::Result<Status> {
 }
 
 fn show_journal(path: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = keel_fs::read_to_string_bounded(path, DEMO_JOURNAL_BYTES_MAX)
+        .with_context(|| format!("reading {}", path.display()))?;
     for line in text.lines() {
         let shown: String = line.chars().take(160).collect();
         let more = if line.chars().count() > 160 { " ..." } else { "" };

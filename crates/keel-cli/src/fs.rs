@@ -141,17 +141,22 @@ impl GateArgs {
 }
 
 fn read_content(source: &SourceArgs) -> Result<Vec<u8>, Failure> {
-    let limit = CONTENT_BYTES_MAX_DEFAULT + 1;
-    let mut content = Vec::new();
-    let read = match &source.from {
-        Some(file) => std::fs::File::open(file)
-            .and_then(|f| f.take(limit).read_to_end(&mut content))
-            .with_context(|| format!("reading {}", file.display())),
-        None => std::io::stdin().lock().take(limit).read_to_end(&mut content).context("reading standard input"),
+    let too_large = || Failure::usage(anyhow!("the content is larger than {CONTENT_BYTES_MAX_DEFAULT} bytes"));
+    let content = match &source.from {
+        Some(file) => match keel_fs::read_bounded(file, CONTENT_BYTES_MAX_DEFAULT) {
+            Err(e) if keel_fs::is_too_large(&e) => return Err(too_large()),
+            read => read.with_context(|| format!("reading {}", file.display())).map_err(Failure::io)?,
+        },
+        None => {
+            let mut content = Vec::new();
+            let limit = CONTENT_BYTES_MAX_DEFAULT + 1;
+            let read = std::io::stdin().lock().take(limit).read_to_end(&mut content);
+            read.context("reading standard input").map_err(Failure::io)?;
+            content
+        }
     };
-    read.map_err(Failure::io)?;
     if content.len() as u64 > CONTENT_BYTES_MAX_DEFAULT {
-        return Err(Failure::usage(anyhow!("the content is larger than {CONTENT_BYTES_MAX_DEFAULT} bytes")));
+        return Err(too_large());
     }
     Ok(content)
 }

@@ -288,11 +288,13 @@ enum Found {
 }
 
 fn found(path: &Path) -> Result<Found, Failed> {
-    match std::fs::read_to_string(path) {
+    match keel_fs::read_to_string_bounded(path, GIT_HOOK_BYTES_MAX) {
         Ok(text) if text.lines().nth(1) == Some(GIT_HOOK_MARK) => Ok(Found::Ours(text)),
         Ok(_) => Ok(Found::Theirs),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Found::Absent),
-        Err(e) => Err(keel_failed(format!("reading {}: {e}", path.display()))),
+        Err(keel_fs::FsError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(Found::Absent),
+        // keel's hook is three lines: a file this large is someone else's.
+        Err(e) if keel_fs::is_too_large(&e) => Ok(Found::Theirs),
+        Err(e) => Err(keel_failed(e)),
     }
 }
 
@@ -320,12 +322,10 @@ fn install_git(dry_run: bool) -> Result<u8, Failed> {
         return Ok(0);
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| keel_failed(format!("creating {}: {e}", dir.display())))?;
+        keel_fs::create_dir_all(dir).map_err(keel_failed)?;
     }
     let _report = keel_fs::write_atomic(&path, script.as_bytes()).map_err(keel_failed)?;
-    let mut permissions = std::fs::metadata(&path).map_err(keel_failed)?.permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&path, permissions).map_err(keel_failed)?;
+    keel_fs::set_mode(&path, 0o755).map_err(keel_failed)?;
     outln!("{}: installed keel's pre-commit hook", path.display()).map_err(keel_failed)?;
     Ok(0)
 }
@@ -340,7 +340,8 @@ fn uninstall_git(dry_run: bool) -> Result<u8, Failed> {
         }
         Found::Ours(_) if dry_run => outln!("would remove {}", path.display()).map_err(keel_failed)?,
         Found::Ours(_) => {
-            std::fs::remove_file(&path).map_err(|e| keel_failed(format!("removing {}: {e}", path.display())))?;
+            keel_fs::Storage::remove_file(&keel_fs::OsStorage, &path)
+                .map_err(|e| keel_failed(format!("removing {}: {e}", path.display())))?;
             outln!("{}: removed keel's pre-commit hook", path.display()).map_err(keel_failed)?;
         }
     }
@@ -394,6 +395,8 @@ enum Edit {
 
 /// The largest settings file read.
 const SETTINGS_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// The largest pre-commit hook read to tell whether it is keel's (keel's own is three lines).
+const GIT_HOOK_BYTES_MAX: u64 = 1024 * 1024;
 
 fn harness_of(target: Target) -> Option<Harness> {
     match target {
@@ -438,18 +441,19 @@ fn settings_paths(location: &Location, harness: Harness, scope: Scope) -> Result
 /// The settings file's text, `None` if there is none.
 fn read_settings(path: &Path) -> Result<Option<String>, Failed> {
     let failed = |e: std::io::Error| keel_failed(format!("reading {}: {e}", path.display()));
-    let meta = match std::fs::metadata(path) {
+    let stat = match keel_fs::Storage::path_stat(&keel_fs::OsStorage, path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         other => other.map_err(failed)?,
     };
-    if meta.len() > SETTINGS_BYTES_MAX {
+    if stat.len > SETTINGS_BYTES_MAX {
         return Err(keel_failed(format!(
             "{}: {} bytes, over the {SETTINGS_BYTES_MAX} keel reads; left as it is",
             path.display(),
-            meta.len()
+            stat.len
         )));
     }
-    let bytes = std::fs::read(path).map_err(failed)?;
+    // Bounded again: the file may have grown since the stat.
+    let bytes = keel_fs::read_bounded(path, SETTINGS_BYTES_MAX).map_err(keel_failed)?;
     String::from_utf8(bytes)
         .map(Some)
         .map_err(|_| keel_failed(format!("{}: not UTF-8 text; left as it is", path.display())))
@@ -458,11 +462,11 @@ fn read_settings(path: &Path) -> Result<Option<String>, Failed> {
 /// This binary, if the `keel` on `PATH` is not it (then harnesses must name it by its path).
 fn keel_elsewhere() -> Result<Option<PathBuf>, Failed> {
     let this = std::env::current_exe().map_err(|e| keel_failed(format!("finding keel: {e}")))?;
-    let this = std::fs::canonicalize(&this).unwrap_or(this);
+    let this = keel_fs::canonicalize(&this).unwrap_or(this);
     let on_path = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path).map(|dir| dir.join("keel")).find(|candidate| candidate.is_file())
     });
-    let found = on_path.and_then(|p| std::fs::canonicalize(p).ok());
+    let found = on_path.and_then(|p| keel_fs::canonicalize(&p).ok());
     Ok(if found.is_some_and(|p| p == this) { None } else { Some(this) })
 }
 
@@ -568,7 +572,7 @@ fn edit_file(
         return Ok(0);
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| keel_failed(format!("creating {}: {e}", dir.display())))?;
+        keel_fs::create_dir_all(dir).map_err(keel_failed)?;
     }
     let _report = keel_fs::write_atomic(path, after.as_bytes()).map_err(keel_failed)?;
     let done = if edit == Edit::Install { "installed" } else { "removed" };

@@ -525,7 +525,7 @@ fn run_holding(
         journal.release(&LeaseRef::exact(&grant.identity), &args.owner).map_err(crate::failure)?;
         Run::Cancelled(origin.signal)
     } else {
-        let mut gate = std::fs::File::from(gate_write);
+        let mut gate = std::io::PipeWriter::from(gate_write);
         let _ = gate.write_all(&[GO]);
         drop(gate);
         let forward = Forward::to(&child, tie);
@@ -575,7 +575,7 @@ pub fn run_granted(command: &[std::ffi::OsString]) -> std::process::ExitCode {
     // SAFETY: `lease run` passed this descriptor, the read end of its pipe, open and owned by no
     // one else in this process.
     #[allow(unsafe_code)]
-    let mut gate = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut gate = unsafe { std::io::PipeReader::from_raw_fd(fd) };
     let mut byte = [0u8; 1];
     if !matches!(gate.read(&mut byte), Ok(1)) || byte[0] != GO {
         return std::process::ExitCode::from(125);

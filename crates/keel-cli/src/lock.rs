@@ -47,14 +47,12 @@ impl ValueSource {
                 // No document may be larger, so no value is read past that (a huge file once
                 // cost gigabytes before the limit refused it).
                 let limit = keel_lockfile::DOCUMENT_BYTES_MAX_DEFAULT;
-                let mut bytes = Vec::new();
-                std::fs::File::open(path)
-                    .and_then(|file| std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut bytes))
-                    .with_context(|| format!("read --from {}", path.display()))
-                    .map_err(Failure::io)?;
-                if bytes.len() as u64 > limit {
-                    return Err(Failure::usage(anyhow!("--from {}: larger than {limit} bytes", path.display())));
-                }
+                let bytes = match keel_fs::read_bounded(path, limit) {
+                    Err(e) if keel_fs::is_too_large(&e) => {
+                        return Err(Failure::usage(anyhow!("--from {}: larger than {limit} bytes", path.display())));
+                    }
+                    read => read.with_context(|| format!("read --from {}", path.display())).map_err(Failure::io)?,
+                };
                 serde_json::from_slice(&bytes)
                     .map_err(|e| Failure::io(anyhow!("--from {}: invalid JSON: {e}", path.display())))
             }

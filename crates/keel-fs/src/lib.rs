@@ -11,6 +11,10 @@
 //!   never a mix (temp + fsync + rename + directory fsync, mode kept).
 //! - [`append`]: [`Appender`] appends newline-terminated records with one `write` and one
 //!   `fdatasync` each, repairs a torn tail with a newline, and latches failed on any I/O error.
+//! - [`file`](mod@file): the small whole-file operations other crates need, so none calls `std::fs`:
+//!   [`read_bounded`] and [`read_to_string_bounded`] (refuse a file over a limit),
+//!   [`create_dir_all`], [`remove_dir_all`], [`set_mode`], [`open_read`], and [`publish_once`]
+//!   (a file written only if the name is free, by hard link).
 //! - [`lines`]: [`LineReader`] streams lines with their byte offsets in bounded memory.
 //! - [`lock`]: [`OsLock`] (dies with its holder), [`ExclusiveFileLock`] (`O_EXCL`, stale
 //!   steal by compare-and-swap) and [`SidecarDirLock`] (`<path>.lock/` directory).
@@ -49,6 +53,7 @@
 pub mod append;
 pub mod atomic;
 pub mod error;
+pub mod file;
 pub mod lines;
 pub mod lock;
 mod nonce;
@@ -60,6 +65,10 @@ pub use atomic::{
     SYMLINK_HOPS_MAX, WriteReport, remove_stale_temporaries, resolve_symlinks, write_atomic, write_atomic_with,
 };
 pub use error::{ErrorKind, FsError, Result};
+pub use file::{
+    create_dir_all, is_too_large, open_read, publish_once, read_bounded, read_to_string_bounded, remove_dir_all,
+    set_mode,
+};
 pub use lines::{LINE_BYTES_MAX_DEFAULT, Line, LineReader, Skipped};
 pub use lock::{ExclusiveFileLock, OsLock, Release, ReusableLock, SidecarDirLock};
 pub use resolve::{ResolveError, Resolved, Root, canonicalize};

@@ -366,7 +366,7 @@ fn relative_to(root: &Path, path: &Path) -> Option<String> {
             return None;
         }
     }
-    let mut resolved = std::fs::canonicalize(&existing).ok()?;
+    let mut resolved = keel_fs::canonicalize(&existing).ok()?;
     for part in rest.iter().rev() {
         resolved.push(part);
     }

@@ -165,7 +165,7 @@ impl Policy {
     /// when there is none.
     pub fn of_workspace(root: &Path) -> Result<Self, PolicyError> {
         let path = Self::path_in(root);
-        match std::fs::symlink_metadata(&path) {
+        match keel_fs::Storage::link_stat(&keel_fs::OsStorage, &path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             _ => Self::load(&path),
         }
@@ -179,16 +179,21 @@ impl Policy {
     /// Reads a policy file: TOML, or JSON when its name ends in `.json` (the arbiter's taxonomy).
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         let io = |source| PolicyError::Io { path: path.to_owned(), source };
-        let meta = std::fs::metadata(path).map_err(io)?;
-        if meta.len() > POLICY_BYTES_MAX {
+        let stat = keel_fs::Storage::path_stat(&keel_fs::OsStorage, path).map_err(io)?;
+        if stat.len > POLICY_BYTES_MAX {
             return Err(PolicyError::Invalid {
                 path: path.to_owned(),
                 line: 1,
                 key: None,
-                message: format!("{} bytes, over the limit of {POLICY_BYTES_MAX}", meta.len()),
+                message: format!("{} bytes, over the limit of {POLICY_BYTES_MAX}", stat.len),
             });
         }
-        let text = std::fs::read_to_string(path).map_err(io)?;
+        // Bounded again: the file may have grown since the stat. Every error of a bounded read
+        // is an I/O error; its source is what this error has always carried.
+        let text = keel_fs::read_to_string_bounded(path, POLICY_BYTES_MAX).map_err(|error| match error {
+            keel_fs::FsError::Io { source, .. } => io(source),
+            other => io(std::io::Error::other(other.to_string())),
+        })?;
         let json = path.extension().is_some_and(|e| e == "json");
         if json { Self::from_json(&text, path) } else { Self::from_toml(&text, path) }
     }

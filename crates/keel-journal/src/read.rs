@@ -7,7 +7,6 @@
 //! definition); memory stays bounded by the chunks in flight.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -39,13 +38,18 @@ pub struct ReadOutcome {
 
 /// Replays the whole journal at `path`. A missing file is [`FsError::Io`] with `NotFound`.
 pub fn replay_path(path: &Path) -> Result<ReadOutcome, FsError> {
-    let file = File::open(path).map_err(|e| FsError::io("open", path, e))?;
-    replay_from(file, path, Replay::new(), 0)
+    replay_from(keel_fs::open_read(path)?, path, Replay::new(), 0)
 }
 
-/// Continues `replay` with the bytes of `file` from `offset` to its end (`offset` must be the
-/// start of a line; the caller vouches that `replay` folded exactly the lines before it).
-pub fn replay_from(mut file: File, path: &Path, replay: Replay, offset: u64) -> Result<ReadOutcome, FsError> {
+/// Continues `replay` with the bytes of `file` (opened from `path`, for example with
+/// [`keel_fs::open_read`]) from `offset` to its end (`offset` must be the start of a line; the
+/// caller vouches that `replay` folded exactly the lines before it).
+pub fn replay_from<R: Read + Seek + Send>(
+    mut file: R,
+    path: &Path,
+    replay: Replay,
+    offset: u64,
+) -> Result<ReadOutcome, FsError> {
     file.seek(SeekFrom::Start(offset)).map_err(|e| FsError::io("seek", path, e))?;
     let parsers = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, PARSERS_MAX);
     if parsers == 1 {
@@ -56,7 +60,7 @@ pub fn replay_from(mut file: File, path: &Path, replay: Replay, offset: u64) -> 
     let fallback = replay.clone();
     match replay_parallel(file, path, replay, offset, parsers) {
         Err(FsError::LineTooLong { .. }) => {
-            let mut file = File::open(path).map_err(|e| FsError::io("open", path, e))?;
+            let mut file = keel_fs::open_read(path)?;
             file.seek(SeekFrom::Start(offset)).map_err(|e| FsError::io("seek", path, e))?;
             replay_serial(file, path, fallback, offset)
         }
@@ -64,8 +68,8 @@ pub fn replay_from(mut file: File, path: &Path, replay: Replay, offset: u64) -> 
     }
 }
 
-fn replay_parallel(
-    file: File,
+fn replay_parallel<R: Read + Send>(
+    file: R,
     path: &Path,
     replay: Replay,
     offset: u64,
@@ -119,8 +123,8 @@ fn fold_in_order(mut replay: Replay, parsed: &Receiver<(u64, ParsedChunk)>) -> R
 
 /// Reads `file` in chunks that end at a newline (the last may be an unterminated fragment) and
 /// sends them in order. Returns the end offset and whether the last byte read was `\n`.
-fn read_chunks(
-    mut file: File,
+fn read_chunks<R: Read>(
+    mut file: R,
     path: &Path,
     offset: u64,
     chunks: &SyncSender<(u64, Vec<u8>)>,
@@ -171,7 +175,7 @@ fn read_chunks(
 }
 
 /// Appends up to `want` bytes read from `file` to `buffer` (without zeroing them first).
-fn read_into_spare(file: &mut File, buffer: &mut Vec<u8>, want: usize) -> std::io::Result<usize> {
+fn read_into_spare<R: Read>(file: &mut R, buffer: &mut Vec<u8>, want: usize) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < want {
         match (&mut *file).take((want - filled) as u64).read_to_end(buffer) {
@@ -220,7 +224,7 @@ pub fn push_next<R: Read>(reader: &mut keel_fs::LineReader<R>, replay: &mut Repl
 
 /// One thread: the same fold, for machines with a single core (and for a journal holding a line
 /// over the limit, which the chunked reader does not take apart).
-fn replay_serial(file: File, path: &Path, mut replay: Replay, offset: u64) -> Result<ReadOutcome, FsError> {
+fn replay_serial<R: Read>(file: R, path: &Path, mut replay: Replay, offset: u64) -> Result<ReadOutcome, FsError> {
     let mut reader = keel_fs::LineReader::new(file, path, offset);
     let mut terminated = true;
     while let Some(pushed) = push_next(&mut reader, &mut replay)? {

@@ -25,7 +25,8 @@
 use std::io::{self, ErrorKind};
 use std::path::{Component, Path, PathBuf};
 
-use keel_fs::FsError;
+use keel_fs::seam::FileKind;
+use keel_fs::{FsError, OsStorage, Storage as _};
 use serde::Serialize;
 
 use crate::STATE_DIR;
@@ -198,7 +199,7 @@ impl Workspace {
         if self.bound || self.journal == default {
             return Ok(());
         }
-        if std::fs::symlink_metadata(&default).is_ok() {
+        if OsStorage.link_stat(&default).is_ok() {
             return Err(WorkspaceError::JournalMismatch {
                 root: self.root.clone(),
                 bound: default,
@@ -207,14 +208,15 @@ impl Workspace {
             });
         }
         let state = self.root.join(STATE_DIR);
-        match std::fs::create_dir(&state) {
+        match OsStorage.create_dir(&state) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(FsError::io("create directory", &state, e).into()),
         }
         let binding = state.join(JOURNAL_BINDING_NAME);
         let place = place(&self.root, &self.journal);
-        if publish_once(&binding, place.as_bytes())? {
+        // A hard link never replaces a file: of two writers binding at once, exactly one wins.
+        if keel_fs::publish_once(&binding, place.as_bytes())? {
             return Ok(());
         }
         // Another writer bound it first: agree with it, or refuse.
@@ -249,36 +251,15 @@ fn read_binding(binding: &Path, root: &Path) -> Result<Option<PathBuf>, Workspac
     }))
 }
 
-/// Writes `bytes` to `path` only if nothing is there, durably; `false` if something was.
-fn publish_once(path: &Path, bytes: &[u8]) -> Result<bool, WorkspaceError> {
-    let temp = keel_fs::seam::parent_dir(path).join(format!(".journal-binding.tmp.{}", std::process::id()));
-    let _report = keel_fs::write_atomic(&temp, bytes)?;
-    // A hard link never replaces a file: of two writers binding at once, exactly one wins.
-    let linked = std::fs::hard_link(&temp, path);
-    let _ = std::fs::remove_file(&temp);
-    match linked {
-        Ok(()) => {
-            let dir = keel_fs::seam::parent_dir(path);
-            let _status = keel_fs::seam::dir_sync_status(keel_fs::Storage::sync_dir(&keel_fs::OsStorage, &dir))
-                .map_err(|e| FsError::io("fsync directory", &dir, e))?;
-            Ok(true)
-        }
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(FsError::io("link", path, e).into()),
-    }
-}
-
-/// The text of a small file, or `None` if it is not there.
+/// The text of a small file, or `None` if it is not there. A file over
+/// [`SMALL_FILE_BYTES_MAX`] is an error, never text cut at the limit (a binding cut short would
+/// name another journal).
 fn read_small(path: &Path) -> Result<Option<String>, WorkspaceError> {
-    use std::io::Read as _;
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(FsError::io("open", path, e).into()),
-    };
-    let mut text = String::new();
-    file.take(SMALL_FILE_BYTES_MAX).read_to_string(&mut text).map_err(|e| FsError::io("read", path, e))?;
-    Ok(Some(text))
+    match keel_fs::read_to_string_bounded(path, SMALL_FILE_BYTES_MAX) {
+        Ok(text) => Ok(Some(text)),
+        Err(FsError::Io { op: "open", source, .. }) if source.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn current_dir() -> Result<PathBuf, WorkspaceError> {
@@ -288,8 +269,12 @@ fn current_dir() -> Result<PathBuf, WorkspaceError> {
 /// `path` made canonical, if it is an existing directory.
 fn existing_dir(path: &Path) -> Result<PathBuf, WorkspaceError> {
     let bad = |reason: String| WorkspaceError::BadRoot { path: path.to_owned(), reason };
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => std::fs::canonicalize(path).map_err(|e| bad(e.to_string())),
+    match OsStorage.path_stat(path) {
+        Ok(stat) if stat.kind == FileKind::Dir => keel_fs::canonicalize(path).map_err(|error| match error {
+            // The operating system's words alone, as ever: `BadRoot` names the path itself.
+            FsError::Io { source, .. } => bad(source.to_string()),
+            other => bad(other.to_string()),
+        }),
         Ok(_) => Err(bad("not a directory".into())),
         Err(e) if e.kind() == ErrorKind::NotFound => Err(bad("no such directory".into())),
         Err(e) => Err(FsError::io("stat", path, e).into()),
@@ -314,8 +299,8 @@ fn lexical(path: &Path) -> PathBuf {
 
 /// Refuses a path of keel's own state that is a symbolic link.
 fn refuse_link(path: &Path) -> Result<(), WorkspaceError> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => Err(WorkspaceError::Symlink { link: path.to_owned() }),
+    match OsStorage.link_stat(path) {
+        Ok(stat) if stat.kind == FileKind::Symlink => Err(WorkspaceError::Symlink { link: path.to_owned() }),
         Ok(_) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(FsError::io("stat", path, e).into()),
@@ -323,7 +308,7 @@ fn refuse_link(path: &Path) -> Result<(), WorkspaceError> {
 }
 
 fn is_dir(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+    OsStorage.link_stat(path).is_ok_and(|stat| stat.kind == FileKind::Dir)
 }
 
 /// Rules 2 to 4 from `start` (canonical): the root, the checkout, and how the root was found.
@@ -331,10 +316,10 @@ fn discover(start: &Path) -> Result<(PathBuf, PathBuf, FoundBy), WorkspaceError>
     let mut state_dir = None;
     let mut git_top = None;
     for dir in start.ancestors().take(ANCESTORS_MAX) {
-        if state_dir.is_none() && std::fs::symlink_metadata(dir.join(STATE_DIR)).is_ok() {
+        if state_dir.is_none() && OsStorage.link_stat(&dir.join(STATE_DIR)).is_ok() {
             state_dir = Some(dir.to_owned());
         }
-        if std::fs::symlink_metadata(dir.join(".git")).is_ok() {
+        if OsStorage.link_stat(&dir.join(".git")).is_ok() {
             git_top = Some(dir.to_owned());
             break;
         }
@@ -371,7 +356,7 @@ fn main_worktree(top: &Path) -> Result<Option<PathBuf>, WorkspaceError> {
     let gitdir = top.join(gitdir);
     let Some(common) = read_small(&gitdir.join("commondir"))? else { return Ok(None) };
     let common = gitdir.join(common.trim());
-    let Ok(common) = std::fs::canonicalize(&common) else { return Ok(None) };
+    let Ok(common) = keel_fs::canonicalize(&common) else { return Ok(None) };
     let main = match common.parent() {
         Some(main) if common.file_name() == Some(".git".as_ref()) && is_dir(&main.join(".git")) => main.to_owned(),
         _ => return Ok(None),

@@ -41,7 +41,11 @@ fn run(args: &[String], crash_at: Option<Point>) -> Result<Outcome, Box<dyn std:
     };
     let request = Request { holder, expect, intent: IntentId::new(intent)? };
     Ok(match op.as_str() {
-        "write" => mutator.write(path, &std::fs::read(content_file)?, &request)?,
+        "write" => {
+            // The limit the mutator enforces anyway: a larger content is refused either way.
+            let content = keel_fs::read_bounded(Path::new(content_file), keel_mutator::CONTENT_BYTES_MAX_DEFAULT)?;
+            mutator.write(path, &content, &request)?
+        }
         "delete" => mutator.delete(path, &request)?,
         other => return Err(format!("unknown op {other:?}").into()),
     })
