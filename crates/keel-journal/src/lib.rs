@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod granting;
 pub mod holding;
 pub mod policy;
 pub mod process;

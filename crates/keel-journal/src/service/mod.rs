@@ -27,15 +27,13 @@ use keel_fs::{
 };
 use keel_kernel::admission::{Admission, admit};
 use keel_kernel::arbiter::{Decision, Outcome, Request};
-use keel_kernel::expiry::{ExpiryPolicy, Verdict, assess, format_utc};
+use keel_kernel::expiry::{ExpiryPolicy, Verdict, format_utc};
 use keel_kernel::json::to_line;
 use keel_kernel::line::BadLine;
-use keel_kernel::record::{Lease, Refusal, Writer};
+use keel_kernel::record::{Refusal, Writer};
 
 use crate::backend::{LeaseBackend, LeaseRef};
 use keel_kernel::replay::{CompactError, Excuse, GENERATION_FLOOR, StateSnapshot, review_record};
-use keel_kernel::tree;
-use keel_kernel::value::casefold;
 use keel_kernel::{Identity, LiveState, Object, Replay, Taxonomy};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -48,8 +46,8 @@ mod fold;
 mod grant;
 mod ops;
 
+use crate::granting::{self, arbiter_request, fresh_loop_ts, owner_named, validate};
 use append::{unreviewed, whole_bad_last_line};
-use grant::{arbiter_request, owner_named, validate};
 
 /// keel's state directory in a workspace root: the one directory a journal creates for itself.
 pub const STATE_DIR: &str = ".keel";
@@ -200,6 +198,15 @@ pub enum JournalError {
     /// A request is malformed.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A lease service reached over the network could not be asked (no quorum, no member
+    /// answering): nothing is known to have changed, and nothing is guessed.
+    #[error("{service} unavailable: {detail}")]
+    Unavailable {
+        /// The service, as its backend names it (`etcd` and its endpoints).
+        service: String,
+        /// What failed, on each endpoint tried.
+        detail: String,
+    },
 }
 
 impl JournalError {
@@ -214,7 +221,7 @@ impl JournalError {
             }
             Self::InvalidRequest(_) => ErrorKind::Usage,
             Self::Damaged { .. } => ErrorKind::Damaged,
-            Self::Exhausted { .. } => ErrorKind::Io,
+            Self::Exhausted { .. } | Self::Unavailable { .. } => ErrorKind::Io,
         }
     }
 }
@@ -278,15 +285,18 @@ pub enum HolderPid {
 
 /// What a lease records of its holder process.
 #[derive(Debug, Clone, Copy, Default)]
-struct Recorded {
-    pid: Option<u32>,
-    start: Option<u64>,
-    pgid: Option<u32>,
+pub struct Recorded {
+    /// The process id (`None`: no process, only the TTL frees the lease).
+    pub pid: Option<u32>,
+    /// Its start time in clock ticks since boot, which tells a reused pid apart.
+    pub start: Option<u64>,
+    /// The process group it leads, when the whole group holds the lease.
+    pub pgid: Option<u32>,
 }
 
 impl HolderPid {
     /// The pid, start time and process group to record; `Err` if it names no running process.
-    fn recorded(self) -> Result<Recorded, JournalError> {
+    pub fn recorded(self) -> Result<Recorded, JournalError> {
         let running = |pid: u32| match process::start_time(pid) {
             Some(start) if pid != 0 => Ok(start),
             _ => Err(JournalError::InvalidRequest(format!("no process {pid} is running on this host"))),
@@ -532,14 +542,6 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 fn now_ts(clock: &Clock) -> String {
     format_utc(clock().floor() as i64)
-}
-
-/// A loop timestamp with microseconds, so two grants in one second differ.
-fn fresh_loop_ts(now: f64) -> String {
-    let seconds = now.floor();
-    let micros = ((now - seconds) * 1e6).floor() as u64;
-    let base = format_utc(seconds as i64);
-    format!("{}.{micros:06}Z", base.trim_end_matches('Z'))
 }
 
 impl<S: Storage + Clone> Journal<S> {

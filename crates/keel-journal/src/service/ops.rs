@@ -4,8 +4,8 @@ use crate::backend::Location;
 
 use super::{
     AcquireOutcome, AcquireRequest, Adopted, Beat, Decision, Duration, HolderPid, Identity, Instant, Journal,
-    JournalError, LeaseBackend, LeaseRef, LiveLease, LiveState, LiveView, Object, Recorded, Stats, Stopped, Storage,
-    Value, Verdict, WAIT_BACKOFF_MS_MAX, Writer, arbiter_request, format_utc, fresh_loop_ts, now_ts, owner_named,
+    JournalError, LeaseBackend, LeaseRef, LiveLease, LiveState, LiveView, Object, Stats, Stopped, Storage, Value,
+    Verdict, WAIT_BACKOFF_MS_MAX, Writer, arbiter_request, format_utc, fresh_loop_ts, granting, owner_named,
     unreviewed, validate, whole_bad_last_line,
 };
 
@@ -93,7 +93,7 @@ impl<S: Storage + Clone> LeaseBackend for Journal<S> {
 
     fn adopt(&self, lease: &Identity, new_owner: &str, holder: HolderPid) -> Result<Option<Adopted>, JournalError> {
         owner_named(new_owner)?;
-        let Recorded { pid, start, pgid } = holder.recorded()?;
+        let holder = holder.recorded()?;
         self.locked(|this, cache| {
             let identity = lease.clone();
             let folded = Self::folded(cache);
@@ -104,17 +104,7 @@ impl<S: Storage + Clone> LeaseBackend for Journal<S> {
                 return Err(JournalError::Exhausted { path: this.path.clone(), counter: "generation" });
             }
             let prev_holder = lease.get("holder").cloned().unwrap_or(Value::Null);
-            let mut body = lease.clone();
-            body.insert("holder".into(), Value::from(new_owner));
-            body.insert("host_id".into(), Value::from(this.options.host_id.clone()));
-            body.insert("pid".into(), pid.map_or(Value::Null, Value::from));
-            for (member, value) in [("proc_starttime", start), ("pgid", pgid.map(u64::from))] {
-                match value {
-                    Some(value) => body.insert(member.into(), Value::from(value)),
-                    None => body.remove(member),
-                };
-            }
-            body.insert("heartbeat_at".into(), Value::from(now_ts(&this.options.clock)));
+            let body = granting::adopted_body(&this.options, lease, new_owner, &holder, (this.options.clock)());
             let record = this.writer().adopt(&identity, &prev_holder, new_owner, body);
             this.append(cache, vec![record])?;
             let generation =
