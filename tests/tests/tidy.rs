@@ -260,11 +260,9 @@ const FS_PATHS: [&str; 2] = ["std::fs", "rustix::fs"];
 
 /// The sources outside keel-fs that may still name [`FS_PATHS`], each with why. The list only
 /// shrinks: a file leaves it once its I/O goes through keel-fs.
-const FS_OUTSIDE_KEEL_FS_ALLOWED: [(&str, &str); 2] = [
+const FS_OUTSIDE_KEEL_FS_ALLOWED: [(&str, &str); 1] = [
     // `/proc` is the process table, not a file keel keeps: nothing to make durable or bound.
     ("crates/keel-journal/src/process.rs", "reads /proc"),
-    // Remove this entry when keel-store's conversion is done.
-    ("crates/keel-store/", "being moved onto the seam"),
 ];
 
 /// Whether `line` spells `path` as a whole path (`std::fs::File`, not `xstd::fs` or `std::fsx`).

@@ -5,8 +5,10 @@
 //! It never decides what an event means, never rewrites an acknowledged record, never builds a
 //! path from an id without encoding it, and never trusts derived data (the offset index, the
 //! counters in snapshots) without checking it against the log. All disk access goes through
-//! keel-fs (atomic write, durable append, line reading, the writer lock) except directory
-//! creation, renames and cutting off a torn tail, which keel-fs does not offer.
+//! keel-fs: atomic write, durable append and line reading over its `Storage` seam, which every
+//! other file operation (directories, renames, cutting off a torn tail, the index) goes through
+//! too, so that tests can fail any operation or cut the power before it; only the writer lock
+//! is always a real [`keel_fs::OsLock`].
 //!
 //! # Layout
 //! ```text
@@ -23,7 +25,10 @@
 //!
 //! # Model
 //! - [`FsRuntimeStore::open_or_create`] creates a runtime atomically (built under a temporary
-//!   name, renamed in) or opens one, validating snapshots, placement and every log's tail.
+//!   name, renamed in) or opens one, validating snapshots, placement and every log's tail. Each
+//!   constructor has a `_with` twin ([`FsRuntimeStore::open_or_create_with`],
+//!   [`FsRuntimeStore::open_with`], [`FsRuntimeStore::check_with`]) taking the
+//!   [`keel_fs::Storage`] to work through; the plain ones use the real file system.
 //! - Changes ([`create_worker`](FsRuntimeStore::create_worker),
 //!   [`set_worker_status`](FsRuntimeStore::set_worker_status),
 //!   [`append_event`](FsRuntimeStore::append_event),
@@ -42,8 +47,8 @@
 //! Opening validates each log's tail, not every record (that is what keeps reopening a large
 //! store cheap); reads validate what they return and `check` validates everything. A reader
 //! racing the one append that cuts off a torn tail may see a spurious error; retrying succeeds.
-//! An index entry damaged in the middle is not rewritten (reads near it fall back to an earlier
-//! entry or a scan, so they stay correct). Linux and local file systems (see keel-fs).
+//! An index entry damaged in the middle, or an index holding entries past the end of its log, is
+//! not rewritten (reads near it fall back to an earlier entry or a scan, so they stay correct). Linux and local file systems (see keel-fs).
 //!
 //! # Example
 //! ```
@@ -66,6 +71,7 @@
 
 #![forbid(unsafe_code)]
 
+mod disk;
 pub mod error;
 pub mod id;
 pub mod log;
@@ -79,4 +85,4 @@ pub use model::{
     Diagnostic, Event, EventCursor, EventPage, Limits, PAGE_LIMIT_CEILING, RuntimeSnapshot, SCHEMA_VERSION, StoreState,
     TranscriptEntry, TranscriptPage, WorkerRef, WorkerSnapshot,
 };
-pub use store::{CheckReport, FsRuntimeStore, StoreOptions, list_runtimes};
+pub use store::{CheckReport, FsRuntimeStore, StoreOptions, list_runtimes, list_runtimes_with};

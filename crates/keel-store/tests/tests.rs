@@ -1,10 +1,12 @@
 //! keel-store's integration tests, one binary: hostile ids, paging, torn tails, damaged stores,
-//! several writers. (The kill -9 test is the `crash` binary: it re-executes itself.)
+//! several writers, power cuts and I/O errors at every operation (the storage seam). (The kill -9
+//! test is the `crash` binary: it re-executes itself.)
 
 mod concurrency;
 mod damage;
 mod ids;
 mod paging;
+mod seam;
 mod torn;
 
 use std::path::{Path, PathBuf};

@@ -1,12 +1,21 @@
 //! Reviewing damage, and checking a whole store.
 
 use super::{
-    BTreeMap, CheckReport, DamagedLine, DeserializeOwned, ErrorKind, Event, FsRuntimeStore, Keyed, Log, Path, PathBuf,
-    RUNTIMES_DIR, Result, Reviewed, Scanner, Step, StoreError, TranscriptEntry, damage_in, encode, fs, reviewed_lines,
-    reviewed_path, write_atomic,
+    BTreeMap, CheckReport, DamagedLine, DeserializeOwned, Event, FsRuntimeStore, Keyed, Log, OsStorage, Path, PathBuf,
+    REVIEWED_BYTES_MAX, RUNTIMES_DIR, Result, Reviewed, Scanner, Step, Storage, StoreError, TranscriptEntry, damage_in,
+    encode, exists, read_file, reviewed_lines, reviewed_path, write_atomic_with,
 };
 
-impl FsRuntimeStore {
+impl FsRuntimeStore<OsStorage> {
+    /// Validates everything: snapshots, placement, every line of every log, every index entry,
+    /// every counter. Damage is reported, not returned as an error; an error means the check
+    /// itself could not run (invalid id, runtime missing).
+    pub fn check(root: &Path, runtime_id: &str) -> Result<CheckReport> {
+        Self::check_with(OsStorage, root, runtime_id)
+    }
+}
+
+impl<S: Storage + Clone> FsRuntimeStore<S> {
     /// The damaged lines of every log of this runtime (events, then each worker's transcript)
     /// with the log they are in; with `accept_by`, records that `accept_by` looked at them, so
     /// appends go on (`<log>.reviewed`, written atomically under the writer lock). The damaged
@@ -14,10 +23,11 @@ impl FsRuntimeStore {
     pub fn review(&self, accept_by: Option<&str>) -> Result<Vec<(PathBuf, DamagedLine)>> {
         const OP: &str = "review runtime";
         let _lock = self.lock(OP)?;
-        let mut logs = vec![(self.events.log.clone(), damage_in::<Event>(&self.events.log, OP)?)];
+        let storage = &self.storage;
+        let mut logs = vec![(self.events.log.clone(), damage_in::<Event, S>(storage, &self.events.log, OP)?)];
         for worker_id in self.worker_ids(OP)? {
             let log = self.transcript_log(&worker_id, OP)?;
-            let damage = damage_in::<TranscriptEntry>(&log, OP)?;
+            let damage = damage_in::<TranscriptEntry, S>(storage, &log, OP)?;
             logs.push((log, damage));
         }
         let mut found = Vec::new();
@@ -27,7 +37,7 @@ impl FsRuntimeStore {
             }
             if let Some(by) = accept_by {
                 let path = reviewed_path(&log.path);
-                let mut reviewed: Reviewed = match fs::read(&path) {
+                let mut reviewed: Reviewed = match read_file(storage, &path, REVIEWED_BYTES_MAX) {
                     Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
                     Err(_) => Reviewed::default(),
                 };
@@ -39,7 +49,7 @@ impl FsRuntimeStore {
                 }
                 reviewed.by.push(by.to_owned());
                 let bytes = serde_json::to_vec(&reviewed).expect("a review serialises");
-                let _report = write_atomic(&path, &bytes).map_err(|e| StoreError::fs(OP, e))?;
+                let _report = write_atomic_with(storage, &path, &bytes).map_err(|e| StoreError::fs(OP, e))?;
             }
             found.extend(
                 damage
@@ -50,19 +60,17 @@ impl FsRuntimeStore {
         Ok(found)
     }
 
-    /// Validates everything: snapshots, placement, every line of every log, every index entry,
-    /// every counter. Damage is reported, not returned as an error; an error means the check
-    /// itself could not run (invalid id, runtime missing).
-    pub fn check(root: &Path, runtime_id: &str) -> Result<CheckReport> {
+    /// [`check`](FsRuntimeStore::check) through `storage`.
+    pub fn check_with(storage: S, root: &Path, runtime_id: &str) -> Result<CheckReport> {
         const OP: &str = "check runtime";
         let encoded = encode(OP, "runtime id", runtime_id)?;
         let dir = root.join(RUNTIMES_DIR).join(&encoded);
         let mut report = CheckReport { runtime_id: runtime_id.to_owned(), ..CheckReport::default() };
-        match fs::symlink_metadata(&dir) {
-            Err(e) if e.kind() == ErrorKind::NotFound => return Err(StoreError::Missing { op: OP, path: dir }),
-            _ => {}
+        // Any error but "not found" is left for the open below to report.
+        if matches!(exists(&storage, &dir, OP), Ok(false)) {
+            return Err(StoreError::Missing { op: OP, path: dir });
         }
-        let store = match Self::open(root, runtime_id) {
+        let store = match Self::open_with(storage, root, runtime_id) {
             Ok(store) => store,
             Err(e) => {
                 report.problems.push(e.to_string());
@@ -70,7 +78,7 @@ impl FsRuntimeStore {
             }
         };
         let mut last_event_of: BTreeMap<String, u64> = BTreeMap::new();
-        match Self::check_log::<Event>(&store.events.log, &mut report, &mut |event, line| {
+        match Self::check_log::<Event>(&store.storage, &store.events.log, &mut report, &mut |event, line| {
             store.validate_event(event, line, OP)?;
             if let Some(worker_id) = &event.worker_id {
                 last_event_of.insert(worker_id.clone(), event.id);
@@ -117,7 +125,7 @@ impl FsRuntimeStore {
                 }
             };
             let path = log.path.clone();
-            match Self::check_log::<TranscriptEntry>(&log, &mut report, &mut |entry, line| {
+            match Self::check_log::<TranscriptEntry>(&store.storage, &log, &mut report, &mut |entry, line| {
                 store.validate_entry(entry, worker_id, &path, line, OP)
             }) {
                 Ok(count) => report.transcript_entries += count,
@@ -132,12 +140,13 @@ impl FsRuntimeStore {
 
     /// Scans a whole log from its first line, validating every record and every index entry.
     pub(super) fn check_log<R: DeserializeOwned + Keyed>(
+        storage: &S,
         log: &Log,
         report: &mut CheckReport,
         visit: &mut dyn FnMut(&R, u64) -> Result<()>,
     ) -> Result<u64> {
         const OP: &str = "check log";
-        let mut scanner = Scanner::<R>::open(log, 0, log.first_key, OP)?;
+        let mut scanner = Scanner::<R, S>::open(storage, log, 0, log.first_key, OP)?;
         let mut offsets = Vec::new();
         let mut count = 0;
         loop {
@@ -150,7 +159,8 @@ impl FsRuntimeStore {
                     count += 1;
                 }
                 Step::Damaged(damage) => {
-                    let reviewed = if reviewed_lines(&log.path, OP)?.contains(&(damage.line, damage.raw_blake3.clone()))
+                    let reviewed = if reviewed_lines(storage, &log.path, OP)?
+                        .contains(&(damage.line, damage.raw_blake3.clone()))
                     {
                         " (reviewed)"
                     } else {
@@ -176,9 +186,9 @@ impl FsRuntimeStore {
                 Step::End => break,
             }
         }
-        let entries = log.index_entries(OP)?;
+        let entries = log.index_entries(storage, OP)?;
         // Only the entries the log accounts for are read: a huge index costs no memory.
-        let stored = log.read_index(entries.min(offsets.len() as u64), OP)?;
+        let stored = log.read_index(storage, entries.min(offsets.len() as u64), OP)?;
         for (i, expected) in offsets.iter().enumerate() {
             match stored.get(i) {
                 Some(entry) if entry == expected => {}

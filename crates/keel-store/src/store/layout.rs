@@ -2,8 +2,9 @@
 //! layout's small helpers.
 
 use super::{
-    DeserializeOwned, ErrorKind, File, Limits, Path, RUNTIMES_DIR, Read, Result, SCHEMA_VERSION, SNAPSHOT_BYTES_MAX,
-    STATUS_BYTES_MAX, Serialize, StoreError, Value, decode_id, encode_id, fs, missing_or_io, write_atomic,
+    DeserializeOwned, ErrorKind, FileKind, Limits, OsStorage, Path, RUNTIMES_DIR, Result, SCHEMA_VERSION,
+    SNAPSHOT_BYTES_MAX, STATUS_BYTES_MAX, Serialize, Storage, StoreError, Value, decode_id, dir_sync_status, encode_id,
+    is_too_large, missing_or_io, read_whole, remove_tree, write_atomic_with,
 };
 
 pub(super) fn now_ms() -> u64 {
@@ -60,26 +61,37 @@ pub(super) fn readable_back(bytes: &[u8], op: &'static str, what: &'static str) 
     })
 }
 
-pub(super) fn write_snapshot<T: Serialize>(path: &Path, snapshot: &T, op: &'static str) -> Result<()> {
+pub(super) fn write_snapshot<S: Storage, T: Serialize>(
+    storage: &S,
+    path: &Path,
+    snapshot: &T,
+    op: &'static str,
+) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(snapshot).expect("snapshots serialise");
     readable_back(&bytes, op, "snapshot")?;
     bytes.push(b'\n');
-    let _report = write_atomic(path, &bytes).map_err(|e| StoreError::fs(op, e))?;
+    let _report = write_atomic_with(storage, path, &bytes).map_err(|e| StoreError::fs(op, e))?;
     Ok(())
 }
 
 /// Reads and parses a snapshot file, refusing one over [`SNAPSHOT_BYTES_MAX`].
-pub(super) fn read_snapshot<T: DeserializeOwned>(path: &Path, op: &'static str) -> Result<(T, u64)> {
-    let file = File::open(path).map_err(|e| missing_or_io(op, path, e))?;
-    let meta = file.metadata().map_err(|e| StoreError::io(op, path, e))?;
-    if !meta.is_file() {
+pub(super) fn read_snapshot<S: Storage, T: DeserializeOwned>(
+    storage: &S,
+    path: &Path,
+    op: &'static str,
+) -> Result<(T, u64)> {
+    let file = storage.open_read(path).map_err(|e| missing_or_io(op, path, e))?;
+    let stat = storage.file_stat(&file).map_err(|e| StoreError::io(op, path, e))?;
+    if stat.kind != FileKind::File {
         return Err(StoreError::corrupt(op, path, None, "not a regular file"));
     }
-    let mut bytes = Vec::new();
-    file.take(SNAPSHOT_BYTES_MAX + 1).read_to_end(&mut bytes).map_err(|e| StoreError::io(op, path, e))?;
-    if bytes.len() as u64 > SNAPSHOT_BYTES_MAX {
-        return Err(StoreError::corrupt(op, path, None, format!("larger than {SNAPSHOT_BYTES_MAX} bytes")));
-    }
+    let bytes = match read_whole(storage, &file, SNAPSHOT_BYTES_MAX, stat.len) {
+        Ok(bytes) => bytes,
+        Err(e) if is_too_large(&e) => {
+            return Err(StoreError::corrupt(op, path, None, format!("larger than {SNAPSHOT_BYTES_MAX} bytes")));
+        }
+        Err(e) => return Err(StoreError::io(op, path, e)),
+    };
     let value: Value =
         serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(op, path, None, format!("not JSON: {e}")))?;
     let version = value
@@ -96,51 +108,81 @@ pub(super) fn read_snapshot<T: DeserializeOwned>(path: &Path, op: &'static str) 
 }
 
 /// Fails unless `path` is a directory (not following a symlink).
-pub(super) fn require_dir(path: &Path, op: &'static str) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => Ok(()),
+pub(super) fn require_dir<S: Storage>(storage: &S, path: &Path, op: &'static str) -> Result<()> {
+    match storage.link_stat(path) {
+        Ok(stat) if stat.kind == FileKind::Dir => Ok(()),
         Ok(_) => Err(StoreError::NotADirectory { op, path: path.to_owned() }),
         Err(e) => Err(missing_or_io(op, path, e)),
     }
 }
 
-pub(super) fn sync_dir(path: &Path, op: &'static str) -> Result<()> {
-    File::open(path).and_then(|dir| dir.sync_all()).map_err(|e| StoreError::io(op, path, e))
+/// Whether `path` names anything (not following a symlink); an error other than "not found"
+/// is returned, never taken for absence.
+pub(super) fn exists<S: Storage>(storage: &S, path: &Path, op: &'static str) -> Result<bool> {
+    match storage.link_stat(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StoreError::io(op, path, e)),
+    }
 }
 
-pub(super) fn create_empty_file(path: &Path, op: &'static str) -> Result<()> {
-    File::create_new(path).and_then(|f| f.sync_all()).map_err(|e| StoreError::io(op, path, e))
+/// Makes the names in the directory `path` durable. A file system that cannot fsync a
+/// directory is let through, as keel-fs's atomic write lets it through.
+pub(super) fn sync_dir<S: Storage>(storage: &S, path: &Path, op: &'static str) -> Result<()> {
+    let _synced_or_unsupported = dir_sync_status(storage.sync_dir(path)).map_err(|e| StoreError::io(op, path, e))?;
+    Ok(())
+}
+
+/// Renames the finished directory `building` to `dir`, then fsyncs `parent` (both names' parent)
+/// so the name is durable when this returns. If that fsync fails the rename is undone (best
+/// effort): a caller told "failed" must not find the directory there and build on a name that
+/// a power cut can still take away.
+pub(super) fn rename_into_place<S: Storage>(
+    storage: &S,
+    building: &Path,
+    dir: &Path,
+    parent: &Path,
+    op: &'static str,
+) -> Result<()> {
+    storage.rename(building, dir).map_err(|e| StoreError::io(op, dir, e))?;
+    sync_dir(storage, parent, op).inspect_err(|_| {
+        let _ = storage.rename(dir, building);
+    })
+}
+
+pub(super) fn create_empty_file<S: Storage>(storage: &S, path: &Path, op: &'static str) -> Result<()> {
+    storage.create_new(path).and_then(|f| storage.sync_all(&f)).map_err(|e| StoreError::io(op, path, e))
 }
 
 /// Removes a half-built directory left by a crash (its name says it was never renamed in).
-pub(super) fn remove_leftover(path: &Path, op: &'static str) -> Result<()> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StoreError::io(op, path, e)),
-    }
+pub(super) fn remove_leftover<S: Storage>(storage: &S, path: &Path, op: &'static str) -> Result<()> {
+    remove_tree(storage, path).map_err(|(failed, e)| StoreError::io(op, failed, e))
 }
 
 /// The runtime ids stored under `root`, in id order. Entries that are not canonical encodings
 /// are reported as corrupt.
 pub fn list_runtimes(root: &Path) -> Result<Vec<String>> {
+    list_runtimes_with(&OsStorage, root)
+}
+
+/// [`list_runtimes`] through any [`Storage`].
+pub fn list_runtimes_with<S: Storage>(storage: &S, root: &Path) -> Result<Vec<String>> {
     const OP: &str = "list runtimes";
     let dir = root.join(RUNTIMES_DIR);
-    let entries = match fs::read_dir(&dir) {
-        Ok(entries) => entries,
+    let names = match storage.list_dir(&dir) {
+        Ok(names) => names,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(StoreError::io(OP, &dir, e)),
     };
     let mut ids = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| StoreError::io(OP, &dir, e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') || name.ends_with(".lock") {
+    for name in names {
+        let text = name.to_string_lossy();
+        if text.starts_with('.') || text.ends_with(".lock") {
             continue;
         }
-        let id = decode_id(&name)
-            .ok_or_else(|| StoreError::corrupt(OP, entry.path(), None, "not the canonical encoding of a runtime id"))?;
+        let id = decode_id(&text).ok_or_else(|| {
+            StoreError::corrupt(OP, dir.join(&name), None, "not the canonical encoding of a runtime id")
+        })?;
         ids.push(id);
     }
     ids.sort();

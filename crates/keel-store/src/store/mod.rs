@@ -5,7 +5,9 @@
 //! dies with its holder) as: lock, bring the cached log tail up to date (rescanning only what
 //! other processes appended), remove a torn tail (recording a diagnostic first), append with one
 //! `write` + `fdatasync`, extend the index, update the snapshot, unlock. Nothing is acknowledged
-//! before it is durable.
+//! before it is durable, nor built on a name that is not: a directory made visible by a rename
+//! whose directory fsync then fails is renamed back, and `open_or_create` fsyncs the directories
+//! it finds rather than makes (their maker may have died before doing it).
 //!
 //! # Readers
 //! Reads take no lock: the logs only grow (except that a writer cuts off a torn tail, which no
@@ -16,20 +18,24 @@
 //! refreshed whenever the snapshot is written for another reason: writing a snapshot per record
 //! would triple the syncs of an append. The logs are authoritative and [`FsRuntimeStore::load`]
 //! returns live values; a checkpoint ahead of its log is corruption (acknowledged records are
-//! missing). `worker.json`'s `last_event_id` is kept current by every event naming the worker; a
-//! crash between the event's append and the snapshot write leaves it one event behind, which the
-//! next writer repairs (that event is then the last line of the log).
+//! missing), so a checkpoint only counts records the writer knows are durable: ones it appended
+//! itself, or synced before counting (a record it only scanned may be a failed or dead writer's,
+//! not yet on disk). `worker.json`'s `last_event_id` is kept current by every event naming the
+//! worker; a crash between the event's append and the snapshot write leaves it one event behind,
+//! which the next writer repairs (that event is then the last line of the log), and a snapshot
+//! write that failed after the event is written again by the handle's next event append.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, File};
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use keel_fs::{Appender, OsLock, write_atomic};
+use keel_fs::seam::{FileKind, dir_sync_status};
+use keel_fs::{Appender, OsLock, OsStorage, Storage, write_atomic_with};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::disk::{is_too_large, read_file, read_whole, remove_tree};
 use crate::error::{Result, StoreError};
 
 mod check;
@@ -44,11 +50,11 @@ use crate::model::{
     DamagedLine, Diagnostic, Event, EventCursor, EventPage, LABEL_BYTES_MAX, Limits, PAGE_LIMIT_CEILING,
     RuntimeSnapshot, SCHEMA_VERSION, StoreState, TranscriptEntry, TranscriptPage, WorkerRef, WorkerSnapshot,
 };
-pub use layout::list_runtimes;
 use layout::{
-    check_word, create_empty_file, encode, now_ms, read_snapshot, remove_leftover, require_dir, sync_dir, to_json_line,
-    write_snapshot,
+    check_word, create_empty_file, encode, exists, now_ms, read_snapshot, remove_leftover, rename_into_place,
+    require_dir, sync_dir, to_json_line, write_snapshot,
 };
+pub use layout::{list_runtimes, list_runtimes_with};
 
 /// The longest snapshot file read, in bytes (diagnostics are bounded; config bundles are small).
 pub const SNAPSHOT_BYTES_MAX: u64 = 16 * 1024 * 1024;
@@ -106,25 +112,27 @@ fn reviewed_path(log: &Path) -> PathBuf {
 
 /// The damaged lines of `log` someone accepted; none when there is no review file. A review file
 /// that cannot be read excuses nothing (appends keep waiting: fail closed).
-fn reviewed_lines(log: &Path, op: &'static str) -> Result<Vec<(u64, String)>> {
+fn reviewed_lines<S: Storage>(storage: &S, log: &Path, op: &'static str) -> Result<Vec<(u64, String)>> {
     let path = reviewed_path(log);
-    match fs::metadata(&path) {
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+    let bytes = match read_file(storage, &path, REVIEWED_BYTES_MAX) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::NotFound || is_too_large(&e) => return Ok(Vec::new()),
         Err(e) => return Err(StoreError::io(op, &path, e)),
-        Ok(meta) if meta.len() > REVIEWED_BYTES_MAX => return Ok(Vec::new()),
-        Ok(_) => {}
-    }
-    let bytes = fs::read(&path).map_err(|e| StoreError::io(op, &path, e))?;
+    };
     Ok(serde_json::from_slice::<Reviewed>(&bytes).map(|r| r.excuses).unwrap_or_default())
 }
 
 /// Every damaged line of `log`, from its first line.
-fn damage_in<R: DeserializeOwned + Keyed>(log: &Log, op: &'static str) -> Result<Vec<crate::log::Damage>> {
+fn damage_in<R: DeserializeOwned + Keyed, S: Storage + Clone>(
+    storage: &S,
+    log: &Log,
+    op: &'static str,
+) -> Result<Vec<crate::log::Damage>> {
     let mut damage = Vec::new();
-    if !log.path.exists() {
-        return Ok(damage);
-    }
-    let mut scanner = Scanner::<R>::open(log, 0, log.first_key, op)?;
+    let mut scanner = match Scanner::<R, S>::open(storage, log, 0, log.first_key, op) {
+        Err(StoreError::Missing { .. }) => return Ok(damage),
+        scanner => scanner?,
+    };
     loop {
         match scanner.next(op)? {
             Step::Damaged(d) => damage.push(d),
@@ -135,9 +143,9 @@ fn damage_in<R: DeserializeOwned + Keyed>(log: &Log, op: &'static str) -> Result
 }
 
 /// Appends to a log wait until every damaged line its scans found has been reviewed.
-fn refuse_unreviewed(handle: &LogHandle, op: &'static str) -> Result<()> {
+fn refuse_unreviewed<S: Storage>(storage: &S, handle: &LogHandle<S>, op: &'static str) -> Result<()> {
     let Some(tail) = handle.tail.as_ref().filter(|t| !t.damage.is_empty()) else { return Ok(()) };
-    let reviewed = reviewed_lines(&handle.log.path, op)?;
+    let reviewed = reviewed_lines(storage, &handle.log.path, op)?;
     match tail.damage.iter().find(|d| !reviewed.contains(&(d.line, d.raw_blake3.clone()))) {
         Some(d) => Err(StoreError::Damaged {
             op,
@@ -219,30 +227,54 @@ impl CheckReport {
 }
 
 /// A log with what this handle last knew about its tail and an open appender.
-#[derive(Debug)]
-struct LogHandle {
+struct LogHandle<S: Storage> {
     log: Log,
     tail: Option<Tail>,
     /// Whether the tail was scanned or written under the writer lock (a tail scanned by a
     /// lock-free open may have raced a writer that crashed before updating a snapshot).
     tail_locked: bool,
-    appender: Option<Appender>,
+    appender: Option<Appender<S>>,
+    /// How many records this handle knows to be durable (the key after them): it made them
+    /// durable itself. A record it only scanned may be another writer's unsynced write, or its
+    /// own failed one, which a power cut can still take away; no counter written to a snapshot
+    /// may count it, or the snapshot would claim records the log then lacks.
+    durable_next_key: u64,
 }
 
-impl LogHandle {
+impl<S: Storage> LogHandle<S> {
     fn new(log: Log, tail: Option<Tail>) -> Self {
-        Self { log, tail, tail_locked: false, appender: None }
+        let durable_next_key = log.first_key;
+        Self { log, tail, tail_locked: false, appender: None, durable_next_key }
     }
 }
 
 /// The filesystem runtime store of one runtime. See the crate documentation.
-#[derive(Debug)]
-pub struct FsRuntimeStore {
+///
+/// Every file operation goes through `storage` (keel-fs's [`Storage`] seam: the real file
+/// system by default, a failing or crashing one in tests); only the writer lock is always a
+/// real [`OsLock`] on the real file system, at the same path names.
+pub struct FsRuntimeStore<S: Storage + Clone = OsStorage> {
+    storage: S,
     runtime_id: String,
     dir: PathBuf,
     lock_path: PathBuf,
     limits: Limits,
     lock_timeout_ms: u64,
-    events: LogHandle,
-    transcripts: HashMap<String, LogHandle>,
+    events: LogHandle<S>,
+    transcripts: HashMap<String, LogHandle<S>>,
+    /// A worker whose snapshot write after its event failed (and the event's id): the snapshot
+    /// may be visible but not durable, so the next event append writes it again.
+    stale_worker: Option<(String, u64)>,
+}
+
+impl<S: Storage + Clone> std::fmt::Debug for FsRuntimeStore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsRuntimeStore")
+            .field("runtime_id", &self.runtime_id)
+            .field("dir", &self.dir)
+            .field("lock_path", &self.lock_path)
+            .field("limits", &self.limits)
+            .field("lock_timeout_ms", &self.lock_timeout_ms)
+            .finish_non_exhaustive()
+    }
 }

@@ -2,18 +2,31 @@
 
 use super::{
     CREATING_PREFIX, EVENTS_FILE, EVENTS_INDEX_FILE, ErrorKind, Event, FsRuntimeStore, HashMap, HashSet,
-    LABEL_BYTES_MAX, LOCK_TIMEOUT_MS_DEFAULT, Limits, Log, LogHandle, OsLock, Path, PathBuf, RUNTIME_FILE,
-    RUNTIMES_DIR, Result, RuntimeSnapshot, SCHEMA_VERSION, StoreError, StoreOptions, StoreState, TRANSCRIPT_FILE,
-    TRANSCRIPT_INDEX_FILE, Tail, TranscriptEntry, WORKER_FILE, WORKERS_DIR, WorkerRef, WorkerSnapshot, check_word,
-    create_empty_file, decode_id, encode, fs, read_snapshot, remove_leftover, require_dir, sync_dir, validate_id,
-    write_snapshot,
+    LABEL_BYTES_MAX, LOCK_TIMEOUT_MS_DEFAULT, Limits, Log, LogHandle, OsLock, OsStorage, Path, PathBuf, RUNTIME_FILE,
+    RUNTIMES_DIR, Result, RuntimeSnapshot, SCHEMA_VERSION, Storage, StoreError, StoreOptions, StoreState,
+    TRANSCRIPT_FILE, TRANSCRIPT_INDEX_FILE, Tail, TranscriptEntry, WORKER_FILE, WORKERS_DIR, WorkerRef, WorkerSnapshot,
+    check_word, create_empty_file, decode_id, encode, exists, read_snapshot, remove_leftover, rename_into_place,
+    require_dir, sync_dir, validate_id, write_snapshot,
 };
 
-impl FsRuntimeStore {
+impl FsRuntimeStore<OsStorage> {
     /// Opens runtime `options.runtime_id` under `options.root`, creating it (atomically: it is
     /// built under a temporary name and renamed into place) if it does not exist. Opening
     /// validates the snapshots, the workers and the tails of every log.
     pub fn open_or_create(options: &StoreOptions) -> Result<Self> {
+        Self::open_or_create_with(OsStorage, options)
+    }
+
+    /// Opens an existing runtime ([`StoreError::Missing`] if there is none), validating it.
+    pub fn open(root: &Path, runtime_id: &str) -> Result<Self> {
+        Self::open_with(OsStorage, root, runtime_id)
+    }
+}
+
+impl<S: Storage + Clone> FsRuntimeStore<S> {
+    /// [`open_or_create`](FsRuntimeStore::open_or_create) through `storage`: every file
+    /// operation of the store goes through it (the writer lock stays a real [`OsLock`]).
+    pub fn open_or_create_with(storage: S, options: &StoreOptions) -> Result<Self> {
         const OP: &str = "open or create runtime";
         let encoded = encode(OP, "runtime id", &options.runtime_id)?;
         if let Some(reason) = options.limits.first_out_of_range() {
@@ -28,20 +41,27 @@ impl FsRuntimeStore {
             });
         }
         check_word(OP, "backend", &options.backend)?;
-        require_dir(&options.root, OP)?;
+        require_dir(&storage, &options.root, OP)?;
         let runtimes = options.root.join(RUNTIMES_DIR);
-        match fs::create_dir(&runtimes) {
-            Ok(()) => sync_dir(&options.root, OP)?,
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        // A name this call finds rather than makes may be one whose maker failed or died between
+        // making it and fsyncing its directory: it is fsynced again before it is built on, so
+        // nothing acknowledged later hangs on a name a power cut can take away. One this call
+        // makes but cannot fsync is removed again, so that no later `open` builds on it.
+        match storage.create_dir(&runtimes) {
+            Ok(()) => sync_dir(&storage, &options.root, OP).inspect_err(|_| {
+                let _ = storage.remove_dir(&runtimes);
+            })?,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => sync_dir(&storage, &options.root, OP)?,
             Err(e) => return Err(StoreError::io(OP, &runtimes, e)),
         }
-        require_dir(&runtimes, OP)?;
+        require_dir(&storage, &runtimes, OP)?;
         let dir = runtimes.join(&encoded);
-        if fs::symlink_metadata(&dir).is_err() {
+        let mut made = false;
+        if !exists(&storage, &dir, OP)? {
             let lock_path = runtimes.join(format!("{encoded}.lock"));
             let _lock =
                 OsLock::acquire_timeout(&lock_path, options.lock_timeout_ms).map_err(|e| StoreError::fs(OP, e))?;
-            if fs::symlink_metadata(&dir).is_err() {
+            if !exists(&storage, &dir, OP)? {
                 let snapshot = RuntimeSnapshot {
                     schema_version: SCHEMA_VERSION,
                     runtime_id: options.runtime_id.clone(),
@@ -55,42 +75,54 @@ impl FsRuntimeStore {
                     config_bundles: Vec::new(),
                     diagnostics: Vec::new(),
                 };
-                let building = runtimes.join(format!("{CREATING_PREFIX}{encoded}"));
-                remove_leftover(&building, OP)?;
-                fs::create_dir(&building).map_err(|e| StoreError::io(OP, &building, e))?;
-                write_snapshot(&building.join(RUNTIME_FILE), &snapshot, OP)?;
-                create_empty_file(&building.join(EVENTS_FILE), OP)?;
-                let workers = building.join(WORKERS_DIR);
-                fs::create_dir(&workers).map_err(|e| StoreError::io(OP, &workers, e))?;
-                sync_dir(&building, OP)?;
-                fs::rename(&building, &dir).map_err(|e| StoreError::io(OP, &dir, e))?;
-                sync_dir(&runtimes, OP)?;
+                Self::build_runtime(&storage, &snapshot, &runtimes.join(format!("{CREATING_PREFIX}{encoded}")), &dir)?;
+                made = true;
             }
         }
-        Self::open_with_timeout(&options.root, &options.runtime_id, options.lock_timeout_ms)
+        if !made {
+            sync_dir(&storage, &runtimes, OP)?;
+        }
+        Self::open_with_timeout(storage, &options.root, &options.runtime_id, options.lock_timeout_ms)
     }
 
-    /// Opens an existing runtime ([`StoreError::Missing`] if there is none), validating it.
-    pub fn open(root: &Path, runtime_id: &str) -> Result<Self> {
-        Self::open_with_timeout(root, runtime_id, LOCK_TIMEOUT_MS_DEFAULT)
+    /// Builds a runtime's directory at `building` (removing a leftover of a crashed build first)
+    /// and renames it to `dir` durably.
+    fn build_runtime(storage: &S, snapshot: &RuntimeSnapshot, building: &Path, dir: &Path) -> Result<()> {
+        const OP: &str = "open or create runtime";
+        remove_leftover(storage, building, OP)?;
+        storage.create_dir(building).map_err(|e| StoreError::io(OP, building, e))?;
+        write_snapshot(storage, &building.join(RUNTIME_FILE), snapshot, OP)?;
+        create_empty_file(storage, &building.join(EVENTS_FILE), OP)?;
+        let workers = building.join(WORKERS_DIR);
+        storage.create_dir(&workers).map_err(|e| StoreError::io(OP, &workers, e))?;
+        sync_dir(storage, building, OP)?;
+        let runtimes = dir.parent().expect("a runtime directory is in runtimes/");
+        rename_into_place(storage, building, dir, runtimes, OP)
     }
 
-    pub(super) fn open_with_timeout(root: &Path, runtime_id: &str, lock_timeout_ms: u64) -> Result<Self> {
+    /// [`open`](FsRuntimeStore::open) through `storage`.
+    pub fn open_with(storage: S, root: &Path, runtime_id: &str) -> Result<Self> {
+        Self::open_with_timeout(storage, root, runtime_id, LOCK_TIMEOUT_MS_DEFAULT)
+    }
+
+    pub(super) fn open_with_timeout(storage: S, root: &Path, runtime_id: &str, lock_timeout_ms: u64) -> Result<Self> {
         const OP: &str = "open runtime";
         let encoded = encode(OP, "runtime id", runtime_id)?;
         let runtimes = root.join(RUNTIMES_DIR);
-        require_dir(root, OP)?;
-        require_dir(&runtimes, OP)?;
+        require_dir(&storage, root, OP)?;
+        require_dir(&storage, &runtimes, OP)?;
         let dir = runtimes.join(&encoded);
-        require_dir(&dir, OP)?;
-        let (runtime, _) = read_snapshot::<RuntimeSnapshot>(&dir.join(RUNTIME_FILE), OP)?;
+        require_dir(&storage, &dir, OP)?;
+        let (runtime, _) = read_snapshot::<S, RuntimeSnapshot>(&storage, &dir.join(RUNTIME_FILE), OP)?;
         let mut store = Self {
+            storage,
             runtime_id: runtime_id.to_owned(),
             lock_path: runtimes.join(format!("{encoded}.lock")),
             limits: runtime.limits,
             lock_timeout_ms,
             events: LogHandle::new(Self::events_log(&dir, &runtime.limits), None),
             transcripts: HashMap::new(),
+            stale_worker: None,
             dir,
         };
         store.validate_runtime(&runtime, OP)?;
@@ -232,7 +264,7 @@ impl FsRuntimeStore {
 
     pub(super) fn scan_events_tail(&self, op: &'static str) -> Result<Tail> {
         let log = self.events.log.clone();
-        log.scan_tail::<Event>(op, &mut |event, line| self.validate_event(event, line, op))
+        log.scan_tail::<Event, S>(&self.storage, op, &mut |event, line| self.validate_event(event, line, op))
     }
 
     pub(super) fn validate_entry(
@@ -257,7 +289,7 @@ impl FsRuntimeStore {
     }
 
     pub(super) fn scan_transcript_tail(&self, log: &Log, worker_id: &str, op: &'static str) -> Result<Tail> {
-        log.scan_tail::<TranscriptEntry>(op, &mut |entry, line| {
+        log.scan_tail::<TranscriptEntry, S>(&self.storage, op, &mut |entry, line| {
             self.validate_entry(entry, worker_id, &log.path, line, op)
         })
     }
@@ -265,9 +297,9 @@ impl FsRuntimeStore {
     /// Reads `worker.json` of `worker_id` and checks it belongs where it sits.
     pub(super) fn read_worker(&self, worker_id: &str, op: &'static str) -> Result<WorkerSnapshot> {
         let dir = self.worker_dir(worker_id, op)?;
-        require_dir(&dir, op)?;
+        require_dir(&self.storage, &dir, op)?;
         let path = dir.join(WORKER_FILE);
-        let (worker, _) = read_snapshot::<WorkerSnapshot>(&path, op)?;
+        let (worker, _) = read_snapshot::<S, WorkerSnapshot>(&self.storage, &path, op)?;
         let found = &worker.worker_ref;
         if found.runtime_id != self.runtime_id {
             return Err(StoreError::Misplaced {
@@ -297,25 +329,23 @@ impl FsRuntimeStore {
     /// The worker ids present in `workers/`, validating every entry's name and type.
     pub(super) fn worker_ids(&self, op: &'static str) -> Result<Vec<String>> {
         let workers = self.dir.join(WORKERS_DIR);
-        require_dir(&workers, op)?;
-        let entries = fs::read_dir(&workers).map_err(|e| StoreError::io(op, &workers, e))?;
+        require_dir(&self.storage, &workers, op)?;
+        let names = self.storage.list_dir(&workers).map_err(|e| StoreError::io(op, &workers, e))?;
         let mut ids = Vec::new();
         let mut seen = HashSet::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| StoreError::io(op, &workers, e))?;
-            let name = entry.file_name();
+        for name in names {
+            let path = workers.join(&name);
             let name = name.to_string_lossy();
             if name.starts_with('.') {
                 continue;
             }
-            let path = entry.path();
             let Some(id) = decode_id(&name) else {
                 return Err(StoreError::corrupt(op, path, None, "not the canonical encoding of a worker id"));
             };
             if !seen.insert(id.clone()) {
                 return Err(StoreError::corrupt(op, path, None, format!("duplicate worker {id:?}")));
             }
-            require_dir(&path, op)?;
+            require_dir(&self.storage, &path, op)?;
             ids.push(id);
         }
         ids.sort();
@@ -388,8 +418,8 @@ impl FsRuntimeStore {
     /// [`read_transcript`](Self::read_transcript).
     pub fn load(&self) -> Result<StoreState> {
         const OP: &str = "load runtime";
-        require_dir(&self.dir, OP)?;
-        let (mut runtime, _) = read_snapshot::<RuntimeSnapshot>(&self.runtime_path(), OP)?;
+        require_dir(&self.storage, &self.dir, OP)?;
+        let (mut runtime, _) = read_snapshot::<S, RuntimeSnapshot>(&self.storage, &self.runtime_path(), OP)?;
         self.validate_runtime(&runtime, OP)?;
         let workers = self.validate_workers(&runtime, OP)?;
         let tail = self.scan_events_tail(OP)?;

@@ -2,19 +2,20 @@
 
 use super::{
     DamagedLine, DeserializeOwned, Event, EventCursor, EventPage, FsRuntimeStore, Keyed, Log, PAGE_LIMIT_CEILING, Page,
-    Result, Step, StoreError, TranscriptEntry, TranscriptPage, WorkerRef,
+    Result, Step, Storage, StoreError, TranscriptEntry, TranscriptPage, WorkerRef,
 };
 
-impl FsRuntimeStore {
+impl<S: Storage + Clone> FsRuntimeStore<S> {
     /// Reads up to `limit` records of `log` from key `start`, validating each.
     pub(super) fn read_page<R: DeserializeOwned + Keyed>(
+        storage: &S,
         log: &Log,
         start: u64,
         limit: u64,
         op: &'static str,
         validate: &dyn Fn(&R, u64) -> Result<()>,
     ) -> Result<Page<R>> {
-        let mut scanner = log.scanner_near::<R>(start, op)?.0;
+        let mut scanner = log.scanner_near::<R, S>(storage, start, op)?.0;
         while scanner.next_key() < start {
             if !scanner.skip(op)? {
                 // No page of this log ever ended there: a follower that took this start as "up
@@ -66,7 +67,7 @@ impl FsRuntimeStore {
         }
         self.check_limit(limit, max_limit, OP)?;
         let start = cursor.map_or(1, |c| c.next_event_id.max(1));
-        let page = Self::read_page::<Event>(&self.events.log, start, limit, OP, &|event, line| {
+        let page = Self::read_page::<Event>(&self.storage, &self.events.log, start, limit, OP, &|event, line| {
             self.validate_event(event, line, OP)
         })?;
         let next_event_id = page.next_key.max(start);
@@ -95,7 +96,7 @@ impl FsRuntimeStore {
         self.read_worker(worker_id, OP)?;
         let log = self.transcript_log(worker_id, OP)?;
         let tail = self.scan_transcript_tail(&log, worker_id, OP)?;
-        let page = Self::read_page::<TranscriptEntry>(&log, start, limit, OP, &|entry, line| {
+        let page = Self::read_page::<TranscriptEntry>(&self.storage, &log, start, limit, OP, &|entry, line| {
             self.validate_entry(entry, worker_id, &log.path, line, OP)
         })?;
         let next_start = page.has_more.then_some(page.next_key);

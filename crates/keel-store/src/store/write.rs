@@ -2,12 +2,13 @@
 
 use super::{
     Appender, CREATING_PREFIX, DeserializeOwned, Diagnostic, Event, FileIdentity, FsRuntimeStore, Keyed, LogHandle,
-    OsLock, PAGE_LIMIT_CEILING, Path, Result, RuntimeSnapshot, SCHEMA_VERSION, Step, StoreError, TRANSCRIPT_FILE,
-    TranscriptEntry, Value, WORKER_FILE, WORKERS_DIR, WorkerRef, WorkerSnapshot, check_word, create_empty_file, encode,
-    fs, now_ms, read_snapshot, refuse_unreviewed, remove_leftover, sync_dir, to_json_line, write_snapshot,
+    OsLock, PAGE_LIMIT_CEILING, Path, Result, RuntimeSnapshot, SCHEMA_VERSION, Step, Storage, StoreError,
+    TRANSCRIPT_FILE, TranscriptEntry, Value, WORKER_FILE, WORKERS_DIR, WorkerRef, WorkerSnapshot, check_word,
+    create_empty_file, encode, exists, now_ms, read_snapshot, refuse_unreviewed, remove_leftover, rename_into_place,
+    sync_dir, to_json_line, write_snapshot,
 };
 
-impl FsRuntimeStore {
+impl<S: Storage + Clone> FsRuntimeStore<S> {
     pub(super) fn lock(&self, op: &'static str) -> Result<OsLock> {
         OsLock::acquire_timeout(&self.lock_path, self.lock_timeout_ms).map_err(|e| StoreError::fs(op, e))
     }
@@ -15,7 +16,7 @@ impl FsRuntimeStore {
     /// Appends a diagnostic to `runtime.json` (under the lock), dropping the oldest past the limit.
     pub(super) fn record_diagnostic(&self, kind: &str, file: &Path, detail: String, op: &'static str) -> Result<()> {
         let path = self.runtime_path();
-        let (mut runtime, _) = read_snapshot::<RuntimeSnapshot>(&path, op)?;
+        let (mut runtime, _) = read_snapshot::<S, RuntimeSnapshot>(&self.storage, &path, op)?;
         self.validate_runtime(&runtime, op)?;
         let file = file.strip_prefix(&self.dir).unwrap_or(file).to_string_lossy().into_owned();
         runtime.diagnostics.push(Diagnostic {
@@ -31,18 +32,19 @@ impl FsRuntimeStore {
             let excess = runtime.diagnostics.len() - keep;
             runtime.diagnostics.drain(..excess);
         }
-        write_snapshot(&path, &runtime, op)
+        write_snapshot(&self.storage, &path, &runtime, op)
     }
 
     /// Under the lock: brings `handle`'s tail up to date and removes a torn tail. Returns the
     /// last record scanned, if a scan happened.
     pub(super) fn refresh<R: DeserializeOwned + Keyed>(
         &self,
-        handle: &mut LogHandle,
+        handle: &mut LogHandle<S>,
         op: &'static str,
         visit: &mut dyn FnMut(&R, u64) -> Result<()>,
     ) -> Result<bool> {
-        let identity = FileIdentity::of(&handle.log.path, op)?;
+        let storage = &self.storage;
+        let identity = FileIdentity::of(storage, &handle.log.path, op)?;
         let scanned = match &handle.tail {
             Some(tail) if tail.torn.is_none() && tail.identity == identity => false,
             Some(tail)
@@ -51,14 +53,14 @@ impl FsRuntimeStore {
             {
                 let (valid_end, next_key) = (tail.valid_end, tail.next_key);
                 let mut damage = tail.damage.clone();
-                let mut rescanned = handle.log.scan_from::<R>(valid_end, next_key, op, visit)?;
+                let mut rescanned = handle.log.scan_from::<R, S>(storage, valid_end, next_key, op, visit)?;
                 damage.append(&mut rescanned.damage);
                 rescanned.damage = damage;
                 handle.tail = Some(rescanned);
                 true
             }
             _ => {
-                handle.tail = Some(handle.log.scan_tail::<R>(op, visit)?);
+                handle.tail = Some(handle.log.scan_tail::<R, S>(storage, op, visit)?);
                 true
             }
         };
@@ -66,15 +68,21 @@ impl FsRuntimeStore {
             handle.appender = None;
         }
         let tail = handle.tail.as_mut().expect("set above");
-        if let Some(torn) = tail.torn.take() {
+        if let Some(torn) = &tail.torn {
             let detail = format!(
                 "removed {} bytes at offset {} (line {}), never acknowledged: {:?}",
                 torn.bytes, torn.offset, torn.line, torn.excerpt
             );
+            // The fragment stays in the tail until it is cut off: if a step here fails, the next
+            // refresh rescans and finds it again. Forgotten, it would be glued to the next
+            // append (which starts a torn tail with `\n`) into a whole line of damage.
             self.record_diagnostic("torn_tail_removed", &handle.log.path, detail, op)?;
-            handle.log.truncate(tail.valid_end, op)?;
-            tail.identity = FileIdentity::of(&handle.log.path, op)?;
+            handle.log.truncate(storage, tail.valid_end, op)?;
+            tail.identity = FileIdentity::of(storage, &handle.log.path, op)?;
+            tail.torn = None;
             handle.appender = None;
+            // The cut fsynced the log: everything before it is durable.
+            handle.durable_next_key = tail.next_key;
         }
         let first_time = !handle.tail_locked;
         handle.tail_locked = true;
@@ -82,9 +90,10 @@ impl FsRuntimeStore {
     }
 
     /// Under the lock: appends one line durably, extends the index, returns the record's key.
-    pub(super) fn append_line(handle: &mut LogHandle, line: &[u8], op: &'static str) -> Result<u64> {
+    pub(super) fn append_line(storage: &S, handle: &mut LogHandle<S>, line: &[u8], op: &'static str) -> Result<u64> {
         if handle.appender.is_none() {
-            handle.appender = Some(Appender::open(&handle.log.path).map_err(|e| StoreError::fs(op, e))?);
+            let appender = Appender::open_with(storage.clone(), &handle.log.path).map_err(|e| StoreError::fs(op, e))?;
+            handle.appender = Some(appender);
         }
         let appender = handle.appender.as_mut().expect("opened above");
         let report = match appender.append(line) {
@@ -101,11 +110,26 @@ impl FsRuntimeStore {
         tail.next_key += 1;
         tail.valid_end = report.offset_after;
         tail.identity.len = report.offset_after;
+        // The fdatasync made the whole file durable, the records before this one included.
+        handle.durable_next_key = tail.next_key;
         if let Some(entry) = handle.log.entry_for(key) {
             // Derived data: if this write fails the next scan rewrites the entry.
-            let _ = handle.log.write_index(entry, &[(key, report.record_offset)], op);
+            let _ = handle.log.write_index(storage, entry, &[(key, report.record_offset)], op);
         }
         Ok(key)
+    }
+
+    /// Under the lock: makes every record of `handle`'s tail durable (one `fdatasync` if some
+    /// were only scanned) and returns the key after them, so a snapshot may count them.
+    pub(super) fn make_durable(storage: &S, handle: &mut LogHandle<S>, op: &'static str) -> Result<u64> {
+        let next_key = handle.tail.as_ref().expect("refreshed before").next_key;
+        if next_key > handle.durable_next_key {
+            let path = &handle.log.path;
+            let file = storage.open_write(path).map_err(|e| StoreError::io(op, path, e))?;
+            storage.sync_data(&file).map_err(|e| StoreError::io(op, path, e))?;
+            handle.durable_next_key = next_key;
+        }
+        Ok(handle.durable_next_key)
     }
 
     /// Creates worker `worker_id` with its create `request`, status `created`, an empty
@@ -123,11 +147,15 @@ impl FsRuntimeStore {
         };
         to_json_line(&worker.request, &self.limits, OP, "worker request")?;
         let _lock = self.lock(OP)?;
-        if fs::symlink_metadata(&dir).is_ok() {
+        let storage = &self.storage;
+        let workers = self.dir.join(WORKERS_DIR);
+        if exists(storage, &dir, OP)? {
+            // Made durable before it is reported, in case its maker died before fsyncing it.
+            sync_dir(storage, &workers, OP)?;
             return Err(StoreError::WorkerExists { op: OP, path: dir, worker_id: worker_id.to_owned() });
         }
         let runtime_path = self.runtime_path();
-        let (mut runtime, _) = read_snapshot::<RuntimeSnapshot>(&runtime_path, OP)?;
+        let (mut runtime, _) = read_snapshot::<S, RuntimeSnapshot>(storage, &runtime_path, OP)?;
         self.validate_runtime(&runtime, OP)?;
         let count = self.worker_ids(OP)?.len() as u64;
         if count >= runtime.limits.workers_max {
@@ -136,17 +164,15 @@ impl FsRuntimeStore {
         // The counter goes first: a crash after it leaves a gap in worker sequence numbers,
         // never a worker the runtime did not count.
         runtime.next_worker_seq += 1;
-        write_snapshot(&runtime_path, &runtime, OP)?;
-        let workers = self.dir.join(WORKERS_DIR);
+        write_snapshot(storage, &runtime_path, &runtime, OP)?;
         let name = dir.file_name().expect("encoded name").to_string_lossy().into_owned();
         let building = workers.join(format!("{CREATING_PREFIX}{name}"));
-        remove_leftover(&building, OP)?;
-        fs::create_dir(&building).map_err(|e| StoreError::io(OP, &building, e))?;
-        write_snapshot(&building.join(WORKER_FILE), &worker, OP)?;
-        create_empty_file(&building.join(TRANSCRIPT_FILE), OP)?;
-        sync_dir(&building, OP)?;
-        fs::rename(&building, &dir).map_err(|e| StoreError::io(OP, &dir, e))?;
-        sync_dir(&workers, OP)?;
+        remove_leftover(storage, &building, OP)?;
+        storage.create_dir(&building).map_err(|e| StoreError::io(OP, &building, e))?;
+        write_snapshot(storage, &building.join(WORKER_FILE), &worker, OP)?;
+        create_empty_file(storage, &building.join(TRANSCRIPT_FILE), OP)?;
+        sync_dir(storage, &building, OP)?;
+        rename_into_place(storage, &building, &dir, &workers, OP)?;
         let log = self.transcript_log(worker_id, OP)?;
         self.transcripts.insert(worker_id.to_owned(), LogHandle::new(log, None));
         Ok(worker)
@@ -159,10 +185,12 @@ impl FsRuntimeStore {
         check_word(OP, "worker status", status)?;
         let _lock = self.lock(OP)?;
         let mut worker = self.read_worker(worker_id, OP)?;
-        let next_seq = self.refresh_transcript(worker_id, OP)?;
+        self.refresh_transcript(worker_id, OP)?;
+        let handle = self.transcripts.get_mut(worker_id).expect("refreshed above");
+        let next_seq = Self::make_durable(&self.storage, handle, OP)?;
         status.clone_into(&mut worker.status);
         worker.next_transcript_seq = next_seq;
-        write_snapshot(&self.worker_dir(worker_id, OP)?.join(WORKER_FILE), &worker, OP)?;
+        write_snapshot(&self.storage, &self.worker_dir(worker_id, OP)?.join(WORKER_FILE), &worker, OP)?;
         Ok(worker)
     }
 
@@ -192,7 +220,7 @@ impl FsRuntimeStore {
         let _lock = self.lock(OP)?;
         let mut worker = worker_id.map(|w| self.read_worker(w, OP)).transpose()?;
         self.refresh_events(OP)?;
-        refuse_unreviewed(&self.events, OP)?;
+        refuse_unreviewed(&self.storage, &self.events, OP)?;
         let id = self.events.tail.as_ref().expect("refreshed").next_key;
         let event = Event {
             id,
@@ -202,21 +230,22 @@ impl FsRuntimeStore {
             payload,
         };
         let line = to_json_line(&event, &self.limits, OP, "event")?;
-        let appended = Self::append_line(&mut self.events, &line, OP)?;
+        let appended = Self::append_line(&self.storage, &mut self.events, &line, OP)?;
         debug_assert_eq!(appended, id);
         if let (Some(worker), Some(worker_id)) = (worker.as_mut(), worker_id) {
             worker.last_event_id = Some(id);
-            if let Some(tail) = self.transcripts.get(worker_id).and_then(|h| h.tail.as_ref()) {
-                worker.next_transcript_seq = worker.next_transcript_seq.max(tail.next_key);
+            if let Some(handle) = self.transcripts.get(worker_id) {
+                worker.next_transcript_seq = worker.next_transcript_seq.max(handle.durable_next_key);
             }
-            let snapshot =
-                self.worker_dir(worker_id, OP).and_then(|dir| write_snapshot(&dir.join(WORKER_FILE), worker, OP));
+            let snapshot = self
+                .worker_dir(worker_id, OP)
+                .and_then(|dir| write_snapshot(&self.storage, &dir.join(WORKER_FILE), worker, OP));
             if snapshot.is_err() {
                 // The event is durable and its id taken: reporting failure now (a full disk has
                 // no room for the snapshot's copy) would have a retry append it twice. The
-                // snapshot only caches the log's last event for the worker; the next refresh
-                // under the lock, forced here, writes it again.
-                self.events.tail_locked = false;
+                // snapshot only caches the log's last event for the worker, and may now be
+                // visible but not durable; the next event append writes it again.
+                self.stale_worker = Some((worker_id.to_owned(), id));
             }
         }
         Ok(event)
@@ -235,13 +264,19 @@ impl FsRuntimeStore {
         });
         self.events = handle;
         let check_last = result?;
+        if let Some((worker_id, id)) = self.stale_worker.clone() {
+            let mut worker = self.read_worker(&worker_id, op)?;
+            worker.last_event_id = worker.last_event_id.max(Some(id));
+            write_snapshot(&self.storage, &self.worker_dir(&worker_id, op)?.join(WORKER_FILE), &worker, op)?;
+            self.stale_worker = None;
+        }
         if !check_last {
             return Ok(());
         }
         let tail = self.events.tail.as_ref().expect("refreshed");
         if last.is_none() && tail.next_key > 1 {
             // Nothing was rescanned: read the last record itself.
-            let mut scanner = self.events.log.scanner_near::<Event>(tail.next_key - 1, op)?.0;
+            let mut scanner = self.events.log.scanner_near::<Event, S>(&self.storage, tail.next_key - 1, op)?.0;
             while scanner.next_key() < tail.next_key - 1 {
                 scanner.skip(op)?;
             }
@@ -252,8 +287,11 @@ impl FsRuntimeStore {
         if let Some((id, Some(worker_id))) = last {
             let mut worker = self.read_worker(&worker_id, op)?;
             if worker.last_event_id.is_none_or(|last| last < id) {
+                // The event was only scanned (another writer's, or one whose append failed): a
+                // snapshot naming it must not outlive it.
+                Self::make_durable(&self.storage, &mut self.events, op)?;
                 worker.last_event_id = Some(id);
-                write_snapshot(&self.worker_dir(&worker_id, op)?.join(WORKER_FILE), &worker, op)?;
+                write_snapshot(&self.storage, &self.worker_dir(&worker_id, op)?.join(WORKER_FILE), &worker, op)?;
             }
         }
         Ok(())
@@ -279,11 +317,11 @@ impl FsRuntimeStore {
         let _lock = self.lock(OP)?;
         self.read_worker(worker_id, OP)?;
         let seq = self.refresh_transcript(worker_id, OP)?;
-        refuse_unreviewed(self.transcripts.get(worker_id).expect("refreshed above"), OP)?;
+        refuse_unreviewed(&self.storage, self.transcripts.get(worker_id).expect("refreshed above"), OP)?;
         let record = TranscriptEntry { seq, worker_ref: worker_ref.clone(), recorded_at_ms: now_ms(), entry };
         let line = to_json_line(&record, &self.limits, OP, "transcript entry")?;
         let handle = self.transcripts.get_mut(worker_id).expect("refreshed above");
-        Self::append_line(handle, &line, OP)?;
+        Self::append_line(&self.storage, handle, &line, OP)?;
         Ok(record)
     }
 
