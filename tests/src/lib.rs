@@ -34,5 +34,6 @@
 //! ```
 
 pub mod diff;
+pub mod etcd_cluster;
 pub mod generate;
 pub mod reference;

@@ -30,6 +30,8 @@ pub enum Which {
     Hook,
     /// `keel mcp` tool round trips against the fdatasync bound and an MCP ping.
     Mcp,
+    /// The etcd backend on a 3-member cluster against bare etcd transactions.
+    Etcd,
     /// Every benchmark.
     All,
 }
@@ -66,6 +68,9 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     }
     if matches!(which, Which::Mcp | Which::All) {
         crate::bench_mcp::run()?;
+    }
+    if matches!(which, Which::Etcd | Which::All) {
+        crate::bench_etcd::run()?;
     }
     Ok(())
 }
@@ -144,7 +149,7 @@ pub(crate) fn report(what: &str, value: f64, max: f64, unit: &str) {
     println!("  {what}: {value:.2}{unit} (target <= {max}{unit}): {verdict}");
 }
 
-fn report_at_least(what: &str, value: f64, min: f64) {
+pub(crate) fn report_at_least(what: &str, value: f64, min: f64) {
     let verdict = if value >= min { "met" } else { "MISSED" };
     println!("  {what}: {value:.2} (target >= {min}): {verdict}");
 }

@@ -10,6 +10,7 @@
 //! It never runs in production and never writes outside `target/`.
 
 mod bench;
+mod bench_etcd;
 mod bench_hook;
 mod bench_mcp;
 mod bench_mutator;

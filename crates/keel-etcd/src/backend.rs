@@ -3,7 +3,9 @@
 //! transaction that fails if anything under the state prefix was written after that revision,
 //! and start again on a conflict.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
@@ -71,7 +73,7 @@ struct Stored {
 }
 
 /// The workspace's state at one revision.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct View {
     revision: i64,
     /// In first-acquired order.
@@ -125,6 +127,13 @@ pub struct EtcdBackend {
     /// `etcd:<prefix>`: what a workspace's write gate binds to.
     place: String,
     requests: AtomicU64,
+    /// The state as this backend last read or wrote it. A change guarded on its revision needs no
+    /// read first: if anything was written since, the guard fails and the change starts again
+    /// from a fresh read.
+    cache: Mutex<Option<View>>,
+    /// etcd leases this process granted, by TTL, with when each was last granted or kept alive
+    /// here: a new lease key joins one still fresh instead of costing a grant of its own.
+    etcd_leases: Mutex<HashMap<i64, (i64, Instant)>>,
 }
 
 impl std::fmt::Debug for EtcdBackend {
@@ -148,7 +157,15 @@ impl EtcdBackend {
         let service = format!("etcd ({})", etcd.endpoints.join(","));
         let remote = Remote::new(etcd.endpoints, etcd.request_timeout, etcd.connect_timeout, service)?;
         let place = format!("etcd:{}", keys.prefix());
-        Ok(Self { remote, keys, options, place, requests: AtomicU64::new(0) })
+        Ok(Self {
+            remote,
+            keys,
+            options,
+            place,
+            requests: AtomicU64::new(0),
+            cache: Mutex::new(None),
+            etcd_leases: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The options decisions are made with.
@@ -176,9 +193,42 @@ impl EtcdBackend {
             verdict => verdict,
         }
     }
+}
 
-    /// The state, read linearizably at one revision.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data is a cache: whatever a panicking thread left is still a valid guess.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl EtcdBackend {
+    /// The state as last seen here if there is one, else read: for changes, whose guard
+    /// catches anything written since.
+    fn cached_or_read(&self) -> Result<View, JournalError> {
+        Ok(self.cached_or_read_telling()?.0)
+    }
+
+    /// [`cached_or_read`](Self::cached_or_read), and whether the view came from the cache.
+    fn cached_or_read_telling(&self) -> Result<(View, bool), JournalError> {
+        let cached = lock(&self.cache).clone();
+        match cached {
+            Some(view) => Ok((view, true)),
+            None => Ok((self.read()?, false)),
+        }
+    }
+
+    fn remember(&self, view: Option<View>) {
+        *lock(&self.cache) = view;
+    }
+
+    /// The state, read linearizably at one revision (and remembered).
     fn read(&self) -> Result<View, JournalError> {
+        self.remember(None);
+        let view = self.read_uncached()?;
+        self.remember(Some(view.clone()));
+        Ok(view)
+    }
+
+    fn read_uncached(&self) -> Result<View, JournalError> {
         let state = self.keys.state();
         let response = self.remote.call("read the lease state", move |mut client| {
             let state = state.clone();
@@ -237,44 +287,62 @@ impl EtcdBackend {
         }
     }
 
-    /// Commits `then` if nothing under the state prefix was written after `view`'s revision.
-    /// `Ok(false)` on a conflict.
-    fn commit(&self, what: &str, view: &View, then: Vec<TxnOp>) -> Result<bool, JournalError> {
+    /// Commits `then` if nothing under the state prefix was written after `view`'s revision:
+    /// the revision it committed at, or `None` on a conflict (the cache is dropped then, so the
+    /// next attempt reads).
+    fn commit(&self, what: &str, view: &View, then: Vec<TxnOp>) -> Result<Option<i64>, JournalError> {
         let guard = Compare::mod_revision(self.keys.state(), CompareOp::Less, view.revision + 1).with_prefix();
-        let response = self.remote.call(what, move |mut client| {
+        let answer = self.remote.call(what, move |mut client| {
             let txn = Txn::new().when([guard.clone()]).and_then(then.clone());
             async move { client.txn(txn).await }
-        })?;
-        Ok(response.succeeded())
+        });
+        let response = answer.inspect_err(|_| self.remember(None))?;
+        if !response.succeeded() {
+            self.remember(None);
+            return Ok(None);
+        }
+        Ok(Some(response.header().map_or(view.revision, etcd_client::ResponseHeader::revision)))
     }
 
     fn value(lease: &Object, generation: u64, request: &str) -> Vec<u8> {
         json!({"lease": lease, "generation": generation, "request": request}).to_string().into_bytes()
     }
 
-    fn grant_etcd_lease(&self, ttl_s: i64) -> Result<i64, JournalError> {
+    /// An etcd lease with `ttl_s` for a new lease key: one this process granted or kept alive
+    /// within the last quarter of its TTL (so at least three quarters of it are left), else a
+    /// new one. Never revoked: each key goes by its own delete, and a lease without keys ends
+    /// by its TTL.
+    fn etcd_lease(&self, ttl_s: i64) -> Result<i64, JournalError> {
+        let fresh_for = Duration::from_millis(u64::try_from(ttl_s).unwrap_or(0) * 1000 / 4);
+        if let Some((id, at)) = lock(&self.etcd_leases).get(&ttl_s)
+            && at.elapsed() < fresh_for
+        {
+            return Ok(*id);
+        }
+        let granted_at = Instant::now();
         let response = self
             .remote
             .call("grant an etcd lease", move |mut client| async move { client.lease_grant(ttl_s, None).await })?;
+        lock(&self.etcd_leases).insert(ttl_s, (response.id(), granted_at));
         Ok(response.id())
-    }
-
-    /// Best effort: a lease nobody keeps alive ends by its TTL anyway.
-    fn revoke(&self, etcd_lease: i64) {
-        if etcd_lease != 0 {
-            let _ = self
-                .remote
-                .call("revoke an etcd lease", move |mut client| async move { client.lease_revoke(etcd_lease).await });
-        }
     }
 
     /// One keep-alive of `etcd_lease`: its remaining TTL, 0 when it had already expired.
     fn keep_alive(&self, etcd_lease: i64) -> Result<i64, JournalError> {
-        self.remote.call("keep an etcd lease alive", move |mut client| async move {
+        let started = Instant::now();
+        let ttl = self.remote.call("keep an etcd lease alive", move |mut client| async move {
             let (mut keeper, mut stream) = client.lease_keep_alive(etcd_lease).await?;
             keeper.keep_alive().await?;
             Ok(stream.message().await?.map_or(0, |answer| answer.ttl()))
-        })
+        })?;
+        let mut leases = lock(&self.etcd_leases);
+        leases.retain(|_, (id, _)| *id != etcd_lease || ttl > 0);
+        for (id, at) in leases.values_mut() {
+            if *id == etcd_lease {
+                *at = started;
+            }
+        }
+        Ok(ttl)
     }
 
     fn ttl_s(lease: &Object) -> i64 {
@@ -282,13 +350,8 @@ impl EtcdBackend {
         ((minutes * 60.0).ceil() as i64).max(ETCD_TTL_FLOOR_S)
     }
 
-    fn acquire_once(
-        &self,
-        request: &AcquireRequest,
-        request_id: &str,
-        etcd_lease: &mut Option<i64>,
-    ) -> Result<Option<AcquireOutcome>, JournalError> {
-        let view = self.read()?;
+    fn acquire_once(&self, request: &AcquireRequest, request_id: &str) -> Result<Option<AcquireOutcome>, JournalError> {
+        let (view, cached) = self.cached_or_read_telling()?;
         if let Some(mine) = view.leases.iter().find(|s| s.request == request_id) {
             // Our commit went through though its answer was lost.
             let decision = granting_decision(&view.state(), request, &self.options);
@@ -306,6 +369,12 @@ impl EtcdBackend {
         let Admission { mut decision, mut reclaimed } =
             admit(&arbiter_request(request), &state, &self.options.taxonomy, |lease| self.verdict(lease, now));
         if decision.outcome == Outcome::Refuse {
+            if cached {
+                // Leases released since the cache was filled are still in it: a refusal is
+                // only given on a fresh read.
+                self.remember(None);
+                return Ok(None);
+            }
             let blocker =
                 decision.blocking.as_ref().map(|b| Identity { loop_ts: b.loop_ts.clone(), lane: b.lane.clone() });
             if let Some(lease) = blocker.and_then(|identity| state.lease(&identity)) {
@@ -325,10 +394,7 @@ impl EtcdBackend {
         let Some(generation) = view.generation.checked_add(1) else {
             return Err(JournalError::Exhausted { path: self.place.clone().into(), counter: "generation" });
         };
-        let id = match *etcd_lease {
-            Some(id) => id,
-            None => *etcd_lease.insert(self.grant_etcd_lease(Self::ttl_s(&lease))?),
-        };
+        let id = self.etcd_lease(Self::ttl_s(&lease))?;
         let mut then: Vec<TxnOp> =
             reclaimed.iter().map(|(dead, _)| TxnOp::delete(self.keys.lease(dead), None)).collect();
         then.push(TxnOp::put(
@@ -337,9 +403,23 @@ impl EtcdBackend {
             Some(PutOptions::new().with_lease(id)),
         ));
         then.push(TxnOp::put(self.keys.generation(), generation.to_string(), None));
-        if !self.commit("commit a grant", &view, then)? {
+        let Some(revision) = self.commit("commit a grant", &view, then)? else {
             return Ok(None);
-        }
+        };
+        let mut after = view;
+        after.leases.retain(|s| !reclaimed.iter().any(|(dead, _)| *dead == s.identity));
+        after.leases.push(Stored {
+            identity: identity.clone(),
+            lease: lease.clone(),
+            generation,
+            request: request_id.to_owned(),
+            etcd_lease: id,
+            mod_revision: revision,
+            create_revision: revision,
+        });
+        after.generation = generation;
+        after.revision = revision;
+        self.remember(Some(after));
         Ok(Some(AcquireOutcome::Acquire(Grant { lease, identity, generation, decision, reclaimed })))
     }
 
@@ -360,15 +440,32 @@ impl EtcdBackend {
         })
     }
 
-    /// Deletes `stored` if it is unchanged since read; `Ok(false)` if it changed.
-    fn delete_unchanged(&self, what: &str, stored: &Stored) -> Result<bool, JournalError> {
+    /// Deletes `stored` if it is unchanged since `view` was read; `Ok(false)` if it changed.
+    fn delete_unchanged(&self, what: &str, view: &View, stored: &Stored) -> Result<bool, JournalError> {
         let key = self.keys.lease(&stored.identity);
         let guard = Compare::mod_revision(key.clone(), CompareOp::Equal, stored.mod_revision);
-        let response = self.remote.call(what, move |mut client| {
+        let answer = self.remote.call(what, move |mut client| {
             let txn = Txn::new().when([guard.clone()]).and_then([TxnOp::delete(key.clone(), None)]);
             async move { client.txn(txn).await }
-        })?;
-        Ok(response.succeeded())
+        });
+        let response = answer.inspect_err(|_| self.remember(None))?;
+        if !response.succeeded() {
+            self.remember(None);
+            return Ok(false);
+        }
+        // A delete moves no key's mod revision: the view stays a true picture at its revision,
+        // less this key.
+        let mut after = view.clone();
+        after.leases.retain(|s| s.identity != stored.identity);
+        self.remember(Some(after));
+        Ok(true)
+    }
+
+    /// The state as last seen here if `wanted` finds what it needs there, else read: a lease
+    /// granted by another process is in no cache of this one.
+    fn view_for(&self, wanted: impl Fn(&View) -> bool) -> Result<View, JournalError> {
+        let view = self.cached_or_read()?;
+        if wanted(&view) { Ok(view) } else { self.read() }
     }
 
     fn live_from(&self, view: &View) -> Vec<LiveLease> {
@@ -394,14 +491,7 @@ impl LeaseBackend for EtcdBackend {
     fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, JournalError> {
         validate(request)?;
         let request_id = self.request_id();
-        let mut etcd_lease = None;
-        let outcome = self.until_committed("acquire", || self.acquire_once(request, &request_id, &mut etcd_lease));
-        if !matches!(outcome, Ok(AcquireOutcome::Acquire(_)))
-            && let Some(id) = etcd_lease
-        {
-            self.revoke(id);
-        }
-        outcome
+        self.until_committed("acquire", || self.acquire_once(request, &request_id))
     }
 
     fn probe(&self, request: &AcquireRequest) -> Result<Decision, JournalError> {
@@ -428,17 +518,17 @@ impl LeaseBackend for EtcdBackend {
 
     fn release(&self, lease: &LeaseRef<'_>, owner: &str) -> Result<Option<Identity>, JournalError> {
         owner_named(owner)?;
+        let owned = |view: &View| find_owned(&view.state(), lease.lane, owner, lease.loop_ts).is_some();
         self.until_committed("release", || {
-            let view = self.read()?;
+            let view = self.view_for(owned)?;
             let state = view.state();
             let Some((identity, _)) = find_owned(&state, lease.lane, owner, lease.loop_ts) else {
                 return Ok(Some(None));
             };
             let Some(stored) = view.stored(identity) else { return Ok(Some(None)) };
-            if !self.delete_unchanged("release", stored)? {
+            if !self.delete_unchanged("release", &view, stored)? {
                 return Ok(None);
             }
-            self.revoke(stored.etcd_lease);
             Ok(Some(Some(identity.clone())))
         })
     }
@@ -450,8 +540,9 @@ impl LeaseBackend for EtcdBackend {
         coalesce_floor_s: Option<u64>,
     ) -> Result<Option<Beat>, JournalError> {
         owner_named(owner)?;
+        let owned = |view: &View| find_owned(&view.state(), lease.lane, owner, lease.loop_ts).is_some();
         self.until_committed("heartbeat", || {
-            let view = self.read()?;
+            let view = self.view_for(owned)?;
             let state = view.state();
             let Some((identity, body)) = find_owned(&state, lease.lane, owner, lease.loop_ts) else {
                 return Ok(Some(None));
@@ -489,6 +580,8 @@ impl LeaseBackend for EtcdBackend {
                 let txn = Txn::new().when([guard.clone()]).and_then([put.clone()]);
                 async move { client.txn(txn).await }
             })?;
+            // Its own put moved the key past the view's revision: read again next time.
+            self.remember(None);
             if !response.succeeded() {
                 return Ok(None);
             }
@@ -500,7 +593,7 @@ impl LeaseBackend for EtcdBackend {
         owner_named(new_owner)?;
         let holder = holder.recorded()?;
         self.until_committed("adopt", || {
-            let view = self.read()?;
+            let view = self.view_for(|view| view.stored(lease).is_some())?;
             let Some(stored) = view.stored(lease) else { return Ok(Some(None)) };
             let Some(generation) = view.generation.checked_add(1) else {
                 return Err(JournalError::Exhausted { path: self.place.clone().into(), counter: "generation" });
@@ -514,9 +607,10 @@ impl LeaseBackend for EtcdBackend {
                 ),
                 TxnOp::put(self.keys.generation(), generation.to_string(), None),
             ];
-            if !self.commit("commit an adoption", &view, then)? {
+            if self.commit("commit an adoption", &view, then)?.is_none() {
                 return Ok(None);
             }
+            self.remember(None);
             Ok(Some(Some(Adopted { identity: lease.clone(), generation })))
         })
     }
@@ -538,16 +632,15 @@ impl LeaseBackend for EtcdBackend {
     fn scavenge(&self, lease: &Identity, reason: &str, only_if_dead: bool) -> Result<Option<Verdict>, JournalError> {
         let _ = reason;
         self.until_committed("scavenge", || {
-            let view = self.read()?;
+            let view = self.view_for(|view| view.stored(lease).is_some())?;
             let Some(stored) = view.stored(lease) else { return Ok(Some(None)) };
             let verdict = self.verdict(&stored.lease, self.now());
             if only_if_dead && !verdict.is_dead() {
                 return Ok(Some(None));
             }
-            if !self.delete_unchanged("scavenge", stored)? {
+            if !self.delete_unchanged("scavenge", &view, stored)? {
                 return Ok(None);
             }
-            self.revoke(stored.etcd_lease);
             Ok(Some(Some(verdict)))
         })
     }

@@ -10,9 +10,7 @@
 //!
 //! One binary (`harness = false`) that re-executes itself as each client (`KEEL_CHAOS_CLIENT`).
 
-#[allow(dead_code)]
-#[path = "cluster/mod.rs"]
-mod cluster;
+use keel_tests::etcd_cluster as cluster;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;

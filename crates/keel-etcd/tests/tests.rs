@@ -1,6 +1,7 @@
 //! keel-etcd's integration tests, one binary, against real etcd clusters started by `cluster`
 //! (never a mock): the harness's own smoke tests first.
 
-mod cluster;
+use keel_tests::etcd_cluster as cluster;
+
 mod semantics;
 mod smoke;

@@ -291,6 +291,7 @@ impl Cluster {
         self.started_in
     }
 
+    /// How many members the cluster has.
     pub fn member_count(&self) -> usize {
         self.members.len()
     }
