@@ -21,5 +21,5 @@ mod backend;
 pub mod keys;
 mod remote;
 
-pub use backend::{EtcdBackend, EtcdOptions, STATE_KEYS_MAX};
+pub use backend::{EtcdBackend, EtcdOptions, MOVED_LANE, Migrated, STATE_KEYS_MAX};
 pub use remote::ENDPOINTS_MAX;

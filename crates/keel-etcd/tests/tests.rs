@@ -3,5 +3,6 @@
 
 use keel_tests::etcd_cluster as cluster;
 
+mod migrate;
 mod semantics;
 mod smoke;

@@ -22,6 +22,10 @@ use keel_kernel::replay::{Generation, StateSnapshot};
 use keel_kernel::{Identity, LiveState, Object};
 use serde_json::{Value, json};
 
+mod migrate;
+
+pub use migrate::{MOVED_LANE, Migrated};
+
 use crate::keys::Keys;
 use crate::remote::Remote;
 
