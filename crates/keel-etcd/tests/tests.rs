@@ -3,6 +3,7 @@
 
 use keel_tests::etcd_cluster as cluster;
 
+mod holding;
 mod migrate;
 mod semantics;
 mod smoke;

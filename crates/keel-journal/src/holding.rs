@@ -3,7 +3,7 @@
 //! work, or say so) is the caller's, through [`HoldEvents`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keel_kernel::expiry::{ExpiryPolicy, grace_s, ttl_s};
 use keel_kernel::{Identity, Object};
@@ -25,8 +25,10 @@ pub trait HoldEvents {
     /// A beat failed (it is tried again at the next period; the lease's TTL outlasts several).
     fn beat_failed(&self, _error: &JournalError) {}
 
-    /// A beat found the lease gone (reclaimed or scavenged): no more beats are tried. `done`
-    /// turns true once the work has ended.
+    /// A beat found the lease gone (reclaimed, scavenged, or expired on a service that judges
+    /// TTLs itself), or beats failed for three quarters of its TTL, after which the holder cannot
+    /// know it still holds it: no more beats are tried, and the holder should stop writing.
+    /// `done` turns true once the work has ended.
     fn lost(&self, _done: &AtomicBool) {}
 }
 
@@ -56,11 +58,14 @@ where
     L: LeaseBackend + Sync,
 {
     let period = Duration::from_secs(beat_period_s(&grant.lease, expiry, wanted_s));
+    // Past this without a beat that went through, the lease may have ended where it is kept.
+    let blind_max = Duration::from_secs(ttl_s(&grant.lease, expiry)) * 3 / 4;
     let lease = LeaseRef::exact(&grant.identity);
     let (done, lost) = (AtomicBool::new(false), AtomicBool::new(false));
     let value = std::thread::scope(|scope| {
         scope.spawn(|| {
             let mut waited = Duration::ZERO;
+            let mut last_beat = Instant::now();
             while !done.load(Ordering::SeqCst) {
                 std::thread::sleep(TICK);
                 waited += TICK;
@@ -69,12 +74,18 @@ where
                 }
                 waited = Duration::ZERO;
                 match backend.heartbeat(&lease, owner, None) {
-                    Ok(Some(_)) => {}
+                    Ok(Some(_)) => last_beat = Instant::now(),
                     Ok(None) => {
                         lost.store(true, Ordering::SeqCst);
                         return events.lost(&done);
                     }
-                    Err(error) => events.beat_failed(&error),
+                    Err(error) => {
+                        events.beat_failed(&error);
+                        if last_beat.elapsed() >= blind_max {
+                            lost.store(true, Ordering::SeqCst);
+                            return events.lost(&done);
+                        }
+                    }
                 }
             }
         });
