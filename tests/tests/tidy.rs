@@ -226,6 +226,10 @@ const CLI_KERNEL_ALLOWED: [&str; 19] = [
     "arbiter::Taxonomy",
 ];
 
+/// The kernel types in `LeaseBackend`'s signatures beyond [`CLI_KERNEL_ALLOWED`]: the CLI's
+/// `Backend` (journal or etcd) names them to implement the trait by delegation, deciding nothing.
+const CLI_BACKEND_SIGNATURE_TYPES: [&str; 2] = ["arbiter::Decision", "LiveState"];
+
 /// The kernel items a line names (`keel_kernel::a::{B, c}` names `a::B` and `a::c`).
 fn kernel_items(line: &str) -> Vec<String> {
     let mut items = Vec::new();
@@ -251,8 +255,11 @@ fn the_cli_names_only_allowed_kernel_items() {
         for (number, line) in code_lines(shipped_in(&path, &text)) {
             for item in kernel_items(line) {
                 // `keel arbitrate` is the arbiter's own front end: the one place the CLI asks it.
+                // The CLI's `Backend` passes the lease service trait's signature types through.
                 let allowed = CLI_KERNEL_ALLOWED.iter().any(|ok| item == *ok || item.starts_with(&format!("{ok}::")))
-                    || (item == "arbiter::decide" && path.ends_with("arbitrate.rs"));
+                    || (item == "arbiter::decide" && path.ends_with("arbitrate.rs"))
+                    || (CLI_BACKEND_SIGNATURE_TYPES.contains(&item.as_str())
+                        && path.ends_with("keel-cli/src/backend.rs"));
                 if !allowed {
                     found.push(format!("{}:{}: keel_kernel::{item}", path.display(), number + 1));
                 }

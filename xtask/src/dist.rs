@@ -34,7 +34,8 @@ pub fn run() -> anyhow::Result<()> {
     let target_dir = workspace_root().join("target/dist-build");
     let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     build
-        .args(["build", "--release", "--locked", "-p", "keel-cli", "--target", &host, "--target-dir"])
+        .args(["build", "--release", "--locked", "-p", "keel-cli", "--features", crate::ci::ETCD])
+        .args(["--target", &host, "--target-dir"])
         .arg(&target_dir)
         .current_dir(workspace_root());
     let is_static = host.ends_with("-linux-gnu");
@@ -96,6 +97,28 @@ fn smoke() -> anyhow::Result<()> {
         bail!("dist keel smoke cycle: acquired {acquired:?}, live {live:?}, after release {after:?}");
     }
     println!("dist: {} acquired, listed and released a lease", binary().display());
+    smoke_etcd(&dir)
+}
+
+/// The shipped binary has the etcd backend, and its client runs: asked to read leases from an
+/// endpoint nothing listens on, it says "etcd unavailable" and exits 4 (not 2, "built without
+/// etcd support").
+fn smoke_etcd(dir: &std::path::Path) -> anyhow::Result<()> {
+    let output = Command::new(binary())
+        .arg("--root")
+        .arg(dir)
+        .args(["--backend", "etcd", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-prefix", "/keel/dist-smoke"])
+        .args(["lease", "live"])
+        .output()
+        .with_context(|| format!("running {} lease live on etcd", binary().display()))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.code() != Some(4) || !stderr.contains("etcd unavailable") {
+        bail!(
+            "dist keel on a dead etcd endpoint: expected exit 4, \"etcd unavailable\"; got {}: {stderr}",
+            output.status
+        );
+    }
+    println!("dist: {} reports a dead etcd endpoint as unavailable", binary().display());
     Ok(())
 }
 

@@ -29,7 +29,9 @@ struct Demo {
 impl Demo {
     fn command(&self) -> Command {
         let mut command = Command::new(&self.keel);
-        command.arg("--journal").arg(&self.journal).args(["--grace-s", DEMO_GRACE_S]).current_dir(&self.dir);
+        // The demo's own journal, whatever backend `$KEEL_BACKEND` names for real work.
+        command.args(["--backend", "journal", "--journal"]).arg(&self.journal);
+        command.args(["--grace-s", DEMO_GRACE_S]).current_dir(&self.dir);
         command
     }
 

@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use clap::Subcommand;
-use keel_journal::{Journal, JournalOptions, Workspace};
+use keel_journal::Workspace;
 use keel_kernel::gate::Holder;
 use keel_kernel::json::to_line;
 use keel_mutator::{CONTENT_BYTES_MAX_DEFAULT, Expect, IntentId, Mutator, MutatorOptions, Outcome, PreState, Request};
 use serde_json::json;
 
-use crate::{Failure, Status, StdoutError};
+use crate::{Failure, Location, Status, StdoutError};
 
 // The pre-state the caller last read: exactly one is required. (A plain comment, as on every
 // flattened argument struct: see `Command` in main.rs.)
@@ -185,19 +185,15 @@ fn hash(root: &Path, path: &str, json: bool) -> Result<Status, Failure> {
     Ok(Status::Ok)
 }
 
-/// Runs one `keel fs` command against the workspace at `root` and the lease journal at `journal`.
-pub fn run(
-    command: &FsCommand,
-    workspace: &Workspace,
-    options: &JournalOptions,
-    json: bool,
-) -> Result<Status, Failure> {
+/// Runs one `keel fs` command in `workspace`, gating writes on its lease service (the journal or
+/// etcd, as `location` and the policy choose).
+pub fn run(command: &FsCommand, location: &Location, workspace: &Workspace, json: bool) -> Result<Status, Failure> {
     let root = workspace.checkout();
     let open = || {
-        workspace.bind().map_err(crate::failure)?;
-        // The journal's options carry the policy's protected paths, which the gate honours too.
-        Mutator::open(root, Journal::open(workspace.journal(), options.clone()), MutatorOptions::default())
-            .map_err(crate::failure)
+        // The service's options carry the policy's protected paths, which the gate honours too.
+        let (backend, _) = location.backend(workspace)?;
+        backend.bind(workspace)?;
+        Mutator::open(root, backend, MutatorOptions::default()).map_err(crate::failure)
     };
     match command {
         FsCommand::Write { path, source, gate } => {

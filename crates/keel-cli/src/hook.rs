@@ -13,9 +13,10 @@ use clap::Subcommand;
 use keel_hook::decide::{self, Rules};
 use keel_hook::install::{Harness, Scope, State};
 use keel_hook::{Agent, Dialect, Event};
-use keel_journal::{Journal, LeaseBackend as _, Named, Policy, Workspace};
+use keel_journal::{LeaseBackend as _, Named, Policy, Workspace};
 use serde_json::Value;
 
+use crate::backend::Backend;
 use crate::{Location, Status};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -196,19 +197,15 @@ fn tool_event(location: &Location, dialect: Dialect, phase: Phase) -> Result<u8,
     }
 }
 
-/// The workspace of the event's working directory, its journal and its policy.
-fn open(location: &Location, event: &Event) -> Result<(Workspace, Journal, Policy), Failed> {
+/// The workspace of the event's working directory, its lease service (the journal or etcd) and
+/// its policy.
+fn open(location: &Location, event: &Event) -> Result<(Workspace, Backend, Policy), Failed> {
     let start = event.cwd.clone().unwrap_or_else(|| Path::new(".").to_owned());
-    let named = Named { root: location.root.as_deref(), journal: location.journal.as_deref() };
-    let workspace = Workspace::locate(named, &start).map_err(keel_failed)?;
-    let policy = Policy::of_workspace(workspace.root()).map_err(keel_failed)?;
-    let mut options = keel_journal::JournalOptions::from_policy(&policy);
-    if let Some(grace_s) = location.grace_s {
-        options.expiry.grace_s = grace_s;
-    }
-    workspace.bind().map_err(keel_failed)?;
-    let journal = Journal::open(workspace.journal(), options);
-    Ok((workspace, journal, policy))
+    let workspace = location.workspace_from(&start).map_err(keel_failed)?;
+    let policy = crate::backend::policy(&workspace).map_err(keel_failed)?;
+    let (backend, _) = location.backend_with(&workspace, &policy).map_err(keel_failed)?;
+    backend.bind(&workspace).map_err(keel_failed)?;
+    Ok((workspace, backend, policy))
 }
 
 /// `git diff --cached`'s paths against the live leases of other owners.

@@ -1,4 +1,5 @@
-//! `keel journal ...`: read-only views of the lane journal.
+//! `keel journal ...`: views and maintenance of the lane journal file (refused in a workspace
+//! whose leases live in etcd: see [`crate::Location::journal_only`]).
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -63,6 +64,22 @@ pub enum JournalCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+impl JournalCommand {
+    /// The subcommand's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Replay => "replay",
+            Self::Generations => "generations",
+            Self::Compact { .. } => "compact",
+            Self::Stats { .. } => "stats",
+            Self::Review { .. } => "review",
+            Self::NextSeq => "next-seq",
+            Self::Tail { .. } => "tail",
+            Self::Verify { .. } => "verify",
+        }
+    }
 }
 
 /// Replays a journal file from its start.

@@ -1,23 +1,20 @@
-//! `keel lease ...`: taking and giving back leases through the durable journal.
+//! `keel lease ...`: taking and giving back leases through the workspace's lease service (its
+//! journal, or etcd). `lease run`'s supervisor is in [`supervise`].
+
+mod supervise;
 
 use std::fmt::Write as _;
-use std::process::Command as Process;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Subcommand;
-use keel_journal::{
-    AcquireOutcome, AcquireRequest, Beat, HolderPid, Journal, JournalOptions, LeaseBackend, LeaseRef, Workspace,
-};
+use keel_journal::{AcquireOutcome, AcquireRequest, Beat, HolderPid, LeaseBackend, LeaseRef, Workspace};
 use keel_kernel::Identity;
 use keel_kernel::json::to_line;
 use serde_json::json;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
-use signal_hook::iterator::SignalsInfo;
-use signal_hook::iterator::exfiltrator::WithOrigin;
-use signal_hook::low_level::siginfo::Cause;
 
+pub use supervise::{OnLost, RUN_GRANTED_ARG, run_granted};
+
+use crate::backend::{Backend, Choice};
 use crate::{Failure, Output, Status, StdoutError, non_blank, print};
 
 #[derive(Debug, clap::Args)]
@@ -169,6 +166,15 @@ pub enum LeaseCommand {
     },
     /// The live leases, with generations and whether each is provably dead.
     Live,
+    /// Move this workspace's live leases from its journal to etcd (the endpoints and prefix of
+    /// --etcd-endpoints and --etcd-prefix, or of the policy's `[backend]` table): each keeps its
+    /// generation, later grants get higher ones, and the journal then refuses every grant,
+    /// naming where the leases went. Then set `kind = "etcd"` in the policy on every host.
+    Migrate {
+        /// Where the leases go.
+        #[arg(long, value_enum)]
+        to: MigrateTo,
+    },
     /// Run a command while holding a lease: heartbeat while it runs, release when it exits
     /// (also on Ctrl-C), exit with its code.
     ///
@@ -191,25 +197,66 @@ pub enum LeaseCommand {
     },
 }
 
+/// Where `keel lease migrate` moves a workspace's leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MigrateTo {
+    /// An etcd v3 cluster.
+    Etcd,
+}
+
+/// `keel lease migrate --to etcd`: the workspace's journal into `place`.
+pub fn migrate(
+    workspace: &Workspace,
+    target: &Choice,
+    options: keel_journal::JournalOptions,
+    output: &Output,
+) -> Result<Status, Failure> {
+    let Choice::Etcd(place) = target else {
+        return Err(Failure::usage(anyhow::anyhow!("leases move from a journal to etcd, not to a journal")));
+    };
+    let journal = keel_journal::Journal::open(workspace.journal(), options.clone());
+    let migrated = Backend::open(target, workspace.journal(), options)?.migrate_from(&journal)?;
+    let object = json!({
+        "outcome": "migrated",
+        "leases": migrated.leases,
+        "generation": migrated.generation,
+        "closed_journal": migrated.closed_journal,
+        "etcd": {"endpoints": place.endpoints, "prefix": place.prefix},
+    });
+    let sentence = format!(
+        "moved {} live leases from {} to {place}; generations continue above {}; the journal now \
+         refuses every grant, naming where the leases went; set `kind = \"etcd\"` in the [backend] \
+         table of .keel/policy.toml on every host",
+        migrated.leases,
+        workspace.journal().display(),
+        migrated.generation
+    );
+    print(output.json, &object, &sentence)?;
+    Ok(Status::Ok)
+}
+
 pub fn run(
     command: &LeaseCommand,
     workspace: &Workspace,
-    options: JournalOptions,
+    backend: &Backend,
+    choice: &Choice,
     output: &Output,
 ) -> Result<Status, Failure> {
     if !matches!(command, LeaseCommand::Live) {
-        workspace.bind().map_err(crate::failure)?;
+        backend.bind(workspace)?;
     }
-    let journal = Journal::open(workspace.journal(), options);
     let json = output.json;
     match command {
+        LeaseCommand::Migrate { .. } => {
+            Err(Failure::usage(anyhow::anyhow!("`keel lease migrate` moves leases between backends; main runs it")))
+        }
         LeaseCommand::Acquire(args) => {
-            let outcome = acquire(&journal, args, HolderPid::None)?;
+            let outcome = acquire(backend, args, HolderPid::None)?;
             Ok(print_acquire(json, &outcome, args.wait_s.is_some())?)
         }
         LeaseCommand::Release { lane, owner, loop_ts } => {
             let released =
-                journal.release(&LeaseRef { lane, loop_ts: loop_ts.as_deref() }, owner).map_err(crate::failure)?;
+                backend.release(&LeaseRef { lane, loop_ts: loop_ts.as_deref() }, owner).map_err(crate::failure)?;
             Ok(match released {
                 Some(id) => {
                     let object = json!({"outcome": "released", "lane": id.lane, "loop_ts": id.loop_ts});
@@ -224,7 +271,7 @@ pub fn run(
             })
         }
         LeaseCommand::Heartbeat { lane, owner, loop_ts, coalesce_s } => {
-            let beat = journal
+            let beat = backend
                 .heartbeat(&LeaseRef { lane, loop_ts: loop_ts.as_deref() }, owner, *coalesce_s)
                 .map_err(crate::failure)?;
             Ok(match beat {
@@ -249,7 +296,7 @@ pub fn run(
         }
         LeaseCommand::Adopt { lane, loop_ts, owner, pid } => {
             let holder = pid.map_or(HolderPid::None, HolderPid::Pid);
-            let adopted = journal
+            let adopted = backend
                 .adopt(&Identity { lane: lane.clone(), loop_ts: loop_ts.clone() }, owner, holder)
                 .map_err(crate::failure)?;
             let generation = adopted.as_ref().map(|a| a.generation);
@@ -264,7 +311,7 @@ pub fn run(
             Ok(if adopted.is_some() { Status::Ok } else { Status::Refused })
         }
         LeaseCommand::Halt { lane, owner, reason } => {
-            journal.halt(lane, owner, reason).map_err(crate::failure)?;
+            backend.halt(lane, owner, reason).map_err(crate::failure)?;
             print(
                 json,
                 &json!({"outcome": "recorded", "op": "HALT", "lane": lane}),
@@ -273,7 +320,7 @@ pub fn run(
             Ok(Status::Ok)
         }
         LeaseCommand::Spawn { lane, owner, command } => {
-            journal.spawn(lane, owner, command).map_err(crate::failure)?;
+            backend.spawn(lane, owner, command).map_err(crate::failure)?;
             print(
                 json,
                 &json!({"outcome": "recorded", "op": "SPAWN", "lane": lane}),
@@ -282,7 +329,7 @@ pub fn run(
             Ok(Status::Ok)
         }
         LeaseCommand::Scavenge { lane, loop_ts, reason, only_dead } => {
-            let verdict = journal
+            let verdict = backend
                 .scavenge(&Identity { lane: lane.clone(), loop_ts: loop_ts.clone() }, reason, *only_dead)
                 .map_err(crate::failure)?;
             let ok = verdict.is_some();
@@ -298,64 +345,83 @@ pub fn run(
             print(json, &object, &sentence)?;
             Ok(if ok { Status::Ok } else { Status::Refused })
         }
-        LeaseCommand::Live => {
-            let view = journal.live_view().map_err(crate::failure)?;
-            let live = &view.leases;
-            let (root, path) = (workspace.root().display().to_string(), workspace.journal().display().to_string());
-            if json {
-                let object =
-                    json!({"root": root, "journal": path, "leases": live, "grants_stopped": view.grants_stopped});
-                outln!("{}", to_line(&object))?;
-            } else if live.is_empty() {
-                outln!("no live leases (workspace {root}, journal {path})")?;
-            } else {
-                outln!("workspace {root}, journal {path}")?;
-                for lease in live {
-                    let field = |k: &str| {
-                        lease
-                            .lease
-                            .get(k)
-                            .map_or_else(String::new, |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                    };
-                    let dead = match lease.verdict {
-                        keel_kernel::expiry::Verdict::Alive { .. } => String::new(),
-                        verdict if verdict.is_dead() => format!("  (provably dead: {verdict})"),
-                        verdict => format!("  ({verdict})"),
-                    };
-                    outln!(
-                        "{:<12} {:<10} gen {:<4} {:<9} {:<30} loop_ts {}{dead}",
-                        field("holder"),
-                        lease.identity.lane,
-                        lease.generation.map_or_else(|| "-".into(), |g| g.to_string()),
-                        field("mode"),
-                        field("tree"),
-                        lease.identity.loop_ts
-                    )?;
-                }
-            }
-            if let (false, Some(stopped)) = (json, &view.grants_stopped) {
-                outln!(
-                    "grants are stopped: line {} of the journal is damaged and unreviewed ({} more): {:?}; \
-                     see `keel journal verify`, then `keel journal review --accept --by NAME`",
-                    stopped.line_number,
-                    stopped.more,
-                    stopped.raw
-                )?;
-            }
-            Ok(Status::Ok)
-        }
+        LeaseCommand::Live => live(backend, choice, workspace, json),
         LeaseCommand::Run { acquire: args, heartbeat_s, on_lost, command } => {
-            run_holding(&journal, args, *heartbeat_s, *on_lost, command, json)
+            supervise::run_holding(backend, args, *heartbeat_s, *on_lost, command, json)
         }
     }
 }
 
-fn acquire(journal: &Journal, args: &AcquireArgs, holder: HolderPid) -> Result<AcquireOutcome, Failure> {
+fn acquire(backend: &Backend, args: &AcquireArgs, holder: HolderPid) -> Result<AcquireOutcome, Failure> {
     let request = args.request(holder);
     match args.wait_s {
-        Some(wait) => journal.acquire_wait(&request, wait).map_err(crate::failure),
-        None => journal.acquire(&request).map_err(crate::failure),
+        Some(wait) => backend.acquire_wait(&request, wait).map_err(crate::failure),
+        None => backend.acquire(&request).map_err(crate::failure),
     }
+}
+
+/// `keel lease live`: the live leases, and where they are kept.
+fn live(backend: &Backend, choice: &Choice, workspace: &Workspace, json: bool) -> Result<Status, Failure> {
+    let view = backend.live_view().map_err(crate::failure)?;
+    let live = &view.leases;
+    let root = workspace.root().display().to_string();
+    let (place, kept) = match choice {
+        Choice::Journal => {
+            let path = workspace.journal().display().to_string();
+            (format!("journal {path}"), json!({"backend": "journal", "journal": path}))
+        }
+        Choice::Etcd(etcd) => (
+            format!("leases in {etcd}"),
+            json!({"backend": "etcd", "journal": null, "etcd": {"endpoints": etcd.endpoints, "prefix": etcd.prefix}}),
+        ),
+    };
+    if json {
+        let mut object = json!({"root": root, "leases": live, "grants_stopped": view.grants_stopped});
+        for (key, value) in kept.as_object().into_iter().flatten() {
+            object[key] = value.clone();
+        }
+        outln!("{}", to_line(&object))?;
+    } else if live.is_empty() {
+        outln!("no live leases (workspace {root}, {place})")?;
+    } else {
+        outln!("workspace {root}, {place}")?;
+        for lease in live {
+            let field = |k: &str| {
+                lease.lease.get(k).map_or_else(String::new, |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            };
+            let dead = match lease.verdict {
+                keel_kernel::expiry::Verdict::Alive { .. } => String::new(),
+                verdict if verdict.is_dead() => format!("  (provably dead: {verdict})"),
+                verdict => format!("  ({verdict})"),
+            };
+            outln!(
+                "{:<12} {:<10} gen {:<4} {:<9} {:<30} loop_ts {}{dead}",
+                field("holder"),
+                lease.identity.lane,
+                lease.generation.map_or_else(|| "-".into(), |g| g.to_string()),
+                field("mode"),
+                field("tree"),
+                lease.identity.loop_ts
+            )?;
+        }
+    }
+    match (json, &view.grants_stopped, choice) {
+        (false, Some(stopped), Choice::Journal) => outln!(
+            "grants are stopped: line {} of the journal is damaged and unreviewed ({} more): {:?}; \
+             see `keel journal verify`, then `keel journal review --accept --by NAME`",
+            stopped.line_number,
+            stopped.more,
+            stopped.raw
+        )?,
+        (false, Some(stopped), Choice::Etcd(_)) => outln!(
+            "grants are stopped: a key under the lease state in etcd is not one keel wrote ({} more): {:?}; \
+             an operator must repair or delete it in etcd",
+            stopped.more,
+            stopped.raw
+        )?,
+        _ => {}
+    }
+    Ok(Status::Ok)
 }
 
 fn print_acquire(json: bool, outcome: &AcquireOutcome, waited: bool) -> Result<Status, StdoutError> {
@@ -391,279 +457,6 @@ fn print_acquire(json: bool, outcome: &AcquireOutcome, waited: bool) -> Result<S
             });
             print(json, &object, &format!("refused: {}", decision.reason))?;
             Ok(if waited { Status::Busy } else { Status::Refused })
-        }
-    }
-}
-
-/// Signals that would end keel while it holds a lease for a child. keel catches them from before
-/// the lease is taken until it is released: it must outlive the child to release after it.
-const ENDING_SIGNALS: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
-
-/// How a `lease run` child ended, or why it never ran.
-enum Run {
-    Exited(std::process::ExitStatus),
-    /// A signal came while the lease was being taken: the work was not started.
-    Cancelled(i32),
-    /// Waiting for the command failed.
-    Failed(anyhow::Error),
-    /// The lease was lost and the command stopped.
-    Lost,
-}
-
-/// What `lease run` does once its lease is found gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnLost {
-    /// Stop the command: the region is someone else's now.
-    Stop,
-    /// Say so and let the command run on, unheld.
-    Warn,
-}
-
-/// `lease run`'s exit status when it stopped its command because the lease was lost.
-pub const LOST_LEASE_STATUS: i32 = 124;
-/// How long a command stopped for a lost lease has between SIGTERM and SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// The first argument of a `keel` process that `lease run` starts to become its command once the
-/// lease is granted (see [`run_granted`]).
-pub const RUN_GRANTED_ARG: &str = "--keel-run-when-granted";
-/// The environment variable that tells such a process which file descriptor the go-ahead comes on.
-const GATE_FD_ENV: &str = "KEEL_RUN_GATE_FD";
-/// The byte that says "granted: run the command".
-const GO: u8 = b'g';
-
-/// How `lease run` ties its command to the lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tie {
-    /// The command leads a process group of its own, and the lease lives while any process of
-    /// that group runs: a grandchild still editing keeps the region held.
-    Group,
-    /// On a terminal the command stays in keel's (foreground) process group, so it can read the
-    /// terminal and get its signals; the lease names the command's process alone.
-    Process,
-}
-
-/// `keel lease run`: hold a lease for the life of a child process.
-///
-/// The command's process is started first and held before it runs anything, so that the lease
-/// can name it (pid and start time, and its process group): then the lease is never reclaimable
-/// while the command can still run, whatever happens to keel. The held process is keel itself,
-/// which waits for one byte on a pipe and then replaces itself with the command (same pid, same
-/// start time); it dies with keel (`PR_SET_PDEATHSIG`), so a keel killed with SIGKILL takes its
-/// command down with it, and one killed before the grant leaves nothing running.
-fn run_holding(
-    journal: &Journal,
-    args: &AcquireArgs,
-    heartbeat_s: u64,
-    on_lost: OnLost,
-    command: &[String],
-    json: bool,
-) -> Result<Status, Failure> {
-    use std::io::{IsTerminal as _, Write as _};
-    use std::os::fd::AsRawFd as _;
-    use std::os::unix::process::CommandExt as _;
-    // Installed before the grant, so no signal can end keel between the grant and the handler,
-    // leaving a lease held with no work and no holder to release it.
-    let mut signals = SignalsInfo::<WithOrigin>::new(ENDING_SIGNALS)
-        .map_err(|e| Failure::io(anyhow::Error::from(e).context("installing signal handlers")))?;
-    let tie = if std::io::stdin().is_terminal() { Tie::Process } else { Tie::Group };
-    let (gate_read, gate_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| Failure::io(anyhow::Error::from(std::io::Error::from(e)).context("creating a pipe")))?;
-    let gate_fd = gate_read.as_raw_fd();
-    let keel = std::env::current_exe().map_err(|e| Failure::io(anyhow::Error::from(e).context("finding keel")))?;
-    let mut held = Process::new(keel);
-    held.arg(RUN_GRANTED_ARG).args(command).env(GATE_FD_ENV, gate_fd.to_string());
-    if tie == Tie::Group {
-        held.process_group(0);
-    }
-    let parent = rustix::process::getpid();
-    // SAFETY: the closure runs in the forked child before `exec`, and makes only
-    // async-signal-safe system calls (prctl, getppid, fcntl); it allocates nothing.
-    #[allow(unsafe_code)]
-    unsafe {
-        held.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-            // keel died before the line above: nothing would ever kill this process.
-            if rustix::process::getppid() != Some(parent) {
-                return Err(std::io::Error::other("keel exited"));
-            }
-            // The pipe's read end stays open across `exec` in the child only.
-            let gate = std::os::fd::BorrowedFd::borrow_raw(gate_fd);
-            rustix::io::fcntl_setfd(gate, rustix::io::FdFlags::empty())?;
-            Ok(())
-        });
-    }
-    let mut child = held.spawn().map_err(|e| Failure::io(anyhow::Error::from(e).context("starting the command")))?;
-    drop(gate_read);
-    let holder = match tie {
-        Tie::Group => HolderPid::Group(child.id()),
-        Tie::Process => HolderPid::Pid(child.id()),
-    };
-    let outcome = match acquire(journal, args, holder) {
-        Ok(outcome) => outcome,
-        Err(failure) => {
-            drop(gate_write);
-            let _ = child.wait();
-            return Err(failure);
-        }
-    };
-    let AcquireOutcome::Acquire(grant) = &outcome else {
-        drop(gate_write);
-        let _ = child.wait();
-        return Ok(print_acquire(json, &outcome, args.wait_s.is_some())?);
-    };
-    if !json {
-        eprintln!(
-            "keel: holding lane {:?} (loop_ts {}) while running {:?}",
-            grant.identity.lane, grant.identity.loop_ts, command
-        );
-    }
-    let run = if let Some(origin) = signals.pending().next() {
-        eprintln!("keel: signal {} while taking the lease; {} was not started", origin.signal, command[0]);
-        drop(gate_write);
-        let _ = child.wait();
-        journal.release(&LeaseRef::exact(&grant.identity), &args.owner).map_err(crate::failure)?;
-        Run::Cancelled(origin.signal)
-    } else {
-        let mut gate = std::io::PipeWriter::from(gate_write);
-        let _ = gate.write_all(&[GO]);
-        drop(gate);
-        let forward = Forward::to(&child, tie);
-        let closer = signals.handle();
-        let events = Stopping { grant, on_lost, stopped: AtomicBool::new(false), forward: &forward };
-        let expiry = journal.options().expiry;
-        let held = keel_journal::holding::hold(journal, grant, &args.owner, &expiry, heartbeat_s, &events, || {
-            std::thread::scope(|scope| {
-                scope.spawn(|| forward.all(&mut signals));
-                let exit = child.wait();
-                closer.close();
-                exit
-            })
-        });
-        if held.released.map_err(crate::failure)?.is_none() {
-            eprintln!("keel: the lease was no longer live when the command ended (reclaimed or scavenged)");
-        }
-        match held.value.with_context(|| format!("waiting for {}", command[0])) {
-            Ok(_) if events.stopped.load(Ordering::SeqCst) => Run::Lost,
-            Ok(exit) => Run::Exited(exit),
-            Err(error) => Run::Failed(error),
-        }
-    };
-    match run {
-        Run::Failed(error) => Err(Failure::io(error)),
-        Run::Lost => std::process::exit(LOST_LEASE_STATUS),
-        Run::Cancelled(signal) => std::process::exit(128 + signal),
-        Run::Exited(exit) => {
-            use std::os::unix::process::ExitStatusExt;
-            let code = exit.code().or_else(|| exit.signal().map(|s| 128 + s)).unwrap_or(1);
-            std::process::exit(code);
-        }
-    }
-}
-
-/// The process `lease run` started, once more keel: waits for the go-ahead on the inherited pipe,
-/// then becomes the command. No go-ahead (the lease was refused, or keel died): nothing runs.
-/// Exits 127 when the command is not found and 126 when it cannot be run, as shells do.
-pub fn run_granted(command: &[std::ffi::OsString]) -> std::process::ExitCode {
-    use std::io::Read as _;
-    use std::os::fd::FromRawFd as _;
-    use std::os::unix::process::CommandExt as _;
-    let Some(fd) = std::env::var(GATE_FD_ENV).ok().and_then(|fd| fd.parse::<i32>().ok()) else {
-        eprintln!("keel: {RUN_GRANTED_ARG} is started by `keel lease run` only");
-        return std::process::ExitCode::from(2);
-    };
-    // SAFETY: `lease run` passed this descriptor, the read end of its pipe, open and owned by no
-    // one else in this process.
-    #[allow(unsafe_code)]
-    let mut gate = unsafe { std::io::PipeReader::from_raw_fd(fd) };
-    let mut byte = [0u8; 1];
-    if !matches!(gate.read(&mut byte), Ok(1)) || byte[0] != GO {
-        return std::process::ExitCode::from(125);
-    }
-    drop(gate);
-    let Some((program, arguments)) = command.split_first() else { return std::process::ExitCode::from(2) };
-    let error = Process::new(program).args(arguments).env_remove(GATE_FD_ENV).exec();
-    eprintln!("keel: starting {}: {error}", program.to_string_lossy());
-    std::process::ExitCode::from(if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
-}
-
-/// Passes signals sent to keel on to its child.
-struct Forward {
-    pid: rustix::process::Pid,
-    /// A pidfd names the child itself: once it is reaped, a late signal fails instead of reaching
-    /// whatever process reuses the pid. Absent on kernels before 5.3, where the pid is used.
-    pidfd: Option<std::os::fd::OwnedFd>,
-    tie: Tie,
-}
-
-impl Forward {
-    fn to(child: &std::process::Child, tie: Tie) -> Self {
-        let pid = rustix::process::Pid::from_child(child);
-        Self { pid, pidfd: rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok(), tie }
-    }
-
-    /// Sends `signal` to the command: to its whole group when it has one of its own.
-    fn send(&self, signal: rustix::process::Signal) {
-        let _ = match (self.tie, &self.pidfd) {
-            (Tie::Group, _) => rustix::process::kill_process_group(self.pid, signal),
-            (Tie::Process, Some(pidfd)) => rustix::process::pidfd_send_signal(pidfd, signal),
-            (Tie::Process, None) => rustix::process::kill_process(self.pid, signal),
-        };
-    }
-
-    /// Runs until the iterator's handle is closed.
-    fn all(&self, signals: &mut SignalsInfo<WithOrigin>) {
-        for origin in signals.forever() {
-            let Some(signal) = rustix::process::Signal::from_named_raw(origin.signal) else { continue };
-            // The command's own group gets every signal keel gets, the terminal's included: it is
-            // in no group the terminal signals (it is reaped only after this loop is closed, so
-            // its group id names no other group here). In keel's group on a terminal, the
-            // terminal signals the whole foreground group (Ctrl-C, a hangup), so the command has
-            // that one already; one sent to keel alone (`kill`, a supervisor stopping it) is
-            // passed on: stopping keel stops the work its lease covers.
-            if self.tie == Tie::Process && matches!(origin.cause, Cause::Kernel) {
-                continue;
-            }
-            self.send(signal);
-        }
-    }
-}
-
-/// What `lease run` does when its lease's heartbeat fails or finds the lease gone.
-struct Stopping<'a> {
-    grant: &'a keel_journal::Grant,
-    on_lost: OnLost,
-    /// Whether the command was stopped because the lease was lost.
-    stopped: AtomicBool,
-    forward: &'a Forward,
-}
-
-impl keel_journal::holding::HoldEvents for Stopping<'_> {
-    fn beat_failed(&self, error: &keel_journal::JournalError) {
-        eprintln!("keel: heartbeat failed: {error}");
-    }
-
-    /// The lease is gone: say so at once, and stop the command unless told to let it run.
-    fn lost(&self, done: &AtomicBool) {
-        let identity = &self.grant.identity;
-        eprintln!(
-            "keel: lease on lane {:?} (loop_ts {}) lost: it was reclaimed or scavenged",
-            identity.lane, identity.loop_ts
-        );
-        if self.on_lost == OnLost::Warn {
-            eprintln!("keel: the command runs on, unheld (--on-lost warn)");
-            return;
-        }
-        eprintln!("keel: stopping the command (SIGTERM, SIGKILL in {} s)", STOP_GRACE.as_secs());
-        self.stopped.store(true, Ordering::SeqCst);
-        self.forward.send(rustix::process::Signal::TERM);
-        let stop_by = std::time::Instant::now() + STOP_GRACE;
-        while !done.load(Ordering::SeqCst) {
-            if std::time::Instant::now() >= stop_by {
-                self.forward.send(rustix::process::Signal::KILL);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

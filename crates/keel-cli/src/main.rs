@@ -19,6 +19,7 @@ macro_rules! outln {
 }
 
 mod arbitrate;
+mod backend;
 mod config;
 mod demo;
 mod fs;
@@ -40,8 +41,8 @@ use clap::{Parser, Subcommand};
 use keel_fs::ErrorKind;
 use keel_journal::{Named, Policy, PolicyError, Workspace, WorkspaceError};
 
-/// Where the workspace and its journal are.
-#[derive(Debug, clap::Args)]
+/// Where the workspace and its leases are.
+#[derive(Debug, Clone, clap::Args)]
 struct Location {
     /// The workspace root [default: $KEEL_ROOT, else the nearest directory above holding .keel/,
     /// else the top of the git work tree (a linked worktree's main one), else the current one].
@@ -56,6 +57,18 @@ struct Location {
     /// requester can shorten it [default: 120].
     #[arg(long, global = true, env = "KEEL_GRACE_S")]
     grace_s: Option<u64>,
+    /// Where the leases live: the journal file, or etcd for a fleet that spans hosts [default:
+    /// $KEEL_BACKEND, else `kind` in the [backend] table of .keel/policy.toml, else journal].
+    #[arg(long, global = true, env = "KEEL_BACKEND", value_enum)]
+    backend: Option<backend::BackendArg>,
+    /// etcd's client URLs, separated by commas, for the etcd backend [default:
+    /// $KEEL_ETCD_ENDPOINTS, else `endpoints` in the policy's [backend] table].
+    #[arg(long, global = true, env = "KEEL_ETCD_ENDPOINTS", value_delimiter = ',', value_parser = backend::endpoint)]
+    etcd_endpoints: Vec<String>,
+    /// The workspace's key prefix in etcd: the same on every host of the fleet [default:
+    /// $KEEL_ETCD_PREFIX, else `prefix` in the policy's [backend] table; no other default].
+    #[arg(long, global = true, env = "KEEL_ETCD_PREFIX", value_parser = non_blank)]
+    etcd_prefix: Option<String>,
 }
 
 impl Location {
@@ -63,19 +76,23 @@ impl Location {
     /// root must be an existing directory: a mistyped `--root` or `$KEEL_ROOT` would otherwise
     /// start a workspace of its own, whose leases exclude nobody working in the real one.
     fn workspace(&self) -> Result<Workspace, Failure> {
-        let named = Named { root: self.root.as_deref(), journal: self.journal.as_deref() };
-        Workspace::locate(named, Path::new(".")).map_err(failure)
+        self.workspace_from(Path::new("."))
     }
 
-    /// The lease service's options: the workspace policy's, with `--grace-s` for the leases this
-    /// command grants (never below the policy's floor).
-    fn journal_options(&self, workspace: &Workspace) -> Result<keel_journal::JournalOptions, Failure> {
-        let policy = Policy::of_workspace(workspace.root()).map_err(failure)?;
-        let mut options = keel_journal::JournalOptions::from_policy(&policy);
+    /// The workspace found from `start` (a hook's event names its agent's directory).
+    fn workspace_from(&self, start: &Path) -> Result<Workspace, Failure> {
+        let named = Named { root: self.root.as_deref(), journal: self.journal.as_deref() };
+        Workspace::locate(named, start).map_err(failure)
+    }
+
+    /// The lease service's options: `policy`'s, with `--grace-s` for the leases this command
+    /// grants (never below the policy's floor).
+    fn options_of(&self, policy: &Policy) -> keel_journal::JournalOptions {
+        let mut options = keel_journal::JournalOptions::from_policy(policy);
         if let Some(grace_s) = self.grace_s {
             options.expiry.grace_s = grace_s;
         }
-        Ok(options)
+        options
     }
 }
 
@@ -136,7 +153,7 @@ enum Command {
     /// Read the lane journal: replay, generations, compaction, verification.
     #[command(subcommand)]
     Journal(journal::JournalCommand),
-    /// Take, give back and inspect leases through the durable journal.
+    /// Take, give back and inspect leases through the lease service (the journal, or etcd).
     Lease {
         #[command(subcommand)]
         command: lease::LeaseCommand,
@@ -315,6 +332,12 @@ impl Failure {
     }
 }
 
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&describe(&self.error))
+    }
+}
+
 /// The error and its causes on one line, skipping a cause whose text its parent already shows
 /// (library errors name their source in their own message).
 fn describe(error: &anyhow::Error) -> String {
@@ -334,21 +357,26 @@ fn dispatch(cli: &Cli) -> Result<Status, Failure> {
     match &cli.command {
         Command::Journal(command) => {
             let workspace = location.workspace()?;
-            journal::run(command, &workspace, &location.journal_options(&workspace)?)
+            let options = location.journal_only(&workspace, &format!("keel journal {}", command.name()))?;
+            journal::run(command, &workspace, &options)
+        }
+        Command::Lease { command: lease::LeaseCommand::Migrate { .. }, output } => {
+            let workspace = location.workspace()?;
+            let policy = backend::policy(&workspace)?;
+            let target = Location { backend: Some(backend::BackendArg::Etcd), ..location.clone() };
+            let options = location.options_of(&policy);
+            lease::migrate(&workspace, &target.choice(&workspace, &policy)?, options, output)
         }
         Command::Lease { command, output } => {
             let workspace = location.workspace()?;
-            let options = location.journal_options(&workspace)?;
-            lease::run(command, &workspace, options, output)
+            let (backend, choice) = location.backend(&workspace)?;
+            lease::run(command, &workspace, &backend, &choice, output)
         }
         Command::Policy { command, output } => policy::run(command, &location.workspace()?, output.json),
         Command::Lock { command, output } => lock::run(command, output.json),
         Command::Config { command, output } => config::run(command, output.json),
         Command::Store { command, output } => store::run(command, location.workspace()?.root(), output.json),
-        Command::Fs { command, output } => {
-            let workspace = location.workspace()?;
-            fs::run(command, &workspace, &location.journal_options(&workspace)?, output.json)
-        }
+        Command::Fs { command, output } => fs::run(command, location, &location.workspace()?, output.json),
         Command::Arbitrate(args) => arbitrate::run(args, location),
         Command::Hook(command) => Ok(hook::run(command, location)),
         Command::Mcp => mcp::run(location),

@@ -193,3 +193,39 @@ fn the_write_gate_refuses_a_policy_protected_path_even_to_a_forced_holder() {
     assert!(stdout(&write).contains("protected"), "{}", stdout(&write));
     assert!(!root.join("deploy/run.sh").exists());
 }
+
+#[test]
+fn a_backend_table_with_an_unknown_key_or_a_wrong_type_stops_every_lease_command_naming_its_line() {
+    for (text, line, key) in [
+        ("[backend]\nkind = \"etcd\"\nendpoint = [\"http://127.0.0.1:2379\"]\n", 3, "endpoint"),
+        ("[backend]\nkind = \"etcd\"\nprefix = [\"/keel/a\"]\n", 3, "prefix"),
+        ("[backend]\nkind = \"zookeeper\"\n", 2, "kind"),
+    ] {
+        let dir = workspace(text);
+        let root = dir.path();
+        for output in
+            [keel(root, &["policy", "check"]), acquire(root, &["--lane", "a", "--tree", "a/", "--owner", "o"])]
+        {
+            assert_eq!(code(&output), 2, "{text:?}: {}", stdout(&output));
+            let said = stderr(&output);
+            assert!(said.contains(&format!("policy.toml: line {line}, key `{key}`")), "{text:?}: {said}");
+        }
+        assert!(!root.join(".keel/lane-journal.jsonl").exists(), "no lease was granted anywhere");
+    }
+}
+
+/// Without the etcd feature (`cargo test -p keel-cli`), etcd chosen by a flag or by the policy
+/// is refused, never served from the journal instead.
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn a_build_without_etcd_support_refuses_the_etcd_backend_by_flag_and_by_policy() {
+    let dir = workspace("[backend]\nkind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"/keel/a\"\n");
+    let root = dir.path();
+    let by_policy = acquire(root, &["--lane", "a", "--tree", "a/", "--owner", "o"]);
+    let by_flag = keel(root, &["--backend", "etcd", "--etcd-prefix", "/keel/a", "lease", "live"]);
+    for output in [by_policy, by_flag] {
+        assert_eq!(code(&output), 2, "{}", stdout(&output));
+        assert!(stderr(&output).contains("keel was built without etcd support"), "{}", stderr(&output));
+    }
+    assert!(!root.join(".keel/lane-journal.jsonl").exists());
+}

@@ -4,6 +4,9 @@
 mod support;
 
 mod cli;
+// Against a real etcd server: only in a build with the etcd backend.
+#[cfg(feature = "etcd")]
+mod etcd_cli;
 mod fs_cli;
 mod hook;
 mod lock_cli;

@@ -43,7 +43,7 @@ pub mod verify;
 pub mod workspace;
 
 pub use backend::{LeaseBackend, LeaseRef, Location};
-pub use policy::{BashRule, OnError, Policy, PolicyError};
+pub use policy::{BackendKind, BackendPolicy, BashRule, OnError, Policy, PolicyError};
 pub use read::{ReadOutcome, replay_from, replay_path};
 pub use service::{
     Accepted, AcquireOutcome, AcquireRequest, Adopted, Beat, Clock, Compaction, Grant, HolderPid, Journal,

@@ -12,6 +12,11 @@
 //! [kind_budgets]                                    # live leases per lane kind at most (0: none)
 //! keyword = 8
 //! global = 0
+//!
+//! [backend]                                         # where the leases live (default: the journal)
+//! kind = "etcd"                                     # "journal" or "etcd"
+//! endpoints = ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+//! prefix = "/keel/shop"                             # the fleet's key prefix: the same on every host
 //! ```
 //!
 //! One loader and one meaning for the policy file and for `keel arbitrate --taxonomy` (which may
@@ -71,6 +76,34 @@ pub struct Policy {
     /// `keel mcp`: give back the leases taken through the server when its client disconnects
     /// (otherwise they are held until their TTL, or until the agent's process is gone).
     pub mcp_release_on_exit: bool,
+    /// Where the workspace's leases live: `[backend]`.
+    pub backend: BackendPolicy,
+}
+
+/// The `[backend]` table: which lease service the workspace's commands use. A command's flags
+/// (or their environment variables) override it field by field.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendPolicy {
+    /// The journal file (the default) or etcd.
+    pub kind: BackendKind,
+    /// etcd's members' client URLs (`http://host:2379`).
+    pub endpoints: Vec<String>,
+    /// The key prefix of the workspace's leases in etcd. There is no default: every host of a
+    /// fleet must name the same one, and a guessed one would split the fleet in two.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+/// Which lease service keeps a workspace's leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The journal file on this host ([`crate::Journal`]).
+    #[default]
+    Journal,
+    /// An etcd v3 cluster, for a fleet that spans hosts.
+    Etcd,
 }
 
 /// What `keel hook` does with a shell command whose footprint it cannot read (another program,
@@ -119,6 +152,7 @@ impl Default for Policy {
             bash: BashRule::default(),
             on_error: OnError::default(),
             mcp_release_on_exit: true,
+            backend: BackendPolicy::default(),
         }
     }
 }
@@ -249,6 +283,15 @@ impl Policy {
                 return Err(invalid("protected", format!("entry {entry:?}: {why}")));
             }
         }
+        // What a type cannot say about `[backend]`: a blank name here would reach etcd as one.
+        if let Some(endpoint) = self.backend.endpoints.iter().find(|e| e.trim().is_empty() || e.trim() != *e) {
+            return Err(invalid("endpoints", format!("endpoint {endpoint:?} is blank or has white space around it")));
+        }
+        if let Some(prefix) = &self.backend.prefix
+            && (prefix.trim_end_matches('/').trim().is_empty() || prefix.trim() != prefix)
+        {
+            return Err(invalid("prefix", format!("prefix {prefix:?} is empty, `/` or has white space around it")));
+        }
         Ok(self)
     }
 
@@ -325,5 +368,32 @@ mod tests {
         assert!(matches!(&error, PolicyError::Invalid { line: 1, key: Some(k), .. } if k == "grace_s"), "{error}");
         let error = Policy::from_toml("protected = [\" src/\"]\n", path).expect_err("misspelled entry");
         assert!(error.to_string().contains("protected"), "{error}");
+    }
+
+    #[test]
+    fn the_backend_table_names_etcd_and_is_as_strict_as_the_rest() {
+        let path = Path::new("p.toml");
+        let text = "grace_s = 60\n[backend]\nkind = \"etcd\"\nendpoints = [\"http://a:2379\", \"http://b:2379\"]\n\
+                    prefix = \"/keel/shop\"\n";
+        let policy = Policy::from_toml(text, path).expect("an etcd backend");
+        assert_eq!(policy.backend.kind, BackendKind::Etcd);
+        assert_eq!(policy.backend.endpoints, ["http://a:2379", "http://b:2379"]);
+        assert_eq!(policy.backend.prefix.as_deref(), Some("/keel/shop"));
+        assert_eq!(Policy::from_toml(&policy.to_toml(), path).expect("round trip"), policy);
+        assert_eq!(Policy::default().backend.kind, BackendKind::Journal, "the journal unless a policy says otherwise");
+        let invalid = |text: &str, line: usize, key: &str| {
+            let error = Policy::from_toml(text, path).expect_err(text);
+            assert!(
+                matches!(&error, PolicyError::Invalid { line: l, key: Some(k), .. } if *l == line && k == key),
+                "{text:?}: {error}"
+            );
+            assert!(error.to_string().starts_with("p.toml: line"), "names the file: {error}");
+        };
+        invalid("[backend]\nkind = \"etcd\"\nendpoint = [\"http://a:2379\"]\n", 3, "endpoint");
+        invalid("[backend]\nkind = \"zookeeper\"\n", 2, "kind");
+        invalid("[backend]\nkind = \"etcd\"\nendpoints = \"http://a:2379\"\n", 3, "endpoints");
+        invalid("[backend]\nprefix = 7\n", 2, "prefix");
+        invalid("[backend]\nendpoints = [\" \"]\n", 2, "endpoints");
+        invalid("[backend]\n\nprefix = \"/\"\n", 3, "prefix");
     }
 }

@@ -15,7 +15,10 @@
 //!
 //! The journal is `<root>/.keel/lane-journal.jsonl`, unless the workspace is bound to another
 //! (`.keel/journal-binding`, written the first time a writer uses a journal other than the
-//! default): then every command uses the bound one, and naming a different one is an error. A
+//! default): then every command uses the bound one, and naming a different one is an error. The
+//! write gate binds the workspace the same way, to a lease service elsewhere (`etcd:<prefix>`)
+//! when its leases live there: then [`Workspace::service`] names it, and no journal is written
+//! ([`Workspace::bind`] refuses). A
 //! relative `--journal` is read against the root, never the current directory. keel's own state
 //! beneath the root is never reached through a symbolic link: a link could lead two workspaces
 //! to one journal, or one workspace's records somewhere nobody reads.
@@ -83,6 +86,21 @@ pub enum WorkspaceError {
         /// What binds the workspace to `bound`.
         why: String,
     },
+    /// The workspace is bound to a lease service elsewhere (its write gate used one), and a
+    /// command was about to keep leases in a journal file instead.
+    #[error(
+        "{}: the workspace is bound to the lease service {service} ({}), not to a journal: its \
+         leases live there, and a journal would grant the same regions again",
+        root.display(), binding.display()
+    )]
+    BoundToService {
+        /// The workspace root.
+        root: PathBuf,
+        /// The service's name, as the binding records it.
+        service: String,
+        /// The binding file.
+        binding: PathBuf,
+    },
     /// keel's state would be reached through a symbolic link.
     #[error(
         "{} is a symbolic link; keel's own state is never reached through one (bind the workspace \
@@ -117,6 +135,8 @@ pub struct Workspace {
     found_by: FoundBy,
     /// Whether `journal` came from the binding file.
     bound: bool,
+    /// The lease service elsewhere the binding file names, if it names one.
+    service: Option<String>,
 }
 
 /// What a command names, each optional.
@@ -144,7 +164,13 @@ impl Workspace {
         let default = root.join(JOURNAL_DEFAULT);
         let given = named.journal.map(|journal| lexical(&root.join(journal)));
         let binding = root.join(STATE_DIR).join(JOURNAL_BINDING_NAME);
-        let (journal, bound) = match read_binding(&binding, &root)? {
+        let (mut service, mut journal_bound) = (None, None);
+        match read_binding(&binding, &root)? {
+            Some(Binding::Journal(bound)) => journal_bound = Some(bound),
+            Some(Binding::Service(name)) => service = Some(name),
+            None => {}
+        }
+        let (journal, bound) = match journal_bound {
             Some(bound) => {
                 if let Some(given) = given.filter(|given| *given != bound) {
                     return Err(WorkspaceError::JournalMismatch {
@@ -165,7 +191,7 @@ impl Workspace {
                 refuse_link(&path)?;
             }
         }
-        Ok(Self { root, checkout, journal, found_by, bound })
+        Ok(Self { root, checkout, journal, found_by, bound, service })
     }
 
     /// The workspace root: where `.keel/` (the journal, its binding, the policy) lives. Lease
@@ -190,11 +216,20 @@ impl Workspace {
         self.found_by
     }
 
+    /// The lease service elsewhere (`etcd:<prefix>`) the workspace is bound to, if its write
+    /// gate bound it to one: its leases live there, and [`journal`](Self::journal) is no record.
+    pub fn service(&self) -> Option<&str> {
+        self.service.as_deref()
+    }
+
     /// Binds the workspace to its journal before a command first writes it: a journal other than
     /// the default is recorded in `.keel/journal-binding`, so every later command uses it too.
     /// Refused if the workspace already keeps its records in the default journal (a second
     /// journal would grant its regions again). Cheap when there is nothing to do.
     pub fn bind(&self) -> Result<(), WorkspaceError> {
+        if let Some(service) = &self.service {
+            return Err(self.bound_to_service(service));
+        }
         let default = self.root.join(JOURNAL_DEFAULT);
         if self.bound || self.journal == default {
             return Ok(());
@@ -221,14 +256,25 @@ impl Workspace {
         }
         // Another writer bound it first: agree with it, or refuse.
         match read_binding(&binding, &self.root)? {
-            Some(bound) if bound == self.journal => Ok(()),
-            Some(bound) => Err(WorkspaceError::JournalMismatch {
+            Some(Binding::Journal(bound)) if bound == self.journal => Ok(()),
+            Some(Binding::Service(service)) => Err(self.bound_to_service(&service)),
+            Some(Binding::Journal(bound)) => Err(WorkspaceError::JournalMismatch {
                 root: self.root.clone(),
                 bound,
                 given: self.journal.clone(),
                 why: format!("bound by {}", binding.display()),
             }),
             None => Ok(()),
+        }
+    }
+}
+
+impl Workspace {
+    fn bound_to_service(&self, service: &str) -> WorkspaceError {
+        WorkspaceError::BoundToService {
+            root: self.root.clone(),
+            service: service.to_owned(),
+            binding: self.root.join(STATE_DIR).join(JOURNAL_BINDING_NAME),
         }
     }
 }
@@ -241,13 +287,24 @@ pub fn place(root: &Path, journal: &Path) -> String {
     }
 }
 
-/// The journal a binding names, if the workspace has one.
-fn read_binding(binding: &Path, root: &Path) -> Result<Option<PathBuf>, WorkspaceError> {
+/// What a binding names.
+enum Binding {
+    /// A journal file.
+    Journal(PathBuf),
+    /// A lease service elsewhere, by the name its backend gives it (`etcd:<prefix>`): the write
+    /// gate's binding when its leases live there.
+    Service(String),
+}
+
+/// What the workspace's binding names, if it has one: `root:<path>` or an absolute path is a
+/// journal; anything else is a service's name.
+fn read_binding(binding: &Path, root: &Path) -> Result<Option<Binding>, WorkspaceError> {
     let Some(text) = read_small(binding)? else { return Ok(None) };
     let text = text.trim_end_matches('\n');
     Ok(Some(match text.strip_prefix(INSIDE_ROOT) {
-        Some(inside) => lexical(&root.join(inside)),
-        None => PathBuf::from(text),
+        Some(inside) => Binding::Journal(lexical(&root.join(inside))),
+        None if Path::new(text).is_absolute() => Binding::Journal(PathBuf::from(text)),
+        None => Binding::Service(text.to_owned()),
     }))
 }
 
@@ -392,5 +449,22 @@ mod tests {
         assert_eq!(ws.journal(), top.join("ws/.keel/lane-journal.jsonl"));
         let none = Workspace::locate(Named::default(), &top).expect("found");
         assert_eq!((none.root(), none.found_by()), (top.as_path(), FoundBy::CurrentDir));
+    }
+
+    #[test]
+    fn a_workspace_bound_to_a_service_names_it_and_refuses_to_bind_a_journal() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = std::fs::canonicalize(dir.path()).expect("canonical");
+        std::fs::create_dir_all(root.join(".keel")).expect("state");
+        std::fs::write(root.join(".keel").join(JOURNAL_BINDING_NAME), "etcd:/keel/shop").expect("binding");
+        let ws = Workspace::locate(Named { root: Some(&root), journal: None }, &root).expect("found");
+        assert_eq!(ws.service(), Some("etcd:/keel/shop"));
+        assert_eq!(ws.journal(), root.join(JOURNAL_DEFAULT), "no journal is read from a service's name");
+        let error = ws.bind().expect_err("a journal would grant the service's regions again");
+        assert!(matches!(&error, WorkspaceError::BoundToService { service, .. } if service == "etcd:/keel/shop"));
+        assert!(!root.join(JOURNAL_DEFAULT).exists());
+        std::fs::write(root.join(".keel").join(JOURNAL_BINDING_NAME), "root:state/j.jsonl").expect("binding");
+        let ws = Workspace::locate(Named { root: Some(&root), journal: None }, &root).expect("found");
+        assert_eq!((ws.service(), ws.journal()), (None, root.join("state/j.jsonl").as_path()));
     }
 }

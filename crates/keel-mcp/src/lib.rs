@@ -2,7 +2,7 @@
 //! claims regions, checks an edit before making it, writes through the fenced gate, and keeps a
 //! shared record of what it did, all as MCP tools over stdio.
 //!
-//! It never decides anything itself: leases are the journal's, edit checks are `keel hook`'s
+//! It never decides anything itself: leases are the lease backend's, edit checks are `keel hook`'s
 //! ([`keel_hook::decide::check`]), writes are the mutator's gate, events the runtime store's.
 //! It never exits, panics or drops a lease over a bad call: a bad call is a tool result with
 //! `isError: true` naming the field or file.
@@ -18,7 +18,8 @@
 //!   error: a normal result whose `granted`/`outcome` says so, with who and what to do.
 //!
 //! # Limitations
-//! - One journal per workspace (the etcd backend comes later, behind the same calls).
+//! - One lease service per server: the workspace's journal ([`serve_stdio`]), or any other
+//!   [`LeaseBackend`] (etcd's, say) through [`serve_stdio_with`].
 //! - The fleet's record is the runtime store's runtime [`FLEET_RUNTIME`] under the workspace's
 //!   root, one worker per agent owner.
 
@@ -35,8 +36,10 @@ pub use server::{BEAT_EVERY_S, FLEET_RUNTIME, Server, WAIT_S_MAX};
 /// holds a whole message in memory, so its content is bounded well below the mutator's default.
 pub const FS_WRITE_BYTES_MAX: usize = 8 * 1024 * 1024;
 
+use std::sync::Arc;
+
 use keel_hook::Agent;
-use keel_journal::{JournalOptions, Policy, Workspace};
+use keel_journal::{JournalOptions, LeaseBackend, Policy, Workspace};
 
 /// What a server serves: the workspace, its policy, and the agent it speaks for.
 #[derive(Debug, Clone)]
@@ -45,7 +48,7 @@ pub struct Config {
     pub workspace: Workspace,
     /// The workspace's policy.
     pub policy: Policy,
-    /// The journal's options (from the policy).
+    /// The lease service's options (from the policy).
     pub options: JournalOptions,
     /// The agent.
     pub agent: Agent,
@@ -73,11 +76,25 @@ pub struct Served {
 }
 
 /// Serves one MCP session on stdin and stdout until the client disconnects, then gives back the
-/// session's leases (unless the policy keeps them).
+/// session's leases (unless the policy keeps them), on the workspace's journal.
 pub fn serve_stdio(config: Config) -> Result<Served, ServeError> {
+    let journal = keel_journal::Journal::open(config.workspace.journal(), config.options.clone());
+    serve_stdio_with(config, journal)
+}
+
+/// [`serve_stdio`] on `backend` (another lease service, say etcd), which the tools and the write
+/// gate share.
+///
+/// `backend` is dropped only after the server's runtime has stopped, outside it: a backend may
+/// own a runtime of its own (etcd's does), and tokio refuses to drop one inside another.
+pub fn serve_stdio_with<B>(config: Config, backend: B) -> Result<Served, ServeError>
+where
+    B: LeaseBackend + Send + Sync + 'static,
+{
+    let backend = Arc::new(backend);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ServeError::Runtime)?;
-    runtime.block_on(async move {
-        let server = Server::new(config);
+    let served = runtime.block_on(async {
+        let server = Server::with_backend(config, Arc::clone(&backend));
         let beats = tokio::spawn(server.clone().beat_forever());
         // When stdin and stdout are pipes (as harnesses start servers), they are read and written
         // on the reactor rather than through a thread hand-off per operation.
@@ -99,5 +116,9 @@ pub fn serve_stdio(config: Config) -> Result<Served, ServeError> {
             .map_err(|e| ServeError::Session(e.to_string()))
             .and_then(|r| r.map_err(|e| ServeError::Session(e.to_string())));
         ended.and(flushed).map(|()| Served { released })
-    })
+    });
+    // Tasks still holding a server clone go with the runtime; `backend`'s last handle is this one.
+    drop(runtime);
+    drop(backend);
+    served
 }

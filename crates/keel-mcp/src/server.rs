@@ -509,7 +509,11 @@ impl<B: LeaseBackend + Send + Sync + 'static> Server<B> {
             return Ok(Arc::clone(mutator));
         }
         let config = &self.shared.config;
-        config.workspace.bind().map_err(|e| e.to_string())?;
+        // The journal binding names a journal file; a service elsewhere has none to bind (the
+        // gate binds the workspace to the service's name itself).
+        if matches!(self.shared.journal.location(), Location::File(_)) {
+            config.workspace.bind().map_err(|e| e.to_string())?;
+        }
         let options = MutatorOptions { content_bytes_max: FS_WRITE_BYTES_MAX as u64, ..MutatorOptions::default() };
         let mutator = Mutator::open(config.workspace.checkout(), Arc::clone(&self.shared.journal), options);
         let mutator = Arc::new(mutator.map_err(|e| e.to_string())?);

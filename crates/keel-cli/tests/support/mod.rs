@@ -6,8 +6,11 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-/// `keel args` run in `cwd` with `stdin`, the environment naming no root, journal or grace
-/// unless `env` does.
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
+/// `keel args` run in `cwd` with `stdin`, the environment naming no root, journal, grace or
+/// lease backend unless `env` does.
 pub fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
     command
@@ -16,6 +19,9 @@ pub fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Outp
         .env_remove("KEEL_ROOT")
         .env_remove("KEEL_JOURNAL")
         .env_remove("KEEL_GRACE_S")
+        .env_remove("KEEL_BACKEND")
+        .env_remove("KEEL_ETCD_ENDPOINTS")
+        .env_remove("KEEL_ETCD_PREFIX")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
