@@ -237,6 +237,21 @@ impl Backend {
         }
     }
 
+    /// Raises the generation counter to at least `floor` (etcd, after a restore).
+    pub fn raise_generation(&self, floor: u64) -> Result<u64, Failure> {
+        match self {
+            #[cfg(feature = "etcd")]
+            Self::Etcd(etcd) => etcd.raise_generation(floor).map_err(|e| crate::failure(named(e))),
+            Self::Journal(_) => {
+                let _ = floor;
+                Err(Failure::usage(anyhow!(
+                    "the journal's counter is its own record: it is raised past damaged lines by \
+                     `keel journal review --accept`; raise-generation is for etcd after a restore"
+                )))
+            }
+        }
+    }
+
     /// Binds the workspace to its journal before a command first writes it (see
     /// [`Workspace::bind`]); a service elsewhere has no journal file to bind.
     pub fn bind(&self, workspace: &Workspace) -> Result<(), Failure> {

@@ -175,6 +175,14 @@ pub enum LeaseCommand {
         #[arg(long, value_enum)]
         to: MigrateTo,
     },
+    /// Raise etcd's generation counter to at least --to (it never goes down), after restoring
+    /// etcd from a snapshot: name a value above every generation handed out before the restore,
+    /// or stale holders' tokens could pass the gate again.
+    RaiseGeneration {
+        /// The least value of the counter after; later grants get higher generations.
+        #[arg(long)]
+        to: u64,
+    },
     /// Run a command while holding a lease: heartbeat while it runs, release when it exits
     /// (also on Ctrl-C), exit with its code.
     ///
@@ -247,6 +255,12 @@ pub fn run(
     }
     let json = output.json;
     match command {
+        LeaseCommand::RaiseGeneration { to } => {
+            let counter = backend.raise_generation(*to)?;
+            let object = json!({"outcome": "raised", "generation": counter});
+            print(json, &object, &format!("the generation counter is {counter}: later grants get higher ones"))?;
+            Ok(Status::Ok)
+        }
         LeaseCommand::Migrate { .. } => {
             Err(Failure::usage(anyhow::anyhow!("`keel lease migrate` moves leases between backends; main runs it")))
         }

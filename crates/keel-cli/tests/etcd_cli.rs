@@ -344,3 +344,18 @@ fn lease_migrate_moves_a_journal_s_leases_to_etcd_with_their_generations_and_clo
     assert_eq!(code(&stray), 1, "{}", stdout(&stray));
     assert!(stdout(&stray).contains(etcd.endpoint()) || stderr(&stray).contains(etcd.endpoint()), "{}", stdout(&stray));
 }
+
+#[test]
+fn raise_generation_lifts_etcd_s_counter_after_a_restore_and_later_grants_are_above_it() {
+    let etcd = Etcd::start();
+    let dir = workspace();
+    let root = dir.path();
+    let prefix = "/keel-cli-tests/raise";
+    let raised = on_etcd(root, &etcd, prefix, &["lease", "raise-generation", "--to", "5000", "--json"]);
+    assert_eq!(code(&raised), 0, "{}", stderr(&raised));
+    assert_eq!(json(&raised)["generation"], 5000);
+    let granted = on_etcd(root, &etcd, prefix, &acquire("api", "src/", "agent-a"));
+    assert_eq!(json(&granted)["generation"], 5001, "{}", stdout(&granted));
+    let on_journal = keel(root, &["--backend", "journal", "lease", "raise-generation", "--to", "9"], &[]);
+    assert_eq!(code(&on_journal), 2, "a usage error on the journal: {}", stderr(&on_journal));
+}

@@ -1,5 +1,6 @@
 //! Chaos against a real 3-member etcd cluster, 30 s or more: 8 client processes with their own
-//! host ids race for overlapping regions (acquire, heartbeat, release) while the harness kill -9s
+//! host ids race for overlapping regions (acquire, heartbeat, release, and one holding its leases
+//! as `keel lease run` does) while the harness kill -9s
 //! and restarts the leader, kill -9s clients, and SIGSTOPs a holder past its TTL. Then a checker
 //! replays etcd's own history (a watch from revision 1) against the clients' logs:
 //! - no two colliding leases are live at any revision;
@@ -20,6 +21,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use keel_etcd::{EtcdBackend, EtcdOptions};
+use keel_journal::holding::{HoldEvents, hold};
 use keel_journal::{AcquireOutcome, AcquireRequest, HolderPid, JournalOptions, LeaseBackend, LeaseRef};
 use keel_kernel::arbiter::{Outcome, Request, Taxonomy, decide};
 use keel_mutator::{Expect, IntentId, Mutator, MutatorOptions, Request as WriteRequest};
@@ -65,6 +67,11 @@ fn backend_at(endpoints: Vec<String>, prefix: &str, host: &str) -> EtcdBackend {
     EtcdBackend::new(etcd, options).expect("backend")
 }
 
+/// `keel lease run`'s holder without a command to stop: the chaos client only logs.
+struct Quiet;
+
+impl HoldEvents for Quiet {}
+
 /// A small deterministic generator, so a failing run can be told apart by its seed.
 struct Rng(u64);
 
@@ -105,6 +112,19 @@ fn client(index: usize) {
         n += 1;
         let region = REGIONS[rng.next(REGIONS.len() as u64) as usize];
         match backend.acquire(&request(format!("c{index}-{n}"), region)) {
+            Ok(AcquireOutcome::Acquire(grant)) if index == CLIENTS - 2 => {
+                // As `keel lease run` holds a lease around its command: beaten on a thread of its
+                // own while the work runs, released after.
+                let id = &grant.identity;
+                log_line(&mut log, &format!("grant\t{}\t{}\t{}", id.lane, id.loop_ts, grant.generation));
+                let work = Duration::from_millis(100 + rng.next(900));
+                let held = hold(&backend, &grant, &owner, &backend.options().expiry, 1, &Quiet, || {
+                    std::thread::sleep(work);
+                });
+                if let Ok(Some(_)) = held.released {
+                    log_line(&mut log, &format!("release\t{}\t{}", id.lane, id.loop_ts));
+                }
+            }
             Ok(AcquireOutcome::Acquire(grant)) => {
                 let id = &grant.identity;
                 log_line(&mut log, &format!("grant\t{}\t{}\t{}", id.lane, id.loop_ts, grant.generation));

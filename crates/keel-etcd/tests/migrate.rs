@@ -64,3 +64,15 @@ fn a_migrated_journal_keeps_its_leases_and_tokens_and_refuses_every_grant_naming
     let again = etcd.migrate_from(&journal).expect_err("etcd holds leases now");
     assert!(again.to_string().contains("empty prefix"), "{again}");
 }
+
+#[test]
+fn after_a_restore_the_generation_counter_is_raised_and_never_goes_down() {
+    let prefix = format!("/keel-test/raise-{}", std::process::id());
+    let etcd = EtcdBackend::new(EtcdOptions::new(cluster::shared().endpoints(), &prefix), JournalOptions::default())
+        .expect("backend");
+    let first = grant(&etcd, "api", "src/", "agent-a");
+    assert_eq!(etcd.raise_generation(1_000).expect("raise"), 1_000);
+    assert_eq!(etcd.raise_generation(10).expect("lower"), 1_000, "the counter never goes down");
+    let next = grant(&etcd, "docs", "docs/", "agent-b");
+    assert_eq!(next.generation, 1_001, "grants continue above the floor (first was {})", first.generation);
+}

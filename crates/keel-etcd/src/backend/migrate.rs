@@ -107,3 +107,21 @@ impl EtcdBackend {
         Ok(generation)
     }
 }
+
+impl EtcdBackend {
+    /// Raises the generation counter to at least `floor`, for after a restore from a snapshot:
+    /// etcd restored to an older state would hand out again the generations granted since, and
+    /// a stale holder's token would pass the gate. The operator names a floor above every token
+    /// handed out (the highest generation any holder or log has seen); the counter never goes
+    /// down. Returns the counter after.
+    pub fn raise_generation(&self, floor: u64) -> Result<u64, JournalError> {
+        self.until_committed("raise the generation counter", || {
+            let view = self.read()?;
+            if view.generation >= floor {
+                return Ok(Some(view.generation));
+            }
+            let then = vec![TxnOp::put(self.keys.generation(), floor.to_string(), None)];
+            Ok(self.commit("raise the generation counter", &view, then)?.map(|_| floor))
+        })
+    }
+}
