@@ -118,6 +118,21 @@ pub fn adopted_body(options: &JournalOptions, lease: &Object, new_owner: &str, h
     body
 }
 
+/// The last beat's stamp if a beat of `lease` now would be skipped: the last one (or the grant)
+/// is younger than the coalescing floor (the caller's, else the options'), which is capped at half
+/// the lease's grace, since a floor past that would let a live lease fall out of its grace and be
+/// reclaimed. `None`: beat.
+pub fn coalesced(options: &JournalOptions, lease: &Object, floor_s: Option<u64>, now: f64) -> Option<String> {
+    let (at, text) = ["heartbeat_at", "acquired_at"]
+        .iter()
+        .filter_map(|k| lease.get(*k).and_then(Value::as_str))
+        .filter_map(|t| keel_kernel::expiry::parse_utc(t).map(|s| (s, t.to_owned())))
+        .max()?;
+    let grace_s = keel_kernel::expiry::grace_s(lease, &options.expiry);
+    let floor = floor_s.or(Some(options.heartbeat_coalesce_s).filter(|&f| f > 0))?.min(grace_s / 2);
+    ((now.floor() as i64).saturating_sub(at) < i64::try_from(floor).unwrap_or(i64::MAX)).then_some(text)
+}
+
 /// The live lease an owner means: the exact `loop_ts` on `lane`, or the newest lease on `lane`
 /// (case-folded) held by `owner`.
 pub fn find_owned<'a>(

@@ -557,21 +557,10 @@ impl LeaseBackend for EtcdBackend {
                 return Ok(Some(None));
             }
             let now = self.now();
-            let last = ["heartbeat_at", "acquired_at"]
-                .iter()
-                .filter_map(|k| body.get(*k).and_then(Value::as_str))
-                .filter_map(|t| keel_kernel::expiry::parse_utc(t).map(|s| (s, t.to_owned())))
-                .max();
             // The keep-alive above is what keeps the lease; rewriting the body only refreshes the
             // sign of life others read, and every rewrite makes concurrent grants retry.
-            let grace_s = keel_kernel::expiry::grace_s(body, &self.options.expiry);
-            let floor = coalesce_floor_s
-                .or(Some(self.options.heartbeat_coalesce_s).filter(|&f| f > 0))
-                .map(|floor| floor.min(grace_s / 2));
-            if let (Some(floor), Some((at, text))) = (floor, &last)
-                && (now.floor() as i64).saturating_sub(*at) < i64::try_from(floor).unwrap_or(i64::MAX)
-            {
-                return Ok(Some(Some(Beat::Coalesced { identity: identity.clone(), heartbeat_at: text.clone() })));
+            if let Some(heartbeat_at) = granting::coalesced(&self.options, body, coalesce_floor_s, now) {
+                return Ok(Some(Some(Beat::Coalesced { identity: identity.clone(), heartbeat_at })));
             }
             let heartbeat_at = format_utc(now.floor() as i64);
             let mut beaten = body.clone();

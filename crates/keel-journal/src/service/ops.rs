@@ -68,21 +68,8 @@ impl<S: Storage + Clone> LeaseBackend for Journal<S> {
                 return Ok(None);
             };
             let identity = identity.clone();
-            let last = ["heartbeat_at", "acquired_at"]
-                .iter()
-                .filter_map(|k| lease.get(*k).and_then(Value::as_str))
-                .filter_map(|t| keel_kernel::expiry::parse_utc(t).map(|s| (s, t.to_owned())))
-                .max();
-            // A beat is skipped only while the last one is under half a grace old: a floor past
-            // that would let the lease fall out of its grace, and a live lease be reclaimed.
-            let grace_s = keel_kernel::expiry::grace_s(lease, &this.options.expiry);
-            let floor = coalesce_floor_s
-                .or(Some(this.options.heartbeat_coalesce_s).filter(|&f| f > 0))
-                .map(|floor| floor.min(grace_s / 2));
-            if let (Some(floor), Some((at, text))) = (floor, &last)
-                && (now.floor() as i64).saturating_sub(*at) < i64::try_from(floor).unwrap_or(i64::MAX)
-            {
-                return Ok(Some(Beat::Coalesced { identity, heartbeat_at: text.clone() }));
+            if let Some(heartbeat_at) = granting::coalesced(&this.options, lease, coalesce_floor_s, now) {
+                return Ok(Some(Beat::Coalesced { identity, heartbeat_at }));
             }
             let heartbeat_at = format_utc(now.floor() as i64);
             let record = this.writer().heartbeat(&identity, &heartbeat_at);
