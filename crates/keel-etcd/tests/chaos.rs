@@ -158,11 +158,18 @@ fn sleeper(backend: &EtcdBackend, log: &mut std::fs::File, request: &AcquireRequ
     log_line(log, &format!("grant\t{}\t{}\t{}", id.lane, id.loop_ts, grant.generation));
     let mutator = Mutator::open(&root, backend_for_gate(), MutatorOptions::default()).expect("mutator");
     log_line(log, "ready");
-    // Beat while awake; a pause longer than the TTL shows as a jump in the clock.
+    // Beat while awake. A pause longer than the TTL shows as a jump in the clock (measured from
+    // before each beat, so a pause that lands inside a beat counts too), or as a beat that finds
+    // the lease gone: either way, try the write the lease used to allow.
     let mut last = Instant::now();
     while Instant::now() < until {
         std::thread::sleep(Duration::from_millis(100));
-        if last.elapsed() > Duration::from_secs(TTL_S) {
+        let mut lost = last.elapsed() > Duration::from_secs(TTL_S);
+        if !lost {
+            last = Instant::now();
+            lost = matches!(backend.heartbeat(&LeaseRef::exact(id), owner, None), Ok(None));
+        }
+        if lost {
             let write = WriteRequest::for_grant(&grant, owner, Expect::Any, IntentId::new("stale-write").expect("id"));
             let outcome = mutator.write("stale/file.txt", b"written after the lease was gone", &write);
             let name = match &outcome {
@@ -172,8 +179,6 @@ fn sleeper(backend: &EtcdBackend, log: &mut std::fs::File, request: &AcquireRequ
             log_line(log, &format!("stale-write\t{name}"));
             return;
         }
-        let _ = backend.heartbeat(&LeaseRef::exact(id), owner, None);
-        last = Instant::now();
     }
     log_line(log, "stale-write\tnever paused");
 }
