@@ -131,3 +131,81 @@ fn etcd_without_a_reachable_member_is_unavailable_never_a_guess() {
     assert!(error.to_string().contains("unavailable"), "{error}");
     assert_eq!(error.kind(), keel_fs::ErrorKind::Io);
 }
+
+/// Options with a clock the test moves by hand (expiry verdicts read it; etcd's TTLs do not).
+fn clocked(clock: &std::sync::Arc<std::sync::atomic::AtomicU64>) -> JournalOptions {
+    let clock = std::sync::Arc::clone(clock);
+    JournalOptions {
+        expiry: keel_kernel::expiry::ExpiryPolicy { grace_s: 60, ..keel_kernel::expiry::ExpiryPolicy::default() },
+        clock: std::sync::Arc::new(move || clock.load(std::sync::atomic::Ordering::SeqCst) as f64),
+        ..JournalOptions::default()
+    }
+}
+
+/// Identities, limits and reclaiming a gone holder's lease, the same on any backend.
+fn more_semantics<B: LeaseBackend>(backend: &B, clock: &std::sync::atomic::AtomicU64, name: &str) {
+    use std::sync::atomic::Ordering;
+    // A named loop_ts that is live is refused rather than replacing its lease; without one, two
+    // grants in the same instant still get distinct identities.
+    let mut named = request("main", &["src/a/"], "agent-a");
+    named.kind = "cluster".into();
+    named.loop_ts = Some("run-1".into());
+    granted(backend.acquire(&named).expect("acquire"));
+    named.tree = vec!["src/b/".into()];
+    named.owner = "agent-b".into();
+    let error = backend.acquire(&named).expect_err("same identity");
+    assert!(matches!(error, JournalError::IdentityInUse { .. }), "{name}: {error}");
+    named.loop_ts = None;
+    let one = granted(backend.acquire(&named).expect("acquire"));
+    named.tree = vec!["src/c/".into()];
+    let two = granted(backend.acquire(&named).expect("acquire"));
+    assert_ne!(one.identity, two.identity, "{name}");
+
+    // A tree over the limit is refused before anything is decided; one at the limit is granted.
+    let max = keel_kernel::tree::TREE_ENTRIES_MAX;
+    let tree = |n: usize| (0..n).map(|i| format!("t{i}/")).collect::<Vec<_>>();
+    let over = backend.acquire(&AcquireRequest { tree: tree(max + 1), ..request("wide", &["x/"], "agent-w") });
+    assert!(matches!(&over, Err(JournalError::InvalidRequest(why)) if why.contains("at most")), "{name}: {over:?}");
+    granted(backend.acquire(&AcquireRequest { tree: tree(max), ..request("wide", &["x/"], "agent-w") }).expect("wide"));
+
+    // A lease whose holder process exits is reclaimed after its grace, never within it.
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+    let pid = child.id();
+    let held = AcquireRequest {
+        holder_pid: HolderPid::Pid(pid),
+        ttl_minutes: Some(10.0),
+        ..request("ghost", &["g/"], "agent-g")
+    };
+    granted(backend.acquire(&held).expect("acquire g"));
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+    let start = clock.load(Ordering::SeqCst);
+    clock.store(start + 30, Ordering::SeqCst);
+    let early = backend.acquire(&request("b", &["g/x"], "agent-b")).expect("acquire");
+    assert!(refused(&early), "{name}: within the grace a gone holder still holds: {early:?}");
+    clock.store(start + 61, Ordering::SeqCst);
+    let late = granted(backend.acquire(&request("b", &["g/x"], "agent-b")).expect("acquire"));
+    assert!(
+        matches!(late.reclaimed.as_slice(), [(_, keel_kernel::expiry::Verdict::HolderGone { .. })]),
+        "{name}: {:?}",
+        late.reclaimed
+    );
+}
+
+const CLOCK_START_S: u64 = 1_800_000_000;
+
+#[test]
+fn the_journal_keeps_identities_limits_and_reclaims() {
+    let clock = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(CLOCK_START_S));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = Journal::open(&dir.path().join("lane-journal.jsonl"), clocked(&clock));
+    more_semantics(&journal, &clock, "journal");
+}
+
+#[test]
+fn etcd_keeps_the_same_identities_limits_and_reclaims() {
+    let clock = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(CLOCK_START_S));
+    let options = EtcdOptions::new(cluster::shared().endpoints(), &format!("/keel-test/more-{}", std::process::id()));
+    let backend = EtcdBackend::new(options, clocked(&clock)).expect("backend");
+    more_semantics(&backend, &clock, "etcd");
+}
