@@ -87,6 +87,18 @@ pub fn replay_file(path: &Path) -> Result<Replayed, Failure> {
     Ok(keel_journal::replay_path(path).map_err(Failure::io)?.replayed)
 }
 
+/// Reads the workspace's journal: a missing one reads as empty unless it is expected to exist
+/// (named by the command, or bound), as `keel lease live` sees it.
+fn read_journal(workspace: &Workspace) -> Result<keel_journal::ReadOutcome, Failure> {
+    let path = workspace.journal();
+    let read = if workspace.journal_expected() {
+        keel_journal::replay_path(path)
+    } else {
+        keel_journal::replay_path_or_empty(path)
+    };
+    read.map_err(Failure::io)
+}
+
 fn print_line(out: &mut impl Write, text: &str) -> Result<(), Failure> {
     Ok(writeln!(out, "{text}").map_err(StdoutError)?)
 }
@@ -116,13 +128,13 @@ pub fn run(
     let mut out = io::BufWriter::new(Stdout(stdout.lock()));
     let status = match command {
         JournalCommand::Replay => {
-            let state = replay_file(path)?.state;
+            let state = read_journal(workspace)?.replayed.state;
             let live: Vec<&keel_kernel::Object> = state.live().collect();
             print_line(&mut out, &to_line(&live))?;
             Status::Ok
         }
         JournalCommand::Generations => {
-            let state = replay_file(path)?.state;
+            let state = read_journal(workspace)?.replayed.state;
             print_line(&mut out, &to_line(&state.generations()))?;
             Status::Ok
         }
@@ -236,7 +248,7 @@ pub fn run(
             tail(&mut out, path, *count)?;
             Status::Ok
         }
-        JournalCommand::Verify { json } => verify(&mut out, path, *json)?,
+        JournalCommand::Verify { json } => verify(&mut out, path, &read_journal(workspace)?, *json)?,
     };
     out.flush().map_err(StdoutError)?;
     Ok(status)
@@ -287,8 +299,13 @@ fn tail(out: &mut impl Write, path: &Path, count: usize) -> Result<(), Failure> 
     Ok(())
 }
 
-fn verify(out: &mut impl Write, path: &Path, as_json: bool) -> Result<Status, Failure> {
-    let report = keel_journal::verify::verify(path).map_err(Failure::io)?;
+fn verify(
+    out: &mut impl Write,
+    path: &Path,
+    read: &keel_journal::ReadOutcome,
+    as_json: bool,
+) -> Result<Status, Failure> {
+    let report = keel_journal::verify::verify_read(path, read);
     let clean = report.clean;
     if as_json {
         print_line(out, &to_line(&report))?;

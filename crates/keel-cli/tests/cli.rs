@@ -147,6 +147,19 @@ fn a_missing_journal_is_an_io_error_naming_the_file() {
 }
 
 #[test]
+fn a_fresh_workspace_s_journal_reads_as_empty_as_lease_live_does() {
+    // No journal yet, none named: replay, generations and verify see an empty journal.
+    for (args, expected) in [(&["journal", "replay"][..], "[]\n"), (&["journal", "generations"][..], "[]\n")] {
+        let out = keel(args, None);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), expected, "{args:?}");
+    }
+    let verify = keel(&["journal", "verify"], None);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stderr));
+    assert!(text(&verify.stdout).contains("records: 0"), "{}", text(&verify.stdout));
+}
+
+#[test]
 fn usage_errors_exit_2() {
     assert_eq!(keel(&["journal", "tail", "-n", "many"], None).status.code(), Some(2));
     assert_eq!(

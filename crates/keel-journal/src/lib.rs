@@ -44,7 +44,7 @@ pub mod workspace;
 
 pub use backend::{LeaseBackend, LeaseRef, Location};
 pub use policy::{BackendKind, BackendPolicy, BashRule, OnError, Policy, PolicyError};
-pub use read::{ReadOutcome, replay_from, replay_path};
+pub use read::{ReadOutcome, replay_from, replay_path, replay_path_or_empty};
 pub use service::{
     Accepted, AcquireOutcome, AcquireRequest, Adopted, Beat, Clock, Compaction, Grant, HolderPid, Journal,
     JournalError, JournalOptions, LiveLease, LiveView, STATE_DIR, Stats, Stopped, system_clock,

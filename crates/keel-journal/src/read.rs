@@ -41,6 +41,18 @@ pub fn replay_path(path: &Path) -> Result<ReadOutcome, FsError> {
     replay_from(keel_fs::open_read(path)?, path, Replay::new(), 0)
 }
 
+/// [`replay_path`], reading a journal that does not exist as an empty one: what every read of a
+/// workspace's journal sees before its first grant, unless the command named the file itself.
+pub fn replay_path_or_empty(path: &Path) -> Result<ReadOutcome, FsError> {
+    match keel_fs::open_read(path) {
+        Ok(file) => replay_from(file, path, Replay::new(), 0),
+        Err(FsError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            replay_from(std::io::Cursor::new(Vec::new()), path, Replay::new(), 0)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 /// Continues `replay` with the bytes of `file` (opened from `path`, for example with
 /// [`keel_fs::open_read`]) from `offset` to its end (`offset` must be the start of a line; the
 /// caller vouches that `replay` folded exactly the lines before it).

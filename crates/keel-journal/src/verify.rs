@@ -83,7 +83,12 @@ pub fn why_damaged(raw: &Value) -> Option<&'static str> {
 
 /// Replays the journal at `path` and reports its damage.
 pub fn verify(path: &Path) -> Result<Report, FsError> {
-    let read = crate::replay_path(path)?;
+    Ok(verify_read(path, &crate::replay_path(path)?))
+}
+
+/// The report on the journal at `path`, already read (for example with
+/// [`crate::read::replay_path_or_empty`]).
+pub fn verify_read(path: &Path, read: &crate::ReadOutcome) -> Report {
     let replayed = &read.replayed;
     let state = &replayed.state;
     let corrupt = state
@@ -112,7 +117,7 @@ pub fn verify(path: &Path) -> Result<Report, FsError> {
         terminated: read.terminated,
     });
     let clean = corrupt.is_empty() && !torn_tail.as_ref().is_some_and(|t| t.terminated) && collisions.is_empty();
-    Ok(Report {
+    Report {
         path: path.display().to_string(),
         lines: replayed.lines,
         records: state.record_count(),
@@ -124,5 +129,5 @@ pub fn verify(path: &Path) -> Result<Report, FsError> {
         collisions,
         more_collisions,
         clean,
-    })
+    }
 }

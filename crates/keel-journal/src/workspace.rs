@@ -135,6 +135,8 @@ pub struct Workspace {
     found_by: FoundBy,
     /// Whether `journal` came from the binding file.
     bound: bool,
+    /// Whether the command named the journal (`--journal` / `$KEEL_JOURNAL`).
+    named_journal: bool,
     /// The lease service elsewhere the binding file names, if it names one.
     service: Option<String>,
 }
@@ -191,7 +193,15 @@ impl Workspace {
                 refuse_link(&path)?;
             }
         }
-        Ok(Self { root, checkout, journal, found_by, bound, service })
+        let named_journal = named.journal.is_some();
+        Ok(Self { root, checkout, journal, found_by, bound, named_journal, service })
+    }
+
+    /// Whether the journal file must exist for a read: the command named it, or the workspace is
+    /// bound to it (so it was written). Otherwise a missing journal is one that has recorded
+    /// nothing yet, and reads as empty.
+    pub fn journal_expected(&self) -> bool {
+        self.named_journal || self.bound
     }
 
     /// The workspace root: where `.keel/` (the journal, its binding, the policy) lives. Lease
