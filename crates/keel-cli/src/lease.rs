@@ -399,6 +399,7 @@ fn live(backend: &Backend, choice: &Choice, workspace: &Workspace, json: bool) -
         outln!("no live leases (workspace {root}, {place})")?;
     } else {
         outln!("workspace {root}, {place}")?;
+        outln!("{:<12} {:<10} {:<5} {:<9} {:<30} LOOP_TS", "HOLDER", "LANE", "GEN", "MODE", "TREE")?;
         for lease in live {
             let field = |k: &str| {
                 lease.lease.get(k).map_or_else(String::new, |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
@@ -409,7 +410,7 @@ fn live(backend: &Backend, choice: &Choice, workspace: &Workspace, json: bool) -
                 verdict => format!("  ({verdict})"),
             };
             outln!(
-                "{:<12} {:<10} gen {:<4} {:<9} {:<30} loop_ts {}{dead}",
+                "{:<12} {:<10} {:<5} {:<9} {:<30} {}{dead}",
                 field("holder"),
                 lease.identity.lane,
                 lease.generation.map_or_else(|| "-".into(), |g| g.to_string()),

@@ -160,6 +160,29 @@ fn a_fresh_workspace_s_journal_reads_as_empty_as_lease_live_does() {
 }
 
 #[test]
+fn lease_live_prints_a_header_row_over_its_columns() {
+    let dir = tempfile::tempdir().expect("a workspace");
+    let granted = crate::support::run(
+        dir.path(),
+        &["lease", "acquire", "--lane", "api", "--tree", "src/", "--owner", "agent-a"],
+        &[],
+        "",
+    );
+    assert_eq!(granted.status.code(), Some(0), "{}", text(&granted.stderr));
+    let live = text(&crate::support::run(dir.path(), &["lease", "live"], &[], "").stdout);
+    let lines: Vec<&str> = live.lines().collect();
+    let header = lines.iter().position(|l| l.starts_with("HOLDER")).unwrap_or_else(|| panic!("no header row:\n{live}"));
+    let columns: Vec<&str> = lines[header].split_whitespace().collect();
+    assert_eq!(columns, ["HOLDER", "LANE", "GEN", "MODE", "TREE", "LOOP_TS"], "{live}");
+    let row = lines.get(header + 1).unwrap_or_else(|| panic!("no row under the header:\n{live}"));
+    assert!(row.starts_with("agent-a"), "{live}");
+    // Each value starts where its column's name does.
+    let at = |name: &str| lines[header].find(name).expect("column");
+    assert_eq!(row.find("api"), Some(at("LANE")), "{live}");
+    assert_eq!(row.find("exclusive"), Some(at("MODE")), "{live}");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     assert_eq!(keel(&["journal", "tail", "-n", "many"], None).status.code(), Some(2));
     assert_eq!(
