@@ -18,13 +18,10 @@ impl<S: Storage + Clone> FsRuntimeStore<S> {
         let mut scanner = log.scanner_near::<R, S>(storage, start, op)?.0;
         while scanner.next_key() < start {
             if !scanner.skip(op)? {
-                // No page of this log ever ended there: a follower that took this start as "up
-                // to date" would skip every record from the real end up to it.
-                return Err(StoreError::InvalidInput {
-                    op,
-                    what: "start",
-                    reason: format!("{start} is past the end of the log, whose next record is {}", scanner.next_key()),
-                });
+                // Past the end: an empty last page. Its `next_key` is the real end, never
+                // `start`: a follower that took `start` as "up to date" would skip every record
+                // appended from the real end up to it.
+                return Ok(Page { next_key: scanner.next_key(), ..Page::default() });
             }
         }
         let mut page = Page { items: Vec::with_capacity(limit.min(PAGE_LIMIT_CEILING) as usize), ..Page::default() };
@@ -51,9 +48,10 @@ impl<S: Storage + Clone> FsRuntimeStore<S> {
     }
 
     /// One page of events from `cursor` (the start of the log when `None`): at most `limit`
-    /// events, refusing a `limit` of 0 or above `max_limit` (or the runtime's `page_limit_max`),
-    /// a cursor of another runtime and one past the end of the log. Seeks through the index: the
-    /// cost does not grow with the cursor's position.
+    /// events, refusing a `limit` of 0 or above `max_limit` (or the runtime's `page_limit_max`)
+    /// and a cursor of another runtime. A cursor past the end of the log reads an empty page
+    /// (`has_more` false) whose cursor is the log's real end. Seeks through the index: the cost
+    /// does not grow with the cursor's position.
     pub fn read_events(&self, cursor: Option<&EventCursor>, limit: u64, max_limit: u64) -> Result<EventPage> {
         const OP: &str = "read events";
         if let Some(cursor) = cursor
@@ -70,18 +68,18 @@ impl<S: Storage + Clone> FsRuntimeStore<S> {
         let page = Self::read_page::<Event>(&self.storage, &self.events.log, start, limit, OP, &|event, line| {
             self.validate_event(event, line, OP)
         })?;
-        let next_event_id = page.next_key.max(start);
         Ok(EventPage {
             events: page.items,
-            cursor: EventCursor { runtime_id: self.runtime_id.clone(), next_event_id },
+            cursor: EventCursor { runtime_id: self.runtime_id.clone(), next_event_id: page.next_key },
             has_more: page.has_more,
             damaged: page.damaged,
         })
     }
 
     /// One page of a worker's transcript from entry `start` (0-based): at most `limit` entries,
-    /// refusing a `limit` of 0 or above `max_limit` (or the runtime's `page_limit_max`), a
-    /// worker of another runtime and a `start` past the end of the transcript.
+    /// refusing a `limit` of 0 or above `max_limit` (or the runtime's `page_limit_max`) and a
+    /// worker of another runtime. A `start` past the end of the transcript reads an empty page
+    /// (`next_start` none; `total_items` says where the end is).
     pub fn read_transcript(
         &self,
         worker_ref: &WorkerRef,
