@@ -30,13 +30,18 @@ pub enum StoreError {
         /// Why it was refused.
         reason: String,
     },
-    /// A file or directory the store needs does not exist (a runtime or worker never created).
-    #[error("{op} {}: not found", path.display())]
+    /// A runtime, a worker or a file the store needs does not exist (a runtime or worker never
+    /// created). The message names a runtime or worker by its id, never by its encoded directory.
+    #[error("{op}: {}", missing_text(path, runtime_id.as_deref(), worker_id.as_deref()))]
     Missing {
         /// What was being done.
         op: &'static str,
         /// The path that is missing.
         path: PathBuf,
+        /// The runtime that is missing, or whose worker is.
+        runtime_id: Option<String>,
+        /// The worker that is missing.
+        worker_id: Option<String>,
     },
     /// A worker with this id already exists.
     #[error("{op} {}: worker {worker_id:?} already exists", path.display())]
@@ -159,6 +164,21 @@ pub enum StoreError {
     },
 }
 
+fn missing_text(path: &std::path::Path, runtime_id: Option<&str>, worker_id: Option<&str>) -> String {
+    // The store's root (the directory holding `runtimes/`), where the ids were looked for.
+    let root = || {
+        let root = path.ancestors().find(|p| p.file_name().is_some_and(|n| n == "runtimes")).and_then(|p| p.parent());
+        root.unwrap_or(path).display().to_string()
+    };
+    match (runtime_id, worker_id) {
+        (Some(runtime_id), Some(worker_id)) => {
+            format!("worker {worker_id:?} of runtime {runtime_id:?} not found in the store at {}", root())
+        }
+        (Some(runtime_id), None) => format!("runtime {runtime_id:?} not found in the store at {}", root()),
+        _ => format!("{}: not found", path.display()),
+    }
+}
+
 fn line_suffix(line: Option<u64>) -> String {
     line.map_or_else(String::new, |line| format!(" line {line}"))
 }
@@ -177,6 +197,21 @@ impl StoreError {
     /// A corrupt-data error.
     pub fn corrupt(op: &'static str, path: impl Into<PathBuf>, line: Option<u64>, detail: impl Into<String>) -> Self {
         StoreError::Corrupt { op, path: path.into(), line, detail: detail.into() }
+    }
+
+    /// This error, if it is [`StoreError::Missing`], as the runtime `runtime_id` (and, with
+    /// `worker_id`, its worker) missing: what the caller asked for, not the path it looked at.
+    #[must_use = "it returns the renamed error"]
+    pub fn naming(self, runtime_id: &str, worker_id: Option<&str>) -> Self {
+        match self {
+            Self::Missing { op, path, .. } => Self::Missing {
+                op,
+                path,
+                runtime_id: Some(runtime_id.to_owned()),
+                worker_id: worker_id.map(str::to_owned),
+            },
+            other => other,
+        }
     }
 
     /// Whether the error is the writer lock being held by someone else.

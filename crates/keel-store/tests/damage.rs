@@ -245,3 +245,50 @@ fn check_reads_only_the_index_entries_the_log_accounts_for() {
     let surplus = format!("{} index entries past the end of the log", (1_u64 << 30) / 16 - 1);
     assert!(report.notes.iter().any(|n| n.contains(&surplus)), "{:?}", report.notes);
 }
+
+/// Errors about a missing runtime or worker named its encoded directory (`runtimes/id-7231/...`)
+/// rather than the id asked for.
+#[test]
+fn a_missing_runtime_or_worker_is_named_by_its_id_not_its_directory_name() {
+    let (dir, mut store) = two_workers();
+    let encoded = |id| keel_store::encode_id("id", id).expect("valid");
+    for err in [
+        FsRuntimeStore::open(dir.path(), "r1").expect_err("missing"),
+        FsRuntimeStore::check(dir.path(), "r1").expect_err("missing"),
+    ] {
+        assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("runtime \"r1\"") && !text.contains(&encoded("r1")), "{text}");
+    }
+    for err in [
+        store.append_event(Some("w9"), json!({})).expect_err("missing worker"),
+        store.set_worker_status("w9", "running").expect_err("missing worker"),
+        store.read_transcript(&store.worker_ref("w9"), 0, 1, 1).expect_err("missing worker"),
+    ] {
+        assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("worker \"w9\"") && text.contains("runtime \"r\""), "{text}");
+        assert!(!text.contains(&encoded("w9")) && !text.contains(&encoded("r")), "{text}");
+    }
+}
+
+/// `store check` reported "worker.json says `last_event_id` None, the event log says Some(2)":
+/// Rust's debug text of an `Option`, and index entries as tuples.
+#[test]
+fn check_reports_hold_no_rust_debug_text() {
+    let (dir, mut store) = two_workers();
+    store.append_event(Some("a"), json!({})).expect("event");
+    store.append_event(Some("a"), json!({})).expect("event");
+    store.append_event(None, json!({})).expect("event");
+    let worker = store.dir().join("workers").join(keel_store::encode_id("id", "a").expect("valid")).join("worker.json");
+    let mut snapshot: Value = serde_json::from_slice(&std::fs::read(&worker).expect("worker.json")).expect("JSON");
+    snapshot["last_event_id"] = Value::Null;
+    std::fs::write(&worker, serde_json::to_vec_pretty(&snapshot).expect("JSON")).expect("written");
+    let report = FsRuntimeStore::check(dir.path(), "r").expect("checked");
+    assert!(!report.is_clean(), "{report:?}");
+    let text = format!("{}\n{}", report.problems.join("\n"), report.notes.join("\n"));
+    assert!(text.contains("last_event_id"), "{text}");
+    for debug in ["Some(", "None"] {
+        assert!(!text.contains(debug), "{debug} in: {text}");
+    }
+}

@@ -130,7 +130,7 @@ impl FileIdentity {
 /// `Missing` for a missing file, `Fs` otherwise.
 pub fn missing_or_io(op: &'static str, path: &Path, e: std::io::Error) -> StoreError {
     if e.kind() == ErrorKind::NotFound {
-        StoreError::Missing { op, path: path.to_owned() }
+        StoreError::Missing { op, path: path.to_owned(), runtime_id: None, worker_id: None }
     } else {
         StoreError::io(op, path, e)
     }

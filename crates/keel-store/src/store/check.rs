@@ -68,7 +68,12 @@ impl<S: Storage + Clone> FsRuntimeStore<S> {
         let mut report = CheckReport { runtime_id: runtime_id.to_owned(), ..CheckReport::default() };
         // Any error but "not found" is left for the open below to report.
         if matches!(exists(&storage, &dir, OP), Ok(false)) {
-            return Err(StoreError::Missing { op: OP, path: dir });
+            return Err(StoreError::Missing {
+                op: OP,
+                path: dir,
+                runtime_id: Some(runtime_id.to_owned()),
+                worker_id: None,
+            });
         }
         let store = match Self::open_with(storage, root, runtime_id) {
             Ok(store) => store,
@@ -108,8 +113,11 @@ impl<S: Storage + Clone> FsRuntimeStore<S> {
             let actual = last_event_of.remove(worker_id);
             if recorded != actual {
                 let last_line = report.events;
+                let said = |id: Option<u64>| id.map_or_else(|| "none".to_owned(), |id| id.to_string());
                 let text = format!(
-                    "worker {worker_id:?}: worker.json says last_event_id {recorded:?}, the event log says {actual:?}"
+                    "worker {worker_id:?}: worker.json's last_event_id is {}, the event log's last event about it is {}",
+                    said(recorded),
+                    said(actual)
                 );
                 if actual == Some(last_line) && recorded < actual {
                     report.notes.push(format!("{text} (the last event; the next append repairs it)"));
@@ -193,8 +201,13 @@ impl<S: Storage + Clone> FsRuntimeStore<S> {
             match stored.get(i) {
                 Some(entry) if entry == expected => {}
                 Some(entry) => report.notes.push(format!(
-                    "{}: index entry {i} is {entry:?}, expected {expected:?} (reads near it scan from an earlier entry)",
-                    log.index_path.display()
+                    "{}: index entry {i} says record {} at byte {}, the log has record {} at byte {} (reads near \
+                     it scan from an earlier entry)",
+                    log.index_path.display(),
+                    entry.0,
+                    entry.1,
+                    expected.0,
+                    expected.1
                 )),
                 None => {
                     report.notes.push(format!(

@@ -109,10 +109,10 @@ impl<S: Storage + Clone> FsRuntimeStore<S> {
         const OP: &str = "open runtime";
         let encoded = encode(OP, "runtime id", runtime_id)?;
         let runtimes = root.join(RUNTIMES_DIR);
-        require_dir(&storage, root, OP)?;
-        require_dir(&storage, &runtimes, OP)?;
         let dir = runtimes.join(&encoded);
-        require_dir(&storage, &dir, OP)?;
+        for path in [root, &runtimes, &dir] {
+            require_dir(&storage, path, OP).map_err(|e| e.naming(runtime_id, None))?;
+        }
         let (runtime, _) = read_snapshot::<S, RuntimeSnapshot>(&storage, &dir.join(RUNTIME_FILE), OP)?;
         let mut store = Self {
             storage,
@@ -297,7 +297,7 @@ impl<S: Storage + Clone> FsRuntimeStore<S> {
     /// Reads `worker.json` of `worker_id` and checks it belongs where it sits.
     pub(super) fn read_worker(&self, worker_id: &str, op: &'static str) -> Result<WorkerSnapshot> {
         let dir = self.worker_dir(worker_id, op)?;
-        require_dir(&self.storage, &dir, op)?;
+        require_dir(&self.storage, &dir, op).map_err(|e| e.naming(&self.runtime_id, Some(worker_id)))?;
         let path = dir.join(WORKER_FILE);
         let (worker, _) = read_snapshot::<S, WorkerSnapshot>(&self.storage, &path, op)?;
         let found = &worker.worker_ref;
