@@ -1,13 +1,16 @@
 //! `keel store ...`: the runtime store of worker events and transcripts (keel-store), under
-//! `<root>/runtimes/`.
+//! the workspace's `.keel/store/` ([`keel_store::default_root`], as `keel mcp`'s fleet record).
 //!
 //! `--json` is the global output switch (handed in as `json`). Appends take the record as their
 //! one positional argument, so `keel store event append --runtime R --json '{"k": 1}'` reads as
-//! "print JSON" plus the record, and prints the stored event (with its id) as JSON.
+//! "print JSON" plus the record, and prints the stored event (with its id) as JSON. A record too
+//! large for the command line comes from `--from FILE` or `--stdin` instead (as `keel fs write`
+//! takes its content), read no further than the runtime's record limit.
 
-use std::path::Path;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 
-use anyhow::anyhow;
+use anyhow::{Context as _, anyhow};
 use clap::{Args, Subcommand};
 use keel_kernel::json::to_line;
 use keel_store::{EventCursor, FsRuntimeStore, StoreOptions};
@@ -23,6 +26,38 @@ pub struct RuntimeArg {
     /// The runtime's id.
     #[arg(long)]
     runtime: String,
+}
+
+// Where an appended record comes from: exactly one of the argument, a file or standard input.
+// (A plain comment, as on every flattened argument struct: see `Command` in main.rs.)
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct RecordSource {
+    /// The record, as JSON (invalid: exit 2). For one over about 128 KiB use --from or --stdin.
+    #[arg(value_name = "JSON", allow_hyphen_values = true)]
+    record: Option<String>,
+    /// Read the record's JSON from this file (unreadable or invalid: exit 4).
+    #[arg(long, value_name = "FILE")]
+    from: Option<PathBuf>,
+    /// Read the record's JSON from standard input (invalid: exit 4).
+    #[arg(long)]
+    stdin: bool,
+}
+
+// Where a worker's create request comes from: at most one of the three (default `{}`). (A plain
+// comment: see `RecordSource`.)
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct RequestSource {
+    /// The create request, as JSON (default `{}`; invalid: exit 2).
+    #[arg(long)]
+    request: Option<String>,
+    /// Read the create request's JSON from this file (unreadable or invalid: exit 4).
+    #[arg(long, value_name = "FILE")]
+    from: Option<PathBuf>,
+    /// Read the create request's JSON from standard input (invalid: exit 4).
+    #[arg(long)]
+    stdin: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,9 +120,8 @@ pub enum WorkerCommand {
         /// The worker's id.
         #[arg(long)]
         worker: String,
-        /// The create request, as JSON (default `{}`).
-        #[arg(long)]
-        request: Option<String>,
+        #[command(flatten)]
+        request: RequestSource,
     },
     /// Set a worker's status (a word of [a-z0-9_-]).
     Status {
@@ -112,9 +146,8 @@ pub enum EventCommand {
         /// The worker the event is about.
         #[arg(long)]
         worker: Option<String>,
-        /// The event's payload, as JSON.
-        #[arg(value_name = "JSON", allow_hyphen_values = true)]
-        payload: String,
+        #[command(flatten)]
+        payload: RecordSource,
     },
 }
 
@@ -128,9 +161,8 @@ pub enum TranscriptCommand {
         /// The worker's id.
         #[arg(long)]
         worker: String,
-        /// The entry, as JSON.
-        #[arg(value_name = "JSON", allow_hyphen_values = true)]
-        entry: String,
+        #[command(flatten)]
+        entry: RecordSource,
     },
     /// Read one page of a worker's transcript.
     Read {
@@ -152,6 +184,49 @@ fn parse_json(flag: &str, text: &str) -> Result<Value, Failure> {
     serde_json::from_str(text).map_err(|e| Failure::usage(anyhow!("{flag} is not JSON: {e}")))
 }
 
+/// The JSON in `text`, in the file `from` or on standard input (`stdin`), whichever is given
+/// (`None` if none is); `what` names it in errors. No more than `bytes_max` bytes (the runtime's
+/// record limit: no record could hold more) are read from a file or standard input.
+fn load_json(
+    what: &str,
+    text: Option<&str>,
+    from: Option<&Path>,
+    stdin: bool,
+    bytes_max: u64,
+) -> Result<Option<Value>, Failure> {
+    let too_large = |source: &str| {
+        Failure::usage(anyhow!("{what} from {source} is larger than {bytes_max} bytes, the runtime's record limit"))
+    };
+    let (bytes, source) = match (text, from) {
+        (Some(text), _) => return parse_json(what, text).map(Some),
+        (None, Some(path)) => match keel_fs::read_bounded(path, bytes_max) {
+            Err(e) if keel_fs::is_too_large(&e) => return Err(too_large(&path.display().to_string())),
+            read => (
+                read.with_context(|| format!("reading {what} from {}", path.display())).map_err(Failure::io)?,
+                path.display().to_string(),
+            ),
+        },
+        (None, None) if stdin => {
+            let mut bytes = Vec::new();
+            let read = std::io::stdin().lock().take(bytes_max.saturating_add(1)).read_to_end(&mut bytes);
+            read.with_context(|| format!("reading {what} from standard input")).map_err(Failure::io)?;
+            if bytes.len() as u64 > bytes_max {
+                return Err(too_large("standard input"));
+            }
+            (bytes, "standard input".to_owned())
+        }
+        (None, None) => return Ok(None),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| Failure::io(anyhow!("{what} from {source} is not JSON: {e}")))
+}
+
+/// An appended record, from wherever `source` says.
+fn load_record(what: &str, source: &RecordSource, bytes_max: u64) -> Result<Value, Failure> {
+    let RecordSource { record, from, stdin } = source;
+    load_json(what, record.as_deref(), from.as_deref(), *stdin, bytes_max)?
+        .ok_or_else(|| Failure::usage(anyhow!("give {what} as JSON, --from FILE or --stdin")))
+}
+
 fn print<T: Serialize>(json: bool, value: &T, sentence: impl FnOnce() -> String) -> Result<(), StdoutError> {
     if json {
         outln!("{}", to_line(&serde_json::to_value(value).expect("store records serialise")))
@@ -169,11 +244,13 @@ fn brief(value: &Value) -> String {
     to_line(value)
 }
 
-/// Runs one `keel store` command against the store under `root`; `json` is the caller's global
-/// JSON switch (each command's own `--json` turns it on as well).
-pub fn run(command: &StoreCommand, root: &Path, json: bool) -> Result<Status, Failure> {
+/// Runs one `keel store` command against the store of the workspace at `workspace`; `json` is
+/// the caller's global JSON switch (each command's own `--json` turns it on as well).
+pub fn run(command: &StoreCommand, workspace: &Path, json: bool) -> Result<Status, Failure> {
+    let root = &keel_store::default_root(workspace);
     match command {
         StoreCommand::Init { runtime, name } => {
+            let root = keel_store::create_default_root(workspace).map_err(crate::failure)?;
             let mut options = StoreOptions::new(root, runtime.runtime.clone());
             options.display_name.clone_from(name);
             let store = FsRuntimeStore::open_or_create(&options).map_err(crate::failure)?;
@@ -190,8 +267,11 @@ pub fn run(command: &StoreCommand, root: &Path, json: bool) -> Result<Status, Fa
             Ok(Status::Ok)
         }
         StoreCommand::Worker(WorkerCommand::Add { runtime, worker, request }) => {
-            let request = request.as_deref().map_or(Ok(json!({})), |text| parse_json("--request", text))?;
             let mut store = open(root, runtime)?;
+            let RequestSource { request, from, stdin } = request;
+            let bytes_max = store.limits().record_bytes_max;
+            let request =
+                load_json("the request", request.as_deref(), from.as_deref(), *stdin, bytes_max)?.unwrap_or(json!({}));
             let created = store.create_worker(worker, request).map_err(crate::failure)?;
             print(json, &created, || format!("created worker {worker:?} in runtime {:?}", runtime.runtime))?;
             Ok(Status::Ok)
@@ -203,8 +283,8 @@ pub fn run(command: &StoreCommand, root: &Path, json: bool) -> Result<Status, Fa
             Ok(Status::Ok)
         }
         StoreCommand::Event(EventCommand::Append { runtime, worker, payload }) => {
-            let payload = parse_json("the event", payload)?;
             let mut store = open(root, runtime)?;
+            let payload = load_record("the event", payload, store.limits().record_bytes_max)?;
             let event = store.append_event(worker.as_deref(), payload).map_err(crate::failure)?;
             print(json, &event, || format!("appended event {}", event.id))?;
             Ok(Status::Ok)
@@ -230,8 +310,8 @@ pub fn run(command: &StoreCommand, root: &Path, json: bool) -> Result<Status, Fa
             Ok(Status::Ok)
         }
         StoreCommand::Transcript(TranscriptCommand::Append { runtime, worker, entry }) => {
-            let entry = parse_json("the entry", entry)?;
             let mut store = open(root, runtime)?;
+            let entry = load_record("the entry", entry, store.limits().record_bytes_max)?;
             let worker_ref = store.worker_ref(worker);
             let stored = store.append_transcript_entry(&worker_ref, entry).map_err(crate::failure)?;
             print(json, &stored, || format!("appended transcript entry {} for worker {worker:?}", stored.seq))?;

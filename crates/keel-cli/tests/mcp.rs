@@ -231,6 +231,12 @@ fn two_agents_contend_the_holder_writes_through_the_gate_and_closing_its_session
     let events = b.ok("events_read", json!({}));
     assert_eq!(events["events"][0]["payload"]["kind"], "lease_acquired", "{events}");
     assert_eq!(events["events"][0]["payload"]["data"]["reason"], "refactor the API");
+    // It is kept where `keel store` keeps runtimes (one default for both), under `.keel/`: no
+    // `runtimes/` at the workspace root.
+    assert!(root.join(".keel/store/runtimes").is_dir() && !root.join("runtimes").exists());
+    let read = support::run(&root, &["store", "events", "--runtime", "fleet", "--json"], &[], "");
+    assert_eq!(support::code(&read), 0, "{}", support::stderr(&read));
+    assert_eq!(support::json(&read)["events"], events["events"], "the CLI reads the server's record");
 }
 
 #[test]

@@ -100,7 +100,7 @@ fn store_exit_codes_distinguish_not_found_usage_and_corruption() {
 
     // A bad line with a line after it: damage. Readers read around it and name it, writers exit 4
     // until a review, check exits 1.
-    let log = root.join("runtimes").join(keel_store_encoded("r")).join("events.jsonl");
+    let log = root.join(".keel/store/runtimes").join(keel_store_encoded("r")).join("events.jsonl");
     let mut bytes = std::fs::read(&log).expect("log");
     bytes.extend_from_slice(b"{\"id\": 2, garbage\n{\"id\": 3}\n");
     std::fs::write(&log, bytes).expect("damaged");
@@ -150,7 +150,7 @@ fn a_reader_that_goes_away_ends_keel_quietly_with_status_0_and_a_full_disk_is_st
     let root = dir.path();
     ok(root, &["store", "init", "--runtime", "r"]);
     // Enough output to fill a pipe's buffer, so keel is still writing when the reader leaves.
-    let mut store = keel_store::FsRuntimeStore::open(root, "r").expect("store");
+    let mut store = keel_store::FsRuntimeStore::open(&keel_store::default_root(root), "r").expect("store");
     let padding = "x".repeat(200);
     for n in 0..1_000 {
         store.append_event(None, json!({"n": n, "padding": padding})).expect("event");
@@ -233,7 +233,7 @@ fn an_event_too_deep_to_read_back_once_stored_is_refused() {
     assert_eq!(keel(root, &["store", "check", "--runtime", "r"]).status.code(), Some(0));
 }
 
-/// Found by a sweep: after `sed -i '5s/.*/{garbage/' runtimes/<id>/events.jsonl`, every page,
+/// Found by a sweep: after `sed -i '5s/.*/{garbage/' .keel/store/runtimes/<id>/events.jsonl`, every page,
 /// every append and every transcript read exited 4, and `store check` reported 0 events.
 #[test]
 fn one_damaged_event_line_is_reported_pages_around_it_read_and_appends_wait_for_a_review() {
@@ -245,7 +245,7 @@ fn one_damaged_event_line_is_reported_pages_around_it_read_and_appends_wait_for_
         ok(root, &["store", "event", "append", "--runtime", "r", &format!("{{\"n\": {n}}}")]);
     }
     ok(root, &["store", "transcript", "append", "--runtime", "r", "--worker", "w", r#"{"text": "ok"}"#]);
-    let events = std::fs::read_dir(root.join("runtimes"))
+    let events = std::fs::read_dir(root.join(".keel/store/runtimes"))
         .expect("runtimes")
         .flatten()
         .map(|e| e.path().join("events.jsonl"))
@@ -308,7 +308,119 @@ fn the_readme_store_walk_through_runs_in_order_and_exits_0_at_every_step() {
         assert_eq!(output.status.code(), Some(0), "{line}: {stderr}");
         if line.contains("--from 101") {
             let stdout = String::from_utf8_lossy(&output.stdout);
-            assert!(stdout.contains("end of log (next event id 2)"), "an empty last page at the real end: {stdout}");
+            assert!(stdout.contains("end of log (next event id 3)"), "an empty last page at the real end: {stdout}");
         }
     }
+}
+
+/// `runtimes/` once appeared at the workspace root, cluttering the repository: the store lives
+/// under `.keel/store/` (`keel_store::default_root`), created on first use.
+#[test]
+fn the_store_lives_under_dot_keel_store_and_nothing_appears_at_the_workspace_root() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path();
+    ok(root, &["store", "init", "--runtime", "r"]);
+    ok(root, &["store", "event", "append", "--runtime", "r", "{}"]);
+    assert!(root.join(".keel/store/runtimes").join(keel_store_encoded("r")).join("events.jsonl").is_file());
+    let entries: Vec<_> = std::fs::read_dir(root).expect("root").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from(".keel")], "nothing else at the root");
+    assert_eq!(keel_store::default_root(root), root.join(".keel/store"));
+}
+
+fn keel_with_stdin(root: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .current_dir(root)
+        .env("KEEL_ROOT", root)
+        .env_remove("KEEL_JOURNAL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("keel starts");
+    let mut input = child.stdin.take().expect("piped");
+    // Written from another thread: keel may answer (and exit) before reading it all.
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut input, &stdin));
+    let output = child.wait_with_output().expect("keel exits");
+    let _ = writer.join().expect("the writer thread");
+    output
+}
+
+/// A payload could only be an argument, so anything over about 128 KiB failed with "Argument list
+/// too long" though the record limit is 256 KiB: payloads come from `--from FILE` or `--stdin`
+/// too (as `keel fs write` takes its content), bounded by the runtime's record limit.
+#[test]
+fn a_200_kib_payload_is_appended_from_a_file_or_standard_input_and_one_over_the_limit_is_refused() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path();
+    ok(root, &["store", "init", "--runtime", "r"]);
+    let big = json!({"text": "x".repeat(200 * 1024)});
+    let file = root.join("payload.json");
+    std::fs::write(&file, big.to_string()).expect("payload file");
+    let file_arg = file.to_str().expect("UTF-8 path");
+    ok(root, &["store", "worker", "add", "--runtime", "r", "--worker", "w", "--from", file_arg]);
+    let event =
+        json_of(root, &["store", "event", "append", "--runtime", "r", "--worker", "w", "--from", file_arg, "--json"]);
+    assert_eq!(event["payload"], big);
+    let output = keel_with_stdin(
+        root,
+        &["store", "event", "append", "--runtime", "r", "--stdin", "--json"],
+        big.to_string().as_bytes(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let args = ["store", "transcript", "append", "--runtime", "r", "--worker", "w", "--stdin"];
+    let output = keel_with_stdin(root, &args, big.to_string().as_bytes());
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let page = json_of(root, &["store", "events", "--runtime", "r", "--json"]);
+    assert_eq!(page["events"][1]["payload"], big, "read back whole");
+    let transcript = json_of(root, &["store", "transcript", "read", "--runtime", "r", "--worker", "w", "--json"]);
+    assert_eq!(transcript["items"][0]["entry"], big);
+    let worker =
+        json_of(root, &["store", "worker", "status", "--runtime", "r", "--worker", "w", "--set", "done", "--json"]);
+    assert_eq!(worker["request"], big);
+
+    // Over the runtime's record limit (256 KiB): refused before anything is written, naming it.
+    let huge = json!({"text": "x".repeat(300 * 1024)}).to_string();
+    std::fs::write(&file, &huge).expect("payload file");
+    let (status, stderr) = code(root, &["store", "event", "append", "--runtime", "r", "--from", file_arg]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.contains("262144"), "names the limit: {stderr}");
+    let output = keel_with_stdin(root, &["store", "event", "append", "--runtime", "r", "--stdin"], huge.as_bytes());
+    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+    // Exactly one source.
+    let (status, stderr) = code(root, &["store", "event", "append", "--runtime", "r", "{}", "--from", file_arg]);
+    assert_eq!(status, Some(2), "{stderr}");
+    let page = json_of(root, &["store", "events", "--runtime", "r", "--json"]);
+    assert_eq!(page["events"].as_array().map(Vec::len), Some(2), "nothing more was appended");
+}
+
+/// Errors named a runtime by its directory (`runtimes/id-7231`), and `store check` printed Rust's
+/// debug text ("`last_event_id` None, the event log says Some(2)").
+#[test]
+fn errors_name_runtimes_and_workers_by_id_and_check_prints_no_rust_debug_text() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path();
+    let (status, stderr) = code(root, &["store", "events", "--runtime", "r1"]);
+    assert_eq!(status, Some(1), "{stderr}");
+    assert!(stderr.contains("runtime \"r1\" not found") && !stderr.contains(&keel_store_encoded("r1")), "{stderr}");
+    ok(root, &["store", "init", "--runtime", "r1"]);
+    let (status, stderr) =
+        code(root, &["store", "worker", "status", "--runtime", "r1", "--worker", "w9", "--set", "x"]);
+    assert_eq!(status, Some(1), "{stderr}");
+    assert!(stderr.contains("worker \"w9\"") && !stderr.contains(&keel_store_encoded("w9")), "{stderr}");
+
+    ok(root, &["store", "worker", "add", "--runtime", "r1", "--worker", "w"]);
+    ok(root, &["store", "event", "append", "--runtime", "r1", "--worker", "w", "{}"]);
+    ok(root, &["store", "event", "append", "--runtime", "r1", "--worker", "w", "{}"]);
+    ok(root, &["store", "event", "append", "--runtime", "r1", "{}"]);
+    let runtime = root.join(".keel/store/runtimes").join(keel_store_encoded("r1"));
+    let worker = runtime.join("workers").join(keel_store_encoded("w")).join("worker.json");
+    let mut snapshot: Value = serde_json::from_slice(&std::fs::read(&worker).expect("worker.json")).expect("JSON");
+    snapshot["last_event_id"] = Value::Null;
+    std::fs::write(&worker, serde_json::to_vec_pretty(&snapshot).expect("JSON")).expect("written");
+    let check = keel(root, &["store", "check", "--runtime", "r1"]);
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "a problem: {stdout}");
+    assert!(stdout.contains("problem:") && !stdout.contains("Some(") && !stdout.contains("None"), "{stdout}");
 }

@@ -20,8 +20,9 @@
 //! # Limitations
 //! - One lease service per server: the workspace's journal ([`serve_stdio`]), or any other
 //!   [`LeaseBackend`] (etcd's, say) through [`serve_stdio_with`].
-//! - The fleet's record is the runtime store's runtime [`FLEET_RUNTIME`] under the workspace's
-//!   root, one worker per agent owner.
+//! - The fleet's record is the runtime store's runtime [`FLEET_RUNTIME`] in the workspace's
+//!   store (`.keel/store/`, [`keel_store::default_root`], where `keel store` reads it), one
+//!   worker per agent owner.
 
 #![forbid(unsafe_code)]
 

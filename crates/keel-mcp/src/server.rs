@@ -524,7 +524,8 @@ impl<B: LeaseBackend + Send + Sync + 'static> Server<B> {
     fn with_store<R>(&self, run: impl FnOnce(&mut FsRuntimeStore) -> Result<R, StoreError>) -> Result<R, StoreError> {
         let mut slot = lock(&self.shared.store);
         if slot.is_none() {
-            let root = self.shared.config.workspace.root();
+            // Where `keel store` looks too: one default store per workspace.
+            let root = keel_store::create_default_root(self.shared.config.workspace.root())?;
             *slot = Some(FsRuntimeStore::open_or_create(&StoreOptions::new(root, FLEET_RUNTIME))?);
         }
         slot.as_mut().map_or_else(|| unreachable!("the store was opened above"), run)

@@ -11,6 +11,8 @@
 //! is always a real [`keel_fs::OsLock`].
 //!
 //! # Layout
+//! A workspace's store root is `<workspace>/.keel/store/` ([`default_root`]; keel's CLI and MCP
+//! server use it); a library user may open a store under any root.
 //! ```text
 //! <root>/runtimes/<enc(runtime id)>.lock           writer lock (flock; dies with its holder)
 //! <root>/runtimes/<enc(runtime id)>/runtime.json   snapshot, schema version 1
@@ -85,4 +87,7 @@ pub use model::{
     Diagnostic, Event, EventCursor, EventPage, Limits, PAGE_LIMIT_CEILING, RuntimeSnapshot, SCHEMA_VERSION, StoreState,
     TranscriptEntry, TranscriptPage, WorkerRef, WorkerSnapshot,
 };
-pub use store::{CheckReport, FsRuntimeStore, StoreOptions, list_runtimes, list_runtimes_with};
+pub use store::{
+    CheckReport, FsRuntimeStore, STORE_DIR_DEFAULT, StoreOptions, create_default_root, create_default_root_with,
+    default_root, list_runtimes, list_runtimes_with,
+};

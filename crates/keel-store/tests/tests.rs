@@ -6,6 +6,7 @@ mod concurrency;
 mod damage;
 mod ids;
 mod paging;
+mod root;
 mod seam;
 mod torn;
 

@@ -2,9 +2,9 @@
 //! layout's small helpers.
 
 use super::{
-    DeserializeOwned, ErrorKind, FileKind, Limits, OsStorage, Path, RUNTIMES_DIR, Result, SCHEMA_VERSION,
-    SNAPSHOT_BYTES_MAX, STATUS_BYTES_MAX, Serialize, Storage, StoreError, Value, decode_id, dir_sync_status, encode_id,
-    is_too_large, missing_or_io, read_whole, remove_tree, write_atomic_with,
+    DeserializeOwned, ErrorKind, FileKind, Limits, OsStorage, Path, PathBuf, RUNTIMES_DIR, Result, SCHEMA_VERSION,
+    SNAPSHOT_BYTES_MAX, STATUS_BYTES_MAX, STORE_DIR_DEFAULT, Serialize, Storage, StoreError, Value, decode_id,
+    dir_sync_status, encode_id, is_too_large, missing_or_io, read_whole, remove_tree, write_atomic_with,
 };
 
 pub(super) fn now_ms() -> u64 {
@@ -157,6 +157,38 @@ pub(super) fn create_empty_file<S: Storage>(storage: &S, path: &Path, op: &'stat
 /// Removes a half-built directory left by a crash (its name says it was never renamed in).
 pub(super) fn remove_leftover<S: Storage>(storage: &S, path: &Path, op: &'static str) -> Result<()> {
     remove_tree(storage, path).map_err(|(failed, e)| StoreError::io(op, failed, e))
+}
+
+/// Where a workspace keeps its runtime store: `<workspace_root>/.keel/store/` (so its
+/// `runtimes/` sits beside the journal and the policy, not in the workspace's tree). keel's CLI
+/// and its MCP server both keep their runtimes there; a library user may name any other root in
+/// [`StoreOptions`](super::StoreOptions).
+pub fn default_root(workspace_root: &Path) -> PathBuf {
+    workspace_root.join(STORE_DIR_DEFAULT)
+}
+
+/// Creates [`default_root`] of `workspace_root` (and `.keel/`) where missing, each new name made
+/// durable (its parent fsynced), and returns it. The workspace root itself must exist: a
+/// mistyped root is refused, never created.
+pub fn create_default_root(workspace_root: &Path) -> Result<PathBuf> {
+    create_default_root_with(&OsStorage, workspace_root)
+}
+
+/// [`create_default_root`] through any [`Storage`].
+pub fn create_default_root_with<S: Storage>(storage: &S, workspace_root: &Path) -> Result<PathBuf> {
+    const OP: &str = "create store root";
+    require_dir(storage, workspace_root, OP)?;
+    let mut parent = workspace_root.to_owned();
+    for part in Path::new(STORE_DIR_DEFAULT).components() {
+        let dir = parent.join(part);
+        match storage.create_dir(&dir) {
+            Ok(()) => sync_dir(storage, &parent, OP)?,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StoreError::io(OP, &dir, e)),
+        }
+        parent = dir;
+    }
+    Ok(parent)
 }
 
 /// The runtime ids stored under `root`, in id order. Entries that are not canonical encodings

@@ -54,7 +54,7 @@ use layout::{
     check_word, create_empty_file, encode, exists, now_ms, read_snapshot, remove_leftover, rename_into_place,
     require_dir, sync_dir, to_json_line, write_snapshot,
 };
-pub use layout::{list_runtimes, list_runtimes_with};
+pub use layout::{create_default_root, create_default_root_with, default_root, list_runtimes, list_runtimes_with};
 
 /// The longest snapshot file read, in bytes (diagnostics are bounded; config bundles are small).
 pub const SNAPSHOT_BYTES_MAX: u64 = 16 * 1024 * 1024;
@@ -64,6 +64,9 @@ pub const STATUS_BYTES_MAX: usize = 64;
 
 /// How long a change waits for the writer lock by default, in milliseconds.
 pub const LOCK_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// Where a workspace's store lives, relative to the workspace root ([`default_root`]).
+pub const STORE_DIR_DEFAULT: &str = ".keel/store";
 
 const RUNTIMES_DIR: &str = "runtimes";
 const RUNTIME_FILE: &str = "runtime.json";
@@ -173,7 +176,8 @@ impl Keyed for TranscriptEntry {
 /// How to open or create a runtime.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// The workspace root; the store lives in `<root>/runtimes/`.
+    /// The store's root (it must exist); runtimes live in `<root>/runtimes/`. A workspace's is
+    /// [`default_root`] of the workspace root.
     pub root: PathBuf,
     /// The runtime's id.
     pub runtime_id: String,
