@@ -35,9 +35,10 @@ impl Demo {
         command
     }
 
-    /// Runs `keel ARGS`, echoing the command line and its output.
+    /// Runs `keel ARGS`, echoing the command line (quoted for a shell, so it can be pasted) and
+    /// its output.
     fn run(&self, who: &str, args: &[&str]) -> anyhow::Result<Output> {
-        outln!("\n{who}$ keel {}", args.join(" "))?;
+        outln!("\n{who}$ keel {}", shown(args))?;
         let output = self.command().args(args).output().with_context(|| format!("running keel {}", args.join(" ")))?;
         for line in
             String::from_utf8_lossy(&output.stdout).lines().chain(String::from_utf8_lossy(&output.stderr).lines())
@@ -49,7 +50,7 @@ impl Demo {
     }
 
     fn spawn(&self, who: &str, args: &[&str]) -> anyhow::Result<Child> {
-        outln!("\n{who}$ keel {} &", args.join(" "))?;
+        outln!("\n{who}$ keel {} &", shown(args))?;
         let mut command = self.command();
         // Its own process group, so the demo can kill the agent and its command together.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
@@ -188,4 +189,10 @@ fn show_journal(path: &Path) -> anyhow::Result<()> {
         outln!("    {shown}{more}")?;
     }
     Ok(())
+}
+
+/// `args` as a shell would need them typed: each word quoted where it must be.
+fn shown(args: &[&str]) -> String {
+    // Only a NUL makes a word unquotable, and the demo's words hold none.
+    shlex::try_join(args.iter().copied()).unwrap_or_else(|_| args.join(" "))
 }

@@ -242,6 +242,13 @@ fn demo_runs_and_shows_a_refusal_naming_the_holder() {
     assert!(shown.contains("holder \"agent-a\""), "the refusal names the holder: {shown}");
     assert!(shown.contains("reclaimed dead lease lane \"api\""), "the killed agent's lease is reclaimed: {shown}");
     assert!(shown.contains("\"op\": \"CHECKPOINT\""), "the compacted journal is shown: {shown}");
+    // Every command it shows can be pasted into a shell as it stands.
+    assert!(shown.contains("-- sh -c 'echo agent-c editing docs'"), "{shown}");
+    for line in shown.lines().filter(|l| l.contains("$ keel ")) {
+        let command = line.split_once("$ ").map_or(line, |(_, c)| c).trim_end_matches(" &");
+        let words = shlex::split(command).unwrap_or_else(|| panic!("not one shell command: {line}"));
+        assert_eq!(words[0], "keel", "{line}");
+    }
 }
 
 #[test]
