@@ -102,6 +102,12 @@ impl Location {
             Some(BackendArg::Etcd) => (BackendKind::Etcd, "--backend (or $KEEL_BACKEND)".to_owned()),
             None => (policy.backend.kind, format!("the [backend] table of {}", policy_path.display())),
         };
+        let why = if self.backend.is_some() {
+            chosen_by.as_str()
+        } else {
+            "no --backend: the policy's [backend] table, whose default is the journal"
+        };
+        tracing::debug!(backend = ?kind, chosen_by = why, "lease service chosen");
         if kind == BackendKind::Journal {
             return Ok(Choice::Journal);
         }
@@ -126,7 +132,9 @@ impl Location {
                 policy_path.display()
             )));
         };
-        Ok(Choice::Etcd(EtcdPlace { endpoints, prefix }))
+        let place = EtcdPlace { endpoints, prefix };
+        tracing::debug!(%place, "etcd place chosen");
+        Ok(Choice::Etcd(place))
     }
 
     /// The lease service of `workspace`, opened with `policy`'s options (and `--grace-s`), and

@@ -20,13 +20,16 @@ macro_rules! outln {
 
 mod arbitrate;
 mod backend;
+mod completions;
 mod config;
 mod demo;
+mod diagnostics;
 mod fs;
 mod hook;
 mod journal;
 mod lease;
 mod lock;
+mod man;
 mod mcp;
 mod policy;
 mod store;
@@ -82,7 +85,14 @@ impl Location {
     /// The workspace found from `start` (a hook's event names its agent's directory).
     fn workspace_from(&self, start: &Path) -> Result<Workspace, Failure> {
         let named = Named { root: self.root.as_deref(), journal: self.journal.as_deref() };
-        Workspace::locate(named, start).map_err(failure)
+        let workspace = Workspace::locate(named, start).map_err(failure)?;
+        tracing::debug!(
+            root = %workspace.root().display(),
+            found_by = ?workspace.found_by(),
+            journal = %workspace.journal().display(),
+            "workspace located"
+        );
+        Ok(workspace)
     }
 
     /// The lease service's options: `policy`'s, with `--grace-s` for the leases this command
@@ -205,6 +215,11 @@ enum Command {
     Arbitrate(arbitrate::ArbitrateArgs),
     /// A short walk-through of agents asking for regions, in a temporary directory.
     Demo,
+    /// Print the shell completion script for bash, zsh, fish, PowerShell or elvish.
+    Completions(completions::CompletionsArgs),
+    /// Write a man page per command into a directory (`cargo xtask dist` runs it).
+    #[command(hide = true)]
+    Man(man::ManArgs),
 }
 
 // The `--json` switch of every command group that prints one result. (A plain comment: see
@@ -381,6 +396,8 @@ fn dispatch(cli: &Cli) -> Result<Status, Failure> {
         Command::Hook(command) => Ok(hook::run(command, location)),
         Command::Mcp => mcp::run(location),
         Command::Demo => demo::run(),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
     }
 }
 
@@ -394,14 +411,18 @@ fn main() -> ExitCode {
     if arguments.get(1).is_some_and(|first| first == lease::RUN_GRANTED_ARG) {
         return lease::run_granted(&arguments[2..]);
     }
+    diagnostics::init();
+    tracing::debug!(arguments = ?&arguments[1..], "keel starts");
     let cli = Cli::parse_from(arguments);
-    match dispatch(&cli) {
-        Ok(status) => ExitCode::from(status as u8),
+    let status = match dispatch(&cli) {
+        Ok(status) => status,
         Err(failure) => {
             eprintln!("keel: {}", describe(&failure.error));
-            ExitCode::from(failure.status as u8)
+            failure.status
         }
-    }
+    };
+    tracing::debug!(status = status as u8, "keel exits");
+    ExitCode::from(status as u8)
 }
 
 #[cfg(test)]

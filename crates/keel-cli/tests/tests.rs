@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod docs_and_diagnostics;
 // Against a real etcd server: only in a build with the etcd backend.
 #[cfg(feature = "etcd")]
 mod etcd_cli;

@@ -9,8 +9,8 @@ use serde_json::Value;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 
-/// `keel args` run in `cwd` with `stdin`, the environment naming no root, journal, grace or
-/// lease backend unless `env` does.
+/// `keel args` run in `cwd` with `stdin`, the environment naming no root, journal, grace, lease
+/// backend or log filter unless `env` does.
 pub fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
     command
@@ -22,6 +22,7 @@ pub fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Outp
         .env_remove("KEEL_BACKEND")
         .env_remove("KEEL_ETCD_ENDPOINTS")
         .env_remove("KEEL_ETCD_PREFIX")
+        .env_remove("KEEL_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
