@@ -10,6 +10,10 @@
 //! code is not address-randomised; keel is a local tool that takes no network input. Elsewhere
 //! `dist` is a plain release build.
 //!
+//! Next to the binary, `target/dist/man/` holds a man page per command (`keel.1`, `keel-lease.1`,
+//! `keel-lease-acquire.1`, ...), written by the shipped binary itself (its hidden `keel man`), so
+//! they are rendered from the very clap definition that parses its arguments.
+//!
 //! The development build (`cargo build --release`) stays dynamic: static flags would also apply
 //! to proc-macro crates, which cannot be built that way, unless a target is named, and naming one
 //! in `.cargo/config.toml` would tie every build to one platform.
@@ -27,6 +31,11 @@ const STATIC_FLAGS: &str = "-C target-feature=+crt-static -C relocation-model=st
 /// Where the shipped binary lands.
 pub fn binary() -> PathBuf {
     workspace_root().join("target/dist/keel")
+}
+
+/// Where its man pages land.
+pub fn man_dir() -> PathBuf {
+    workspace_root().join("target/dist/man")
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -55,7 +64,34 @@ pub fn run() -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", shipped.display()))?;
     std::fs::copy(&built, &shipped).with_context(|| format!("copying {} to {}", built.display(), shipped.display()))?;
     println!("dist: {} ({host}, {})", shipped.display(), if is_static { "static" } else { "dynamic" });
+    man_pages()?;
     smoke()
+}
+
+/// Writes the man pages with the shipped binary, into a fresh directory (a command that no longer
+/// exists leaves no page behind), and checks the top-level and a nested page are there.
+fn man_pages() -> anyhow::Result<()> {
+    let dir = man_dir();
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    let output = Command::new(binary())
+        .arg("man")
+        .arg("--out-dir")
+        .arg(&dir)
+        .output()
+        .with_context(|| format!("running {} man", binary().display()))?;
+    if !output.status.success() {
+        bail!("dist keel man failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr));
+    }
+    let pages = String::from_utf8_lossy(&output.stdout).lines().count();
+    for page in ["keel.1", "keel-lease-acquire.1"] {
+        if !dir.join(page).is_file() {
+            bail!("dist keel man wrote {pages} pages but not {page} in {}", dir.display());
+        }
+    }
+    println!("dist: {pages} man pages in {}", dir.display());
+    Ok(())
 }
 
 /// Runs the shipped binary through a lease cycle, so a dist build that links but misbehaves

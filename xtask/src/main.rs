@@ -3,8 +3,8 @@
 //! - `ci`: everything `.ci/run` checks: formatting, clippy with `-D warnings`, tests and doc tests,
 //!   the tidy test, and a differential replay run.
 //! - `bench <replay|...>`: benchmarks that report ratios measured in one run.
-//! - `dist`: the shipped `keel` binary (static on Linux with glibc), at `target/dist/keel`,
-//!   smoke-tested with a lease cycle.
+//! - `dist`: the shipped `keel` binary (static on Linux with glibc), at `target/dist/keel`, its
+//!   man pages in `target/dist/man/`, smoke-tested with a lease cycle.
 //! - `replay-diff`: the kernel's replay against a deliberately simple reference fold.
 //!
 //! It never runs in production and never writes outside `target/`.
@@ -38,7 +38,8 @@ enum Task {
         #[arg(value_enum, default_value_t = bench::Which::All)]
         which: bench::Which,
     },
-    /// Build the shipped keel binary (static on Linux with glibc) into target/dist/keel and run a lease cycle through it.
+    /// Build the shipped keel binary (static on Linux with glibc) into target/dist/keel, its man pages into
+    /// target/dist/man/, and run a lease cycle through it.
     Dist,
     /// Check the optimised replay against the reference fold on generated journals.
     ReplayDiff {
