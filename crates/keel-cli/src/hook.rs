@@ -47,16 +47,19 @@ impl DialectArg {
 pub enum HookCommand {
     /// Before a tool call: allow an edit (leasing a free file for the agent) or deny it.
     PreToolUse {
+        /// The harness whose event format is read and answered (each installs its own hooks).
         #[arg(long, value_enum, default_value = "claude-code")]
         dialect: DialectArg,
     },
     /// After a tool call: beat the agent's automatic leases.
     PostToolUse {
+        /// The harness whose event format is read and answered (each installs its own hooks).
         #[arg(long, value_enum, default_value = "claude-code")]
         dialect: DialectArg,
     },
     /// The agent's session ended: give back its automatic leases.
     SessionEnd {
+        /// The harness whose event format is read and answered (each installs its own hooks).
         #[arg(long, value_enum, default_value = "claude-code")]
         dialect: DialectArg,
     },
@@ -67,6 +70,7 @@ pub enum HookCommand {
     /// `core.hooksPath` points, if set). Idempotent; everything else in the file is kept, and a
     /// hook of the user's is never replaced.
     Install {
+        /// The harness (or git) whose settings are changed.
         #[arg(value_enum)]
         target: Target,
         /// The project's settings (under the workspace's root, checked in) or the user's (under
@@ -79,6 +83,7 @@ pub enum HookCommand {
     },
     /// Remove keel's hooks from a harness's settings (never an entry keel did not write).
     Uninstall {
+        /// The harness (or git) whose settings are changed.
         #[arg(value_enum)]
         target: Target,
         /// The project's settings or the user's.

@@ -99,19 +99,27 @@ pub enum LeaseCommand {
     Acquire(AcquireArgs),
     /// Give back the newest lease on a lane held by an owner (or the exact --loop-ts).
     Release {
+        /// The lease's lane, as `keel lease live` shows it.
         #[arg(long)]
         lane: String,
+        /// Who holds the lease (the owner it was acquired for).
         #[arg(long, value_parser = non_blank)]
         owner: String,
+        /// The lease's loop timestamp, to name one lease exactly [default: the owner's newest on
+        /// the lane].
         #[arg(long, value_parser = non_blank)]
         loop_ts: Option<String>,
     },
     /// Record that the holder is alive (only the exact holder may).
     Heartbeat {
+        /// The lease's lane, as `keel lease live` shows it.
         #[arg(long)]
         lane: String,
+        /// Who holds the lease (the owner it was acquired for).
         #[arg(long, value_parser = non_blank)]
         owner: String,
+        /// The lease's loop timestamp, to name one lease exactly [default: the owner's newest on
+        /// the lane].
         #[arg(long, value_parser = non_blank)]
         loop_ts: Option<String>,
         /// Skip the write when the last beat is younger than this many seconds (at most half of
@@ -121,10 +129,13 @@ pub enum LeaseCommand {
     },
     /// Transfer a live lease to a new owner (never creates one).
     Adopt {
+        /// The lease's lane, as `keel lease live` shows it.
         #[arg(long)]
         lane: String,
+        /// The lease's loop timestamp, as `keel lease live` shows it.
         #[arg(long, value_parser = non_blank)]
         loop_ts: String,
+        /// The new owner: who holds the lease from now on.
         #[arg(long, value_parser = non_blank)]
         owner: String,
         /// The process doing the work from now on (as `acquire --pid`); without it only the TTL
@@ -134,19 +145,25 @@ pub enum LeaseCommand {
     },
     /// Record an intent to stop the work on a lane (kills nothing).
     Halt {
+        /// The lease's lane, as `keel lease live` shows it.
         #[arg(long)]
         lane: String,
+        /// Who holds the lease (the owner it was acquired for).
         #[arg(long, value_parser = non_blank)]
         owner: String,
+        /// Why the work should stop, recorded with the intent.
         #[arg(long, default_value = "stop")]
         reason: String,
     },
     /// Record an intent to start work on a lane (starts nothing).
     Spawn {
+        /// The lease's lane, as `keel lease live` shows it.
         #[arg(long)]
         lane: String,
+        /// Who holds the lease (the owner it was acquired for).
         #[arg(long, value_parser = non_blank)]
         owner: String,
+        /// The command that is to do the work, recorded with the intent.
         #[arg(long, default_value = "")]
         command: String,
     },
@@ -155,12 +172,16 @@ pub enum LeaseCommand {
     // name a recorded identity exactly as `keel lease live` shows it, so they are not checked for
     // blanks: an acquire with a tree and no lane holds lane "", as may a dos-kernel journal.
     Scavenge {
+        /// The lease's lane, as `keel lease live` shows it.
         #[arg(long)]
         lane: String,
+        /// The lease's loop timestamp, as `keel lease live` shows it.
         #[arg(long)]
         loop_ts: String,
+        /// Why it was evicted, recorded with the eviction.
         #[arg(long, default_value = "scavenged by operator")]
         reason: String,
+        /// Evict only a lease that is provably dead (refused otherwise, exit 1).
         #[arg(long)]
         only_dead: bool,
     },

@@ -454,4 +454,25 @@ mod tests {
         walk(&cli, "keel", &mut lines);
         insta::assert_snapshot!(lines.join("\n"));
     }
+
+    /// A flag without a word of help is a flag a user has to guess at.
+    #[test]
+    fn every_flag_of_every_subcommand_says_what_it_is() {
+        fn walk(command: &clap::Command, path: &str, bare: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && !arg.is_hide_set() && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    bare.push(format!("{path} --{}", arg.get_long().unwrap_or(arg.get_id().as_str())));
+                }
+            }
+            for sub in command.get_subcommands().filter(|sub| sub.get_name() != "help") {
+                walk(sub, &format!("{path} {}", sub.get_name()), bare);
+            }
+        }
+        let mut cli = Cli::command();
+        cli.build();
+        let mut bare = Vec::new();
+        walk(&cli, "keel", &mut bare);
+        assert!(bare.is_empty(), "flags with no help:\n{}", bare.join("\n"));
+    }
 }
