@@ -170,14 +170,16 @@ enum Command {
         #[command(flatten)]
         output: Output,
     },
-    /// Read and update sections of a shared lockfile (section-preserving, seed 001).
+    /// Read and update sections of a JSON lockfile several processes share: each writer changes
+    /// only the sections it names, under a sidecar lock.
     Lock {
         #[command(subcommand)]
         command: lock::LockCommand,
         #[command(flatten)]
         output: Output,
     },
-    /// Read and write a generation-checked config document (seed 003).
+    /// Read and write a JSON config document whose generation counter refuses a write based on
+    /// an older read (compare-and-swap).
     Config {
         #[command(subcommand)]
         command: config::ConfigCommand,
@@ -453,6 +455,29 @@ mod tests {
         let mut lines = Vec::new();
         walk(&cli, "keel", &mut lines);
         insta::assert_snapshot!(lines.join("\n"));
+    }
+
+    /// Help says what a thing is, never an internal name for it ("seed 001").
+    #[test]
+    fn no_help_text_names_a_seed_number() {
+        fn walk(command: &clap::Command, path: &str, found: &mut Vec<String>) {
+            let texts = command
+                .get_about()
+                .into_iter()
+                .chain(command.get_long_about())
+                .chain(command.get_arguments().filter_map(|a| a.get_help()))
+                .chain(command.get_arguments().filter_map(|a| a.get_long_help()))
+                .map(ToString::to_string);
+            found.extend(texts.filter(|t| t.to_lowercase().contains("seed 0")).map(|t| format!("{path}: {t}")));
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), found);
+            }
+        }
+        let mut cli = Cli::command();
+        cli.build();
+        let mut found = Vec::new();
+        walk(&cli, "keel", &mut found);
+        assert!(found.is_empty(), "help naming a seed:\n{}", found.join("\n"));
     }
 
     /// A flag without a word of help is a flag a user has to guess at.
