@@ -1,23 +1,17 @@
-//! The store's few compound file operations, built from the keel-fs [`Storage`] seam's single
-//! ones (the seam has no "read a whole file", no positional read of an exact length and no
-//! recursive removal), so that every byte the store touches goes through the seam.
+//! The store's few compound file operations, built from the keel-fs [`Storage`] seam's (whole
+//! and ranged reads are keel-fs's own `read_to_end` and `read_range`; the seam has no recursive
+//! removal), so that every byte the store touches goes through the seam.
 
 use std::io::{self, ErrorKind, Read};
 use std::path::Path;
 
 use keel_fs::Storage;
 use keel_fs::seam::FileKind;
+pub(crate) use keel_fs::seam::read_range;
 
 /// How deep [`remove_tree`] descends: the store's deepest scratch tree is two levels, so a
 /// deeper one was not built by the store and is refused rather than walked without bound.
 pub(crate) const REMOVE_TREE_DEPTH_MAX: u32 = 4;
-
-/// The most a read asks for per call, so a large request never allocates far ahead of data.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
-
-/// What a read asks for first when it has no better guess: the store's snapshots and review
-/// files are a few hundred bytes.
-const READ_FIRST_BYTES: u64 = 4096;
 
 /// An open file of a storage, owned, read as a [`std::io::Read`] from `offset` on. A scanner
 /// keeps its file for as long as it reads (the seam's `StorageRead` borrows one instead).
@@ -45,12 +39,11 @@ impl<S: Storage> Read for FileRead<S> {
 /// Reads the file at `path` whole, refusing more than `bytes_max` bytes (kind `FileTooLarge`,
 /// with no OS error code, which [`is_too_large`] recognises).
 pub(crate) fn read_file<S: Storage>(storage: &S, path: &Path, bytes_max: u64) -> io::Result<Vec<u8>> {
-    let file = storage.open_read(path)?;
-    read_whole(storage, &file, bytes_max, READ_FIRST_BYTES)
+    keel_fs::seam::read_to_end(storage, &storage.open_read(path)?, bytes_max)
 }
 
 /// Reads all of `file`, refusing more than `bytes_max` bytes like [`read_file`]; `len_hint` (its
-/// length when last seen) sizes the first read, so a small file costs no large buffer.
+/// length when last seen) sizes the first read.
 pub(crate) fn read_whole<S: Storage>(
     storage: &S,
     file: &S::File,
@@ -67,33 +60,6 @@ pub(crate) fn read_whole<S: Storage>(
 /// Whether `e` is [`read_file`]'s or [`read_whole`]'s refusal of a long file.
 pub(crate) fn is_too_large(e: &io::Error) -> bool {
     e.kind() == ErrorKind::FileTooLarge && e.raw_os_error().is_none()
-}
-
-/// Up to `bytes_max` bytes of `file` from `offset`: fewer only where the file ends. The first
-/// read asks for `first_bytes`, later ones for twice as much while reads come back full.
-pub(crate) fn read_range<S: Storage>(
-    storage: &S,
-    file: &S::File,
-    offset: u64,
-    bytes_max: u64,
-    first_bytes: u64,
-) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    let mut chunk = usize::try_from(first_bytes).unwrap_or(READ_CHUNK_BYTES).clamp(1, READ_CHUNK_BYTES);
-    while (bytes.len() as u64) < bytes_max {
-        let start = bytes.len();
-        let want = usize::try_from(bytes_max - start as u64).unwrap_or(usize::MAX).min(chunk);
-        bytes.resize(start + want, 0);
-        let n = storage.read_at(file, offset + start as u64, &mut bytes[start..])?;
-        bytes.truncate(start + n);
-        if n == 0 {
-            break;
-        }
-        if n == want {
-            chunk = (chunk * 2).min(READ_CHUNK_BYTES);
-        }
-    }
-    Ok(bytes)
 }
 
 /// Removes the tree at `path` (nothing when it is missing), never following a symlink in it:

@@ -273,23 +273,48 @@ pub fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// The most one read of [`read_range`] asks for, so a large request never allocates far ahead
+/// of the data.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// What [`read_to_end`] asks for first: most files keel reads whole are a few hundred bytes.
+const READ_FIRST_BYTES: u64 = 4096;
+
 /// Reads all of `file` through `storage`, refusing more than `bytes_max` bytes (the error's
-/// kind is `FileTooLarge`), so no read is unbounded.
+/// kind is `FileTooLarge`, with no OS error code), so no read is unbounded.
 pub fn read_to_end<S: Storage + ?Sized>(storage: &S, file: &S::File, bytes_max: u64) -> io::Result<Vec<u8>> {
-    const CHUNK: usize = 64 * 1024;
+    let bytes = read_range(storage, file, 0, bytes_max.saturating_add(1), READ_FIRST_BYTES)?;
+    if bytes.len() as u64 > bytes_max {
+        return Err(io::Error::new(io::ErrorKind::FileTooLarge, format!("longer than {bytes_max} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// Up to `bytes_max` bytes of `file` from `offset`: fewer only where the file ends. The first
+/// read asks for `first_bytes` (a caller that knows the length passes it), later ones for twice
+/// as much while reads come back full, up to 64 KiB: a small file costs no large buffer.
+pub fn read_range<S: Storage + ?Sized>(
+    storage: &S,
+    file: &S::File,
+    offset: u64,
+    bytes_max: u64,
+    first_bytes: u64,
+) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    loop {
+    let mut chunk = usize::try_from(first_bytes).unwrap_or(READ_CHUNK_BYTES).clamp(1, READ_CHUNK_BYTES);
+    while (bytes.len() as u64) < bytes_max {
         let start = bytes.len();
-        bytes.resize(start + CHUNK, 0);
-        let n = storage.read_at(file, start as u64, &mut bytes[start..])?;
+        let want = usize::try_from(bytes_max - start as u64).unwrap_or(usize::MAX).min(chunk);
+        bytes.resize(start + want, 0);
+        let n = storage.read_at(file, offset + start as u64, &mut bytes[start..])?;
         bytes.truncate(start + n);
-        if bytes.len() as u64 > bytes_max {
-            return Err(io::Error::new(io::ErrorKind::FileTooLarge, format!("longer than {bytes_max} bytes")));
-        }
         if n == 0 {
-            return Ok(bytes);
+            break;
+        }
+        if n == want {
+            chunk = (chunk * 2).min(READ_CHUNK_BYTES);
         }
     }
+    Ok(bytes)
 }
 
 /// A file of a [`Storage`] as a [`std::io::Read`] from `offset` on (for [`crate::LineReader`]).
