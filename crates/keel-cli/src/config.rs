@@ -55,17 +55,18 @@ fn print_snapshot(json: bool, snapshot: &Snapshot, verb: &str) -> Result<(), Std
     }
 }
 
-/// A write's result: the snapshot, or, for a conflict under `--json`, the conflict as JSON on
-/// stdout (the message still goes to stderr) and exit 1.
+/// A write's result: the snapshot, or, for a conflict under `--json`, the conflict as the outcome
+/// on stdout (the message still goes to stderr) and exit 1.
 fn written(json: bool, result: Result<Snapshot, ConfigError>) -> Result<Status, Failure> {
     match result {
         Ok(snapshot) => {
             print_snapshot(json, &snapshot, "wrote")?;
             Ok(Status::Ok)
         }
-        Err(ConfigError::GenerationConflict { path, expected, current }) if json => {
+        Err(conflict @ ConfigError::GenerationConflict { expected, current, .. }) if json => {
+            eprintln!("keel: {conflict}");
             outln!("{}", to_line(&json!({"outcome": "conflict", "expected": expected, "current": current})))?;
-            Err(crate::failure(ConfigError::GenerationConflict { path, expected, current }))
+            Ok(Status::Refused)
         }
         Err(other) => Err(crate::failure(other)),
     }

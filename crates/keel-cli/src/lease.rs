@@ -19,8 +19,9 @@ use crate::{Failure, Output, Status, StdoutError, non_blank, print};
 
 #[derive(Debug, clap::Args)]
 pub struct AcquireArgs {
-    /// The lane. Omitted: with --tree the lease holds lane "", without it the arbiter picks one
-    /// from the auto-pick ladder.
+    /// The lane: a name for the lease, held once at a time. Omitted: with --tree the lane is
+    /// claim:OWNER:TREE (the owner and the region, as MCP's lease_acquire names it), without it
+    /// the arbiter picks one from the auto-pick ladder.
     #[arg(long, value_parser = non_blank)]
     lane: Option<String>,
     /// The region: paths, globs and lock://NAME entries inside the workspace (repeatable).
@@ -78,7 +79,11 @@ impl AcquireArgs {
     /// The request, tied to `--pid` if given, else to `holder`.
     fn request(&self, holder: HolderPid) -> AcquireRequest {
         AcquireRequest {
-            lane: self.lane.clone().unwrap_or_default(),
+            lane: match (&self.lane, self.tree.is_empty()) {
+                (Some(lane), _) => lane.clone(),
+                (None, true) => String::new(),
+                (None, false) => AcquireRequest::claim_lane(&self.owner, &self.tree),
+            },
             kind: self.kind.clone(),
             tree: self.tree.clone(),
             mode: self.mode.clone(),
@@ -210,6 +215,10 @@ pub enum LeaseCommand {
     /// A signal sent to keel alone (SIGTERM, SIGHUP, SIGINT, SIGQUIT) is passed on to the command,
     /// and keel releases when the command ends. SIGKILL cannot be passed on: the command then
     /// runs on unheld, and its lease ends by expiry.
+    ///
+    /// Exit status, as timeout(1) numbers its own: the command's, or 124 when it had no lease
+    /// (refused, not granted within --wait-s, or lost while it ran, and stopped), 125 when keel
+    /// itself failed, 126 when the command cannot be run, 127 when it was not found.
     Run {
         #[command(flatten)]
         acquire: AcquireArgs,
@@ -286,8 +295,9 @@ pub fn run(
             Err(Failure::usage(anyhow::anyhow!("`keel lease migrate` moves leases between backends; main runs it")))
         }
         LeaseCommand::Acquire(args) => {
-            let outcome = acquire(backend, args, HolderPid::None)?;
-            Ok(print_acquire(json, &outcome, args.wait_s.is_some())?)
+            let request = args.request(HolderPid::None);
+            let outcome = acquire(backend, &request, args.wait_s)?;
+            Ok(print_acquire(json, &request, &outcome, args.wait_s.is_some())?)
         }
         LeaseCommand::Release { lane, owner, loop_ts } => {
             let released =
@@ -387,11 +397,10 @@ pub fn run(
     }
 }
 
-fn acquire(backend: &Backend, args: &AcquireArgs, holder: HolderPid) -> Result<AcquireOutcome, Failure> {
-    let request = args.request(holder);
-    match args.wait_s {
-        Some(wait) => backend.acquire_wait(&request, wait).map_err(crate::failure),
-        None => backend.acquire(&request).map_err(crate::failure),
+fn acquire(backend: &Backend, request: &AcquireRequest, wait: Option<Duration>) -> Result<AcquireOutcome, Failure> {
+    match wait {
+        Some(wait) => backend.acquire_wait(request, wait).map_err(crate::failure),
+        None => backend.acquire(request).map_err(crate::failure),
     }
 }
 
@@ -460,7 +469,12 @@ fn live(backend: &Backend, choice: &Choice, workspace: &Workspace, json: bool) -
     Ok(Status::Ok)
 }
 
-fn print_acquire(json: bool, outcome: &AcquireOutcome, waited: bool) -> Result<Status, StdoutError> {
+fn print_acquire(
+    json: bool,
+    request: &AcquireRequest,
+    outcome: &AcquireOutcome,
+    waited: bool,
+) -> Result<Status, StdoutError> {
     match outcome {
         AcquireOutcome::Acquire(grant) => {
             let d = &grant.decision;
@@ -485,10 +499,12 @@ fn print_acquire(json: bool, outcome: &AcquireOutcome, waited: bool) -> Result<S
             print(json, &object, &sentence)?;
             Ok(Status::Ok)
         }
+        // The arbiter's decision names no lane or region on a refusal: the request's own are what
+        // the caller asked for and wants to see refused.
         AcquireOutcome::Refuse { decision, .. } => {
             let object = json!({
-                "outcome": "refuse", "lane": decision.lane, "lane_kind": decision.lane_kind, "tree": decision.tree,
-                "mode": decision.mode, "loop_ts": null, "holder": null, "generation": null,
+                "outcome": "refuse", "lane": request.lane, "lane_kind": request.kind, "tree": request.tree,
+                "mode": request.mode, "loop_ts": request.loop_ts, "holder": request.owner, "generation": null,
                 "reason": decision.reason, "reason_class": decision.reason_class, "blocking": decision.blocking,
             });
             print(json, &object, &format!("refused: {}", decision.reason))?;

@@ -2,7 +2,9 @@
 //! function, and prints the result; every decision lives in the libraries below.
 //!
 //! Exit codes: 0 success, 1 refused (or corruption found by `verify`), 2 usage error,
-//! 3 lock busy or wait timed out, 4 I/O error or corrupt input.
+//! 3 lock busy or wait timed out, 4 I/O error or corrupt input; `lease run` adds 124 to 127.
+//! With `--json` a failure is also one object on stdout: `{"error": {"kind", "message",
+//! "path"?, "line"?}}`.
 
 // Doc comments here are `--help` text for people at a terminal, not rustdoc: backticks and
 // angle-bracketed URLs would show up verbatim.
@@ -106,30 +108,43 @@ impl Location {
     }
 }
 
-/// A library error that says what kind of failure it is.
+/// A library error that says what kind of failure it is, and where.
 pub trait Kinded: Into<anyhow::Error> {
     /// What kind of failure it is.
     fn kind(&self) -> ErrorKind;
+    /// The file the failure concerns, when the error names one.
+    fn path(&self) -> Option<PathBuf>;
+    /// The 1-based line of that file, when the error names one.
+    fn line(&self) -> Option<u64> {
+        None
+    }
 }
 
 macro_rules! kinded {
-    ($($error:ty),* $(,)?) => {$(
+    ($($error:ty $(: $line:ident)?),* $(,)?) => {$(
         impl Kinded for $error {
             fn kind(&self) -> ErrorKind {
                 <$error>::kind(self)
             }
+            fn path(&self) -> Option<PathBuf> {
+                let path: Option<&Path> = <$error>::path(self).into();
+                path.map(Path::to_path_buf)
+            }
+            $(fn $line(&self) -> Option<u64> {
+                <$error>::line(self)
+            })?
         }
     )*};
 }
 
 kinded!(
-    keel_journal::JournalError,
-    PolicyError,
+    keel_journal::JournalError: line,
+    PolicyError: line,
     WorkspaceError,
-    keel_mutator::MutateError,
+    keel_mutator::MutateError: line,
     keel_lockfile::LockfileError,
     keel_lockfile::ConfigError,
-    keel_store::StoreError,
+    keel_store::StoreError: line,
 );
 
 /// The one map from a library error's kind to the exit status.
@@ -140,7 +155,15 @@ pub fn failure(error: impl Kinded) -> Failure {
         ErrorKind::Usage => Status::Usage,
         ErrorKind::Damaged | ErrorKind::Io => Status::Io,
     };
-    Failure { status, error: error.into() }
+    let kind = match error.kind() {
+        ErrorKind::Busy => "busy",
+        ErrorKind::Refused => "refused",
+        ErrorKind::Usage => "usage",
+        ErrorKind::Damaged => "damaged",
+        ErrorKind::Io => "io",
+    };
+    let (path, line) = (error.path(), error.line());
+    Failure { status, kind, path, line, error: error.into() }
 }
 
 #[derive(Debug, Parser)]
@@ -328,24 +351,47 @@ pub enum Status {
     Busy = 3,
     /// I/O error or corrupt input.
     Io = 4,
+    /// `lease run` only: no lease, so its command did not run (refused, or not granted within
+    /// --wait-s), or was stopped when the lease was lost. Numbered as `timeout(1)` numbers a
+    /// timeout, with 125 to 127 below, so that keel's outcomes stand apart from the command's.
+    RunNoLease = 124,
+    /// `lease run` only: keel itself failed (bad arguments, a damaged journal, I/O).
+    RunFailed = 125,
 }
 
-/// A failure to report on stderr with its exit status.
+/// A failure to report with its exit status: a line on stderr, and with `--json` one object on
+/// stdout as well, so a script reading stdout learns of it too.
 #[derive(Debug)]
 pub struct Failure {
     status: Status,
+    /// `busy`, `refused`, `usage`, `damaged` or `io`: the error's kind, as JSON names it.
+    kind: &'static str,
+    path: Option<PathBuf>,
+    line: Option<u64>,
     error: anyhow::Error,
 }
 
 impl Failure {
     /// An I/O (or corrupt input) failure: exit 4.
     pub fn io(error: impl Into<anyhow::Error>) -> Self {
-        Self { status: Status::Io, error: error.into() }
+        Self { status: Status::Io, kind: "io", path: None, line: None, error: error.into() }
     }
 
     /// A usage failure: exit 2.
     pub fn usage(error: impl Into<anyhow::Error>) -> Self {
-        Self { status: Status::Usage, error: error.into() }
+        Self { status: Status::Usage, kind: "usage", path: None, line: None, error: error.into() }
+    }
+
+    /// `{"error": {"kind", "message", "path"?, "line"?}}`: what `--json` prints for a failure.
+    fn to_json(&self) -> serde_json::Value {
+        let mut error = serde_json::json!({"kind": self.kind, "message": describe(&self.error)});
+        if let Some(path) = &self.path {
+            error["path"] = path.display().to_string().into();
+        }
+        if let Some(line) = self.line {
+            error["line"] = line.into();
+        }
+        serde_json::json!({ "error": error })
     }
 }
 
@@ -384,6 +430,14 @@ fn dispatch(cli: &Cli) -> Result<Status, Failure> {
             let options = location.options_of(&policy);
             lease::migrate(&workspace, &target.choice(&workspace, &policy)?, options, output)
         }
+        Command::Lease { command: command @ lease::LeaseCommand::Run { .. }, output } => {
+            let run = || {
+                let workspace = location.workspace()?;
+                let (backend, choice) = location.backend(&workspace)?;
+                lease::run(command, &workspace, &backend, &choice, output)
+            };
+            run().map_err(|failure| Failure { status: Status::RunFailed, ..failure })
+        }
         Command::Lease { command, output } => {
             let workspace = location.workspace()?;
             let (backend, choice) = location.backend(&workspace)?;
@@ -403,6 +457,37 @@ fn dispatch(cli: &Cli) -> Result<Status, Failure> {
     }
 }
 
+/// Whether the command line asks for JSON: `--json` before any `--` (the words after it belong
+/// to the command `lease run` starts). Read from the words themselves so that a command line
+/// clap cannot parse is answered in JSON too.
+fn wants_json(arguments: &[std::ffi::OsString]) -> bool {
+    arguments.iter().skip(1).take_while(|word| *word != "--").any(|word| word == "--json")
+}
+
+/// A command line clap refused: `--help` and `--version` print and exit 0 as clap does; anything
+/// else is a usage failure, printed by clap (usage line and hints) unless JSON was asked for.
+/// `lease run`'s own usage errors exit 125, as its other failures do.
+fn usage_error(error: &clap::Error, json: bool, runs_command: bool) -> Result<Status, Failure> {
+    if !error.use_stderr() {
+        error.exit();
+    }
+    let status = if runs_command { Status::RunFailed } else { Status::Usage };
+    if !json {
+        // clap's rendering: the message, the usage line and its hints.
+        let _ = error.print();
+        return Ok(status);
+    }
+    let rendered = error.render().to_string();
+    let message = rendered.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
+    Err(Failure { status, ..Failure::usage(anyhow::anyhow!(message)) })
+}
+
+/// Whether the command line is a `keel lease run` (whose statuses 124 to 127 are its own).
+fn runs_a_command(arguments: &[std::ffi::OsString]) -> bool {
+    let words: Vec<_> = arguments.iter().take_while(|word| *word != "--").collect();
+    words.windows(2).any(|pair| pair[0] == "lease" && pair[1] == "run")
+}
+
 fn main() -> ExitCode {
     // A write past a file-size limit (RLIMIT_FSIZE) raises SIGXFSZ, whose default action kills
     // keel in the middle of an append. With a handler in place the write fails with EFBIG
@@ -415,14 +500,20 @@ fn main() -> ExitCode {
     }
     diagnostics::init();
     tracing::debug!(arguments = ?&arguments[1..], "keel starts");
-    let cli = Cli::parse_from(arguments);
-    let status = match dispatch(&cli) {
-        Ok(status) => status,
-        Err(failure) => {
-            eprintln!("keel: {}", describe(&failure.error));
-            failure.status
-        }
+    let (json, runs_command) = (wants_json(&arguments), runs_a_command(&arguments));
+    let status = match Cli::try_parse_from(arguments).map_err(|error| usage_error(&error, json, runs_command)) {
+        Ok(cli) => dispatch(&cli),
+        Err(early) => early,
     };
+    let status = status.unwrap_or_else(|failure| {
+        eprintln!("keel: {}", describe(&failure.error));
+        if json {
+            // The status is the failure's either way; a stdout that cannot take this line
+            // has nothing more to be told.
+            let _ = outln!("{}", keel_kernel::json::to_line(&failure.to_json()));
+        }
+        failure.status
+    });
     tracing::debug!(status = status as u8, "keel exits");
     ExitCode::from(status as u8)
 }

@@ -386,13 +386,18 @@ fn blank_names_unknown_modes_and_trees_outside_the_workspace_are_usage_errors_na
     // Globs, lock entries and a given mode still work.
     let out = keel(&acquire("a", "src/**", "o", &["--tree", "lock://deploy", "--mode", "shared"]), None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    // A tree with no lane is granted on lane "": commands that name a live lease must still
-    // reach it by that name, so their `--lane` takes "" as recorded.
+    // A tree with no lane is granted on a lane made of its owner and region, which names it.
     let unnamed = ["--root", root, "lease", "acquire", "--tree", "docs/", "--owner", "p"];
     assert_eq!(keel(&unnamed, None).status.code(), Some(0));
     for verb in ["heartbeat", "release"] {
-        let out = keel(&["--root", root, "lease", verb, "--lane", "", "--owner", "p"], None);
+        let out = keel(&["--root", root, "lease", verb, "--lane", "claim:p:docs/", "--owner", "p"], None);
         assert_eq!(out.status.code(), Some(0), "{verb}: {}", text(&out.stderr));
+    }
+    // Commands that name a live lease take `--lane ""` as a dos-kernel journal may record it:
+    // here no such lease is live (exit 1), but the name is no usage error (exit 2).
+    for verb in ["heartbeat", "release"] {
+        let out = keel(&["--root", root, "lease", verb, "--lane", "", "--owner", "p"], None);
+        assert_eq!(out.status.code(), Some(1), "{verb}: {}", text(&out.stderr));
     }
 }
 

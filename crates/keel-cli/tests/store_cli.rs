@@ -140,7 +140,8 @@ fn a_limit_of_0_is_a_usage_error_not_a_page_whose_cursor_never_advances() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("--limit"), "the argument is named: {stderr}");
-        assert!(output.stdout.is_empty(), "no page is printed");
+        let stdout: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+        assert_eq!(stdout["error"]["kind"], "usage", "an error, not a page: {stdout}");
     }
 }
 

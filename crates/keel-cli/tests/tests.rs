@@ -13,6 +13,7 @@ mod hook;
 mod lock_cli;
 mod mcp;
 mod no_wedges;
+mod output_and_status;
 mod policy;
 mod readonly_cli;
 mod store_cli;

@@ -134,6 +134,22 @@ pub enum ErrorKind {
 }
 
 impl FsError {
+    /// The file or directory the error concerns (every variant names one).
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Self::Io { path, .. }
+            | Self::LineTooLong { path, .. }
+            | Self::Invalid { path, .. }
+            | Self::RecordTooLong { path, .. }
+            | Self::RecordHasNewline { path, .. }
+            | Self::ShortWrite { path, .. }
+            | Self::Failed { path, .. }
+            | Self::Replaced { path, .. }
+            | Self::LockBusy { path, .. }
+            | Self::LockConflict { path, .. } => path,
+        }
+    }
+
     /// The kind of failure: a busy lock, an unusable caller value, or I/O.
     pub fn kind(&self) -> ErrorKind {
         match self {

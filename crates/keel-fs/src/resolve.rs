@@ -75,6 +75,19 @@ pub enum ResolveError {
     },
 }
 
+impl ResolveError {
+    /// The path that was being resolved.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Escapes { path }
+            | Self::Symlink { path, .. }
+            | Self::NotFound { path, .. }
+            | Self::Invalid { path, .. }
+            | Self::Io { path, .. } => path,
+        }
+    }
+}
+
 /// How to resolve: let the crate choose, or force the component walk (tests cover both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {

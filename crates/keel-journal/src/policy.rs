@@ -184,6 +184,21 @@ pub enum PolicyError {
 }
 
 impl PolicyError {
+    /// The policy file.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Io { path, .. } | Self::Invalid { path, .. } => path,
+        }
+    }
+
+    /// The 1-based line the problem is on, when the file could be read.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            Self::Invalid { line, .. } => u64::try_from(*line).ok(),
+            Self::Io { .. } => None,
+        }
+    }
+
     /// A policy that is not one is a usage error, like a mistyped argument; a file that cannot be
     /// read is I/O, unless it is missing.
     pub fn kind(&self) -> keel_fs::ErrorKind {

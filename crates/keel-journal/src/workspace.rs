@@ -117,6 +117,17 @@ pub enum WorkspaceError {
 }
 
 impl WorkspaceError {
+    /// The file or directory the error concerns.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::BadRoot { path, .. } => path,
+            Self::JournalMismatch { given, .. } => given,
+            Self::BoundToService { binding, .. } => binding,
+            Self::Symlink { link } => link,
+            Self::Fs(error) => error.path(),
+        }
+    }
+
     /// Anything the caller named or laid out wrongly is a usage error; the file system failing is I/O.
     pub fn kind(&self) -> keel_fs::ErrorKind {
         match self {

@@ -157,6 +157,19 @@ pub enum ConfigError {
 }
 
 impl LockfileError {
+    /// The document (or its sidecar lock) the error concerns.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Self::Fs(error) => error.path(),
+            Self::Document { path, .. }
+            | Self::TooLarge { path, .. }
+            | Self::Name { path, .. }
+            | Self::Decode { path, .. }
+            | Self::Encode { path, .. }
+            | Self::LockLost { path, .. } => path,
+        }
+    }
+
     /// Whether this is the lock staying busy past the timeout (the CLI's exit 3).
     pub fn is_lock_busy(&self) -> bool {
         matches!(self, Self::Fs(FsError::LockBusy { .. }))
@@ -173,6 +186,19 @@ impl LockfileError {
 }
 
 impl ConfigError {
+    /// The config (or its lock) the error concerns.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Self::Fs(error) => error.path(),
+            Self::GenerationConflict { path, .. }
+            | Self::GenerationExhausted { path, .. }
+            | Self::Corrupt { path, .. }
+            | Self::Unreadable { path, .. }
+            | Self::NotAnObject { path, .. }
+            | Self::TooLarge { path, .. } => path,
+        }
+    }
+
     /// Whether this is the lock staying busy past the timeout (the CLI's exit 3).
     pub fn is_lock_busy(&self) -> bool {
         matches!(self, Self::Fs(FsError::LockBusy { .. }))

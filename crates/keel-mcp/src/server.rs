@@ -321,7 +321,7 @@ impl<B: LeaseBackend + Send + Sync + 'static> Server<B> {
         }
         let checkout = self.shared.config.workspace.checkout();
         let tree: Vec<String> = args.paths.iter().map(|p| workspace_relative(checkout, p)).collect();
-        let lane = args.lane.clone().unwrap_or_else(|| format!("claim:{}", tree.join("+")));
+        let lane = args.lane.clone().unwrap_or_else(|| AcquireRequest::claim_lane(self.owner(), &tree));
         let request = AcquireRequest {
             lane,
             tree,

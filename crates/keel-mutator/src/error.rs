@@ -112,6 +112,31 @@ pub enum MutateError {
 }
 
 impl MutateError {
+    /// The file the error concerns, when it names one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Io { path, .. }
+            | Self::TooLarge { path, .. }
+            | Self::NotAFile { path }
+            | Self::NotFound { path }
+            | Self::LogDamaged { path, .. } => Some(path),
+            Self::JournalMismatch { binding, .. } => Some(binding),
+            Self::Fs(error) => Some(error.path()),
+            Self::Resolve(error) => Some(error.path()),
+            Self::Journal(error) => error.path(),
+            Self::IntentConflict { .. } | Self::InvalidRequest { .. } | Self::Encode(_) => None,
+        }
+    }
+
+    /// The 1-based line of [`Self::path`] the error concerns, when it names one.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            Self::LogDamaged { first, .. } => Some(first.line),
+            Self::Journal(error) => error.line(),
+            _ => None,
+        }
+    }
+
     /// The kind of failure: a busy lock, a path the gate refuses (outside the root, through a
     /// symbolic link), a request that cannot be used, or I/O.
     pub fn kind(&self) -> keel_fs::ErrorKind {

@@ -184,6 +184,34 @@ fn line_suffix(line: Option<u64>) -> String {
 }
 
 impl StoreError {
+    /// The file or directory the error concerns, when it names one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Missing { path, .. }
+            | Self::WorkerExists { path, .. }
+            | Self::NotADirectory { path, .. }
+            | Self::SchemaVersion { path, .. }
+            | Self::Misplaced { path, .. }
+            | Self::Corrupt { path, .. }
+            | Self::Damaged { path, .. } => Some(path),
+            Self::Fs { source, .. } => Some(source.path()),
+            Self::InvalidId { .. }
+            | Self::InvalidInput { .. }
+            | Self::WrongRuntime { .. }
+            | Self::WrongRuntimeCursor { .. }
+            | Self::LimitTooLarge { .. } => None,
+        }
+    }
+
+    /// The 1-based line of [`Self::path`] the error concerns, when it names one.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            Self::Misplaced { line, .. } | Self::Corrupt { line, .. } => *line,
+            Self::Damaged { line, .. } => Some(*line),
+            _ => None,
+        }
+    }
+
     /// Wraps a keel-fs error with the store operation it interrupted.
     pub fn fs(op: &'static str, source: FsError) -> Self {
         StoreError::Fs { op, source }

@@ -41,8 +41,6 @@ pub enum OnLost {
     Warn,
 }
 
-/// `lease run`'s exit status when it stopped its command because the lease was lost.
-pub const LOST_LEASE_STATUS: i32 = 124;
 /// How long a command stopped for a lost lease has between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -121,7 +119,8 @@ pub(super) fn run_holding(
         Tie::Group => HolderPid::Group(child.id()),
         Tie::Process => HolderPid::Pid(child.id()),
     };
-    let outcome = match acquire(backend, args, holder) {
+    let request = args.request(holder);
+    let outcome = match acquire(backend, &request, args.wait_s) {
         Ok(outcome) => outcome,
         Err(failure) => {
             drop(gate_write);
@@ -132,7 +131,8 @@ pub(super) fn run_holding(
     let AcquireOutcome::Acquire(grant) = &outcome else {
         drop(gate_write);
         let _ = child.wait();
-        return Ok(print_acquire(json, &outcome, args.wait_s.is_some())?);
+        print_acquire(json, &request, &outcome, args.wait_s.is_some())?;
+        return Ok(Status::RunNoLease);
     };
     if !json {
         eprintln!(
@@ -172,8 +172,8 @@ pub(super) fn run_holding(
         }
     };
     match run {
-        Run::Failed(error) => Err(Failure::io(error)),
-        Run::Lost => std::process::exit(LOST_LEASE_STATUS),
+        Run::Failed(error) => Err(Failure { status: Status::RunFailed, ..Failure::io(error) }),
+        Run::Lost => std::process::exit(Status::RunNoLease as i32),
         Run::Cancelled(signal) => std::process::exit(128 + signal),
         Run::Exited(exit) => {
             use std::os::unix::process::ExitStatusExt;

@@ -210,6 +210,27 @@ pub enum JournalError {
 }
 
 impl JournalError {
+    /// The file the error concerns, when it names one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Self::Fs(error) => Some(error.path()),
+            Self::Damaged { path, .. }
+            | Self::IdentityInUse { path, .. }
+            | Self::CompactRefused { path, .. }
+            | Self::CompactTooLong { path, .. }
+            | Self::Exhausted { path, .. } => Some(path),
+            Self::InvalidRequest(_) | Self::Unavailable { .. } => None,
+        }
+    }
+
+    /// The 1-based line of [`Self::path`] the error concerns, when it names one.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            Self::Damaged { line_number, .. } => Some(*line_number),
+            _ => None,
+        }
+    }
+
     /// The kind of failure: a busy lock, a refused request (an identity in use, a compaction that
     /// would change the journal's meaning), a malformed request or unusable path, damage awaiting
     /// review, or I/O.
@@ -261,6 +282,16 @@ pub struct AcquireRequest {
     /// The process whose exit frees the lease early.
     #[serde(default)]
     pub holder_pid: HolderPid,
+}
+
+impl AcquireRequest {
+    /// The lane of a lease asked for by region with no lane named (the CLI's `acquire --tree`, the
+    /// MCP server's `lease_acquire`): `claim:OWNER:TREE`. It names the owner so that two agents
+    /// sharing a region do not collide on the lane's name (a live lane is held once), and the
+    /// region so that one agent's leases on separate regions do not either.
+    pub fn claim_lane(owner: &str, tree: &[String]) -> String {
+        format!("claim:{owner}:{}", tree.join("+"))
+    }
 }
 
 /// The process a lease's life is tied to. Once it is provably gone (same host, no such process
