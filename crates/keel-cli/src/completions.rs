@@ -3,9 +3,7 @@
 
 use std::io::Write as _;
 
-use clap::CommandFactory;
-
-use crate::{Cli, Failure, Status, Stdout, StdoutError};
+use crate::{Failure, Status, Stdout, StdoutError};
 
 // Plain comment: the `--help` line is the doc comment on `Command::Completions` (see `Command`).
 #[derive(Debug, clap::Args)]
@@ -19,7 +17,7 @@ pub struct CompletionsArgs {
 /// reader gone away drops it quietly (see [`Stdout`]) and any other write error is reported.
 pub fn run(args: &CompletionsArgs) -> Result<Status, Failure> {
     let mut script = Vec::new();
-    clap_complete::generate(args.shell, &mut Cli::command(), "keel", &mut script);
+    clap_complete::generate(args.shell, &mut crate::cli_command(), "keel", &mut script);
     let mut stdout = Stdout(std::io::stdout().lock());
     stdout.write_all(&script).and_then(|()| stdout.flush()).map_err(StdoutError)?;
     Ok(Status::Ok)

@@ -13,7 +13,7 @@ use clap::Subcommand;
 use keel_hook::decide::{self, Rules};
 use keel_hook::install::{Harness, Scope, State};
 use keel_hook::{Agent, Dialect, Event};
-use keel_journal::{LeaseBackend as _, Named, Policy, Workspace};
+use keel_journal::{LeaseBackend as _, Policy, Workspace};
 use serde_json::Value;
 
 use crate::backend::Backend;
@@ -423,8 +423,7 @@ fn scope_name(scope: Scope) -> &'static str {
 fn settings_paths(location: &Location, harness: Harness, scope: Scope) -> Result<(PathBuf, Option<PathBuf>), Failed> {
     let project = match scope {
         Scope::Project => {
-            let named = Named { root: location.root.as_deref(), journal: location.journal.as_deref() };
-            Workspace::locate(named, Path::new(".")).map_err(keel_failed)?.checkout().to_owned()
+            Workspace::locate(location.named(), Path::new(".")).map_err(keel_failed)?.checkout().to_owned()
         }
         Scope::User => PathBuf::new(),
     };

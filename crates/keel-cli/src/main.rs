@@ -30,6 +30,7 @@ mod fs;
 mod hook;
 mod journal;
 mod lease;
+mod location;
 mod lock;
 mod man;
 mod mcp;
@@ -44,69 +45,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 use keel_fs::ErrorKind;
-use keel_journal::{Named, Policy, PolicyError, Workspace, WorkspaceError};
-
-/// Where the workspace and its leases are.
-#[derive(Debug, Clone, clap::Args)]
-struct Location {
-    /// The workspace root [default: $KEEL_ROOT, else the nearest directory above holding .keel/,
-    /// else the top of the git work tree (a linked worktree's main one), else the current one].
-    #[arg(long, global = true, env = "KEEL_ROOT")]
-    root: Option<PathBuf>,
-    /// The lane journal, relative to the root [default: $KEEL_JOURNAL, else the one
-    /// .keel/journal-binding names, else .keel/lane-journal.jsonl].
-    #[arg(long, global = true, env = "KEEL_JOURNAL")]
-    journal: Option<PathBuf>,
-    /// Seconds after its last heartbeat during which a lease granted by this command is never
-    /// reclaimed, even if its holder process is gone; recorded in the lease, so no later
-    /// requester can shorten it [default: 120].
-    #[arg(long, global = true, env = "KEEL_GRACE_S")]
-    grace_s: Option<u64>,
-    /// Where the leases live: the journal file, or etcd for a fleet that spans hosts [default:
-    /// $KEEL_BACKEND, else `kind` in the [backend] table of .keel/policy.toml, else journal].
-    #[arg(long, global = true, env = "KEEL_BACKEND", value_enum)]
-    backend: Option<backend::BackendArg>,
-    /// etcd's client URLs, separated by commas, for the etcd backend [default:
-    /// $KEEL_ETCD_ENDPOINTS, else `endpoints` in the policy's [backend] table].
-    #[arg(long, global = true, env = "KEEL_ETCD_ENDPOINTS", value_delimiter = ',', value_parser = backend::endpoint)]
-    etcd_endpoints: Vec<String>,
-    /// The workspace's key prefix in etcd: the same on every host of the fleet [default:
-    /// $KEEL_ETCD_PREFIX, else `prefix` in the policy's [backend] table; no other default].
-    #[arg(long, global = true, env = "KEEL_ETCD_PREFIX", value_parser = non_blank)]
-    etcd_prefix: Option<String>,
-}
-
-impl Location {
-    /// The workspace, by the one rule every command uses ([`keel_journal::workspace`]). A named
-    /// root must be an existing directory: a mistyped `--root` or `$KEEL_ROOT` would otherwise
-    /// start a workspace of its own, whose leases exclude nobody working in the real one.
-    fn workspace(&self) -> Result<Workspace, Failure> {
-        self.workspace_from(Path::new("."))
-    }
-
-    /// The workspace found from `start` (a hook's event names its agent's directory).
-    fn workspace_from(&self, start: &Path) -> Result<Workspace, Failure> {
-        let named = Named { root: self.root.as_deref(), journal: self.journal.as_deref() };
-        let workspace = Workspace::locate(named, start).map_err(failure)?;
-        tracing::debug!(
-            root = %workspace.root().display(),
-            found_by = ?workspace.found_by(),
-            journal = %workspace.journal().display(),
-            "workspace located"
-        );
-        Ok(workspace)
-    }
-
-    /// The lease service's options: `policy`'s, with `--grace-s` for the leases this command
-    /// grants (never below the policy's floor).
-    fn options_of(&self, policy: &Policy) -> keel_journal::JournalOptions {
-        let mut options = keel_journal::JournalOptions::from_policy(policy);
-        if let Some(grace_s) = self.grace_s {
-            options.expiry.grace_s = grace_s;
-        }
-        options
-    }
-}
+use keel_journal::{PolicyError, WorkspaceError};
+use location::{Location, Root};
 
 /// A library error that says what kind of failure it is, and where.
 pub trait Kinded: Into<anyhow::Error> {
@@ -175,6 +115,13 @@ struct Cli {
     command: Command,
 }
 
+/// keel's command line. The location flags before the subcommand are its own (not global): the
+/// groups that use them take them again after the subcommand, and the others do not list them.
+fn cli_command() -> clap::Command {
+    use clap::CommandFactory as _;
+    Cli::command().mut_args(|arg| arg.global(false))
+}
+
 // `defer`: only the subcommands on the command line are built. Building all of them (every
 // group's arguments, with the global ones copied into each) was most of clap's share of a
 // `keel lease acquire` process: start-up is most of what a short-lived keel process costs.
@@ -184,14 +131,20 @@ struct Cli {
 #[command(defer = true)]
 enum Command {
     /// Read the lane journal: replay, generations, compaction, verification.
-    #[command(subcommand)]
-    Journal(journal::JournalCommand),
+    Journal {
+        #[command(subcommand)]
+        command: journal::JournalCommand,
+        #[command(flatten)]
+        location: Location,
+    },
     /// Take, give back and inspect leases through the lease service (the journal, or etcd).
     Lease {
         #[command(subcommand)]
         command: lease::LeaseCommand,
         #[command(flatten)]
         output: Output,
+        #[command(flatten)]
+        location: Location,
     },
     /// Read and update sections of a JSON lockfile several processes share: each writer changes
     /// only the sections it names, under a sidecar lock.
@@ -215,6 +168,8 @@ enum Command {
         command: store::StoreCommand,
         #[command(flatten)]
         output: Output,
+        #[command(flatten)]
+        root: Root,
     },
     /// Write, delete and rename workspace files through the lease gate (fenced, atomic, logged).
     Fs {
@@ -222,6 +177,8 @@ enum Command {
         command: fs::FsCommand,
         #[command(flatten)]
         output: Output,
+        #[command(flatten)]
+        location: Location,
     },
     /// Show or check the workspace policy (.keel/policy.toml) that every lease obeys.
     Policy {
@@ -229,15 +186,29 @@ enum Command {
         command: policy::PolicyCommand,
         #[command(flatten)]
         output: Output,
+        #[command(flatten)]
+        root: Root,
     },
     /// Agent harness hooks (Claude Code, Codex, Gemini CLI) and git's pre-commit guard.
-    #[command(subcommand)]
-    Hook(hook::HookCommand),
+    Hook {
+        #[command(subcommand)]
+        command: hook::HookCommand,
+        #[command(flatten)]
+        location: Location,
+    },
     /// Serve MCP on stdin and stdout for one agent session (its harness starts it): leases,
     /// edit checks, gated writes and the fleet's record as tools.
-    Mcp,
+    Mcp {
+        #[command(flatten)]
+        location: Location,
+    },
     /// Decide lease requests read as JSON lines on stdin, one decision per line on stdout.
-    Arbitrate(arbitrate::ArbitrateArgs),
+    Arbitrate {
+        #[command(flatten)]
+        args: arbitrate::ArbitrateArgs,
+        #[command(flatten)]
+        location: Location,
+    },
     /// A short walk-through of agents asking for regions, in a temporary directory.
     Demo,
     /// Print the shell completion script for bash, zsh, fish, PowerShell or elvish.
@@ -416,42 +387,64 @@ fn describe(error: &anyhow::Error) -> String {
 }
 
 fn dispatch(cli: &Cli) -> Result<Status, Failure> {
-    let location = &cli.location;
+    let outer = &cli.location;
     match &cli.command {
-        Command::Journal(command) => {
+        Command::Journal { command, location } => {
+            let location = location.under(outer)?;
             let workspace = location.workspace()?;
             let options = location.journal_only(&workspace, &format!("keel journal {}", command.name()))?;
             journal::run(command, &workspace, &options)
         }
-        Command::Lease { command: lease::LeaseCommand::Migrate { .. }, output } => {
+        Command::Lease { command: lease::LeaseCommand::Migrate { .. }, output, location } => {
+            let location = location.under(outer)?;
             let workspace = location.workspace()?;
             let policy = backend::policy(&workspace)?;
             let target = Location { backend: Some(backend::BackendArg::Etcd), ..location.clone() };
             let options = location.options_of(&policy);
             lease::migrate(&workspace, &target.choice(&workspace, &policy)?, options, output)
         }
-        Command::Lease { command: command @ lease::LeaseCommand::Run { .. }, output } => {
+        Command::Lease { command: command @ lease::LeaseCommand::Run { .. }, output, location } => {
             let run = || {
+                let location = location.under(outer)?;
                 let workspace = location.workspace()?;
                 let (backend, choice) = location.backend(&workspace)?;
                 lease::run(command, &workspace, &backend, &choice, output)
             };
             run().map_err(|failure| Failure { status: Status::RunFailed, ..failure })
         }
-        Command::Lease { command, output } => {
+        Command::Lease { command, output, location } => {
+            let location = location.under(outer)?;
             let workspace = location.workspace()?;
             let (backend, choice) = location.backend(&workspace)?;
             lease::run(command, &workspace, &backend, &choice, output)
         }
-        Command::Policy { command, output } => policy::run(command, &location.workspace()?, output.json),
-        Command::Lock { command, output } => lock::run(command, output.json),
-        Command::Config { command, output } => config::run(command, output.json),
-        Command::Store { command, output } => store::run(command, location.workspace()?.root(), output.json),
-        Command::Fs { command, output } => fs::run(command, location, &location.workspace()?, output.json),
-        Command::Arbitrate(args) => arbitrate::run(args, location),
-        Command::Hook(command) => Ok(hook::run(command, location)),
-        Command::Mcp => mcp::run(location),
-        Command::Demo => demo::run(),
+        Command::Policy { command, output, root } => {
+            outer.unused_by("policy", true)?;
+            policy::run(command, &root.under(outer)?.workspace()?, output.json)
+        }
+        Command::Lock { command, output } => {
+            outer.unused_by("lock", false)?;
+            lock::run(command, output.json)
+        }
+        Command::Config { command, output } => {
+            outer.unused_by("config", false)?;
+            config::run(command, output.json)
+        }
+        Command::Store { command, output, root } => {
+            outer.unused_by("store", true)?;
+            store::run(command, root.under(outer)?.workspace()?.root(), output.json)
+        }
+        Command::Fs { command, output, location } => {
+            let location = location.under(outer)?;
+            fs::run(command, &location, &location.workspace()?, output.json)
+        }
+        Command::Arbitrate { args, location } => arbitrate::run(args, &location.under(outer)?),
+        Command::Hook { command, location } => Ok(hook::run(command, &location.under(outer)?)),
+        Command::Mcp { location } => mcp::run(&location.under(outer)?),
+        Command::Demo => {
+            outer.unused_by("demo", false)?;
+            demo::run()
+        }
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
     }
@@ -501,7 +494,11 @@ fn main() -> ExitCode {
     diagnostics::init();
     tracing::debug!(arguments = ?&arguments[1..], "keel starts");
     let (json, runs_command) = (wants_json(&arguments), runs_a_command(&arguments));
-    let status = match Cli::try_parse_from(arguments).map_err(|error| usage_error(&error, json, runs_command)) {
+    let parsed = cli_command().try_get_matches_from(arguments).and_then(|matches| {
+        use clap::FromArgMatches as _;
+        Cli::from_arg_matches(&matches)
+    });
+    let status = match parsed.map_err(|error| usage_error(&error, json, runs_command)) {
         Ok(cli) => dispatch(&cli),
         Err(early) => early,
     };
@@ -520,13 +517,11 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
-    use super::Cli;
+    use super::cli_command;
 
     #[test]
     fn the_cli_definition_is_consistent() {
-        Cli::command().debug_assert();
+        cli_command().debug_assert();
     }
 
     /// Every subcommand's `--help` line, whole tree. With deferred subcommands a doc comment on a
@@ -541,7 +536,7 @@ mod tests {
                 walk(sub, &path, lines);
             }
         }
-        let mut cli = Cli::command();
+        let mut cli = cli_command();
         cli.build();
         let mut lines = Vec::new();
         walk(&cli, "keel", &mut lines);
@@ -564,7 +559,7 @@ mod tests {
                 walk(sub, &format!("{path} {}", sub.get_name()), found);
             }
         }
-        let mut cli = Cli::command();
+        let mut cli = cli_command();
         cli.build();
         let mut found = Vec::new();
         walk(&cli, "keel", &mut found);
@@ -585,7 +580,7 @@ mod tests {
                 walk(sub, &format!("{path} {}", sub.get_name()), bare);
             }
         }
-        let mut cli = Cli::command();
+        let mut cli = cli_command();
         cli.build();
         let mut bare = Vec::new();
         walk(&cli, "keel", &mut bare);

@@ -6,9 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use clap::CommandFactory;
 
-use crate::{Cli, Failure, Status};
+use crate::{Failure, Status};
 
 // Plain comment: the `--help` line is the doc comment on `Command::Man` (see `Command`).
 #[derive(Debug, clap::Args)]
@@ -32,7 +31,7 @@ pub fn run(args: &ManArgs) -> Result<Status, Failure> {
 pub fn write_pages(out_dir: &Path) -> Result<Vec<PathBuf>, Failure> {
     keel_fs::create_dir_all(out_dir).map_err(Failure::io)?;
     // `help` is a subcommand only for parsing; every page already documents `--help`.
-    let mut cli = Cli::command().disable_help_subcommand(true);
+    let mut cli = crate::cli_command().disable_help_subcommand(true);
     // Resolves the deferred subcommands and gives each its display name (`keel-lease-acquire`).
     cli.build();
     let mut written = Vec::new();
@@ -59,10 +58,7 @@ fn write_tree(command: &clap::Command, out_dir: &Path, written: &mut Vec<PathBuf
 mod tests {
     use std::process::Command;
 
-    use clap::CommandFactory;
-
     use super::write_pages;
-    use crate::Cli;
 
     /// Every command path that is not hidden, as its page's name: `keel`, `keel-lease`,
     /// `keel-lease-acquire`, ...
@@ -91,7 +87,7 @@ mod tests {
     fn every_visible_subcommand_gets_a_page_that_renders_with_its_about_line() {
         let dir = tempfile::tempdir().expect("temp dir");
         let written = write_pages(dir.path()).expect("pages written");
-        let mut cli = Cli::command();
+        let mut cli = crate::cli_command();
         cli.build();
         let mut commands = Vec::new();
         visible_commands(&cli, "keel", &mut commands);

@@ -148,3 +148,58 @@ fn lease_run_tells_its_own_failures_apart_from_the_commands_status() {
     assert_eq!(code(&run_as("a", "three", &["true"])), 125);
     assert_eq!(code(&keel(dir.path(), &["lease", "run", "--owner", "a", "--no-such-flag", "--", "true"])), 125);
 }
+
+#[test]
+fn store_lock_and_config_list_no_lease_flags_and_lease_commands_still_do() {
+    let dir = tempfile::tempdir().expect("workspace");
+    let lease_only = ["--journal", "--grace-s", "--backend", "--etcd-endpoints", "--etcd-prefix"];
+    for group in [&["store"][..], &["store", "events"], &["lock"], &["lock", "get"], &["config"], &["config", "set"]] {
+        let mut args = group.to_vec();
+        args.push("--help");
+        let help = stdout(&keel(dir.path(), &args));
+        for flag in lease_only {
+            assert!(!help.contains(flag), "`keel {}` lists {flag}:\n{help}", group.join(" "));
+        }
+        assert_eq!(help.contains("--root"), group[0] == "store", "`keel {}`:\n{help}", group.join(" "));
+    }
+    for group in [&["lease", "acquire"][..], &["journal", "verify"], &["fs", "write"]] {
+        let mut args = group.to_vec();
+        args.push("--help");
+        let help = stdout(&keel(dir.path(), &args));
+        for flag in ["--root", "--journal", "--grace-s", "--backend"] {
+            assert!(help.contains(flag), "`keel {}` lacks {flag}:\n{help}", group.join(" "));
+        }
+    }
+}
+
+#[test]
+fn a_root_set_in_the_environment_is_not_shown_as_a_required_flag_in_the_usage_line() {
+    let dir = tempfile::tempdir().expect("workspace");
+    let root = dir.path().display().to_string();
+    for args in [&["lease", "acquire"][..], &["store", "events"]] {
+        let out = run(dir.path(), args, &[("KEEL_ROOT", &root)], "");
+        assert_eq!(code(&out), 2);
+        let usage = stderr(&out).lines().find(|l| l.starts_with("Usage:")).map(str::to_owned);
+        assert!(usage.as_deref().is_some_and(|u| !u.contains("--root")), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn location_flags_work_before_and_after_the_subcommand_and_outrank_the_environment() {
+    let named = tempfile::tempdir().expect("named root");
+    let other = tempfile::tempdir().expect("the environment's root");
+    let (named_text, other_text) = (named.path().display().to_string(), other.path().display().to_string());
+    let env = [("KEEL_ROOT", other_text.as_str())];
+    let before = run(other.path(), &["--root", &named_text, "lease", "live", "--json"], &env, "");
+    let after = run(other.path(), &["lease", "live", "--json", "--root", &named_text], &env, "");
+    for out in [&before, &after] {
+        assert_eq!(code(out), 0, "{}", stderr(out));
+        assert_eq!(json(out)["root"], named_text);
+    }
+    let from_env = run(named.path(), &["lease", "live", "--json"], &env, "");
+    assert_eq!(json(&from_env)["root"], other_text);
+    // A value the environment gives is checked as the flag's would be, and the variable named.
+    let bad = run(named.path(), &["lease", "live"], &[("KEEL_GRACE_S", "soon")], "");
+    assert_eq!(code(&bad), 2);
+    assert!(stderr(&bad).contains("KEEL_GRACE_S"), "{}", stderr(&bad));
+}
