@@ -1,5 +1,8 @@
 //! `keel journal ...`: views and maintenance of the lane journal file (refused in a workspace
-//! whose leases live in etcd: see [`crate::Location::journal_only`]).
+//! whose leases live in etcd: see [`crate::Location::journal_only`]). Reading a large journal
+//! shows a progress bar at a terminal ([`progress`]).
+
+mod progress;
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -15,6 +18,7 @@ use keel_kernel::line::{LineClass, LineDecoder};
 use serde_json::{Value, json};
 
 use crate::{Failure, Status, Stdout, StdoutError};
+use progress::Bar;
 
 #[derive(Debug, Subcommand)]
 #[command(defer = true)]
@@ -88,14 +92,16 @@ pub fn replay_file(path: &Path) -> Result<Replayed, Failure> {
 }
 
 /// Reads the workspace's journal: a missing one reads as empty unless it is expected to exist
-/// (named by the command, or bound), as `keel lease live` sees it.
-fn read_journal(workspace: &Workspace) -> Result<keel_journal::ReadOutcome, Failure> {
+/// (named by the command, or bound), as `keel lease live` sees it. `bar` shows how far it got.
+fn read_journal(workspace: &Workspace, mut bar: Bar) -> Result<keel_journal::ReadOutcome, Failure> {
     let path = workspace.journal();
+    let progress = &mut |progress| bar.update(progress);
     let read = if workspace.journal_expected() {
-        keel_journal::replay_path(path)
+        keel_journal::read::replay_path_observed(path, progress)
     } else {
-        keel_journal::replay_path_or_empty(path)
+        keel_journal::read::replay_path_or_empty_observed(path, progress)
     };
+    bar.done();
     read.map_err(Failure::io)
 }
 
@@ -128,19 +134,23 @@ pub fn run(
     let mut out = io::BufWriter::new(Stdout(stdout.lock()));
     let status = match command {
         JournalCommand::Replay => {
-            let state = read_journal(workspace)?.replayed.state;
+            // Its output is JSON whatever the flags; a person at a terminal still likes the bar.
+            let state = read_journal(workspace, Bar::new("replaying", false))?.replayed.state;
             let live: Vec<&keel_kernel::Object> = state.live().collect();
             print_line(&mut out, &to_line(&live))?;
             Status::Ok
         }
         JournalCommand::Generations => {
-            let state = read_journal(workspace)?.replayed.state;
+            let state = read_journal(workspace, Bar::new("replaying", false))?.replayed.state;
             print_line(&mut out, &to_line(&state.generations()))?;
             Status::Ok
         }
         JournalCommand::Compact { dry_run: false, json } => {
             let journal = keel_journal::Journal::open(path, options.clone());
-            let compaction = journal.compact().map_err(crate::failure)?;
+            let mut bar = Bar::new("compacting", *json);
+            let compaction = journal.compact_observed(&mut |progress| bar.update(progress));
+            bar.done();
+            let compaction = compaction.map_err(crate::failure)?;
             if *json {
                 print_line(&mut out, &to_line(&compaction))?;
             } else {
@@ -248,7 +258,9 @@ pub fn run(
             tail(&mut out, path, *count)?;
             Status::Ok
         }
-        JournalCommand::Verify { json } => verify(&mut out, path, &read_journal(workspace)?, *json)?,
+        JournalCommand::Verify { json } => {
+            verify(&mut out, path, &read_journal(workspace, Bar::new("verifying", *json))?, *json)?
+        }
     };
     out.flush().map_err(StdoutError)?;
     Ok(status)
@@ -338,14 +350,15 @@ fn verify(
                 ));
             }
         }
-        if let Some(torn) = &report.torn_tail {
-            let what = if torn.terminated {
-                "a whole line that does not parse: replay ignores it, but `keel lease` grants nothing \
-                 until `keel journal review --accept`"
-            } else {
-                "an unacknowledged write cut short; it did not happen"
-            };
-            lines.push(format!("torn tail: line {}: {} ({what})", torn.line_number, Value::from(torn.raw.clone())));
+        // Not damage: a torn tail's line is listed under its kind, with what it means.
+        for note in &report.notes {
+            lines.push(format!(
+                "{}: line {}: {} ({})",
+                note.kind.label(),
+                note.line_number,
+                Value::from(note.raw.clone()),
+                note.meaning
+            ));
         }
         if let Some(reason) = &report.compaction_refused {
             lines.push(format!("compaction would be refused: {reason}"));

@@ -10,6 +10,7 @@ mod docs_and_diagnostics;
 mod etcd_cli;
 mod fs_cli;
 mod hook;
+mod journal_cli;
 mod lock_cli;
 mod mcp;
 mod no_wedges;

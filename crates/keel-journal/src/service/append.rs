@@ -3,7 +3,7 @@
 
 use super::{
     Appender, BadLine, Cache, Excuse, Folded, FsError, Journal, JournalError, Object, Path, Read, RepairsBegun,
-    Stopped, Storage, StorageRead, TORN_BYTES_MAX, Value, now_ts, quote, review_record, to_line, write_atomic_with,
+    Stopped, Storage, StorageRead, TORN_BYTES_MAX, Value, now_ts, quote, to_line, write_atomic_with,
 };
 
 impl<S: Storage + Clone> Journal<S> {
@@ -50,14 +50,8 @@ impl<S: Storage + Clone> Journal<S> {
             excuses.push(fragment.clone());
         }
         if !excuses.is_empty() {
-            records.insert(
-                0,
-                review_record(
-                    &excuses,
-                    "torn tail: an unterminated fragment a crashed writer left, never acknowledged",
-                    &self.writer_name(),
-                ),
-            );
+            // Marked as torn tails, so verify notes these lines instead of calling them damage.
+            records.insert(0, keel_kernel::replay::torn_tail_review(&excuses, &self.writer_name()));
         }
         let (dev, ino) = (folded.dev, folded.ino);
         let seq = folded.state.next_seq();

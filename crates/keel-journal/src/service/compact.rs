@@ -41,6 +41,22 @@ impl<S: Storage + Clone> Journal<S> {
         self.locked(Self::compact_locked)
     }
 
+    /// [`compact`](Self::compact), telling `progress` how much of the journal has been read.
+    ///
+    /// Reading is what takes long, so the journal is folded first without the lock, as a read
+    /// is, while `progress` hears of it; under the lock the fold then continues from that state
+    /// past whatever was appended meanwhile (or starts over if the file was replaced).
+    pub fn compact_observed(
+        &self,
+        progress: &mut dyn FnMut(crate::read::Progress),
+    ) -> Result<Compaction, JournalError> {
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.fold_observed(&mut cache, progress)?;
+        }
+        self.compact()
+    }
+
     /// The records [`compact`](Self::compact) would write now, writing nothing (for a dry run):
     /// the same plan, so what is shown is what is written, but for the checkpoint's `ts`.
     pub fn compaction_plan(&self) -> Result<Vec<Object>, JournalError> {
@@ -116,5 +132,37 @@ impl<S: Storage + Clone> Journal<S> {
         }
         let _ = self.write_head(cache);
         Ok(compaction)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use crate::read::{PROGRESS_EVERY_BYTES, Progress};
+    use crate::{Journal, JournalOptions};
+
+    #[test]
+    fn progress_of_a_compaction_rises_to_the_journals_length() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("journal.jsonl");
+        let mut journal = Vec::new();
+        for i in 0u64.. {
+            if journal.len() as u64 > 4 * PROGRESS_EVERY_BYTES {
+                break;
+            }
+            writeln!(journal, "{{\"op\": \"ACQUIRE\", \"loop_ts\": \"{i}\", \"lane\": \"l\", \"seq\": {i}, \"lease\": {{\"lane\": \"l\", \"loop_ts\": \"{i}\"}}}}")
+                .expect("in-memory write");
+        }
+        std::fs::write(&path, &journal).expect("write journal");
+        let mut reports: Vec<Progress> = Vec::new();
+        let compaction = Journal::open(&path, JournalOptions::default())
+            .compact_observed(&mut |p| reports.push(p))
+            .expect("compact");
+        let total_bytes = journal.len() as u64;
+        assert_eq!(compaction.bytes_before, total_bytes);
+        assert!(reports.len() >= 3, "reports on the way: {reports:?}");
+        assert!(reports.windows(2).all(|w| w[0].done_bytes < w[1].done_bytes), "monotone: {reports:?}");
+        assert_eq!(reports.last(), Some(&Progress { done_bytes: total_bytes, total_bytes }));
     }
 }

@@ -100,6 +100,15 @@ impl<S: Storage + Clone> Journal<S> {
 
     /// Brings `cache.folded` to the end of the journal, from the cache, the head, or the start.
     pub(super) fn fold(&self, cache: &mut Cache<S>) -> Result<(), JournalError> {
+        self.fold_observed(cache, &mut |_| {})
+    }
+
+    /// [`fold`](Self::fold), telling `progress` how far into the journal it has read.
+    pub(super) fn fold_observed(
+        &self,
+        cache: &mut Cache<S>,
+        progress: &mut dyn FnMut(crate::read::Progress),
+    ) -> Result<(), JournalError> {
         let Some(stat) = self.stat()? else {
             cache.folded = Some(Folded {
                 state: LiveState::new(),
@@ -137,8 +146,10 @@ impl<S: Storage + Clone> Journal<S> {
         let mut lines_reader =
             LineReader::new(reader, &self.path, offset).with_expected_bytes(stat.len.saturating_sub(offset));
         let (mut safe_offset, mut safe_lines, mut terminated) = (offset, lines, true);
+        let mut reporter = crate::read::Reporter::new(progress, stat.len);
         while let Some(pushed) = crate::read::push_next(&mut lines_reader, &mut replay)? {
             terminated = pushed.whole;
+            reporter.at(pushed.end);
             // The cache resumes where the state ends: after this line, or at its start while it
             // is held back (an unreadable last line may yet prove a torn write). Everything
             // before a held line is in the state, so resuming before it would fold it twice.
@@ -148,6 +159,7 @@ impl<S: Storage + Clone> Journal<S> {
             };
         }
         let end_offset = lines_reader.offset();
+        reporter.finish(end_offset);
         drop(lines_reader);
         cache.reader = Some((file, stat.dev, stat.ino));
         let tail = replay.pending().cloned().map(|bad| (bad, !terminated));

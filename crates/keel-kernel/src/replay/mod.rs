@@ -25,7 +25,7 @@ mod review;
 
 pub use compact::{CompactError, GENERATION_WATERMARK, StateSnapshot};
 pub use parse::ParsedChunk;
-pub use review::{Excuse, GENERATION_FLOOR, REVIEW_OP, review_record};
+pub use review::{Excuse, GENERATION_FLOOR, REVIEW_OP, TORN_TAIL, TORN_TAIL_SENTINEL, review_record, torn_tail_review};
 
 use live_set::{Body, IdRef, Key, LiveSet};
 use parse::{FastEffect, FastRecord, Parsed, parse_stripped};
@@ -164,16 +164,7 @@ impl LiveState {
             }
             "CHECKPOINT" => self.checkpoint(record, checkpoint_leases),
             CORRUPT_OP => self.corrupt.push(record.clone()),
-            REVIEW_OP => {
-                if let Some(Value::Array(excuses)) = record.get("excuses") {
-                    self.excused.extend(excuses.iter().filter_map(Excuse::from_json));
-                }
-                // A review that accepts damage raises the counter past every token the damaged
-                // lines could have issued, so none is issued again.
-                if let Some(floor) = record.get(GENERATION_FLOOR).and_then(Value::as_u64) {
-                    self.counter = self.counter.max(floor);
-                }
-            }
+            REVIEW_OP => self.apply_review(record),
             _ => {}
         }
     }

@@ -35,6 +35,19 @@ impl Excuse {
     }
 }
 
+/// The member of a `REVIEW` whose value `true` says every line it excuses was a torn tail: the
+/// unterminated fragment a crashed writer left (never acknowledged), which the writer that found
+/// it terminated and excused. Such a line never happened, so `keel journal verify` notes it
+/// instead of calling it damage; an operator's review of a whole bad line carries no such member.
+pub const TORN_TAIL: &str = "torn_tail";
+
+/// The member a corrupt sentinel gains (`true`) once a torn-tail `REVIEW` names it. It lives on
+/// the sentinel, so compaction (which carries sentinels through) and the head snapshot keep it.
+pub const TORN_TAIL_SENTINEL: &str = "_torn_tail";
+
+/// The reason of a torn-tail `REVIEW`: also how one written before [`TORN_TAIL`] existed is known.
+const TORN_TAIL_REASON: &str = "torn tail: an unterminated fragment a crashed writer left, never acknowledged";
+
 /// The member of a `REVIEW` that raises the generation counter to at least its value: an operator
 /// who accepts damage accepts that each damaged line may have been a grant whose token was handed
 /// out, so the next grant's token is above all of them.
@@ -50,7 +63,66 @@ pub fn review_record(excuses: &[Excuse], reason: &str, by: &str) -> Object {
     record
 }
 
+/// The `REVIEW` a writer appends after terminating torn tails (a crashed writer's fragments),
+/// excusing them as such ([`TORN_TAIL`]).
+pub fn torn_tail_review(excuses: &[Excuse], by: &str) -> Object {
+    let mut record = review_record(excuses, TORN_TAIL_REASON, by);
+    record.insert(TORN_TAIL.to_owned(), Value::Bool(true));
+    record
+}
+
+/// Whether a `REVIEW` excuses torn tails: it says so, or it is one a keel writer appended with
+/// the same reason before it said so.
+fn excuses_torn_tails(review: &Object) -> bool {
+    review.get(TORN_TAIL) == Some(&Value::Bool(true))
+        || review.get("reason").and_then(Value::as_str) == Some(TORN_TAIL_REASON)
+}
+
 impl LiveState {
+    /// Folds a `REVIEW`: its excuses, the torn tails among the sentinels it names, and the
+    /// generation floor of an accepted review.
+    pub(super) fn apply_review(&mut self, record: &Object) {
+        if let Some(Value::Array(excuses)) = record.get("excuses") {
+            let excuses: Vec<Excuse> = excuses.iter().filter_map(Excuse::from_json).collect();
+            if excuses_torn_tails(record) {
+                self.mark_torn_tails(&excuses);
+            }
+            self.excused.extend(excuses);
+        }
+        // A review that accepts damage raises the counter past every token the damaged lines
+        // could have issued, so none is issued again.
+        if let Some(floor) = record.get(GENERATION_FLOOR).and_then(Value::as_u64) {
+            self.counter = self.counter.max(floor);
+        }
+    }
+
+    /// Marks the sentinels `excuses` name as torn tails. A repair follows the fragment it excuses
+    /// closely, so the search runs from the newest sentinel, and hashes only a sentinel whose line
+    /// number matches.
+    fn mark_torn_tails(&mut self, excuses: &[Excuse]) {
+        let mut left = excuses.len();
+        for sentinel in self.corrupt.iter_mut().rev() {
+            if left == 0 {
+                break;
+            }
+            let line = sentinel.get("_line").and_then(Value::as_u64);
+            if !excuses.iter().any(|e| Some(e.line) == line) {
+                continue;
+            }
+            if Excuse::of_sentinel(sentinel).is_some_and(|e| excuses.contains(&e)) {
+                sentinel.insert(TORN_TAIL_SENTINEL.to_owned(), Value::Bool(true));
+                left -= 1;
+            }
+        }
+    }
+
+    /// Whether this corrupt sentinel is a torn tail that a writer's repair excused: a fragment a
+    /// crashed writer left, never acknowledged, so never damage. A sentinel that merely carries
+    /// the mark is not one unless a `REVIEW` in this journal also excuses it.
+    pub fn is_excused_torn_tail(&self, sentinel: &Object) -> bool {
+        sentinel.get(TORN_TAIL_SENTINEL) == Some(&Value::Bool(true)) && self.is_excused(sentinel)
+    }
+
     /// Corrupt sentinels no `REVIEW` record has excused: damage that must stop new grants, since a
     /// corrupted `ACQUIRE` would otherwise silently free a region.
     pub fn damage(&self) -> Vec<&Object> {

@@ -229,3 +229,34 @@ fn compact_of_an_empty_journal_is_empty() {
     assert!(replay_bytes(b"").state.compact().is_empty());
     assert!(replay_bytes(b"[1]\n\"s\"\n").state.compact().is_empty());
 }
+
+#[test]
+fn a_torn_tail_review_marks_its_lines_as_torn_tails_and_an_operators_review_does_not() {
+    let journal = b"{\"op\": \"HALT\"}\nbroken one\n{\"op\": \"HALT\"}\nbroken two\n{\"op\": \"HALT\"}\n";
+    let mut state = replay_bytes(journal).state;
+    let excuse = |state: &LiveState, i: usize| Excuse::of_sentinel(&state.corrupt()[i]).expect("line and raw");
+    let (first, second) = (excuse(&state, 0), excuse(&state, 1));
+    state.apply(&review_record(std::slice::from_ref(&first), "reviewed by an operator", "ops"));
+    state.apply(&torn_tail_review(std::slice::from_ref(&second), "writer"));
+    assert!(state.damage().is_empty(), "both are excused");
+    let torn: Vec<bool> = state.corrupt().iter().map(|s| state.is_excused_torn_tail(s)).collect();
+    assert_eq!(torn, [false, true]);
+    // Compaction carries the sentinels, mark included; the mark alone excuses nothing.
+    let compacted = replay_records(&state.compact());
+    let marked: Vec<bool> = compacted.corrupt().iter().map(|s| s.get(TORN_TAIL_SENTINEL).is_some()).collect();
+    assert_eq!(marked, [false, true]);
+    assert!(!compacted.is_excused_torn_tail(&compacted.corrupt()[1]), "not excused in the compacted records");
+    let mut carried = compacted.clone();
+    carried.apply(&review_record(&[first, second], "carried forward by compaction", "writer"));
+    let torn: Vec<bool> = carried.corrupt().iter().map(|s| carried.is_excused_torn_tail(s)).collect();
+    assert_eq!(torn, [false, true], "the carried excuse and the mark make it a torn tail again");
+}
+
+#[test]
+fn a_torn_tail_review_written_before_the_member_existed_is_known_by_its_reason() {
+    let mut state = replay_bytes(b"{\"op\": \"HALT\"}\n{\"op\": \"ACQ\n{\"op\": \"HALT\"}\n").state;
+    let fragment = Excuse::of_sentinel(&state.corrupt()[0]).expect("line and raw");
+    let reason = "torn tail: an unterminated fragment a crashed writer left, never acknowledged";
+    state.apply(&review_record(&[fragment], reason, "keel pid 1 on h"));
+    assert!(state.is_excused_torn_tail(&state.corrupt()[0]));
+}
