@@ -14,7 +14,8 @@
 //!   fdatasync, release. A grant is acknowledged only once its record is durable.
 //! - Cost is independent of history: the fold resumes from an in-process cache or a validated
 //!   head snapshot, and the journal is compacted in place once it passes a size threshold.
-//! - [`read`] replays a whole journal file fast, parsing on every core.
+//! - [`read`] replays a whole journal file fast, parsing on every core; [`follow`] reads only
+//!   what was appended since the last look, for a live view of the fleet.
 //!
 //! # Example
 //! ```
@@ -33,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod follow;
 pub mod granting;
 pub mod holding;
 pub mod policy;
