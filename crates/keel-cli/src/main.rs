@@ -36,6 +36,7 @@ mod man;
 mod mcp;
 mod policy;
 mod store;
+mod top;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -199,6 +200,13 @@ enum Command {
     /// Serve MCP on stdin and stdout for one agent session (its harness starts it): leases,
     /// edit checks, gated writes and the fleet's record as tools.
     Mcp {
+        #[command(flatten)]
+        location: Location,
+    },
+    /// A live view of the fleet: leases and their verdicts, refusals, grants per minute, damage.
+    Top {
+        #[command(flatten)]
+        args: top::TopArgs,
         #[command(flatten)]
         location: Location,
     },
@@ -437,6 +445,12 @@ fn dispatch(cli: &Cli) -> Result<Status, Failure> {
         Command::Fs { command, output, location } => {
             let location = location.under(outer)?;
             fs::run(command, &location, &location.workspace()?, output.json)
+        }
+        Command::Top { args, location } => {
+            let location = location.under(outer)?;
+            let workspace = location.workspace()?;
+            let options = location.journal_only(&workspace, "keel top")?;
+            top::run(args, &workspace, options)
         }
         Command::Arbitrate { args, location } => arbitrate::run(args, &location.under(outer)?),
         Command::Hook { command, location } => Ok(hook::run(command, &location.under(outer)?)),

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use keel_fs::seam::{FileStat, read_range};
 use keel_fs::{FsError, OsStorage, Storage};
 use keel_kernel::Object;
-use keel_kernel::expiry::{Verdict, grace_s, parse_utc};
+use keel_kernel::expiry::{Verdict, format_utc, grace_s, parse_utc};
 use keel_kernel::record::COUNTER_MAX;
 use serde_json::Value;
 
@@ -253,6 +253,11 @@ fn blocker_in(reason: &str) -> Option<String> {
 /// A journal timestamp (RFC 3339) as seconds since the Unix epoch, as expiry reads it.
 pub fn stamp_unix_s(text: &str) -> Option<i64> {
     parse_utc(text)
+}
+
+/// Seconds since the Unix epoch as a journal timestamp (`YYYY-MM-DDTHH:MM:SSZ`).
+pub fn stamp(unix_s: i64) -> String {
+    format_utc(unix_s)
 }
 
 /// What a live lease's expiry verdict means to the person watching the fleet.
