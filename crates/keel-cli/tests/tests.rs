@@ -18,4 +18,5 @@ mod output_and_status;
 mod policy;
 mod readonly_cli;
 mod store_cli;
+mod top;
 mod two_holders;
