@@ -198,8 +198,8 @@ fn live(
     let (wake, woken) = sync_channel(1);
     let watcher = watch(source.path(), wake);
     context.following = match &watcher {
-        Ok(_) => format!("following the journal by file events, redrawn every {} ms", args.interval_ms),
-        Err(why) => format!("polling the journal every {} ms ({why})", args.interval_ms),
+        Ok(_) => format!("q quit · following the journal by file events, redrawn every {} ms", args.interval_ms),
+        Err(why) => format!("q quit · polling the journal every {} ms ({why})", args.interval_ms),
     };
     let terminal_failed = |e: io::Error| Failure::io(anyhow!("drawing on the terminal: {e}"));
     let mut screen = Screen::enter()?;

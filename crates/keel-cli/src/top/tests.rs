@@ -88,7 +88,7 @@ fn context() -> Context {
     Context {
         workspace: "/work/fleet".to_owned(),
         journal: ".keel/lane-journal.jsonl".to_owned(),
-        following: "following the journal by file events, redrawn every 500 ms".to_owned(),
+        following: "q quit · following the journal by file events, redrawn every 500 ms".to_owned(),
         problem: None,
     }
 }
@@ -192,4 +192,19 @@ fn a_one_shot_frame_is_plain_text_as_tall_as_the_fleet() {
         assert!(lines.iter().any(|l| l.starts_with(&format!("│{holder}"))), "{holder} in\n{}", lines.join("\n"));
     }
     assert!(lines.iter().all(|l| l.len() == l.trim_end().len()), "no trailing blanks");
+}
+
+#[test]
+fn a_journal_whose_directory_does_not_exist_yet_is_polled_and_says_why() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (wake, _woken) = std::sync::mpsc::sync_channel(1);
+    let missing = dir.path().join("missing").join("lane-journal.jsonl");
+    let why = super::watch(&missing, wake).expect_err("nothing to watch");
+    assert!(why.contains("missing"), "{why}");
+    let (wake, woken) = std::sync::mpsc::sync_channel(1);
+    let path = dir.path().join("lane-journal.jsonl");
+    let _watcher = super::watch(&path, wake).expect("the directory exists");
+    std::fs::write(&path, "{}\n").expect("write");
+    let woke = woken.recv_timeout(std::time::Duration::from_secs(10));
+    assert!(woke.is_ok(), "a write to the journal wakes the loop");
 }

@@ -22,7 +22,7 @@ pub struct Context {
     pub workspace: String,
     /// The journal followed.
     pub journal: String,
-    /// How the journal is followed (file events, or polling and why).
+    /// How the journal is followed (file events, or polling and why), and how to quit.
     pub following: String,
     /// The last refresh's failure, if it failed; the view keeps showing what it had.
     pub problem: Option<String>,
@@ -216,7 +216,7 @@ fn refusal_row(refusal: &Refusal, now_unix_s: i64) -> Row<'static> {
 }
 
 fn footer_line(model: &Model, context: &Context) -> Paragraph<'static> {
-    let mut text = format!("q quit · {} · {} records read", context.following, model.records_read());
+    let mut text = format!("{} · {} records read", context.following, model.records_read());
     if model.restarts() > 0 {
         let _ = write!(text, " · journal replaced {} times (compaction)", model.restarts());
     }
