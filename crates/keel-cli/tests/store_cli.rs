@@ -275,45 +275,6 @@ fn one_damaged_event_line_is_reported_pages_around_it_read_and_appends_wait_for_
     assert_eq!(event["id"], 9, "the damaged line keeps its id");
 }
 
-/// The `keel store` lines of the README's "The runtime store" section, in order.
-fn readme_store_walk_through() -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).expect("README");
-    let section = readme.split("\n## The runtime store\n").nth(1).expect("the section").split("\n## ").next();
-    let block = section.expect("its text").split("```sh\n").nth(1).expect("a sh block").split("```").next();
-    let lines: Vec<String> =
-        block.expect("closed").lines().filter(|line| line.contains("keel store")).map(str::to_owned).collect();
-    assert!(lines.len() >= 8, "the walk-through: {lines:?}");
-    lines
-}
-
-/// The README's walk-through failed when run in order: `keel store events --runtime r1 --from
-/// 101` exited 2 ("101 is past the end of the log"). Each line is run by `sh`, as a reader
-/// would paste it, with this build's `keel` first on the PATH.
-#[test]
-fn the_readme_store_walk_through_runs_in_order_and_exits_0_at_every_step() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let root = dir.path();
-    let bin = Path::new(env!("CARGO_BIN_EXE_keel")).parent().expect("the binary's directory");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    for line in readme_store_walk_through() {
-        let output = Command::new("sh")
-            .args(["-c", &line])
-            .current_dir(root)
-            .env("PATH", &path)
-            .env("KEEL_ROOT", root)
-            .env_remove("KEEL_JOURNAL")
-            .output()
-            .expect("sh runs");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(0), "{line}: {stderr}");
-        if line.contains("--from 101") {
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            assert!(stdout.contains("end of log (next event id 3)"), "an empty last page at the real end: {stdout}");
-        }
-    }
-}
-
 /// `runtimes/` once appeared at the workspace root, cluttering the repository: the store lives
 /// under `.keel/store/` (`keel_store::default_root`), created on first use.
 #[test]

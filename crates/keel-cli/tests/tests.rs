@@ -16,6 +16,7 @@ mod mcp;
 mod no_wedges;
 mod output_and_status;
 mod policy;
+mod readme;
 mod readonly_cli;
 mod store_cli;
 mod top;
