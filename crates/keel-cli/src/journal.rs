@@ -62,7 +62,7 @@ pub enum JournalCommand {
         #[arg(short = 'n', long = "lines", default_value_t = 10)]
         count: usize,
     },
-    /// Report corrupt lines, a torn tail and record counts; exit 1 if any record is corrupt.
+    /// Report damage (corrupt lines, colliding live leases: exit 1) and notes (torn tails), with record counts.
     Verify {
         /// Print one JSON object instead of a report.
         #[arg(long)]

@@ -69,7 +69,7 @@ fn header_lines(model: &Model, context: &Context, now_unix_s: i64) -> Paragraph<
     ]);
     let count = |standing: Standing| model.leases().iter().filter(|l| l.standing == standing).count();
     let mut figures = format!(
-        "{} live: {} alive, {} idle, {} holder gone, {} clock skew, {} reclaimable · {} grants/min · {} refusals",
+        "{} live: {} alive, {} idle, {} holder gone, {} clock skew, {} reclaimable · {} grants/min · {} refused",
         model.leases_total(),
         count(Standing::Alive),
         count(Standing::Idle),
