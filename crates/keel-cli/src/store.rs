@@ -236,7 +236,31 @@ fn print<T: Serialize>(json: bool, value: &T, sentence: impl FnOnce() -> String)
 }
 
 fn open(root: &Path, runtime: &RuntimeArg) -> Result<FsRuntimeStore, Failure> {
-    FsRuntimeStore::open(root, &runtime.runtime).map_err(crate::failure)
+    FsRuntimeStore::open(root, &runtime.runtime).map_err(|error| match moved_from(root, &runtime.runtime, &error) {
+        Some(old) => {
+            let new = root.join("runtimes");
+            let hint = format!(
+                "it is in {}, where keel kept its store before .keel/store/; move the store there \
+                 (`mv {} {}`, or each runtime's directory and .lock file if {} exists)",
+                old.display(),
+                old.display(),
+                new.display(),
+                new.display()
+            );
+            let failure = crate::failure(error);
+            crate::Failure { error: anyhow::anyhow!("{}; {hint}", failure.error), ..failure }
+        }
+        None => crate::failure(error),
+    })
+}
+
+/// Where an older keel kept the runtime `id` that `error` did not find: `runtimes/` at the
+/// workspace root, before the store moved under `.keel/store/`.
+fn moved_from(root: &Path, id: &str, error: &keel_store::StoreError) -> Option<std::path::PathBuf> {
+    let keel_store::StoreError::Missing { runtime_id: Some(_), worker_id: None, .. } = error else { return None };
+    let workspace = root.parent()?.parent()?;
+    let old = keel_store::list_runtimes(workspace).ok()?;
+    old.iter().any(|found| found == id).then(|| workspace.join("runtimes"))
 }
 
 /// Compact text for a JSON value in a listing.

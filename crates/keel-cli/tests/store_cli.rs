@@ -386,3 +386,18 @@ fn errors_name_runtimes_and_workers_by_id_and_check_prints_no_rust_debug_text() 
     assert_eq!(check.status.code(), Some(1), "a problem: {stdout}");
     assert!(stdout.contains("problem:") && !stdout.contains("Some(") && !stdout.contains("None"), "{stdout}");
 }
+
+/// A store an older keel kept at the workspace root (`runtimes/`) is not read from there any more:
+/// a runtime found only there is not "not found" without a word, but named with the way to move it.
+#[test]
+fn a_runtime_left_in_the_old_store_place_is_named_with_how_to_move_it() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path();
+    ok(root, &["store", "init", "--runtime", "old"]);
+    std::fs::rename(root.join(".keel/store/runtimes"), root.join("runtimes")).expect("the old layout");
+    let output = keel(root, &["store", "events", "--runtime", "old"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("{}", root.join("runtimes").display())), "the old place is named: {stderr}");
+    assert!(stderr.contains("mv "), "and how to move it: {stderr}");
+}
