@@ -171,8 +171,7 @@ fn from_environment(variables: &[(&str, &str)]) -> Result<Location, Failure> {
         Err(error) => {
             // Name the variable: the user never typed the flag clap's message names.
             let culprit = set.iter().find(|(_, word)| Environment::try_parse_from([word]).is_err());
-            let message = error.render().to_string();
-            let message = message.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            let message = crate::clap_message(&error);
             Err(Failure::usage(anyhow::anyhow!("${}: {message}", culprit.map_or("KEEL_*", |(variable, _)| variable))))
         }
     }

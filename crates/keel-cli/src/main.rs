@@ -90,18 +90,12 @@ kinded!(
 
 /// The one map from a library error's kind to the exit status.
 pub fn failure(error: impl Kinded) -> Failure {
-    let status = match error.kind() {
-        ErrorKind::Busy => Status::Busy,
-        ErrorKind::Refused => Status::Refused,
-        ErrorKind::Usage => Status::Usage,
-        ErrorKind::Damaged | ErrorKind::Io => Status::Io,
-    };
-    let kind = match error.kind() {
-        ErrorKind::Busy => "busy",
-        ErrorKind::Refused => "refused",
-        ErrorKind::Usage => "usage",
-        ErrorKind::Damaged => "damaged",
-        ErrorKind::Io => "io",
+    let (status, kind) = match error.kind() {
+        ErrorKind::Busy => (Status::Busy, "busy"),
+        ErrorKind::Refused => (Status::Refused, "refused"),
+        ErrorKind::Usage => (Status::Usage, "usage"),
+        ErrorKind::Damaged => (Status::Io, "damaged"),
+        ErrorKind::Io => (Status::Io, "io"),
     };
     let (path, line) = (error.path(), error.line());
     Failure { status, kind, path, line, error: error.into() }
@@ -468,7 +462,18 @@ fn dispatch(cli: &Cli) -> Result<Status, Failure> {
 /// to the command `lease run` starts). Read from the words themselves so that a command line
 /// clap cannot parse is answered in JSON too.
 fn wants_json(arguments: &[std::ffi::OsString]) -> bool {
-    arguments.iter().skip(1).take_while(|word| *word != "--").any(|word| word == "--json")
+    keel_words(arguments).any(|word| word == "--json")
+}
+
+/// The words of keel's own command line: those before any `--`.
+fn keel_words(arguments: &[std::ffi::OsString]) -> impl Iterator<Item = &std::ffi::OsString> {
+    arguments.iter().skip(1).take_while(|word| *word != "--")
+}
+
+/// clap's message for `error`, without its `error: ` prefix, usage line and hints.
+pub fn clap_message(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    rendered.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned()
 }
 
 /// A command line clap refused: `--help` and `--version` print and exit 0 as clap does; anything
@@ -484,14 +489,12 @@ fn usage_error(error: &clap::Error, json: bool, runs_command: bool) -> Result<St
         let _ = error.print();
         return Ok(status);
     }
-    let rendered = error.render().to_string();
-    let message = rendered.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
-    Err(Failure { status, ..Failure::usage(anyhow::anyhow!(message)) })
+    Err(Failure { status, ..Failure::usage(anyhow::anyhow!(clap_message(error))) })
 }
 
 /// Whether the command line is a `keel lease run` (whose statuses 124 to 127 are its own).
 fn runs_a_command(arguments: &[std::ffi::OsString]) -> bool {
-    let words: Vec<_> = arguments.iter().take_while(|word| *word != "--").collect();
+    let words: Vec<_> = keel_words(arguments).collect();
     words.windows(2).any(|pair| pair[0] == "lease" && pair[1] == "run")
 }
 
